@@ -1,0 +1,140 @@
+//! The command line, shaped like Unleash Edge's (`flagpost [--port 3063] offline
+//! --bootstrap-file FILE --client-tokens T1,T2 ...`) with the same environment variable names.
+//! clap reads flags and environment variables; `value_source` tells the merge in `config` which
+//! values were given explicitly, so that `config.toml` sits below both.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use super::unit::{parse_duration, parse_size};
+
+pub const DEFAULT_PORT: u16 = 3063;
+pub const DEFAULT_INTERFACE: &str = "0.0.0.0";
+pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
+pub const DEFAULT_MAX_BODY_SIZE: &str = "1MiB";
+pub const DEFAULT_SHUTDOWN_GRACE: &str = "15s";
+pub const DEFAULT_CORS_MAX_AGE: &str = "1d";
+pub const DEFAULT_RELOAD_INTERVAL: &str = "5s";
+pub const DEFAULT_APP_NAME: &str = "flagpost";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "flagpost",
+    version,
+    about = "A validating edge proxy for Unleash: serves the Frontend and Client APIs from memory, \
+             only within the scope of its own client tokens.",
+    after_help = "With no subcommand, flagpost reads ./config.toml (or --config FILE) and runs the \
+                  mode it names. Precedence: flags > environment variables > config file > defaults."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    /// Configuration file (TOML). Without it, ./config.toml is read when it exists
+    #[arg(long, env = "FLAGPOST_CONFIG", global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Validate the configuration, print it with secrets redacted, and exit
+    #[arg(long, global = true)]
+    pub check_config: bool,
+
+    /// Port to listen on for HTTP traffic
+    #[arg(short, long, env = "PORT", global = true, default_value_t = DEFAULT_PORT)]
+    pub port: u16,
+
+    /// Interface (IP address) to listen on; `::` listens on IPv6 and IPv4
+    #[arg(short, long, env = "INTERFACE", global = true, default_value = DEFAULT_INTERFACE)]
+    pub interface: String,
+
+    /// Log format
+    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormatArg::Plain)]
+    pub log_format: LogFormatArg,
+
+    /// Origins allowed to call the Frontend API from a browser (comma separated; `*` for any)
+    #[arg(
+        long,
+        env = "CORS_ORIGIN",
+        global = true,
+        value_delimiter = ',',
+        default_value = "*"
+    )]
+    pub cors_origin: Vec<String>,
+
+    /// How long browsers may cache a CORS preflight answer
+    #[arg(long, env = "CORS_MAX_AGE", global = true, value_parser = duration_arg, default_value = DEFAULT_CORS_MAX_AGE)]
+    pub cors_max_age: Duration,
+
+    /// Turn off /api/frontend/all and /api/proxy/all (they return disabled flags too)
+    #[arg(long, env = "DISABLE_ALL_ENDPOINT", global = true)]
+    pub disable_all_endpoint: bool,
+
+    /// Close a connection whose request headers have not all arrived after this long
+    #[arg(long, env = "HEADER_READ_TIMEOUT", global = true, value_parser = duration_arg, default_value = DEFAULT_HEADER_READ_TIMEOUT)]
+    pub header_read_timeout: Duration,
+
+    /// Largest request body accepted (larger: 413)
+    #[arg(long, env = "MAX_BODY_SIZE", global = true, value_parser = size_arg, default_value = DEFAULT_MAX_BODY_SIZE)]
+    pub max_body_size: usize,
+
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
+    #[arg(long, env = "SHUTDOWN_GRACE", global = true, value_parser = duration_arg, default_value = DEFAULT_SHUTDOWN_GRACE)]
+    pub shutdown_grace: Duration,
+
+    /// Application name flagpost reports upstream
+    #[arg(short, long, env = "APP_NAME", global = true, default_value = DEFAULT_APP_NAME)]
+    pub app_name: String,
+
+    /// Instance id flagpost reports upstream [default: flagpost-<host>-<pid>]
+    #[arg(long, env = "INSTANCE_ID", global = true)]
+    pub instance_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve features from a local file, with tokens from configuration (no Unleash server)
+    Offline(OfflineArgs),
+    /// Validate the configuration, print it with secrets redacted, and exit
+    CheckConfig,
+}
+
+#[derive(Debug, Args)]
+pub struct OfflineArgs {
+    /// Features file: a Client API response (`{"version":2,"features":[...]}`) or Edge's simple
+    /// format (`{"flag":{"enabled":true,"variant":"blue"}}`)
+    #[arg(short, long, env = "BOOTSTRAP_FILE", value_name = "FILE")]
+    pub bootstrap_file: Option<PathBuf>,
+
+    /// Client (backend) tokens, comma separated. Their scopes are what flagpost serves
+    #[arg(short, long, env = "CLIENT_TOKENS", value_delimiter = ',')]
+    pub client_tokens: Vec<String>,
+
+    /// Frontend tokens, comma separated
+    #[arg(short, long, env = "FRONTEND_TOKENS", value_delimiter = ',')]
+    pub frontend_tokens: Vec<String>,
+
+    /// Unleash-Proxy-style client keys, comma separated, each `key@environment` (all projects;
+    /// use config.toml to give a project list)
+    #[arg(long, env = "CLIENT_KEYS", value_delimiter = ',')]
+    pub client_keys: Vec<String>,
+
+    /// How often the features file is checked for changes (a number is seconds; 0 turns
+    /// reloading off)
+    #[arg(short, long, env = "RELOAD_INTERVAL", value_parser = duration_arg, default_value = DEFAULT_RELOAD_INTERVAL)]
+    pub reload_interval: Duration,
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration(s, true)
+}
+
+fn size_arg(s: &str) -> Result<usize, String> {
+    parse_size(s)
+}

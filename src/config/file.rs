@@ -1,0 +1,139 @@
+//! The configuration file (`config.toml`) as written: `Raw*` types that serde fills, with unknown
+//! keys rejected so that a typo is an error, not a silently ignored setting.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFile {
+    pub mode: Option<String>,
+    pub app_name: Option<String>,
+    pub instance_id: Option<String>,
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub cors: RawCors,
+    #[serde(default)]
+    pub frontend: RawFrontend,
+    #[serde(default)]
+    pub log: RawLog,
+    pub offline: Option<RawOffline>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub interface: Option<String>,
+    pub port: Option<u16>,
+    pub header_read_timeout: Option<RawDuration>,
+    pub max_body_size: Option<RawSize>,
+    pub shutdown_grace: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub allowed_origins: Option<Vec<String>>,
+    pub max_age: Option<RawDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFrontend {
+    pub all_endpoint: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub format: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOffline {
+    pub features_file: Option<String>,
+    pub reload_interval: Option<RawDuration>,
+    pub client_tokens: Option<Vec<RawToken>>,
+    pub frontend_tokens: Option<Vec<RawToken>>,
+    pub client_keys: Option<Vec<RawClientKey>>,
+}
+
+/// A token as configured: the bare string, or a table giving the project list of a `[]` token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawToken {
+    Plain(String),
+    WithProjects(RawTokenWithProjects),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTokenWithProjects {
+    pub token: String,
+    pub projects: Vec<String>,
+}
+
+/// An Unleash-Proxy-style client key: any string, with the scope it may see.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientKey {
+    pub key: String,
+    pub environment: String,
+    pub projects: Vec<String>,
+}
+
+/// A duration as written: `"15s"`. A bare number is kept to say that it needs a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawDuration {
+    Text(String),
+    Number(i64),
+}
+
+/// A size as written: `"1MiB"`, or a number of bytes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawSize {
+    Text(String),
+    Number(u64),
+}
+
+impl RawFile {
+    /// Parses the file; an error is one line naming the key (`section.key`) when it can.
+    pub fn parse(text: &str) -> Result<RawFile, (Option<String>, String)> {
+        toml::from_str(text).map_err(|e| {
+            let key = e.span().and_then(|span| key_at(text, span.start));
+            let mut problem = e.message().trim().replace('\n', " ");
+            if let Some(span) = e.span() {
+                let line = text
+                    .get(..span.start)
+                    .map_or(0, |t| t.matches('\n').count() + 1);
+                problem = format!("line {line}: {problem}");
+            }
+            (key, problem)
+        })
+    }
+}
+
+/// The dotted key (`section.key`) of the line holding byte `offset`, without its value (which
+/// may be a secret).
+fn key_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..)?.lines().next()?;
+    let key = line.split_once('=')?.0.trim();
+    if key.is_empty() || key.starts_with('[') {
+        return None;
+    }
+    let section = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    Some(match section {
+        Some(s) => format!("{s}.{key}"),
+        None => key.to_string(),
+    })
+}

@@ -1,0 +1,735 @@
+//! Configuration in three layers, `config.toml` < environment variables < command-line flags,
+//! merged into one validated [`Config`]. Bad configuration is one [`ConfigError`] naming the key
+//! and the problem (the binary exits with code 64).
+
+mod cli;
+mod file;
+pub mod unit;
+
+use std::ffi::OsString;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches};
+
+use crate::token::{Projects, Scope, Shape, Token, TokenKind};
+pub use cli::{Cli, Command, LogFormatArg};
+use file::{RawClientKey, RawDuration, RawFile, RawSize, RawToken};
+use unit::{format_duration, format_size, parse_duration, parse_size};
+
+/// Everything flagpost needs to run, validated.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub cors: CorsConfig,
+    pub frontend: FrontendConfig,
+    pub log_format: LogFormat,
+    pub app_name: String,
+    pub instance_id: String,
+    pub mode: Mode,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub header_read_timeout: Duration,
+    pub max_body_size: usize,
+    pub shutdown_grace: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    pub allowed_origins: AllowedOrigins,
+    pub max_age: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    Any,
+    List(Vec<String>),
+}
+
+#[derive(Debug, Clone)]
+pub struct FrontendConfig {
+    /// Whether `/api/frontend/all` (every flag, disabled ones too) is served.
+    pub all_endpoint: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+#[derive(Debug, Clone)]
+pub enum Mode {
+    Offline(OfflineConfig),
+}
+
+#[derive(Debug, Clone)]
+pub struct OfflineConfig {
+    pub features_file: PathBuf,
+    /// `None`: the file is read once.
+    pub reload_interval: Option<Duration>,
+    pub tokens: Vec<ConfiguredToken>,
+}
+
+/// A token (or client key) from configuration, with what it may do.
+#[derive(Debug, Clone)]
+pub struct ConfiguredToken {
+    pub token: Token,
+    pub kind: TokenKind,
+    pub scope: Scope,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    Serve(Config),
+    CheckConfig(Config),
+}
+
+/// Bad configuration: the key (or flag) and the problem.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{key}: {problem}")]
+    Invalid { key: String, problem: String },
+    /// A command-line problem, or `--help`/`--version` (which clap prints).
+    #[error("{0}")]
+    Cli(#[from] clap::Error),
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Reads the command line (`args` includes the program name), the environment (through
+    /// clap) and the configuration file it points at.
+    pub fn from_args<I, T>(args: I) -> Result<Invocation, ConfigError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
+        let matches = Cli::command().try_get_matches_from(&args)?;
+        let cli = Cli::from_arg_matches(&matches)?;
+        let (path, explicit_path) = match &cli.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from("config.toml"), false),
+        };
+        let raw = read_file(&path, explicit_path)?;
+        let base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+
+        let check_only = cli.check_config || matches!(cli.command, Some(Command::CheckConfig));
+        if matches!(cli.command, None | Some(Command::CheckConfig)) {
+            // No mode on the command line: take it from the file, and parse again with it so
+            // that the mode's environment variables (CLIENT_TOKENS, ...) are read too.
+            let mode = file_mode(raw.as_ref())?;
+            if let Some(pos) = args.iter().position(|a| a == "check-config") {
+                args.remove(pos);
+            }
+            args.push(mode.into());
+            let matches = Cli::command().try_get_matches_from(&args)?;
+            let cli = Cli::from_arg_matches(&matches)?;
+            let config = merge(&cli, &matches, raw.unwrap_or_default(), &base_dir)?;
+            return Ok(wrap(config, check_only));
+        }
+        let config = merge(&cli, &matches, raw.unwrap_or_default(), &base_dir)?;
+        Ok(wrap(config, check_only))
+    }
+
+    /// The effective configuration as TOML, with every secret redacted.
+    pub fn to_redacted_toml(&self) -> String {
+        use toml::{Table, Value};
+        let mut root = Table::new();
+        let s = |v: &str| Value::String(v.to_string());
+        let mode = match &self.mode {
+            Mode::Offline(_) => "offline",
+        };
+        root.insert("mode".into(), s(mode));
+        root.insert("app_name".into(), s(&self.app_name));
+        root.insert("instance_id".into(), s(&self.instance_id));
+        let mut server = Table::new();
+        server.insert("interface".into(), s(&self.server.listen.ip().to_string()));
+        server.insert(
+            "port".into(),
+            Value::Integer(i64::from(self.server.listen.port())),
+        );
+        server.insert(
+            "header_read_timeout".into(),
+            s(&format_duration(self.server.header_read_timeout)),
+        );
+        server.insert(
+            "max_body_size".into(),
+            s(&format_size(self.server.max_body_size)),
+        );
+        server.insert(
+            "shutdown_grace".into(),
+            s(&format_duration(self.server.shutdown_grace)),
+        );
+        root.insert("server".into(), Value::Table(server));
+        let mut cors = Table::new();
+        let origins = match &self.cors.allowed_origins {
+            AllowedOrigins::Any => vec![s("*")],
+            AllowedOrigins::List(list) => list.iter().map(|o| s(o)).collect(),
+        };
+        cors.insert("allowed_origins".into(), Value::Array(origins));
+        cors.insert("max_age".into(), s(&format_duration(self.cors.max_age)));
+        root.insert("cors".into(), Value::Table(cors));
+        let mut frontend = Table::new();
+        frontend.insert(
+            "all_endpoint".into(),
+            Value::Boolean(self.frontend.all_endpoint),
+        );
+        root.insert("frontend".into(), Value::Table(frontend));
+        let mut log = Table::new();
+        let format = match self.log_format {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        };
+        log.insert("format".into(), s(format));
+        root.insert("log".into(), Value::Table(log));
+        match &self.mode {
+            Mode::Offline(offline) => {
+                let mut t = Table::new();
+                t.insert(
+                    "features_file".into(),
+                    s(&offline.features_file.display().to_string()),
+                );
+                let reload = offline.reload_interval.unwrap_or(Duration::ZERO);
+                t.insert("reload_interval".into(), s(&format_duration(reload)));
+                let projects = |p: &Projects| -> Value {
+                    Value::Array(match p {
+                        Projects::All => vec![s("*")],
+                        Projects::Some(set) => set.iter().map(|n| s(n)).collect(),
+                    })
+                };
+                let mut client = Vec::new();
+                let mut frontend = Vec::new();
+                let mut keys = Vec::new();
+                for c in &offline.tokens {
+                    let mut entry = Table::new();
+                    if *c.token.shape() == Shape::Opaque {
+                        entry.insert("key".into(), s(&c.token.redacted()));
+                        entry.insert("environment".into(), s(&c.scope.environment));
+                        entry.insert("projects".into(), projects(&c.scope.projects));
+                        keys.push(Value::Table(entry));
+                        continue;
+                    }
+                    entry.insert("token".into(), s(&c.token.redacted()));
+                    entry.insert("projects".into(), projects(&c.scope.projects));
+                    match c.kind {
+                        TokenKind::Client => client.push(Value::Table(entry)),
+                        TokenKind::Frontend => frontend.push(Value::Table(entry)),
+                    }
+                }
+                t.insert("client_tokens".into(), Value::Array(client));
+                t.insert("frontend_tokens".into(), Value::Array(frontend));
+                t.insert("client_keys".into(), Value::Array(keys));
+                root.insert("offline".into(), Value::Table(t));
+            }
+        }
+        toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+}
+
+fn wrap(config: Config, check_only: bool) -> Invocation {
+    if check_only {
+        Invocation::CheckConfig(config)
+    } else {
+        Invocation::Serve(config)
+    }
+}
+
+fn read_file(path: &Path, explicit: bool) -> Result<Option<RawFile>, ConfigError> {
+    let key = format!("config file {}", path.display());
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => return Ok(None),
+        Err(e) => return Err(invalid(key, format!("cannot read it: {e}"))),
+    };
+    RawFile::parse(&text)
+        .map(Some)
+        .map_err(|(name, problem)| match name {
+            Some(name) => invalid(name, format!("{problem} (in {})", path.display())),
+            None => invalid(key, problem),
+        })
+}
+
+fn file_mode(raw: Option<&RawFile>) -> Result<&'static str, ConfigError> {
+    let Some(raw) = raw else {
+        return Err(invalid(
+            "mode",
+            "no subcommand and no config.toml: run `flagpost offline --bootstrap-file FILE \
+             --client-tokens ...`, or write a config.toml (see `flagpost --help`)",
+        ));
+    };
+    match raw.mode.as_deref() {
+        Some("offline") => Ok("offline"),
+        Some(other) => Err(invalid(
+            "mode",
+            format!("unknown mode {other:?}: this flagpost knows \"offline\""),
+        )),
+        None if raw.offline.is_some() => Ok("offline"),
+        None => Err(invalid(
+            "mode",
+            "the config file names no mode: add `mode = \"offline\"` and an [offline] section",
+        )),
+    }
+}
+
+/// Whether the value of `id` was given by a flag or an environment variable (not a default).
+fn explicit(matches: &ArgMatches, id: &str) -> bool {
+    match matches.try_get_raw(id) {
+        Ok(Some(_)) => matches!(
+            matches.value_source(id),
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ),
+        _ => false,
+    }
+}
+
+fn layered<T>(matches: &ArgMatches, id: &str, cli_value: T, file_value: Option<T>) -> T {
+    if explicit(matches, id) {
+        cli_value
+    } else {
+        file_value.unwrap_or(cli_value)
+    }
+}
+
+fn file_duration(key: &str, v: Option<&RawDuration>) -> Result<Option<Duration>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(RawDuration::Text(s)) => parse_duration(s, false)
+            .map(Some)
+            .map_err(|e| invalid(key, e)),
+        Some(RawDuration::Number(n)) => Err(invalid(
+            key,
+            format!("write durations as a string with a unit, e.g. \"{n}s\""),
+        )),
+    }
+}
+
+fn merge(
+    cli: &Cli,
+    matches: &ArgMatches,
+    raw: RawFile,
+    base_dir: &Path,
+) -> Result<Config, ConfigError> {
+    let interface_text = layered(
+        matches,
+        "interface",
+        cli.interface.clone(),
+        raw.server.interface.clone(),
+    );
+    let interface: IpAddr = interface_text.trim().parse().map_err(|_| {
+        invalid(
+            "server.interface (--interface / INTERFACE)",
+            format!("{interface_text:?} is not an IP address (use e.g. 0.0.0.0, 127.0.0.1 or ::)"),
+        )
+    })?;
+    let port = layered(matches, "port", cli.port, raw.server.port);
+    let header_read_timeout = layered(
+        matches,
+        "header_read_timeout",
+        cli.header_read_timeout,
+        file_duration(
+            "server.header_read_timeout",
+            raw.server.header_read_timeout.as_ref(),
+        )?,
+    );
+    if header_read_timeout.is_zero() {
+        return Err(invalid(
+            "server.header_read_timeout",
+            "must be more than 0s",
+        ));
+    }
+    let max_body_size = layered(
+        matches,
+        "max_body_size",
+        cli.max_body_size,
+        raw.server
+            .max_body_size
+            .as_ref()
+            .map(|s| match s {
+                RawSize::Text(t) => parse_size(t).map_err(|e| invalid("server.max_body_size", e)),
+                RawSize::Number(n) => {
+                    usize::try_from(*n).map_err(|_| invalid("server.max_body_size", "too large"))
+                }
+            })
+            .transpose()?,
+    );
+    if max_body_size == 0 {
+        return Err(invalid("server.max_body_size", "must be more than 0B"));
+    }
+    let shutdown_grace = layered(
+        matches,
+        "shutdown_grace",
+        cli.shutdown_grace,
+        file_duration("server.shutdown_grace", raw.server.shutdown_grace.as_ref())?,
+    );
+
+    let origins = layered(
+        matches,
+        "cors_origin",
+        cli.cors_origin.clone(),
+        raw.cors.allowed_origins.clone(),
+    );
+    let allowed_origins = cors_origins(origins)?;
+    let max_age = layered(
+        matches,
+        "cors_max_age",
+        cli.cors_max_age,
+        file_duration("cors.max_age", raw.cors.max_age.as_ref())?,
+    );
+    let all_endpoint = if explicit(matches, "disable_all_endpoint") {
+        !cli.disable_all_endpoint
+    } else {
+        raw.frontend
+            .all_endpoint
+            .unwrap_or(!cli.disable_all_endpoint)
+    };
+    let log_format = match layered(
+        matches,
+        "log_format",
+        match cli.log_format {
+            LogFormatArg::Plain => "plain".to_string(),
+            LogFormatArg::Json => "json".to_string(),
+        },
+        raw.log.format.clone(),
+    )
+    .as_str()
+    {
+        "plain" => LogFormat::Plain,
+        "json" => LogFormat::Json,
+        other => {
+            return Err(invalid(
+                "log.format",
+                format!("{other:?} is not a log format: use \"plain\" or \"json\""),
+            ))
+        }
+    };
+    let app_name = layered(
+        matches,
+        "app_name",
+        cli.app_name.clone(),
+        raw.app_name.clone(),
+    );
+    if app_name.trim().is_empty() {
+        return Err(invalid("app_name", "must not be empty"));
+    }
+    let instance_id = cli
+        .instance_id
+        .clone()
+        .or(raw.instance_id.clone())
+        .unwrap_or_else(default_instance_id);
+
+    let mode = match &cli.command {
+        Some(Command::Offline(args)) => {
+            Mode::Offline(offline(args, sub_matches(matches), raw.offline, base_dir)?)
+        }
+        Some(Command::CheckConfig) | None => {
+            return Err(invalid("mode", "no mode given (offline)"));
+        }
+    };
+
+    Ok(Config {
+        server: ServerConfig {
+            listen: SocketAddr::new(interface, port),
+            header_read_timeout,
+            max_body_size,
+            shutdown_grace,
+        },
+        cors: CorsConfig {
+            allowed_origins,
+            max_age,
+        },
+        frontend: FrontendConfig { all_endpoint },
+        log_format,
+        app_name,
+        instance_id,
+        mode,
+    })
+}
+
+fn sub_matches(matches: &ArgMatches) -> &ArgMatches {
+    matches.subcommand().map(|(_, m)| m).unwrap_or(matches)
+}
+
+fn cors_origins(origins: Vec<String>) -> Result<AllowedOrigins, ConfigError> {
+    let origins: Vec<String> = origins
+        .into_iter()
+        .map(|o| o.trim().trim_end_matches('/').to_string())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.is_empty() || origins.iter().any(|o| o == "*") {
+        return Ok(AllowedOrigins::Any);
+    }
+    for o in &origins {
+        let ok = (o.starts_with("http://") || o.starts_with("https://"))
+            && o.bytes().all(|b| b.is_ascii_graphic());
+        if !ok {
+            return Err(invalid(
+                "cors.allowed_origins (--cors-origin / CORS_ORIGIN)",
+                format!("{o:?} is not an origin like \"https://app.example.com\" (or \"*\")"),
+            ));
+        }
+    }
+    Ok(AllowedOrigins::List(origins))
+}
+
+fn default_instance_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|h| h.trim().to_string())
+        })
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "host".to_string());
+    format!("flagpost-{host}-{}", std::process::id())
+}
+
+fn offline(
+    args: &cli::OfflineArgs,
+    matches: &ArgMatches,
+    raw: Option<file::RawOffline>,
+    base_dir: &Path,
+) -> Result<OfflineConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let features_file = if explicit(matches, "bootstrap_file") {
+        args.bootstrap_file.clone()
+    } else {
+        raw.features_file.as_ref().map(|f| base_dir.join(f))
+    }
+    .ok_or_else(|| {
+        invalid(
+            "offline.features_file (--bootstrap-file / BOOTSTRAP_FILE)",
+            "offline mode needs a features file",
+        )
+    })?;
+    let reload = layered(
+        matches,
+        "reload_interval",
+        args.reload_interval,
+        file_duration("offline.reload_interval", raw.reload_interval.as_ref())?,
+    );
+
+    let from_cli = |id: &str, list: &[String]| -> Option<Vec<RawToken>> {
+        explicit(matches, id).then(|| {
+            list.iter()
+                .filter(|t| !t.trim().is_empty())
+                .map(|t| RawToken::Plain(t.trim().to_string()))
+                .collect()
+        })
+    };
+    let client = from_cli("client_tokens", &args.client_tokens)
+        .or(raw.client_tokens)
+        .unwrap_or_default();
+    let frontend = from_cli("frontend_tokens", &args.frontend_tokens)
+        .or(raw.frontend_tokens)
+        .unwrap_or_default();
+    let keys = if explicit(matches, "client_keys") {
+        args.client_keys
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .enumerate()
+            .map(|(i, k)| key_at_environment(i, k.trim()))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        raw.client_keys.unwrap_or_default()
+    };
+
+    let mut tokens = Vec::new();
+    for (i, entry) in client.iter().enumerate() {
+        let key = format!("offline.client_tokens[{i}] (--client-tokens / CLIENT_TOKENS)");
+        tokens.push(configured_token(&key, entry, TokenKind::Client)?);
+    }
+    for (i, entry) in frontend.iter().enumerate() {
+        let key = format!("offline.frontend_tokens[{i}] (--frontend-tokens / FRONTEND_TOKENS)");
+        tokens.push(configured_token(&key, entry, TokenKind::Frontend)?);
+    }
+    for (i, entry) in keys.iter().enumerate() {
+        tokens.push(client_key(&format!("offline.client_keys[{i}]"), entry)?);
+    }
+    check_offline_tokens(&tokens)?;
+    Ok(OfflineConfig {
+        features_file,
+        reload_interval: (!reload.is_zero()).then_some(reload),
+        tokens,
+    })
+}
+
+fn key_at_environment(i: usize, text: &str) -> Result<RawClientKey, ConfigError> {
+    match text.rsplit_once('@') {
+        Some((key, env)) if !key.is_empty() && !env.is_empty() => Ok(RawClientKey {
+            key: key.to_string(),
+            environment: env.to_string(),
+            projects: vec!["*".to_string()],
+        }),
+        _ => Err(invalid(
+            format!("client key #{} (--client-keys / CLIENT_KEYS)", i + 1),
+            "write each client key as `key@environment`",
+        )),
+    }
+}
+
+fn configured_token(
+    key: &str,
+    entry: &RawToken,
+    kind: TokenKind,
+) -> Result<ConfiguredToken, ConfigError> {
+    let (text, projects) = match entry {
+        RawToken::Plain(t) => (t.as_str(), None),
+        RawToken::WithProjects(t) => (t.token.as_str(), Some(&t.projects)),
+    };
+    // The error never repeats the token: it may be a secret with a typo.
+    let token = Token::parse(text).map_err(|e| invalid(key, format!("not a token: {e}")))?;
+    let scope = match (token.shape(), projects) {
+        (Shape::Scoped { .. }, None) => token.stated_scope().ok_or_else(|| {
+            invalid(
+                key,
+                format!(
+                    "{token} is a `[]` token: its project list is not in the token, so give it \
+                     in config.toml as {{ token = \"[]:...\", projects = [\"a\", \"b\"] }}"
+                ),
+            )
+        })?,
+        (Shape::Scoped { environment, .. }, Some(list)) => {
+            let listed = project_list(key, list)?;
+            if let Some(stated) = token.stated_scope() {
+                if !stated.projects.covers(&listed) || !listed.covers(&stated.projects) {
+                    return Err(invalid(
+                        key,
+                        format!("{token} names its projects itself; `projects` disagrees with it"),
+                    ));
+                }
+            }
+            Scope::new(environment.clone(), listed)
+        }
+        (Shape::Admin | Shape::PersonalAccess, _) => {
+            return Err(invalid(
+                key,
+                format!(
+                    "{token} is an admin or personal access token; flagpost only serves SDK \
+                     tokens (client and frontend)"
+                ),
+            ))
+        }
+        (Shape::Legacy | Shape::Opaque, _) => {
+            return Err(invalid(
+                key,
+                format!(
+                    "{token} does not name its environment (`<project>:<environment>.<secret>`); \
+                     an arbitrary string is a client key: list it under [[offline.client_keys]] \
+                     with its environment and projects"
+                ),
+            ))
+        }
+    };
+    Ok(ConfiguredToken { token, kind, scope })
+}
+
+fn client_key(key: &str, entry: &RawClientKey) -> Result<ConfiguredToken, ConfigError> {
+    let token =
+        Token::parse(&entry.key).map_err(|e| invalid(key, format!("not a usable key: {e}")))?;
+    if entry.environment.trim().is_empty() || entry.environment == "*" {
+        return Err(invalid(key, "`environment` must name one environment"));
+    }
+    let projects = project_list(key, &entry.projects)?;
+    Ok(ConfiguredToken {
+        token,
+        kind: TokenKind::Frontend,
+        scope: Scope::new(entry.environment.trim(), projects),
+    })
+}
+
+fn project_list(key: &str, list: &[String]) -> Result<Projects, ConfigError> {
+    if list.is_empty() {
+        return Err(invalid(
+            key,
+            "`projects` is empty; list projects, or [\"*\"] for all",
+        ));
+    }
+    if let Some(bad) = list.iter().find(|p| p.trim().is_empty()) {
+        return Err(invalid(
+            key,
+            format!("`projects` has an empty name ({bad:?})"),
+        ));
+    }
+    Ok(Projects::from_names(list.iter().map(|p| p.trim())))
+}
+
+/// Offline mode needs at least one client token, and each token at most once.
+fn check_offline_tokens(tokens: &[ConfiguredToken]) -> Result<(), ConfigError> {
+    if !tokens.iter().any(|t| t.kind == TokenKind::Client) {
+        return Err(invalid(
+            "offline.client_tokens (--client-tokens / CLIENT_TOKENS)",
+            "no client token: flagpost serves only within the scope of its client tokens, so \
+             give at least one (e.g. \"*:development.some-secret\")",
+        ));
+    }
+    for (i, t) in tokens.iter().enumerate() {
+        let duplicate = tokens
+            .iter()
+            .take(i)
+            .any(|earlier| earlier.token.ct_eq(t.token.expose()));
+        if duplicate {
+            return Err(invalid(
+                "offline tokens",
+                format!("{} is configured twice", t.token),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Config {
+    /// Things that are valid but almost certainly not meant: offline frontend tokens or client
+    /// keys whose scope the client tokens do not cover (PROTOCOL.md §2: they will get 403).
+    pub fn warnings(&self) -> Vec<String> {
+        let Mode::Offline(offline) = &self.mode;
+        let tokens = &offline.tokens;
+        let mut warnings = Vec::new();
+        for t in tokens.iter().filter(|t| t.kind == TokenKind::Frontend) {
+            let mut union = Projects::none();
+            for c in tokens.iter().filter(|c| {
+                c.kind == TokenKind::Client && c.scope.environment == t.scope.environment
+            }) {
+                union.extend(&c.scope.projects);
+            }
+            if !union.covers(&t.scope.projects) {
+                warnings.push(format!(
+                    "{} ({}) will be refused (403 scope_not_covered): no client token covers \
+                     environment {:?} for {}. Add a client token for that scope",
+                    t.token,
+                    t.scope,
+                    t.scope.environment,
+                    union.missing_from(&t.scope.projects)
+                ));
+            }
+        }
+        warnings
+    }
+}
+
+impl fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,548 @@
+//! Frontend evaluation: the SDK context read from a query string or a JSON body (PROTOCOL.md §4),
+//! Unleash's own engine (`unleash-yggdrasil`, wrapped here so nothing else sees it), and the
+//! Frontend API response written straight to bytes.
+
+use std::collections::HashMap;
+
+use serde_json::{Map, Value};
+use unleash_types::client_features::{ClientFeatures, Context};
+use unleash_yggdrasil::{EngineState, ExtendedVariantDef};
+
+use crate::snapshot::{push_json_str, Document, Snapshot};
+use crate::token::Projects;
+
+/// Most context fields (including properties) one request may carry.
+pub const MAX_CONTEXT_FIELDS: usize = 256;
+
+/// A context that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ContextError {
+    #[error("the query string is not valid UTF-8 after percent-decoding (parameter {0:?})")]
+    QueryNotUtf8(String),
+    #[error("`{0}` is not a property: write properties[name]=value")]
+    BadPropertyKey(String),
+    #[error("the body is not valid JSON: {0}")]
+    Json(String),
+    #[error("the body must be a JSON object (the context, or {{\"context\": {{...}}}})")]
+    NotAnObject,
+    #[error("context field `{0}` must be a string, a number or a boolean")]
+    BadField(String),
+    #[error("the context has more than {MAX_CONTEXT_FIELDS} fields")]
+    TooManyFields,
+}
+
+/// The compiled flags of one snapshot.
+pub struct Engine {
+    state: EngineState,
+}
+
+/// One flag's result: `enabled` and the variant come from a single evaluation, so they agree
+/// even for random rollouts.
+pub type Evaluation = ExtendedVariantDef;
+
+impl Engine {
+    /// Compiles every feature of `document`. Returns the warnings for flags the engine could not
+    /// compile (they evaluate as off).
+    pub fn compile(document: &Document) -> (Engine, Vec<String>) {
+        let state = EngineState::default();
+        let features = ClientFeatures {
+            version: 2,
+            features: document
+                .features
+                .iter()
+                .map(|f| f.typed().clone())
+                .collect(),
+            segments: Some(
+                document
+                    .segments
+                    .iter()
+                    .map(|s| s.typed().clone())
+                    .collect(),
+            ),
+            query: None,
+            meta: None,
+        };
+        let warnings = state
+            .apply_client_features(features)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|w| format!("{}: {}", w.toggle_name, w.message))
+            .collect();
+        (Engine { state }, warnings)
+    }
+
+    /// Evaluates one flag once: `feature_enabled` is whether it is on, and the variant is the
+    /// one chosen in the same evaluation.
+    pub fn evaluate(&self, name: &str, context: &Context) -> Evaluation {
+        self.state.get_variant(name, context, &None)
+    }
+}
+
+/// Reads a context from a query string (without the `?`). `appName`, `environment`, `userId`,
+/// `sessionId`, `remoteAddress`, `currentTime` are fields; `properties[key]=value` and any other
+/// key are properties.
+pub fn context_from_query(query: &str) -> Result<Context, ContextError> {
+    let mut context = empty_context();
+    let mut properties = HashMap::new();
+    for (key, value) in query_pairs(query)? {
+        if let Some(rest) = key.strip_prefix("properties[") {
+            match rest.strip_suffix(']') {
+                Some(name) if !name.is_empty() && !name.contains(['[', ']']) => {
+                    properties.insert(name.to_string(), value);
+                }
+                _ => return Err(ContextError::BadPropertyKey(key)),
+            }
+        } else if key == "properties" {
+            return Err(ContextError::BadPropertyKey(key));
+        } else if !set_field(&mut context, &key, value.clone()) {
+            properties.insert(key, value);
+        }
+    }
+    if !properties.is_empty() {
+        context.properties = Some(properties);
+    }
+    Ok(context)
+}
+
+/// Splits and decodes a query string (`application/x-www-form-urlencoded`), at most
+/// [`MAX_CONTEXT_FIELDS`] pairs.
+pub fn query_pairs(query: &str) -> Result<Vec<(String, String)>, ContextError> {
+    let mut pairs = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        if pairs.len() == MAX_CONTEXT_FIELDS {
+            return Err(ContextError::TooManyFields);
+        }
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let key = percent_decode(k).ok_or_else(|| ContextError::QueryNotUtf8(lossy(k)))?;
+        let value = percent_decode(v).ok_or_else(|| ContextError::QueryNotUtf8(key.clone()))?;
+        pairs.push((key, value));
+    }
+    Ok(pairs)
+}
+
+/// Reads a context from a JSON body: the context itself, or `{"context": {...}}`. An empty
+/// body is an empty context.
+pub fn context_from_json(body: &[u8]) -> Result<Context, ContextError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(empty_context());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ContextError::Json(e.to_string()))?;
+    let Value::Object(mut object) = value else {
+        return Err(ContextError::NotAnObject);
+    };
+    if let Some(inner) = object.remove("context") {
+        match inner {
+            Value::Object(inner) => object = inner,
+            _ => return Err(ContextError::BadField("context".into())),
+        }
+    }
+    let mut context = empty_context();
+    let mut properties = HashMap::new();
+    if let Some(props) = object.remove("properties") {
+        match props {
+            Value::Object(props) => read_properties(props, &mut properties)?,
+            Value::Null => {}
+            _ => return Err(ContextError::BadField("properties".into())),
+        }
+    }
+    if object.len() + properties.len() > MAX_CONTEXT_FIELDS {
+        return Err(ContextError::TooManyFields);
+    }
+    for (key, value) in object {
+        let Some(text) = scalar(&key, value)? else {
+            continue;
+        };
+        if !set_field(&mut context, &key, text.clone()) {
+            properties.insert(key, text);
+        }
+    }
+    if !properties.is_empty() {
+        context.properties = Some(properties);
+    }
+    Ok(context)
+}
+
+fn read_properties(
+    props: Map<String, Value>,
+    out: &mut HashMap<String, String>,
+) -> Result<(), ContextError> {
+    if props.len() > MAX_CONTEXT_FIELDS {
+        return Err(ContextError::TooManyFields);
+    }
+    for (key, value) in props {
+        let field = format!("properties.{key}");
+        if let Some(text) = scalar(&field, value)? {
+            out.insert(key, text);
+        }
+    }
+    Ok(())
+}
+
+fn scalar(key: &str, value: Value) -> Result<Option<String>, ContextError> {
+    match value {
+        Value::String(s) => Ok(Some(s)),
+        Value::Number(n) => Ok(Some(n.to_string())),
+        Value::Bool(b) => Ok(Some(b.to_string())),
+        Value::Null => Ok(None),
+        Value::Array(_) | Value::Object(_) => Err(ContextError::BadField(key.to_string())),
+    }
+}
+
+fn empty_context() -> Context {
+    Context {
+        properties: None,
+        ..Context::default()
+    }
+}
+
+fn set_field(context: &mut Context, key: &str, value: String) -> bool {
+    let slot = match key {
+        "appName" => &mut context.app_name,
+        "environment" => &mut context.environment,
+        "userId" => &mut context.user_id,
+        "sessionId" => &mut context.session_id,
+        "remoteAddress" => &mut context.remote_address,
+        "currentTime" => &mut context.current_time,
+        _ => return false,
+    };
+    *slot = Some(value);
+    true
+}
+
+fn lossy(s: &str) -> String {
+    s.chars().take(64).collect()
+}
+
+/// `application/x-www-form-urlencoded` decoding: `+` is a space, `%XX` a byte; a `%` not
+/// followed by two hex digits stays as it is. `None` when the bytes are not UTF-8.
+fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains(['%', '+']) {
+        return Some(s.to_string());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+                    std::str::from_utf8(h)
+                        .ok()
+                        .and_then(|h| u8::from_str_radix(h, 16).ok())
+                });
+                match hex {
+                    Some(v) if bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit) => {
+                        out.push(v);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            other => out.push(other),
+        }
+        i += 1;
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Which flags a Frontend API response lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listing {
+    /// `/api/frontend`: only enabled flags.
+    Enabled,
+    /// `/api/frontend/all`: every flag.
+    All,
+}
+
+/// Writes `{"toggles":[...]}` for the flags of `projects`, each evaluated once.
+pub fn frontend_response(
+    snapshot: &Snapshot,
+    projects: &Projects,
+    context: &Context,
+    listing: Listing,
+) -> Vec<u8> {
+    let mut out = String::with_capacity(64 + snapshot.features().len() * 160);
+    out.push_str("{\"toggles\":[");
+    let mut first = true;
+    for feature in snapshot.features() {
+        if !projects.contains(&feature.project) {
+            continue;
+        }
+        let result = snapshot.engine().evaluate(&feature.name, context);
+        if listing == Listing::Enabled && !result.feature_enabled {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        let impression = feature.typed().impression_data.unwrap_or(false);
+        write_toggle(&mut out, &feature.name, impression, &result);
+    }
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+/// Writes one toggle object, as in PROTOCOL.md §4.
+pub fn write_toggle(out: &mut String, name: &str, impression_data: bool, result: &Evaluation) {
+    let enabled = if result.feature_enabled {
+        "true"
+    } else {
+        "false"
+    };
+    out.push_str("{\"name\":");
+    push_json_str(out, name);
+    out.push_str(",\"enabled\":");
+    out.push_str(enabled);
+    out.push_str(",\"impressionData\":");
+    out.push_str(if impression_data { "true" } else { "false" });
+    out.push_str(",\"variant\":{\"name\":");
+    push_json_str(out, &result.name);
+    out.push_str(",\"enabled\":");
+    out.push_str(if result.enabled { "true" } else { "false" });
+    out.push_str(",\"feature_enabled\":");
+    out.push_str(enabled);
+    out.push_str(",\"featureEnabled\":");
+    out.push_str(enabled);
+    if let Some(payload) = &result.payload {
+        out.push_str(",\"payload\":{\"type\":");
+        push_json_str(out, &payload.payload_type);
+        out.push_str(",\"value\":");
+        push_json_str(out, &payload.value);
+        out.push('}');
+    }
+    out.push_str("}}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn query_fields_and_properties() {
+        let c = context_from_query(
+            "appName=web&environment=development&userId=alice&sessionId=s-1\
+             &properties%5Bcountry%5D=NO&properties[appVersion]=1.3.0&tier=pro&remoteAddress=10.0.0.1\
+             &currentTime=2024-01-01T00%3A00%3A00Z&name=a+b",
+        )
+        .unwrap();
+        assert_eq!(c.app_name.as_deref(), Some("web"));
+        assert_eq!(c.environment.as_deref(), Some("development"));
+        assert_eq!(c.user_id.as_deref(), Some("alice"));
+        assert_eq!(c.session_id.as_deref(), Some("s-1"));
+        assert_eq!(c.remote_address.as_deref(), Some("10.0.0.1"));
+        assert_eq!(c.current_time.as_deref(), Some("2024-01-01T00:00:00Z"));
+        let p = c.properties.unwrap();
+        assert_eq!(p["country"], "NO");
+        assert_eq!(p["appVersion"], "1.3.0");
+        assert_eq!(p["tier"], "pro");
+        assert_eq!(p["name"], "a b");
+    }
+
+    #[test]
+    fn bad_queries_are_named() {
+        assert_eq!(
+            context_from_query("properties[=x").err(),
+            Some(ContextError::BadPropertyKey("properties[".into()))
+        );
+        assert!(context_from_query("properties[a][b]=x").is_err());
+        assert!(context_from_query("properties=x").is_err());
+        assert!(matches!(
+            context_from_query("userId=%ff%fe"),
+            Err(ContextError::QueryNotUtf8(k)) if k == "userId"
+        ));
+        assert_eq!(
+            context_from_query("userId=100%")
+                .unwrap()
+                .user_id
+                .as_deref(),
+            Some("100%")
+        );
+        let many = (0..=MAX_CONTEXT_FIELDS)
+            .map(|i| format!("k{i}=v"))
+            .collect::<Vec<_>>();
+        assert_eq!(
+            context_from_query(&many.join("&")).err(),
+            Some(ContextError::TooManyFields)
+        );
+    }
+
+    #[test]
+    fn json_flat_or_wrapped() {
+        let flat =
+            context_from_json(br#"{"userId":"u","properties":{"a":"1","n":2,"b":true},"x":"y"}"#)
+                .unwrap();
+        assert_eq!(flat.user_id.as_deref(), Some("u"));
+        let p = flat.properties.unwrap();
+        assert_eq!(
+            (
+                p["a"].as_str(),
+                p["n"].as_str(),
+                p["b"].as_str(),
+                p["x"].as_str()
+            ),
+            ("1", "2", "true", "y")
+        );
+        let wrapped = context_from_json(br#"{"context":{"sessionId":"s","userId":42}}"#).unwrap();
+        assert_eq!(wrapped.session_id.as_deref(), Some("s"));
+        assert_eq!(wrapped.user_id.as_deref(), Some("42"));
+        assert!(context_from_json(b"  ").unwrap().user_id.is_none());
+    }
+
+    #[test]
+    fn bad_json_is_named() {
+        assert!(matches!(
+            context_from_json(b"{"),
+            Err(ContextError::Json(_))
+        ));
+        assert_eq!(
+            context_from_json(b"[1]").err(),
+            Some(ContextError::NotAnObject)
+        );
+        assert_eq!(
+            context_from_json(br#"{"userId":{"a":1}}"#).err(),
+            Some(ContextError::BadField("userId".into()))
+        );
+        assert_eq!(
+            context_from_json(br#"{"properties":{"a":[1]}}"#).err(),
+            Some(ContextError::BadField("properties.a".into()))
+        );
+        assert_eq!(
+            context_from_json(br#"{"context":"x"}"#).err(),
+            Some(ContextError::BadField("context".into()))
+        );
+    }
+
+    #[test]
+    fn toggle_shape_matches_the_protocol() {
+        let doc = Document::parse(
+            br#"{"features":[{"name":"v","enabled":true,"impressionData":true,
+                "strategies":[{"name":"default"}],
+                "variants":[{"name":"B","weight":1000,"payload":{"type":"csv","value":"x,y"},"stickiness":"default"}]},
+              {"name":"off","enabled":false,"strategies":[{"name":"default"}]}]}"#,
+        )
+        .unwrap();
+        let (snapshot, warnings) = Snapshot::build("development", doc);
+        assert!(warnings.is_empty());
+        let ctx = empty_context();
+        let all: Value = serde_json::from_slice(&frontend_response(
+            &snapshot,
+            &Projects::All,
+            &ctx,
+            Listing::All,
+        ))
+        .unwrap();
+        assert_eq!(
+            all,
+            serde_json::json!({"toggles":[
+                {"name":"v","enabled":true,"impressionData":true,
+                 "variant":{"name":"B","enabled":true,"feature_enabled":true,"featureEnabled":true,
+                            "payload":{"type":"csv","value":"x,y"}}},
+                {"name":"off","enabled":false,"impressionData":false,
+                 "variant":{"name":"disabled","enabled":false,"feature_enabled":false,"featureEnabled":false}}
+            ]})
+        );
+        let enabled: Value = serde_json::from_slice(&frontend_response(
+            &snapshot,
+            &Projects::All,
+            &ctx,
+            Listing::Enabled,
+        ))
+        .unwrap();
+        assert_eq!(enabled["toggles"].as_array().unwrap().len(), 1);
+        let none: Value = serde_json::from_slice(&frontend_response(
+            &snapshot,
+            &Projects::from_names(["other"]),
+            &ctx,
+            Listing::All,
+        ))
+        .unwrap();
+        assert_eq!(none, serde_json::json!({"toggles":[]}));
+    }
+
+    #[test]
+    fn random_rollout_agrees_with_its_variant() {
+        // 50% random rollout with variants: enabled and the variant must come from one evaluation.
+        let doc = Document::parse(
+            br#"{"features":[{"name":"r","enabled":true,
+                "strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"random","groupId":"r"},
+                  "variants":[{"name":"x","weight":1000,"stickiness":"random"}]}]}]}"#,
+        )
+        .unwrap();
+        let (snapshot, _) = Snapshot::build("development", doc);
+        let ctx = empty_context();
+        let (mut on, mut off) = (0, 0);
+        for _ in 0..400 {
+            let r = snapshot.engine().evaluate("r", &ctx);
+            assert_eq!(
+                r.feature_enabled, r.enabled,
+                "variant disagrees with enabled: {r:?}"
+            );
+            if r.feature_enabled {
+                on += 1
+            } else {
+                off += 1
+            }
+        }
+        assert!(on > 0 && off > 0, "both outcomes seen ({on} on, {off} off)");
+    }
+
+    /// Files 19 and 20 of the client specification describe the delta API, which flagpost does
+    /// not consume: they run through the engine directly.
+    #[test]
+    fn client_specification_delta_files_through_the_engine() {
+        let dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/client-specification");
+        let mut ran = 0;
+        for file in ["19-delta-api-hydration.json", "20-delta-api-events.json"] {
+            let spec: Value =
+                serde_json::from_str(&std::fs::read_to_string(dir.join(file)).unwrap()).unwrap();
+            let engine = EngineState::default();
+            let message: unleash_yggdrasil::UpdateMessage =
+                serde_json::from_value(spec["state"].clone()).unwrap();
+            engine.take_state(message);
+            for case in spec["tests"].as_array().unwrap() {
+                let context: Context = serde_json::from_value(case["context"].clone()).unwrap();
+                let name = case["toggleName"].as_str().unwrap();
+                let expected = case["expectedResult"].as_bool().unwrap();
+                assert_eq!(
+                    engine.is_enabled(name, &context, &None),
+                    expected,
+                    "{file}: {}",
+                    case["description"]
+                );
+                ran += 1;
+            }
+        }
+        assert_eq!(ran, 4);
+    }
+
+    proptest! {
+        #[test]
+        fn query_parser_never_panics(q in "\\PC{0,200}") {
+            let _ = context_from_query(&q);
+        }
+
+        #[test]
+        fn json_parser_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = context_from_json(&b);
+        }
+
+        #[test]
+        fn query_round_trips_properties(
+            props in proptest::collection::btree_map("[a-zA-Z0-9 _.%+&=-]{1,10}", "\\PC{0,12}", 0..8)
+        ) {
+            let enc = |s: &str| s.bytes().map(|b| format!("%{b:02X}")).collect::<String>();
+            let q = props.iter().map(|(k, v)| format!("properties%5B{}%5D={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+            let props_ok = props.keys().all(|k| !k.contains(['[', ']']));
+            prop_assume!(props_ok);
+            let c = context_from_query(&q).unwrap();
+            let got = c.properties.unwrap_or_default();
+            prop_assert_eq!(got.len(), props.len());
+            for (k, v) in &props { prop_assert_eq!(got.get(k), Some(v)); }
+        }
+    }
+}

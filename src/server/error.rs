@@ -1,0 +1,214 @@
+//! Request errors and the one exhaustive mapping from them to status, headers and JSON body
+//! (PROTOCOL.md §5). Messages say what happened and what to do; they never contain a secret.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
+use http::{HeaderValue, Response, StatusCode};
+use http_body_util::Full;
+
+use crate::auth::AuthError;
+use crate::config::unit::format_size;
+use crate::snapshot::{push_json_str, GateError};
+use crate::token::TokenKind;
+
+/// Everything a request can fail with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    Auth(AuthError),
+    /// A valid token of the other kind (or client token on the frontend API, ...).
+    WrongKind {
+        expected: TokenKind,
+        got: TokenKind,
+    },
+    Gate(GateError),
+    BadRequest(String),
+    PayloadTooLarge {
+        limit: usize,
+    },
+    NotFound(String),
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allowed: &'static str,
+    },
+    /// The all-flags listing is turned off in configuration.
+    AllEndpointDisabled,
+}
+
+impl ApiError {
+    /// Status, error code, message and the seconds for `Retry-After`, if any.
+    fn parts(&self) -> (StatusCode, &'static str, String, Option<u32>) {
+        match self {
+            ApiError::Auth(AuthError::Missing) => (
+                StatusCode::UNAUTHORIZED,
+                "token_missing",
+                "This endpoint needs an API token in the Authorization header.".into(),
+                None,
+            ),
+            ApiError::Auth(AuthError::Malformed(e)) => (
+                StatusCode::UNAUTHORIZED,
+                "token_invalid",
+                format!("The Authorization header does not hold a valid token: {e}."),
+                None,
+            ),
+            ApiError::Auth(AuthError::Unknown) => (
+                StatusCode::UNAUTHORIZED,
+                "token_invalid",
+                "The token is not known to flagpost. Check that it is an active client or \
+                 frontend token (or a configured client key)."
+                    .into(),
+                None,
+            ),
+            ApiError::Auth(AuthError::AdminOrPersonal) => (
+                StatusCode::FORBIDDEN,
+                "token_wrong_type",
+                "Admin tokens and personal access tokens cannot be used on SDK endpoints: use a \
+                 client token (Client API) or a frontend token (Frontend API)."
+                    .into(),
+                None,
+            ),
+            ApiError::WrongKind { expected, got } => (
+                StatusCode::FORBIDDEN,
+                "token_wrong_type",
+                format!(
+                    "This endpoint needs a {} token, but a {} token was given.",
+                    expected.as_str(),
+                    got.as_str()
+                ),
+                None,
+            ),
+            ApiError::Gate(GateError::NotCovered {
+                environment,
+                missing,
+            }) => (
+                StatusCode::FORBIDDEN,
+                "scope_not_covered",
+                format!(
+                    "flagpost does not serve environment {environment:?} for {missing}: none of \
+                     its client tokens covers that scope. Give flagpost a client token that does."
+                ),
+                None,
+            ),
+            ApiError::Gate(GateError::NotReady { environment }) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_ready",
+                format!(
+                    "Features for environment {environment:?} are not loaded yet; retry shortly."
+                ),
+                Some(5),
+            ),
+            ApiError::BadRequest(problem) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                problem.clone(),
+                None,
+            ),
+            ApiError::PayloadTooLarge { limit } => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "The request body is larger than the limit of {}.",
+                    format_size(*limit)
+                ),
+                None,
+            ),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, "not_found", what.clone(), None),
+            ApiError::MethodNotAllowed {
+                method,
+                path,
+                allowed,
+            } => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format!("{method} is not allowed on {path}; allowed: {allowed}."),
+                None,
+            ),
+            ApiError::AllEndpointDisabled => (
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "The all-flags endpoint is turned off in flagpost's configuration \
+                 (frontend.all_endpoint)."
+                    .into(),
+                None,
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The response for this error.
+    pub fn into_response(self) -> Response<Full<Bytes>> {
+        let (status, code, message, retry_after) = self.parts();
+        let mut body = String::with_capacity(message.len() + 48);
+        body.push_str("{\"error\":");
+        push_json_str(&mut body, code);
+        body.push_str(",\"message\":");
+        push_json_str(&mut body, &message);
+        body.push('}');
+        let mut response = Response::new(Full::new(Bytes::from(body)));
+        *response.status_mut() = status;
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(seconds) = retry_after {
+            headers.insert(RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        if let ApiError::MethodNotAllowed { allowed, .. } = &self {
+            headers.insert(ALLOW, HeaderValue::from_static(allowed));
+        }
+        response
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        ApiError::Auth(e)
+    }
+}
+
+impl From<GateError> for ApiError {
+    fn from(e: GateError) -> Self {
+        ApiError::Gate(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(e: ApiError) -> (u16, serde_json::Value, http::HeaderMap) {
+        let r = e.into_response();
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.into_body().collect().await.unwrap().to_bytes();
+        (status, serde_json::from_slice(&bytes).unwrap(), headers)
+    }
+
+    #[tokio::test]
+    async fn every_error_is_json_with_code_and_message() {
+        let (s, b, h) = body(ApiError::Gate(GateError::NotReady {
+            environment: "dev".into(),
+        }))
+        .await;
+        assert_eq!((s, b["error"].as_str()), (503, Some("not_ready")));
+        assert_eq!(h[RETRY_AFTER], "5");
+        let (s, b, h) = body(ApiError::MethodNotAllowed {
+            method: "PUT".into(),
+            path: "/api/frontend".into(),
+            allowed: "GET",
+        })
+        .await;
+        assert_eq!((s, b["error"].as_str()), (405, Some("method_not_allowed")));
+        assert_eq!(h[ALLOW], "GET");
+        let (s, b, _) = body(ApiError::Gate(GateError::NotCovered {
+            environment: "production".into(),
+            missing: "checkout".into(),
+        }))
+        .await;
+        assert_eq!(s, 403);
+        assert!(b["message"].as_str().unwrap().contains("\"production\""));
+        assert!(b["message"].as_str().unwrap().contains("checkout"));
+    }
+}

@@ -1,0 +1,403 @@
+//! Request handling: route, authenticate, gate by scope, answer from the snapshot. Every error
+//! goes through [`ApiError::into_response`]; every answer is counted once.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, ORIGIN};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+
+use super::cors;
+use super::error::ApiError;
+use super::route::{self, Matched, Route, RouteError};
+use crate::auth::{Access, AuthError};
+use crate::evaluate::{self, Listing};
+use crate::snapshot::{etag_of, GateError, Snapshot};
+use crate::token::{Projects, TokenKind};
+use crate::App;
+
+const JSON: HeaderValue = HeaderValue::from_static("application/json");
+
+type HttpResponse = Response<Full<Bytes>>;
+
+/// Answers one request. Never fails: errors become responses.
+pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+    let started = Instant::now();
+    let _in_flight = InFlight::enter(&app.metrics.requests_in_flight);
+    let method = req.method().clone();
+    let origin = req.headers().get(ORIGIN).cloned();
+    let (route, result) = match route::route(&method, req.uri().path()) {
+        Ok(matched) => {
+            let route = matched.route;
+            (route, dispatch(app, matched, req, peer).await)
+        }
+        Err(e) => {
+            let path: String = req.uri().path().chars().take(200).collect();
+            let (route, error) = match e {
+                RouteError::NotFound => (
+                    Route::Unmatched,
+                    ApiError::NotFound(format!("There is no {method} {path} here.")),
+                ),
+                RouteError::MethodNotAllowed(route) => (
+                    route,
+                    ApiError::MethodNotAllowed {
+                        method: method.to_string(),
+                        path,
+                        allowed: route.allowed(),
+                    },
+                ),
+                RouteError::BadPath => (
+                    Route::Unmatched,
+                    ApiError::BadRequest(
+                        "The path is not valid UTF-8 once percent-decoded.".into(),
+                    ),
+                ),
+            };
+            (route, Err(error))
+        }
+    };
+    let mut response = result.unwrap_or_else(|e| {
+        tracing::debug!(%method, route = route::ROUTE_LABELS.get(route.index()).copied().unwrap_or(""), status = e.status().as_u16(), error = ?e, "request refused");
+        e.into_response()
+    });
+    if route.is_frontend() {
+        cors::decorate(&app.config.cors, origin.as_ref(), &mut response);
+    }
+    app.metrics.observe_request(
+        route.index(),
+        &method,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Counts a request as in flight until dropped (also when the client goes away mid-request).
+struct InFlight<'a>(&'a prometheus::IntGauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a prometheus::IntGauge) -> InFlight<'a> {
+        gauge.inc();
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+async fn dispatch(
+    app: &App,
+    matched: Matched,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, ApiError> {
+    match matched.route {
+        Route::Health => Ok(json_response(StatusCode::OK, r#"{"health":"GOOD"}"#)),
+        Route::Ready => Ok(if app.is_ready() {
+            json_response(StatusCode::OK, r#"{"health":"READY"}"#)
+        } else {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"error":"not_ready","message":"flagpost has not loaded features for every environment yet, or is shutting down."}"#,
+            )
+        }),
+        Route::Metrics => {
+            let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            r.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            Ok(r)
+        }
+        Route::ClientFeatures | Route::ClientFeature => client_api(app, matched, req),
+        Route::Frontend | Route::FrontendAll | Route::FrontendFeature => {
+            if req.method() == Method::OPTIONS {
+                return Ok(cors::preflight(&app.config.cors, req.headers()));
+            }
+            if matched.route == Route::FrontendAll && !app.config.frontend.all_endpoint {
+                return Err(ApiError::AllEndpointDisabled);
+            }
+            frontend_api(app, matched, req, peer).await
+        }
+        Route::Unmatched => Err(ApiError::NotFound("There is nothing here.".into())),
+    }
+}
+
+/// Resolves the token, checks its kind and gates its scope; counts the decision.
+fn authorize(
+    app: &App,
+    headers: &HeaderMap,
+    expected: TokenKind,
+) -> Result<(Access, std::sync::Arc<Snapshot>), ApiError> {
+    let decision = |result: &str| {
+        app.metrics
+            .token_decisions
+            .with_label_values(&[result])
+            .inc();
+    };
+    let header = headers
+        .get(http::header::AUTHORIZATION)
+        .map(HeaderValue::as_bytes);
+    let access = app.auth.resolve(header).map_err(|e| {
+        decision(match e {
+            AuthError::Missing => "missing",
+            AuthError::Malformed(_) | AuthError::Unknown => "invalid",
+            AuthError::AdminOrPersonal => "wrong_type",
+        });
+        ApiError::Auth(e)
+    })?;
+    if access.kind != expected {
+        decision("wrong_type");
+        return Err(ApiError::WrongKind {
+            expected,
+            got: access.kind,
+        });
+    }
+    let snapshot = app.store.gate(&access.scope).map_err(|e| {
+        if matches!(e, GateError::NotCovered { .. }) {
+            decision("scope_not_covered");
+            tracing::info!(token = %access.token, scope = %access.scope, "scope not covered by the startup client tokens");
+        }
+        ApiError::Gate(e)
+    })?;
+    decision("allowed");
+    Ok((access, snapshot))
+}
+
+fn client_api(
+    app: &App,
+    matched: Matched,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Client)?;
+    if let Some(name) = matched.name {
+        let feature = snapshot
+            .feature(&name)
+            .filter(|f| access.scope.projects.contains(&f.project))
+            .ok_or_else(|| ApiError::NotFound(format!("Could not find feature flag {name:?}.")))?;
+        let body = feature.raw_json().as_bytes().to_vec();
+        return Ok(conditional(req.headers(), body, false));
+    }
+    let mut name_prefix = None;
+    let mut asked: Option<Projects> = None;
+    let pairs = evaluate::query_pairs(req.uri().query().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "namePrefix" if !value.is_empty() => name_prefix = Some(value),
+            "project" | "project[]" => {
+                let names =
+                    Projects::from_names(value.split(',').map(str::trim).filter(|p| !p.is_empty()));
+                match &mut asked {
+                    Some(p) => p.extend(&names),
+                    None => asked = Some(names),
+                }
+            }
+            _ => {}
+        }
+    }
+    let projects = match asked {
+        Some(asked) => access.scope.projects.intersect(&asked),
+        None => access.scope.projects.clone(),
+    };
+    let body = snapshot.client_body(&projects, name_prefix.as_deref());
+    if etag_matches(req.headers(), &body.etag) {
+        return Ok(not_modified(&body.etag, false));
+    }
+    let mut r = Response::new(Full::new(body.bytes.clone()));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, JSON);
+    insert_etag(h, &body.etag);
+    Ok(r)
+}
+
+async fn frontend_api(
+    app: &App,
+    matched: Matched,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, ApiError> {
+    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Frontend)?;
+    let (parts, body) = req.into_parts();
+    let mut context = if parts.method == Method::POST {
+        let bytes = read_body(&parts.headers, body, app.config.server.max_body_size).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            evaluate::context_from_query(parts.uri.query().unwrap_or(""))
+        } else {
+            evaluate::context_from_json(&bytes)
+        }
+    } else {
+        evaluate::context_from_query(parts.uri.query().unwrap_or(""))
+    }
+    .map_err(|e| ApiError::BadRequest(format!("Bad context: {e}.")))?;
+    if context.environment.is_none() {
+        context.environment = Some(access.scope.environment.clone());
+    }
+    if context.remote_address.is_none() {
+        context.remote_address = Some(client_ip(peer).to_string());
+    }
+    let body = match matched.route {
+        Route::FrontendFeature => {
+            let name = matched.name.unwrap_or_default();
+            let missing = || {
+                ApiError::NotFound(format!(
+                    "Feature flag {name:?} is not enabled or does not exist."
+                ))
+            };
+            let feature = snapshot
+                .feature(&name)
+                .filter(|f| access.scope.projects.contains(&f.project))
+                .ok_or_else(missing)?;
+            let result = snapshot.engine().evaluate(&feature.name, &context);
+            if !result.feature_enabled {
+                return Err(missing());
+            }
+            let mut out = String::with_capacity(256);
+            evaluate::write_toggle(
+                &mut out,
+                &feature.name,
+                feature.typed().impression_data.unwrap_or(false),
+                &result,
+            );
+            out.into_bytes()
+        }
+        Route::FrontendAll => {
+            evaluate::frontend_response(&snapshot, &access.scope.projects, &context, Listing::All)
+        }
+        _ => evaluate::frontend_response(
+            &snapshot,
+            &access.scope.projects,
+            &context,
+            Listing::Enabled,
+        ),
+    };
+    Ok(conditional(&parts.headers, body, true))
+}
+
+/// The client address for the context: the socket peer, IPv4-mapped IPv6 shown as IPv4.
+fn client_ip(peer: SocketAddr) -> IpAddr {
+    match peer.ip() {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
+}
+
+/// Reads a request body up to `limit` bytes: larger is 413, before reading when the length is
+/// declared.
+pub async fn read_body(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(ApiError::PayloadTooLarge { limit });
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err(ApiError::PayloadTooLarge { limit })
+        }
+        Err(_) => Err(ApiError::BadRequest(
+            "The request body could not be read completely.".into(),
+        )),
+    }
+}
+
+/// A 200 with a strong ETag over `body`, or a 304 when `If-None-Match` matches it.
+fn conditional(headers: &HeaderMap, body: Vec<u8>, no_cache: bool) -> HttpResponse {
+    let etag = etag_of(&body);
+    if etag_matches(headers, &etag) {
+        return not_modified(&etag, no_cache);
+    }
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, JSON);
+    insert_etag(h, &etag);
+    if no_cache {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    r
+}
+
+fn not_modified(etag: &str, no_cache: bool) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    let h = r.headers_mut();
+    insert_etag(h, etag);
+    if no_cache {
+        h.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    }
+    r
+}
+
+fn insert_etag(headers: &mut HeaderMap, etag: &str) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        headers.insert(ETAG, v);
+    }
+}
+
+/// `If-None-Match` (RFC 9110 §13.1.2): weak comparison, a list of tags, or `*`.
+pub fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    let ours = etag.trim_start_matches("W/");
+    headers.get_all(IF_NONE_MATCH).iter().any(|value| {
+        value.to_str().is_ok_and(|list| {
+            list.split(',')
+                .map(str::trim)
+                .any(|tag| tag == "*" || tag.strip_prefix("W/").unwrap_or(tag) == ours)
+        })
+    })
+}
+
+fn json_response(status: StatusCode, body: &'static str) -> HttpResponse {
+    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(inm: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in inm {
+            h.append(IF_NONE_MATCH, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn if_none_match_uses_weak_comparison_and_lists() {
+        let tag = "\"abc\"";
+        assert!(etag_matches(&headers(&["\"abc\""]), tag));
+        assert!(etag_matches(&headers(&["W/\"abc\""]), tag));
+        assert!(etag_matches(&headers(&["\"x\", W/\"abc\""]), tag));
+        assert!(etag_matches(&headers(&["\"x\"", "\"abc\""]), tag));
+        assert!(etag_matches(&headers(&["*"]), tag));
+        assert!(!etag_matches(&headers(&["\"abcd\""]), tag));
+        assert!(!etag_matches(&headers(&[]), tag));
+        assert!(!etag_matches(&headers(&["abc"]), tag));
+    }
+
+    #[test]
+    fn mapped_ipv4_is_shown_as_ipv4() {
+        let peer: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
+        assert_eq!(client_ip(peer).to_string(), "10.1.2.3");
+        let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
+        assert_eq!(client_ip(v6).to_string(), "2001:db8::1");
+    }
+}

@@ -1,0 +1,238 @@
+//! The router: `(method, path)` → [`Route`], by exact path segments (never by substring).
+
+use http::Method;
+
+/// Every route flagpost answers. The discriminant indexes [`ROUTE_LABELS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    ClientFeatures = 0,
+    ClientFeature,
+    Frontend,
+    FrontendAll,
+    FrontendFeature,
+    Health,
+    Ready,
+    Metrics,
+    /// No route: the label for 404s.
+    Unmatched,
+}
+
+/// Route templates, used as the `route` metric label.
+pub const ROUTE_LABELS: &[&str] = &[
+    "/api/client/features",
+    "/api/client/features/{name}",
+    "/api/frontend",
+    "/api/frontend/all",
+    "/api/frontend/features/{name}",
+    "/health",
+    "/ready",
+    "/metrics",
+    "unmatched",
+];
+
+impl Route {
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The methods the route answers (HEAD wherever GET is).
+    pub fn allowed(self) -> &'static str {
+        match self {
+            Route::ClientFeatures | Route::ClientFeature => "GET, HEAD",
+            Route::Frontend | Route::FrontendAll | Route::FrontendFeature => {
+                "GET, HEAD, POST, OPTIONS"
+            }
+            Route::Health | Route::Ready | Route::Metrics => "GET, HEAD",
+            Route::Unmatched => "",
+        }
+    }
+
+    /// Frontend API routes get CORS headers and answer preflights.
+    pub fn is_frontend(self) -> bool {
+        matches!(
+            self,
+            Route::Frontend | Route::FrontendAll | Route::FrontendFeature
+        )
+    }
+
+    fn accepts(self, method: &Method) -> bool {
+        match self {
+            Route::Frontend | Route::FrontendAll | Route::FrontendFeature => matches!(
+                *method,
+                Method::GET | Method::HEAD | Method::POST | Method::OPTIONS
+            ),
+            Route::Unmatched => false,
+            _ => matches!(*method, Method::GET | Method::HEAD),
+        }
+    }
+}
+
+/// A matched request path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Matched {
+    pub route: Route,
+    /// The feature name in `/features/{name}`, percent-decoded.
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    NotFound,
+    MethodNotAllowed(Route),
+    /// The path has a segment that is not UTF-8 once percent-decoded.
+    BadPath,
+}
+
+/// Matches a request. One trailing `/` is ignored.
+pub fn route(method: &Method, path: &str) -> Result<Matched, RouteError> {
+    let path = match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    };
+    let mut name = None;
+    let route = match path {
+        "/api/client/features" => Route::ClientFeatures,
+        "/api/frontend" | "/api/proxy" => Route::Frontend,
+        "/api/frontend/all" | "/api/proxy/all" => Route::FrontendAll,
+        "/health" | "/internal-backstage/health" => Route::Health,
+        "/ready" | "/internal-backstage/ready" => Route::Ready,
+        "/metrics" | "/internal-backstage/metrics" => Route::Metrics,
+        _ => {
+            let (route, raw) = if let Some(n) = path.strip_prefix("/api/client/features/") {
+                (Route::ClientFeature, n)
+            } else if let Some(n) = path
+                .strip_prefix("/api/frontend/features/")
+                .or_else(|| path.strip_prefix("/api/proxy/features/"))
+            {
+                (Route::FrontendFeature, n)
+            } else {
+                return Err(RouteError::NotFound);
+            };
+            if raw.is_empty() || raw.contains('/') {
+                return Err(RouteError::NotFound);
+            }
+            name = Some(decode_segment(raw).ok_or(RouteError::BadPath)?);
+            route
+        }
+    };
+    if !route.accepts(method) {
+        return Err(RouteError::MethodNotAllowed(route));
+    }
+    Ok(Matched { route, name })
+}
+
+/// Percent-decodes one path segment (`+` stays `+` in paths).
+fn decode_segment(raw: &str) -> Option<String> {
+    if !raw.contains('%') {
+        return Some(raw.to_string());
+    }
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        let hex = (b == b'%')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|h| std::str::from_utf8(h).ok())
+            .and_then(|h| u8::from_str_radix(h, 16).ok());
+        match hex {
+            Some(v) => {
+                out.push(v);
+                i += 3;
+            }
+            None => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn r(method: Method, path: &str) -> Result<(Route, Option<String>), RouteError> {
+        route(&method, path).map(|m| (m.route, m.name))
+    }
+
+    #[test]
+    fn matches_every_route_and_alias() {
+        assert_eq!(
+            r(Method::GET, "/api/client/features"),
+            Ok((Route::ClientFeatures, None))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/client/features/"),
+            Ok((Route::ClientFeatures, None))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/client/features/a.b"),
+            Ok((Route::ClientFeature, Some("a.b".into())))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/frontend/features/%C3%A6%C3%B8%C3%A5"),
+            Ok((Route::FrontendFeature, Some("æøå".into())))
+        );
+        assert_eq!(r(Method::POST, "/api/proxy"), Ok((Route::Frontend, None)));
+        assert_eq!(
+            r(Method::GET, "/api/proxy/all"),
+            Ok((Route::FrontendAll, None))
+        );
+        assert_eq!(
+            r(Method::OPTIONS, "/api/frontend"),
+            Ok((Route::Frontend, None))
+        );
+        assert_eq!(
+            r(Method::GET, "/internal-backstage/ready"),
+            Ok((Route::Ready, None))
+        );
+        assert_eq!(r(Method::HEAD, "/health"), Ok((Route::Health, None)));
+        assert_eq!(r(Method::GET, "/metrics"), Ok((Route::Metrics, None)));
+    }
+
+    #[test]
+    fn refuses_the_rest() {
+        assert_eq!(
+            r(Method::GET, "/api/client/nope"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(r(Method::GET, "/api/frontendx"), Err(RouteError::NotFound));
+        assert_eq!(r(Method::GET, "/x/api/frontend"), Err(RouteError::NotFound));
+        assert_eq!(
+            r(Method::GET, "/api/client/features/a/b"),
+            Err(RouteError::NotFound)
+        );
+        assert_eq!(
+            r(Method::POST, "/api/client/features"),
+            Err(RouteError::MethodNotAllowed(Route::ClientFeatures))
+        );
+        assert_eq!(
+            r(Method::DELETE, "/api/frontend"),
+            Err(RouteError::MethodNotAllowed(Route::Frontend))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/client/features/%ff"),
+            Err(RouteError::BadPath)
+        );
+    }
+
+    #[test]
+    fn labels_line_up_with_routes() {
+        assert_eq!(ROUTE_LABELS.len(), Route::Unmatched.index() + 1);
+        assert_eq!(
+            ROUTE_LABELS[Route::FrontendFeature.index()],
+            "/api/frontend/features/{name}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn router_never_panics(path in "/\\PC{0,60}") {
+            let _ = route(&Method::GET, &path);
+        }
+    }
+}

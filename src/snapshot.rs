@@ -1,0 +1,606 @@
+//! Per-environment immutable [`Snapshot`]s (features as received, their compiled engine,
+//! memoised Client API bodies) and the [`Store`] that swaps them whole behind arc-swap, so
+//! readers never block and a background task can replace them at any time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use unleash_types::client_features::{ClientFeature, Segment};
+
+use crate::evaluate::Engine;
+use crate::token::{Projects, Scope};
+
+/// How many distinct Client API bodies (project filter × name prefix) one snapshot memoises.
+const BODY_CACHE_ENTRIES: u64 = 256;
+
+/// A features document that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("not a features document: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("feature {0:?} appears more than once")]
+    DuplicateFeature(String),
+    #[error("feature #{0} has an empty name")]
+    EmptyName(usize),
+}
+
+/// One feature: the JSON exactly as received (served as is) and its typed form (for the engine).
+#[derive(Debug, Clone)]
+pub struct Feature {
+    pub name: String,
+    pub project: String,
+    raw: Arc<RawValue>,
+    typed: Arc<ClientFeature>,
+}
+
+impl Feature {
+    pub fn raw_json(&self) -> &str {
+        self.raw.get()
+    }
+
+    pub fn typed(&self) -> &ClientFeature {
+        &self.typed
+    }
+
+    fn segment_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.typed
+            .strategies
+            .iter()
+            .flatten()
+            .flat_map(|s| s.segments.iter().flatten().copied())
+    }
+}
+
+/// A segment, raw and typed.
+#[derive(Debug, Clone)]
+pub struct SegmentEntry {
+    pub id: i32,
+    raw: Arc<RawValue>,
+    typed: Arc<Segment>,
+}
+
+impl SegmentEntry {
+    pub fn typed(&self) -> &Segment {
+        &self.typed
+    }
+}
+
+/// A parsed Client API document (`{"version":2,"features":[...],"segments":[...]}`).
+#[derive(Debug, Clone, Default)]
+pub struct Document {
+    pub features: Vec<Feature>,
+    pub segments: Vec<SegmentEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawDocument<'a> {
+    #[serde(borrow)]
+    features: Vec<&'a RawValue>,
+    #[serde(default, borrow)]
+    segments: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct TypedDocument {
+    features: Vec<ClientFeature>,
+    #[serde(default)]
+    segments: Option<Vec<Segment>>,
+}
+
+impl Document {
+    /// Parses a Client API response body. Every feature must have a unique name.
+    pub fn parse(bytes: &[u8]) -> Result<Document, DocumentError> {
+        let raw: RawDocument<'_> = serde_json::from_slice(bytes)?;
+        let typed: TypedDocument = serde_json::from_slice(bytes)?;
+        let mut seen = BTreeSet::new();
+        let mut features = Vec::with_capacity(typed.features.len());
+        for (i, (raw, typed)) in raw.features.into_iter().zip(typed.features).enumerate() {
+            if typed.name.is_empty() {
+                return Err(DocumentError::EmptyName(i));
+            }
+            if !seen.insert(typed.name.clone()) {
+                return Err(DocumentError::DuplicateFeature(typed.name));
+            }
+            features.push(Feature {
+                name: typed.name.clone(),
+                project: typed.project.clone().unwrap_or_else(|| "default".into()),
+                raw: compact(raw)?,
+                typed: Arc::new(typed),
+            });
+        }
+        let segments = raw
+            .segments
+            .unwrap_or_default()
+            .into_iter()
+            .zip(typed.segments.unwrap_or_default())
+            .map(|(raw, typed)| {
+                Ok(SegmentEntry {
+                    id: typed.id,
+                    raw: compact(raw)?,
+                    typed: Arc::new(typed),
+                })
+            })
+            .collect::<Result<_, DocumentError>>()?;
+        Ok(Document { features, segments })
+    }
+
+    /// Replaces the features of `projects` with those of `other` (all of them when `projects`
+    /// is `All`), keeping the others: how answers for several project-scoped tokens of one
+    /// environment become one view. Segments are merged by id, `other` winning.
+    pub fn merge(&mut self, other: &Document, projects: &Projects) {
+        self.features.retain(|f| !projects.contains(&f.project));
+        self.features.extend(
+            other
+                .features
+                .iter()
+                .filter(|f| projects.contains(&f.project))
+                .cloned(),
+        );
+        for seg in &other.segments {
+            match self.segments.iter_mut().find(|s| s.id == seg.id) {
+                Some(existing) => *existing = seg.clone(),
+                None => self.segments.push(seg.clone()),
+            }
+        }
+    }
+}
+
+/// The JSON text of `raw` without the whitespace between tokens (a pretty-printed file is
+/// served compact), field order and string contents untouched.
+fn compact(raw: &RawValue) -> Result<Arc<RawValue>, DocumentError> {
+    let text = raw.get();
+    if !text.contains(['\n', '\r', '\t', ' ']) {
+        return Ok(Arc::from(raw.to_owned()));
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    Ok(Arc::from(RawValue::from_string(out)?))
+}
+
+/// A Client API body, serialised once, with its strong ETag.
+#[derive(Debug)]
+pub struct Body {
+    pub bytes: Bytes,
+    pub etag: String,
+}
+
+impl Body {
+    pub fn new(bytes: Vec<u8>) -> Body {
+        let etag = etag_of(&bytes);
+        Body {
+            bytes: Bytes::from(bytes),
+            etag,
+        }
+    }
+}
+
+/// A strong ETag computed from the bytes of a body.
+pub fn etag_of(bytes: &[u8]) -> String {
+    format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BodyKey {
+    projects: Projects,
+    name_prefix: Option<String>,
+}
+
+/// Everything served for one environment, immutable once built.
+pub struct Snapshot {
+    environment: Arc<str>,
+    document: Document,
+    by_name: HashMap<String, usize>,
+    engine: Engine,
+    bodies: moka::sync::Cache<BodyKey, Arc<Body>>,
+    built_at: SystemTime,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("environment", &self.environment)
+            .field("features", &self.document.features.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Compiles `document` for `environment`. Returns the snapshot and the engine's warnings
+    /// (flags it could not compile: those evaluate as off).
+    pub fn build(environment: &str, document: Document) -> (Snapshot, Vec<String>) {
+        let by_name = document
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let (engine, warnings) = Engine::compile(&document);
+        let snapshot = Snapshot {
+            environment: Arc::from(environment),
+            document,
+            by_name,
+            engine,
+            bodies: moka::sync::Cache::new(BODY_CACHE_ENTRIES),
+            built_at: SystemTime::now(),
+        };
+        (snapshot, warnings)
+    }
+
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    pub fn features(&self) -> &[Feature] {
+        &self.document.features
+    }
+
+    pub fn document(&self) -> &Document {
+        &self.document
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&Feature> {
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.document.features.get(i))
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn built_at(&self) -> SystemTime {
+        self.built_at
+    }
+
+    /// The Client API body for a project filter (and optional name prefix), built on first use
+    /// and memoised for the life of this snapshot.
+    pub fn client_body(&self, projects: &Projects, name_prefix: Option<&str>) -> Arc<Body> {
+        let key = BodyKey {
+            projects: projects.clone(),
+            name_prefix: name_prefix.map(str::to_string),
+        };
+        self.bodies.get_with(key, || {
+            Arc::new(self.render_client_body(projects, name_prefix))
+        })
+    }
+
+    fn render_client_body(&self, projects: &Projects, name_prefix: Option<&str>) -> Body {
+        let selected: Vec<&Feature> = self
+            .document
+            .features
+            .iter()
+            .filter(|f| projects.contains(&f.project))
+            .filter(|f| name_prefix.is_none_or(|p| f.name.starts_with(p)))
+            .collect();
+        let used: BTreeSet<i32> = selected.iter().flat_map(|f| f.segment_ids()).collect();
+        let size: usize = selected.iter().map(|f| f.raw.get().len() + 1).sum();
+        let mut out = String::with_capacity(size + 256);
+        out.push_str("{\"version\":2,\"features\":[");
+        for (i, f) in selected.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(f.raw.get());
+        }
+        out.push_str("],\"segments\":[");
+        let mut first = true;
+        for seg in self
+            .document
+            .segments
+            .iter()
+            .filter(|s| used.contains(&s.id))
+        {
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push_str(seg.raw.get());
+        }
+        out.push_str("],\"query\":{\"environment\":");
+        push_json_str(&mut out, &self.environment);
+        if let Projects::Some(list) = projects {
+            out.push_str(",\"project\":[");
+            for (i, p) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                push_json_str(&mut out, p);
+            }
+            out.push(']');
+        }
+        if let Some(prefix) = name_prefix {
+            out.push_str(",\"namePrefix\":");
+            push_json_str(&mut out, prefix);
+        }
+        out.push_str(",\"inlineSegmentConstraints\":false}}");
+        Body::new(out.into_bytes())
+    }
+}
+
+/// Appends `s` as a JSON string literal.
+pub fn push_json_str(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// The state of one environment: its serving scope (the union of the startup client tokens'
+/// projects; it may shrink, never grow) and its current snapshot.
+#[derive(Debug)]
+pub struct EnvSlot {
+    serving: ArcSwap<Projects>,
+    snapshot: ArcSwapOption<Snapshot>,
+}
+
+/// Why a request's scope cannot be served.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GateError {
+    /// PROTOCOL.md §2: the startup client tokens do not cover this scope.
+    NotCovered {
+        environment: String,
+        missing: String,
+    },
+    /// Covered, but no snapshot has been loaded for the environment yet.
+    NotReady { environment: String },
+}
+
+/// Every environment flagpost serves, fixed at start.
+#[derive(Debug, Default)]
+pub struct Store {
+    envs: HashMap<String, EnvSlot>,
+}
+
+impl Store {
+    /// One slot per environment, with the projects flagpost may serve there.
+    pub fn new(serving: impl IntoIterator<Item = (String, Projects)>) -> Store {
+        let mut envs: HashMap<String, EnvSlot> = HashMap::new();
+        for (env, projects) in serving {
+            match envs.get_mut(&env) {
+                Some(slot) => {
+                    let mut union = slot.serving.load().as_ref().clone();
+                    union.extend(&projects);
+                    slot.serving.store(Arc::new(union));
+                }
+                None => {
+                    envs.insert(
+                        env,
+                        EnvSlot {
+                            serving: ArcSwap::from_pointee(projects),
+                            snapshot: ArcSwapOption::empty(),
+                        },
+                    );
+                }
+            }
+        }
+        Store { envs }
+    }
+
+    pub fn environments(&self) -> impl Iterator<Item = &str> {
+        self.envs.keys().map(String::as_str)
+    }
+
+    pub fn snapshot(&self, environment: &str) -> Option<Arc<Snapshot>> {
+        self.envs
+            .get(environment)
+            .and_then(|s| s.snapshot.load_full())
+    }
+
+    pub fn serving(&self, environment: &str) -> Option<Arc<Projects>> {
+        self.envs.get(environment).map(|s| s.serving.load_full())
+    }
+
+    /// Swaps in a new snapshot. Returns false for an environment flagpost does not serve.
+    pub fn publish(&self, snapshot: Snapshot) -> bool {
+        match self.envs.get(snapshot.environment()) {
+            Some(slot) => {
+                slot.snapshot.store(Some(Arc::new(snapshot)));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Narrows what an environment may serve (a startup token was revoked). Never widens.
+    pub fn restrict(&self, environment: &str, projects: Projects) {
+        if let Some(slot) = self.envs.get(environment) {
+            let narrowed = slot.serving.load().intersect(&projects);
+            slot.serving.store(Arc::new(narrowed));
+        }
+    }
+
+    /// Whether every environment has a snapshot.
+    pub fn all_loaded(&self) -> bool {
+        self.envs.values().all(|s| s.snapshot.load().is_some())
+    }
+
+    /// The scope gate: the snapshot to serve `scope` from, if the serving scope covers it.
+    pub fn gate(&self, scope: &Scope) -> Result<Arc<Snapshot>, GateError> {
+        let Some(slot) = self.envs.get(&scope.environment) else {
+            return Err(GateError::NotCovered {
+                environment: scope.environment.clone(),
+                missing: "the whole environment".into(),
+            });
+        };
+        let serving = slot.serving.load();
+        if !serving.covers(&scope.projects) {
+            return Err(GateError::NotCovered {
+                environment: scope.environment.clone(),
+                missing: serving.missing_from(&scope.projects),
+            });
+        }
+        slot.snapshot
+            .load_full()
+            .ok_or_else(|| GateError::NotReady {
+                environment: scope.environment.clone(),
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{"version":2,"features":[
+        {"name":"a","project":"default","enabled":true,"strategies":[{"name":"default","segments":[1]}],"extra":{"kept":true}},
+        {"name":"b","project":"checkout","enabled":false,"strategies":[]},
+        {"name":"ab","project":"default","enabled":true}
+      ],
+      "segments":[{"id":1,"constraints":[]},{"id":2,"constraints":[]}]}"#;
+
+    fn snapshot() -> Snapshot {
+        Snapshot::build("development", Document::parse(DOC.as_bytes()).unwrap()).0
+    }
+
+    fn names(body: &Body) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+        v["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn client_body_keeps_features_as_received_and_filters() {
+        let s = snapshot();
+        let all = s.client_body(&Projects::All, None);
+        assert_eq!(names(&all), ["a", "b", "ab"]);
+        let v: serde_json::Value = serde_json::from_slice(&all.bytes).unwrap();
+        assert_eq!(v["features"][0]["extra"]["kept"], true);
+        assert_eq!(
+            v["segments"].as_array().unwrap().len(),
+            1,
+            "only used segments"
+        );
+        assert_eq!(v["query"]["environment"], "development");
+        let checkout = s.client_body(&Projects::from_names(["checkout"]), None);
+        assert_eq!(names(&checkout), ["b"]);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&checkout.bytes).unwrap()["segments"],
+            serde_json::json!([])
+        );
+        let prefixed = s.client_body(&Projects::All, Some("a"));
+        assert_eq!(names(&prefixed), ["a", "ab"]);
+        assert_ne!(all.etag, prefixed.etag);
+    }
+
+    #[test]
+    fn pretty_printed_documents_are_served_compact() {
+        let doc = Document::parse(
+            b"{\"features\": [\n  {\"name\": \"a b\", \"enabled\" : true,\n \"description\": \"two  spaces \\\" q\"}\n]}",
+        )
+        .unwrap();
+        assert_eq!(
+            doc.features[0].raw_json(),
+            r#"{"name":"a b","enabled":true,"description":"two  spaces \" q"}"#
+        );
+    }
+
+    #[test]
+    fn client_body_is_built_once_per_filter() {
+        let s = snapshot();
+        let first = s.client_body(&Projects::All, None);
+        let second = s.client_body(&Projects::All, None);
+        assert!(Arc::ptr_eq(&first, &second));
+    }
+
+    #[test]
+    fn rejects_duplicate_and_broken_documents() {
+        let dup = r#"{"features":[{"name":"x","enabled":true},{"name":"x","enabled":false}]}"#;
+        assert!(matches!(
+            Document::parse(dup.as_bytes()),
+            Err(DocumentError::DuplicateFeature(n)) if n == "x"
+        ));
+        assert!(Document::parse(b"{\"features\":[").is_err());
+        assert!(Document::parse(b"[]").is_err());
+    }
+
+    #[test]
+    fn merge_replaces_only_the_given_projects() {
+        let mut base = Document::parse(DOC.as_bytes()).unwrap();
+        let other = Document::parse(
+            br#"{"features":[{"name":"c","project":"checkout","enabled":true},{"name":"z","project":"default","enabled":true}]}"#,
+        )
+        .unwrap();
+        base.merge(&other, &Projects::from_names(["checkout"]));
+        let names: Vec<_> = base.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a", "ab", "c"]);
+        base.merge(&other, &Projects::All);
+        let names: Vec<_> = base.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["c", "z"]);
+    }
+
+    #[test]
+    fn gate_applies_the_serving_scope() {
+        let store = Store::new([
+            ("development".to_string(), Projects::from_names(["default"])),
+            (
+                "development".to_string(),
+                Projects::from_names(["checkout"]),
+            ),
+        ]);
+        let both = Scope::new("development", Projects::from_names(["default", "checkout"]));
+        assert_eq!(
+            store.gate(&both).unwrap_err(),
+            GateError::NotReady {
+                environment: "development".into()
+            }
+        );
+        assert!(store.publish(snapshot()));
+        assert!(store.gate(&both).is_ok());
+        let wider = Scope::new("development", Projects::from_names(["default", "mobile"]));
+        assert_eq!(
+            store.gate(&wider).unwrap_err(),
+            GateError::NotCovered {
+                environment: "development".into(),
+                missing: "mobile".into()
+            }
+        );
+        let all = Scope::new("development", Projects::All);
+        assert!(store.gate(&all).is_err());
+        let prod = Scope::new("production", Projects::from_names(["default"]));
+        assert!(matches!(
+            store.gate(&prod),
+            Err(GateError::NotCovered { .. })
+        ));
+        store.restrict("development", Projects::from_names(["default"]));
+        assert!(store.gate(&both).is_err());
+        store.restrict("development", Projects::All);
+        assert!(store.gate(&both).is_err(), "restrict never widens");
+    }
+}

@@ -1,0 +1,574 @@
+//! API tokens and scopes: every token shape Unleash uses (PROTOCOL.md §1), parsed into a
+//! [`Token`] whose `Debug`/`Display` never show the secret, and the [`Scope`] rule
+//! (PROTOCOL.md §2) that decides what a token may see.
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::sync::Arc;
+
+use subtle::ConstantTimeEq;
+
+/// Longest token accepted. Unleash secrets are at most ~100 characters; anything much longer is
+/// not a token, and refusing it early keeps hashing and comparing cheap.
+pub const MAX_TOKEN_LEN: usize = 512;
+
+/// Why a string is not a usable token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token is empty")]
+    Empty,
+    #[error("the token is longer than {MAX_TOKEN_LEN} characters")]
+    TooLong,
+    #[error("the token contains a space, a control character or a non-ASCII character")]
+    InvalidCharacter,
+    #[error("expected `<project>:<environment>.<secret>`, but there is no `.` before the secret")]
+    MissingSecret,
+    #[error("the project part (before `:`) is empty")]
+    EmptyProject,
+    #[error("the environment part (between `:` and `.`) is empty")]
+    EmptyEnvironment,
+    #[error("the secret part (after the last `.`) is empty")]
+    EmptySecret,
+    #[error("`*` as environment is only used by admin tokens (`*:*.<secret>`)")]
+    WildcardEnvironment,
+    #[error("a v2 secret must be `v2_` followed by letters, digits, `-` and `_`")]
+    MalformedV2Secret,
+    #[error("a personal access token must be `user:<secret>`")]
+    MalformedPersonalAccessToken,
+}
+
+/// The project part of a scoped token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProjectSpec {
+    /// `*`: all current and future projects.
+    All,
+    /// `[]`: several projects; the list is not in the token, only upstream (or configuration)
+    /// knows it.
+    Listed,
+    /// One named project.
+    One(String),
+}
+
+/// What the string in `Authorization` looks like.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shape {
+    /// `<project>:<env>.<secret>`, `[]:<env>.<secret>` or `*:<env>.<secret>` (v1 or v2 secret).
+    Scoped {
+        projects: ProjectSpec,
+        environment: String,
+    },
+    /// `*:*.<secret>`: an admin token, never usable on SDK endpoints.
+    Admin,
+    /// `user:<secret>`: a personal access token, never usable on SDK endpoints.
+    PersonalAccess,
+    /// 64 hex characters: a token of Unleash <= 4.3; only upstream can say what it is.
+    Legacy,
+    /// Any other string: possibly an Unleash-Proxy-style client key configured locally.
+    Opaque,
+}
+
+/// A parsed token. Holds the raw string; shows only a redacted form.
+#[derive(Clone)]
+pub struct Token {
+    raw: Arc<str>,
+    shape: Shape,
+    /// Byte offset where the secret starts (used only for redaction).
+    secret_start: usize,
+}
+
+impl Token {
+    /// Parses the value of an `Authorization` header (a `Bearer ` prefix is accepted and
+    /// removed, like the Unleash server does) or a configured token.
+    pub fn parse(input: &str) -> Result<Token, TokenError> {
+        let trimmed = input.trim_matches(|c: char| c == ' ' || c == '\t');
+        let raw = strip_bearer(trimmed).trim_start_matches([' ', '\t']);
+        if raw.is_empty() || raw.eq_ignore_ascii_case("bearer") {
+            return Err(TokenError::Empty);
+        }
+        if raw.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong);
+        }
+        if !raw.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(TokenError::InvalidCharacter);
+        }
+        let (shape, secret_start) = classify(raw)?;
+        Ok(Token {
+            raw: Arc::from(raw),
+            shape,
+            secret_start,
+        })
+    }
+
+    /// The raw token, for the few places that must send or compare it. Never log this.
+    pub fn expose(&self) -> &str {
+        &self.raw
+    }
+
+    pub fn shape(&self) -> &Shape {
+        &self.shape
+    }
+
+    /// The environment named in the token, if it names one.
+    pub fn environment(&self) -> Option<&str> {
+        match &self.shape {
+            Shape::Scoped { environment, .. } => Some(environment),
+            _ => None,
+        }
+    }
+
+    /// The scope the token itself states, when it states all of it (`[]` tokens do not).
+    pub fn stated_scope(&self) -> Option<Scope> {
+        match &self.shape {
+            Shape::Scoped {
+                projects,
+                environment,
+            } => {
+                let projects = match projects {
+                    ProjectSpec::All => Projects::All,
+                    ProjectSpec::One(p) => Projects::from_names([p.as_str()]),
+                    ProjectSpec::Listed => return None,
+                };
+                Some(Scope::new(environment.clone(), projects))
+            }
+            _ => None,
+        }
+    }
+
+    /// Compares the raw token with `other` in time that does not depend on where they differ.
+    pub fn ct_eq(&self, other: &str) -> bool {
+        self.raw.as_bytes().ct_eq(other.as_bytes()).into()
+    }
+
+    /// The redacted form: everything before the secret, then at most 4 characters of it (and
+    /// never more than a quarter of it), then `…`.
+    pub fn redacted(&self) -> String {
+        let (prefix, secret) = self.raw.split_at(self.secret_start.min(self.raw.len()));
+        let shown = (secret.len() / 4).min(4);
+        let head = secret.get(..shown).unwrap_or("");
+        format!("{prefix}{head}…")
+    }
+}
+
+impl PartialEq for Token {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other.expose())
+    }
+}
+impl Eq for Token {}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Token({})", self.redacted())
+    }
+}
+
+impl fmt::Display for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+fn strip_bearer(s: &str) -> &str {
+    match s.get(..7) {
+        Some(p) if p.eq_ignore_ascii_case("bearer ") => s.get(7..).unwrap_or(""),
+        _ => s,
+    }
+}
+
+fn classify(raw: &str) -> Result<(Shape, usize), TokenError> {
+    if let Some(rest) = raw.strip_prefix("user:") {
+        if rest.is_empty() {
+            return Err(TokenError::MalformedPersonalAccessToken);
+        }
+        return Ok((Shape::PersonalAccess, 5));
+    }
+    let Some((project, env_and_secret)) = raw.split_once(':') else {
+        if raw.len() == 64 && raw.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Ok((Shape::Legacy, 0));
+        }
+        return Ok((Shape::Opaque, 0));
+    };
+    // Secrets never contain `.`, environment names may ("prod.eu"): split at the last one.
+    let Some((environment, secret)) = env_and_secret.rsplit_once('.') else {
+        return Err(TokenError::MissingSecret);
+    };
+    if project.is_empty() {
+        return Err(TokenError::EmptyProject);
+    }
+    if environment.is_empty() {
+        return Err(TokenError::EmptyEnvironment);
+    }
+    if secret.is_empty() {
+        return Err(TokenError::EmptySecret);
+    }
+    if let Some(v2) = secret.strip_prefix("v2_") {
+        let valid = !v2.is_empty()
+            && v2
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(TokenError::MalformedV2Secret);
+        }
+    }
+    let secret_start = raw.len() - secret.len();
+    if environment == "*" {
+        return if project == "*" {
+            Ok((Shape::Admin, secret_start))
+        } else {
+            Err(TokenError::WildcardEnvironment)
+        };
+    }
+    let projects = match project {
+        "*" => ProjectSpec::All,
+        "[]" => ProjectSpec::Listed,
+        p => ProjectSpec::One(p.to_string()),
+    };
+    Ok((
+        Shape::Scoped {
+            projects,
+            environment: environment.to_string(),
+        },
+        secret_start,
+    ))
+}
+
+/// What a token may act as: SDK tokens only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum TokenKind {
+    /// Client (backend) token: the Client API.
+    Client,
+    /// Frontend token or client key: the Frontend API.
+    Frontend,
+}
+
+impl TokenKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TokenKind::Client => "client",
+            TokenKind::Frontend => "frontend",
+        }
+    }
+}
+
+/// A set of projects: all of them, or a finite list.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub enum Projects {
+    All,
+    Some(BTreeSet<String>),
+}
+
+impl Projects {
+    pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Projects {
+        let mut set = BTreeSet::new();
+        for name in names {
+            if name == "*" {
+                return Projects::All;
+            }
+            set.insert(name.to_string());
+        }
+        Projects::Some(set)
+    }
+
+    pub fn none() -> Projects {
+        Projects::Some(BTreeSet::new())
+    }
+
+    /// Whether `self` includes every project of `other`.
+    pub fn covers(&self, other: &Projects) -> bool {
+        match (self, other) {
+            (Projects::All, _) => true,
+            (Projects::Some(_), Projects::All) => false,
+            (Projects::Some(mine), Projects::Some(theirs)) => theirs.is_subset(mine),
+        }
+    }
+
+    pub fn contains(&self, project: &str) -> bool {
+        match self {
+            Projects::All => true,
+            Projects::Some(set) => set.contains(project),
+        }
+    }
+
+    /// Adds every project of `other`.
+    pub fn extend(&mut self, other: &Projects) {
+        match (&mut *self, other) {
+            (Projects::All, _) => {}
+            (_, Projects::All) => *self = Projects::All,
+            (Projects::Some(mine), Projects::Some(theirs)) => {
+                mine.extend(theirs.iter().cloned());
+            }
+        }
+    }
+
+    /// The projects both include.
+    pub fn intersect(&self, other: &Projects) -> Projects {
+        match (self, other) {
+            (Projects::All, o) | (o, Projects::All) => o.clone(),
+            (Projects::Some(a), Projects::Some(b)) => {
+                Projects::Some(a.intersection(b).cloned().collect())
+            }
+        }
+    }
+
+    /// The projects of `wanted` that `self` lacks, described for an error message.
+    pub fn missing_from(&self, wanted: &Projects) -> String {
+        match (self, wanted) {
+            (Projects::All, _) => String::new(),
+            (Projects::Some(_), Projects::All) => "all projects (`*`)".to_string(),
+            (Projects::Some(mine), Projects::Some(theirs)) => theirs
+                .difference(mine)
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+}
+
+impl fmt::Debug for Projects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(self, f)
+    }
+}
+
+impl fmt::Display for Projects {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Projects::All => f.write_str("*"),
+            Projects::Some(set) => {
+                f.write_str("[")?;
+                for (i, p) in set.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(",")?;
+                    }
+                    f.write_str(p)?;
+                }
+                f.write_str("]")
+            }
+        }
+    }
+}
+
+/// An environment and a set of projects: what a token may see.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Scope {
+    pub environment: String,
+    pub projects: Projects,
+}
+
+impl Scope {
+    pub fn new(environment: impl Into<String>, projects: Projects) -> Scope {
+        Scope {
+            environment: environment.into(),
+            projects,
+        }
+    }
+
+    /// PROTOCOL.md §2: `covers(A, B)` := same environment and A's projects include B's.
+    pub fn covers(&self, other: &Scope) -> bool {
+        self.environment == other.environment && self.projects.covers(&other.projects)
+    }
+}
+
+impl fmt::Display for Scope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.projects, self.environment)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn scoped(raw: &str) -> (ProjectSpec, String) {
+        match Token::parse(raw).map(|t| t.shape) {
+            Ok(Shape::Scoped {
+                projects,
+                environment,
+            }) => (projects, environment),
+            other => panic!("{raw} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_every_shape_of_the_table() {
+        assert_eq!(
+            scoped("default:development.abc"),
+            (ProjectSpec::One("default".into()), "development".into())
+        );
+        assert_eq!(
+            scoped("[]:production.927119ed"),
+            (ProjectSpec::Listed, "production".into())
+        );
+        assert_eq!(
+            scoped("*:development.6abe28d2"),
+            (ProjectSpec::All, "development".into())
+        );
+        assert_eq!(
+            scoped("*:development.v2_HgPFR2dnTVcxJlm2iVnfAQ_iLU-_XGsrUGnnDq-V_9rTFUcc1sHIFdQhz16-ZyfXi0"),
+            (ProjectSpec::All, "development".into())
+        );
+        assert_eq!(
+            scoped("default:prod.eu.abc"),
+            (ProjectSpec::One("default".into()), "prod.eu".into())
+        );
+        let shape = |s: &str| Token::parse(s).map(|t| t.shape);
+        assert_eq!(
+            shape("*:*.realstack-insecure-admin-api-token"),
+            Ok(Shape::Admin)
+        );
+        assert_eq!(shape("user:6f436b50cc497894a9"), Ok(Shape::PersonalAccess));
+        assert_eq!(shape(&"a1".repeat(32)), Ok(Shape::Legacy));
+        assert_eq!(shape("proxy-client-key"), Ok(Shape::Opaque));
+        assert!(shape("Bearer default:development.abc").is_ok());
+        assert_eq!(
+            Token::parse("bearer  default:development.abc").map(|t| t.expose().to_string()),
+            Ok("default:development.abc".to_string())
+        );
+    }
+
+    #[test]
+    fn rejects_malformed_tokens_precisely() {
+        let err = |s: &str| Token::parse(s).err();
+        assert_eq!(err(""), Some(TokenError::Empty));
+        assert_eq!(err("Bearer "), Some(TokenError::Empty));
+        assert_eq!(
+            err(&"x".repeat(MAX_TOKEN_LEN + 1)),
+            Some(TokenError::TooLong)
+        );
+        assert_eq!(err("abc def"), Some(TokenError::InvalidCharacter));
+        assert_eq!(err("abcé"), Some(TokenError::InvalidCharacter));
+        assert_eq!(err("default:development"), Some(TokenError::MissingSecret));
+        assert_eq!(err(":development.abc"), Some(TokenError::EmptyProject));
+        assert_eq!(err("default:.abc"), Some(TokenError::EmptyEnvironment));
+        assert_eq!(err("default:development."), Some(TokenError::EmptySecret));
+        assert_eq!(err("default:*.abc"), Some(TokenError::WildcardEnvironment));
+        assert_eq!(err("*:dev.v2_"), Some(TokenError::MalformedV2Secret));
+        assert_eq!(err("*:dev.v2_a$b"), Some(TokenError::MalformedV2Secret));
+        assert_eq!(err("user:"), Some(TokenError::MalformedPersonalAccessToken));
+    }
+
+    #[test]
+    fn never_shows_the_secret() {
+        let t = Token::parse("default:development.6abe28d28982917f018e1f2ec6e52c4c").unwrap();
+        assert_eq!(t.to_string(), "default:development.6abe…");
+        assert_eq!(format!("{t:?}"), "Token(default:development.6abe…)");
+        let key = Token::parse("short-key").unwrap();
+        assert_eq!(key.to_string(), "sh…");
+        let tiny = Token::parse("abc").unwrap();
+        assert_eq!(tiny.to_string(), "…");
+    }
+
+    #[test]
+    fn stated_scope_of_each_shape() {
+        let scope = |s: &str| Token::parse(s).unwrap().stated_scope();
+        assert_eq!(
+            scope("*:development.x"),
+            Some(Scope::new("development", Projects::All))
+        );
+        assert_eq!(
+            scope("default:development.x"),
+            Some(Scope::new("development", Projects::from_names(["default"])))
+        );
+        assert_eq!(scope("[]:development.x"), None);
+        assert_eq!(scope("*:*.x"), None);
+        assert_eq!(scope("key"), None);
+    }
+
+    #[test]
+    fn covers_follows_the_protocol_rule() {
+        let all_dev = Scope::new("development", Projects::All);
+        let a_dev = Scope::new("development", Projects::from_names(["a"]));
+        let ab_dev = Scope::new("development", Projects::from_names(["a", "b"]));
+        let a_prod = Scope::new("production", Projects::from_names(["a"]));
+        assert!(all_dev.covers(&a_dev));
+        assert!(all_dev.covers(&all_dev));
+        assert!(ab_dev.covers(&a_dev));
+        assert!(!a_dev.covers(&ab_dev));
+        assert!(!ab_dev.covers(&all_dev));
+        assert!(!a_dev.covers(&a_prod));
+        assert_eq!(
+            Projects::from_names(["a"]).missing_from(&ab_dev.projects),
+            "b"
+        );
+        assert_eq!(
+            ab_dev.projects.missing_from(&Projects::All),
+            "all projects (`*`)"
+        );
+    }
+
+    fn arb_projects() -> impl Strategy<Value = Projects> {
+        prop_oneof![
+            Just(Projects::All),
+            proptest::collection::btree_set("[a-d]", 0..4).prop_map(Projects::Some),
+        ]
+    }
+
+    fn arb_scope() -> impl Strategy<Value = Scope> {
+        ("(dev|prod)", arb_projects()).prop_map(|(e, p)| Scope::new(e, p))
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics(s in "\\PC{0,80}|[ -~]{0,600}") {
+            let _ = Token::parse(&s);
+        }
+
+        #[test]
+        fn parse_round_trips(
+            project in "[a-z][a-z0-9_-]{0,12}|\\*|\\[\\]",
+            env in "[a-z][a-z0-9_.-]{0,12}",
+            secret in "[0-9a-f]{8,64}|v2_[A-Za-z0-9_-]{1,60}",
+        ) {
+            prop_assume!(!env.ends_with('.'));
+            let raw = format!("{project}:{env}.{secret}");
+            let token = Token::parse(&raw).unwrap();
+            prop_assert_eq!(token.expose(), raw.as_str());
+            prop_assert_eq!(token.environment(), Some(env.as_str()));
+            let again = Token::parse(&format!("Bearer {raw}")).unwrap();
+            prop_assert_eq!(again.shape(), token.shape());
+            prop_assert!(!token.to_string().contains(&secret));
+        }
+
+        #[test]
+        fn covers_is_reflexive(a in arb_scope()) {
+            prop_assert!(a.covers(&a));
+        }
+
+        #[test]
+        fn covers_is_transitive(a in arb_scope(), b in arb_scope(), c in arb_scope()) {
+            if a.covers(&b) && b.covers(&c) {
+                prop_assert!(a.covers(&c));
+            }
+        }
+
+        #[test]
+        fn covers_never_lets_a_wider_scope_through(a in arb_scope(), b in arb_scope()) {
+            if a.covers(&b) {
+                prop_assert_eq!(&a.environment, &b.environment);
+                match (&a.projects, &b.projects) {
+                    (Projects::Some(_), Projects::All) => prop_assert!(false, "finite covered all"),
+                    (Projects::Some(mine), Projects::Some(theirs)) => {
+                        for p in theirs { prop_assert!(mine.contains(p)); }
+                    }
+                    _ => {}
+                }
+            }
+        }
+
+        #[test]
+        fn union_covers_exactly_what_its_parts_cover_together(
+            parts in proptest::collection::vec(arb_projects(), 0..4),
+            wanted in arb_projects(),
+        ) {
+            let mut union = Projects::none();
+            for p in &parts { union.extend(p); }
+            let expected = match &wanted {
+                Projects::All => parts.contains(&Projects::All),
+                Projects::Some(set) => set.iter().all(|w| parts.iter().any(|p| p.contains(w))),
+            };
+            prop_assert_eq!(union.covers(&wanted), expected);
+            prop_assert_eq!(union.missing_from(&wanted).is_empty(), expected);
+        }
+    }
+}

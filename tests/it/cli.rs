@@ -1,0 +1,248 @@
+//! The `flagpost` binary: command line, environment variables, exit codes, signals.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::harness::client;
+use crate::offline::{CLIENT_DEFAULT_DEV, FEATURES, FRONTEND_DEFAULT_DEV};
+
+fn flagpost() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_flagpost"));
+    // Only what a test sets reaches the binary.
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default());
+    c
+}
+
+fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+    std::fs::write(dir.join("features.json"), FEATURES).unwrap();
+    let path = dir.join("config.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "mode = \"offline\"\n[server]\ninterface = \"127.0.0.1\"\nport = {port}\n[offline]\n\
+             features_file = \"features.json\"\nclient_tokens = [\"{CLIENT_DEFAULT_DEV}\"]\n\
+             frontend_tokens = [\"{FRONTEND_DEFAULT_DEV}\"]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+#[test]
+fn help_shows_every_flag_with_its_environment_variable_and_default() {
+    let out = flagpost().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needle in [
+        "[env: PORT=]",
+        "[default: 3063]",
+        "[env: INTERFACE=]",
+        "[env: LOG_FORMAT=]",
+        "offline",
+        "check-config",
+    ] {
+        assert!(text.contains(needle), "--help lacks {needle}:\n{text}");
+    }
+    let out = flagpost().args(["offline", "--help"]).output().unwrap();
+    let text = String::from_utf8(out.stdout)
+        .unwrap()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needle in [
+        "[env: BOOTSTRAP_FILE=]",
+        "[env: CLIENT_TOKENS=]",
+        "[env: FRONTEND_TOKENS=]",
+        "[env: RELOAD_INTERVAL=]",
+        "[default: 5s]",
+    ] {
+        assert!(
+            text.contains(needle),
+            "offline --help lacks {needle}:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn bad_configuration_exits_64_with_one_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), 3063);
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[offline]", "[offline]\nreload_interval = 5");
+    std::fs::write(&path, text).unwrap();
+    let out = flagpost().arg("--config").arg(&path).output().unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("offline.reload_interval"), "{err}");
+    assert!(err.contains("\"5s\""), "{err}");
+
+    let out = flagpost()
+        .args(["--port", "nope", "offline"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let out = flagpost()
+        .arg("--config")
+        .arg(&path)
+        .env("PORT", "99999")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8(out.stderr).unwrap().contains("--port"));
+}
+
+fn effective(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn flags_beat_environment_variables_which_beat_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), 4000);
+    let file = effective(flagpost().arg("check-config").env("FLAGPOST_CONFIG", &path));
+    assert!(file.contains("port = 4000"), "{file}");
+    let env = effective(
+        flagpost()
+            .arg("check-config")
+            .env("FLAGPOST_CONFIG", &path)
+            .env("PORT", "4100"),
+    );
+    assert!(env.contains("port = 4100"), "{env}");
+    let flag = effective(
+        flagpost()
+            .args(["check-config", "--port", "4200"])
+            .env("FLAGPOST_CONFIG", &path)
+            .env("PORT", "4100"),
+    );
+    assert!(flag.contains("port = 4200"), "{flag}");
+    // The mode's own variables apply even when the mode comes from the file.
+    let tokens = effective(
+        flagpost()
+            .arg("check-config")
+            .env("FLAGPOST_CONFIG", &path)
+            .env(
+                "CLIENT_TOKENS",
+                "*:development.from-env-secret-1,*:production.from-env-secret-2",
+            ),
+    );
+    assert!(tokens.contains("*:production.from…"), "{tokens}");
+    assert!(
+        !tokens.contains("from-env-secret"),
+        "a secret was printed: {tokens}"
+    );
+    // With no arguments at all, flagpost reads ./config.toml.
+    let cwd = effective(flagpost().arg("check-config").current_dir(dir.path()));
+    assert!(cwd.contains("port = 4000"), "{cwd}");
+}
+
+#[test]
+fn edge_style_offline_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("f.json"), r#"{"a":{"enabled":true}}"#).unwrap();
+    let out = effective(
+        flagpost()
+            .current_dir(dir.path())
+            .args(["--port", "3999", "offline", "--bootstrap-file", "f.json"])
+            .args([
+                "--client-tokens",
+                "*:development.abc12345678",
+                "--frontend-tokens",
+                "*:development.def12345678",
+            ])
+            .args(["--reload-interval", "5", "--check-config"]),
+    );
+    assert!(
+        out.contains("port = 3999") && out.contains("reload_interval = \"5s\""),
+        "{out}"
+    );
+}
+
+#[test]
+fn the_binary_serves_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), 0);
+    let mut child = flagpost()
+        .arg("--config")
+        .arg(&path)
+        .env("LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut log = Vec::new();
+    let addr = loop {
+        let line = rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("no listening line");
+        log.push(line.clone());
+        let v: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+        if v["message"] == "flagpost listening" {
+            break v["addr"].as_str().unwrap().to_string();
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        crate::harness::eventually("binary ready", || async {
+            client()
+                .get(format!("http://{addr}/ready"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+        let r = client()
+            .get(format!("http://{addr}/api/frontend"))
+            .header("Authorization", FRONTEND_DEFAULT_DEV)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    });
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "flagpost did not exit after SIGTERM"
+        );
+        #[allow(clippy::disallowed_methods)] // polling a child process, with a deadline
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+    reader.join().unwrap();
+    log.extend(rx.try_iter());
+    let all = log.join("\n");
+    assert!(all.contains("shutdown signal received"), "{all}");
+    assert!(
+        !all.contains("client-default-dev-0001"),
+        "a secret reached the log: {all}"
+    );
+}

@@ -1,0 +1,196 @@
+//! Starts the real flagpost in-process on port 0 and talks to it over HTTP.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use flagpost::config::{Config, Invocation};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running flagpost.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    stop: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<Result<(), flagpost::RunError>>>,
+}
+
+impl Server {
+    /// Starts flagpost with `config_toml` (relative paths resolve in a fresh temporary folder,
+    /// where `files` are written first).
+    pub async fn start(config_toml: &str, files: &[(&str, &str)]) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        for (name, content) in files {
+            std::fs::write(dir.path().join(name), content).unwrap();
+        }
+        let config = config_in(dir.path(), config_toml);
+        Server::start_with(config, dir).await
+    }
+
+    pub async fn start_with(config: Config, dir: tempfile::TempDir) -> Server {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let handle = tokio::spawn(flagpost::run(config, listener, async {
+            let _ = stopped.await;
+        }));
+        Server {
+            addr,
+            dir,
+            stop: Some(stop),
+            handle: Some(handle),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Sends the shutdown signal without waiting.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
+    /// Shuts down and waits for `run` to return.
+    pub async fn stop(mut self) -> Result<(), flagpost::RunError> {
+        self.signal_shutdown();
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), handle)
+            .await
+            .expect("flagpost did not stop within 20s")
+            .unwrap()
+    }
+
+    /// Waits until `/ready` answers 200.
+    pub async fn wait_ready(&self) {
+        let url = self.url("/ready");
+        eventually("flagpost ready", || async {
+            client()
+                .get(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.signal_shutdown();
+    }
+}
+
+/// Builds a `Config` from TOML text, as `flagpost --config FILE` would.
+pub fn config_in(dir: &Path, config_toml: &str) -> Config {
+    let path = dir.join("config.toml");
+    std::fs::write(&path, config_toml).unwrap();
+    match Config::from_args(["flagpost", "--config", path.to_str().unwrap()]) {
+        Ok(Invocation::Serve(c)) => c,
+        other => panic!("bad test config: {other:?}"),
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// Polls `check` until it returns true; fails the test after 10 seconds.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GET with a token; returns status, headers and body as JSON (Null when not JSON).
+pub async fn get(
+    server: &Server,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut req = client().get(server.url(path));
+    if let Some(t) = token {
+        req = req.header("Authorization", t);
+    }
+    into_parts(req.send().await.unwrap()).await
+}
+
+pub async fn post(
+    server: &Server,
+    path: &str,
+    token: Option<&str>,
+    body: impl Into<reqwest::Body>,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let mut req = client()
+        .post(server.url(path))
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = token {
+        req = req.header("Authorization", t);
+    }
+    into_parts(req.send().await.unwrap()).await
+}
+
+pub async fn into_parts(
+    r: reqwest::Response,
+) -> (u16, reqwest::header::HeaderMap, serde_json::Value) {
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let bytes = r.bytes().await.unwrap();
+    let json = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    (status, headers, json)
+}
+
+/// Names of the toggles in a Frontend API response.
+pub fn toggle_names(body: &serde_json::Value) -> Vec<String> {
+    body["toggles"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no toggles in {body}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Names of the features in a Client API response.
+pub fn feature_names(body: &serde_json::Value) -> Vec<String> {
+    body["features"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no features in {body}"))
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The value of one Prometheus sample line (`name{labels} value`), if present.
+pub async fn metric(server: &Server, series: &str) -> Option<f64> {
+    let text = client()
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}

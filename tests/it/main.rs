@@ -1,0 +1,15 @@
+//! flagpost's integration tests: the real server, in-process on port 0 (and the real binary for
+//! the command line), driven over HTTP.
+
+// Test code: a failed unwrap is a failed test.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod cli;
+mod harness;
+mod offline;
+mod spec;

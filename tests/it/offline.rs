@@ -1,0 +1,691 @@
+//! Offline mode end to end: the error table, the scope rule, ETags, CORS, reload, shutdown.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::harness::*;
+
+pub const FEATURES: &str = r#"{"version":2,"features":[
+  {"name":"d.on","project":"default","enabled":true,"strategies":[{"name":"default"}]},
+  {"name":"d.off","project":"default","enabled":false,"strategies":[{"name":"default"}]},
+  {"name":"d.variant","project":"default","enabled":true,"impressionData":true,"strategies":[{"name":"default"}],
+   "variants":[{"name":"blue","weight":1000,"stickiness":"default","payload":{"type":"string","value":"b"}}]},
+  {"name":"d.users","project":"default","enabled":true,"strategies":[{"name":"userWithId","parameters":{"userIds":"alice"}}]},
+  {"name":"c.on","project":"checkout","enabled":true,"strategies":[{"name":"default"}]},
+  {"name":"m.on","project":"mobile","enabled":true,"strategies":[{"name":"default"}]}
+]}"#;
+
+pub const CLIENT_DEFAULT_DEV: &str = "default:development.client-default-dev-0001";
+pub const CLIENT_CHECKOUT_DEV: &str = "checkout:development.client-checkout-dev-0002";
+pub const CLIENT_ALL_PROD: &str = "*:production.client-all-prod-0003";
+pub const FRONTEND_DEFAULT_DEV: &str = "default:development.frontend-default-dev-0004";
+pub const FRONTEND_UNION_DEV: &str = "[]:development.frontend-union-dev-0005";
+pub const FRONTEND_MISSING_PROJECT: &str = "[]:development.frontend-missing-0006";
+pub const FRONTEND_ALL_DEV: &str = "*:development.frontend-all-dev-0007";
+pub const FRONTEND_STAGING: &str = "default:staging.frontend-staging-0008";
+pub const FRONTEND_ALL_PROD: &str = "*:production.frontend-all-prod-0009";
+pub const KEY_OK: &str = "proxy-key-ok-0010";
+pub const KEY_OTHER_ENV: &str = "proxy-key-staging-0011";
+
+pub fn config(extra_server: &str) -> String {
+    format!(
+        r#"
+mode = "offline"
+[server]
+{extra_server}
+[offline]
+features_file = "features.json"
+reload_interval = "50ms"
+client_tokens = ["{CLIENT_DEFAULT_DEV}", "{CLIENT_CHECKOUT_DEV}", "{CLIENT_ALL_PROD}"]
+frontend_tokens = [
+  "{FRONTEND_DEFAULT_DEV}",
+  {{ token = "{FRONTEND_UNION_DEV}", projects = ["default", "checkout"] }},
+  {{ token = "{FRONTEND_MISSING_PROJECT}", projects = ["default", "mobile"] }},
+  "{FRONTEND_ALL_DEV}",
+  "{FRONTEND_STAGING}",
+  "{FRONTEND_ALL_PROD}",
+]
+[[offline.client_keys]]
+key = "{KEY_OK}"
+environment = "development"
+projects = ["default"]
+[[offline.client_keys]]
+key = "{KEY_OTHER_ENV}"
+environment = "staging"
+projects = ["*"]
+"#
+    )
+}
+
+async fn start() -> Server {
+    let s = Server::start(&config(""), &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    s
+}
+
+fn assert_error(
+    result: &(u16, reqwest::header::HeaderMap, serde_json::Value),
+    status: u16,
+    code: &str,
+) {
+    let (s, h, body) = result;
+    assert_eq!(*s, status, "{body}");
+    assert_eq!(body["error"], code, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert_eq!(h["content-type"], "application/json");
+}
+
+#[tokio::test]
+async fn every_row_of_the_error_table() {
+    let s = start().await;
+    assert_error(&get(&s, "/api/frontend", None).await, 401, "token_missing");
+    assert_error(
+        &get(&s, "/api/client/features", None).await,
+        401,
+        "token_missing",
+    );
+    assert_error(
+        &get(&s, "/api/frontend", Some("Bearer ")).await,
+        401,
+        "token_missing",
+    );
+    assert_error(
+        &get(&s, "/api/frontend", Some("*:development.unknown-secret")).await,
+        401,
+        "token_invalid",
+    );
+    let malformed = get(&s, "/api/frontend", Some("default:development")).await;
+    assert_error(&malformed, 401, "token_invalid");
+    assert!(malformed.2["message"]
+        .as_str()
+        .unwrap()
+        .contains("no `.` before the secret"));
+    assert_error(
+        &get(&s, "/api/frontend", Some("garbage")).await,
+        401,
+        "token_invalid",
+    );
+    assert_error(
+        &get(&s, "/api/client/features", Some("*:*.admin-secret")).await,
+        403,
+        "token_wrong_type",
+    );
+    assert_error(
+        &get(&s, "/api/frontend", Some("user:abcdef")).await,
+        403,
+        "token_wrong_type",
+    );
+    assert_error(
+        &get(&s, "/api/frontend", Some(CLIENT_DEFAULT_DEV)).await,
+        403,
+        "token_wrong_type",
+    );
+    assert_error(
+        &get(&s, "/api/client/features", Some(FRONTEND_DEFAULT_DEV)).await,
+        403,
+        "token_wrong_type",
+    );
+    assert_error(
+        &get(&s, "/api/client/features", Some(KEY_OK)).await,
+        403,
+        "token_wrong_type",
+    );
+    assert_error(
+        &get(&s, "/api/frontend", Some(FRONTEND_ALL_DEV)).await,
+        403,
+        "scope_not_covered",
+    );
+    assert_error(
+        &post(
+            &s,
+            "/api/frontend",
+            Some(FRONTEND_DEFAULT_DEV),
+            "{\"userId\":",
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &post(
+            &s,
+            "/api/frontend",
+            Some(FRONTEND_DEFAULT_DEV),
+            "{\"userId\":[1]}",
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    assert_error(
+        &get(
+            &s,
+            "/api/frontend?properties[x=1",
+            Some(FRONTEND_DEFAULT_DEV),
+        )
+        .await,
+        400,
+        "bad_request",
+    );
+    let big = format!("{{\"userId\":\"{}\"}}", "x".repeat(2 << 20));
+    assert_error(
+        &post(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV), big).await,
+        413,
+        "payload_too_large",
+    );
+    assert_error(
+        &get(&s, "/api/nope", Some(FRONTEND_DEFAULT_DEV)).await,
+        404,
+        "not_found",
+    );
+    assert_error(
+        &get(
+            &s,
+            "/api/client/features/no.such.flag",
+            Some(CLIENT_DEFAULT_DEV),
+        )
+        .await,
+        404,
+        "not_found",
+    );
+    let wrong_method = post(&s, "/api/client/features", Some(CLIENT_DEFAULT_DEV), "").await;
+    assert_error(&wrong_method, 405, "method_not_allowed");
+    assert_eq!(wrong_method.1["allow"], "GET, HEAD");
+    // Nothing in any error body repeats a token's secret.
+    for token in [FRONTEND_ALL_DEV, CLIENT_DEFAULT_DEV] {
+        let (_, _, body) = get(&s, "/api/frontend", Some(token)).await;
+        assert!(!body
+            .to_string()
+            .contains(&token[token.find('.').unwrap() + 1..]));
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn not_ready_until_the_features_file_is_usable() {
+    let s = Server::start(&config(""), &[("features.json", "{ broken")]).await;
+    let r = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_error(&r, 503, "not_ready");
+    assert_eq!(r.1["retry-after"], "5");
+    assert_eq!(get(&s, "/ready", None).await.0, 503);
+    assert_eq!(get(&s, "/health", None).await.0, 200);
+    std::fs::write(s.path("features.json"), FEATURES).unwrap();
+    s.wait_ready().await;
+    assert_eq!(
+        get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await.0,
+        200
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_scope_rule() {
+    let s = start().await;
+    // Covered by one client token.
+    let (status, _, body) = get(&s, "/api/frontend/all", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        toggle_names(&body),
+        ["d.on", "d.off", "d.variant", "d.users"]
+    );
+    // Covered only by the union of two client tokens.
+    let (status, _, body) = get(&s, "/api/frontend", Some(FRONTEND_UNION_DEV)).await;
+    assert_eq!(status, 200);
+    assert_eq!(toggle_names(&body), ["d.on", "d.variant", "c.on"]);
+    // A client key, narrower than the client tokens.
+    let (status, _, body) = get(&s, "/api/frontend", Some(KEY_OK)).await;
+    assert_eq!(
+        (status, toggle_names(&body)),
+        (200, vec!["d.on".to_string(), "d.variant".into()])
+    );
+    // All projects in production, served by a `*` client token.
+    let (status, _, body) = get(&s, "/api/proxy", Some(FRONTEND_ALL_PROD)).await;
+    assert_eq!(
+        (status, toggle_names(&body)),
+        (
+            200,
+            vec![
+                "d.on".to_string(),
+                "d.variant".into(),
+                "c.on".into(),
+                "m.on".into()
+            ]
+        )
+    );
+
+    // Not covered: a missing project.
+    let r = get(&s, "/api/frontend", Some(FRONTEND_MISSING_PROJECT)).await;
+    assert_error(&r, 403, "scope_not_covered");
+    let msg = r.2["message"].as_str().unwrap();
+    assert!(
+        msg.contains("mobile") && msg.contains("\"development\""),
+        "{msg}"
+    );
+    // Not covered: `*` frontend token against project-scoped client tokens.
+    let r = get(&s, "/api/frontend", Some(FRONTEND_ALL_DEV)).await;
+    assert_error(&r, 403, "scope_not_covered");
+    assert!(r.2["message"].as_str().unwrap().contains("all projects"));
+    // Not covered: another environment, for a token and for a client key.
+    for token in [FRONTEND_STAGING, KEY_OTHER_ENV] {
+        let r = get(&s, "/api/frontend", Some(token)).await;
+        assert_error(&r, 403, "scope_not_covered");
+        assert!(r.2["message"].as_str().unwrap().contains("\"staging\""));
+    }
+    // The single-flag route applies the same rule and the token's projects.
+    assert_eq!(
+        get(&s, "/api/frontend/features/c.on", Some(FRONTEND_UNION_DEV))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        get(
+            &s,
+            "/api/frontend/features/c.on",
+            Some(FRONTEND_DEFAULT_DEV)
+        )
+        .await
+        .0,
+        404
+    );
+    assert_eq!(
+        get(&s, "/api/frontend/features/d.on", Some(FRONTEND_ALL_DEV))
+            .await
+            .0,
+        403
+    );
+
+    let refused = metric(
+        &s,
+        "flagpost_token_decisions_total{result=\"scope_not_covered\"}",
+    )
+    .await;
+    assert_eq!(refused, Some(5.0));
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn client_api_filters_and_serves_features_as_received() {
+    let s = start().await;
+    let (status, h, body) = get(&s, "/api/client/features", Some(CLIENT_DEFAULT_DEV)).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        feature_names(&body),
+        ["d.on", "d.off", "d.variant", "d.users"]
+    );
+    assert_eq!(body["version"], 2);
+    assert_eq!(body["features"][2]["variants"][0]["payload"]["value"], "b");
+    assert!(h["etag"].to_str().unwrap().starts_with('"'));
+    let (_, _, body) = get(&s, "/api/client/features", Some(CLIENT_ALL_PROD)).await;
+    assert_eq!(feature_names(&body).len(), 6);
+    let (_, _, body) = get(
+        &s,
+        "/api/client/features?project=checkout",
+        Some(CLIENT_ALL_PROD),
+    )
+    .await;
+    assert_eq!(feature_names(&body), ["c.on"]);
+    let (_, _, body) = get(
+        &s,
+        "/api/client/features?project=checkout",
+        Some(CLIENT_DEFAULT_DEV),
+    )
+    .await;
+    assert!(
+        feature_names(&body).is_empty(),
+        "a query never widens the token's projects"
+    );
+    let (_, _, body) = get(
+        &s,
+        "/api/client/features?namePrefix=d.v",
+        Some(CLIENT_ALL_PROD),
+    )
+    .await;
+    assert_eq!(feature_names(&body), ["d.variant"]);
+    let (status, _, body) = get(&s, "/api/client/features/d.users", Some(CLIENT_DEFAULT_DEV)).await;
+    assert_eq!((status, body["name"].as_str()), (200, Some("d.users")));
+    assert_eq!(
+        get(&s, "/api/client/features/c.on", Some(CLIENT_DEFAULT_DEV))
+            .await
+            .0,
+        404
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn etags_and_304() {
+    let s = start().await;
+    for (path, token) in [
+        ("/api/client/features", CLIENT_DEFAULT_DEV),
+        ("/api/frontend?userId=alice", FRONTEND_DEFAULT_DEV),
+    ] {
+        let first = client()
+            .get(s.url(path))
+            .header("Authorization", token)
+            .send()
+            .await
+            .unwrap();
+        let etag = first.headers()["etag"].to_str().unwrap().to_string();
+        let body = first.bytes().await.unwrap();
+        for inm in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"nope\", {etag}"),
+            "*".into(),
+        ] {
+            let r = client()
+                .get(s.url(path))
+                .header("Authorization", token)
+                .header("If-None-Match", &inm)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 304, "{path} with If-None-Match: {inm}");
+            assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+        }
+        let r = client()
+            .get(s.url(path))
+            .header("Authorization", token)
+            .header("If-None-Match", "\"other\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap(), body, "same data, same bytes");
+    }
+    let (_, h, _) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(h["cache-control"], "no-cache");
+    let (_, a, _) = get(&s, "/api/frontend?userId=alice", Some(FRONTEND_DEFAULT_DEV)).await;
+    let (_, b, _) = get(&s, "/api/frontend?userId=bob", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_ne!(a["etag"], b["etag"], "different results, different ETags");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn frontend_context_from_query_and_body() {
+    let s = start().await;
+    let names = |b: &serde_json::Value| toggle_names(b);
+    let (_, _, q) = get(&s, "/api/frontend?userId=alice", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert!(names(&q).contains(&"d.users".to_string()));
+    let (_, _, q) = get(&s, "/api/frontend?userId=bob", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert!(!names(&q).contains(&"d.users".to_string()));
+    for body in [r#"{"userId":"alice"}"#, r#"{"context":{"userId":"alice"}}"#] {
+        let (status, _, b) = post(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV), body).await;
+        assert_eq!(status, 200);
+        assert!(names(&b).contains(&"d.users".to_string()), "{body}");
+    }
+    let (status, _, b) = post(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV), "").await;
+    assert_eq!((status, names(&b).len()), (200, 2));
+    let (_, _, b) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(
+        b["toggles"][1],
+        serde_json::json!({"name":"d.variant","enabled":true,"impressionData":true,
+            "variant":{"name":"blue","enabled":true,"feature_enabled":true,"featureEnabled":true,
+                       "payload":{"type":"string","value":"b"}}})
+    );
+    let (status, _, one) = get(
+        &s,
+        "/api/frontend/features/d.on",
+        Some(FRONTEND_DEFAULT_DEV),
+    )
+    .await;
+    assert_eq!(
+        (status, one["name"].as_str(), one["enabled"].as_bool()),
+        (200, Some("d.on"), Some(true))
+    );
+    assert_eq!(
+        get(
+            &s,
+            "/api/frontend/features/d.off",
+            Some(FRONTEND_DEFAULT_DEV)
+        )
+        .await
+        .0,
+        404
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn cors_preflight_and_headers() {
+    let s = start().await;
+    let r = client()
+        .request(reqwest::Method::OPTIONS, s.url("/api/frontend"))
+        .header("Origin", "http://example.test")
+        .header("Access-Control-Request-Method", "GET")
+        .header(
+            "Access-Control-Request-Headers",
+            "authorization,content-type",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204, "preflight needs no token");
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(
+        h["access-control-allow-headers"],
+        "authorization,content-type"
+    );
+    assert!(h["access-control-allow-methods"]
+        .to_str()
+        .unwrap()
+        .contains("POST"));
+    let r = client()
+        .get(s.url("/api/frontend"))
+        .header("Origin", "http://example.test")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["access-control-allow-origin"],
+        "*",
+        "errors are readable by the page"
+    );
+    let (_, h, _) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(h["access-control-expose-headers"], "ETag");
+    assert_eq!(h["vary"], "Origin");
+    s.stop().await.unwrap();
+
+    let listed = config("").replace(
+        "mode = \"offline\"",
+        "mode = \"offline\"\n[cors]\nallowed_origins = [\"https://app.example.com\"]",
+    );
+    let s = Server::start(&listed, &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    for (origin, allowed) in [
+        ("https://app.example.com", true),
+        ("https://evil.example.com", false),
+    ] {
+        let r = client()
+            .get(s.url("/api/frontend"))
+            .header("Origin", origin)
+            .header("Authorization", FRONTEND_DEFAULT_DEV)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let got = r
+            .headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(got, allowed.then(|| origin.to_string()), "{origin}");
+    }
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_features_file_is_reloaded_and_a_broken_one_keeps_the_last_good() {
+    let s = start().await;
+    let failures = "flagpost_snapshot_load_failures_total{source=\"file\"}";
+    assert_eq!(metric(&s, failures).await, None);
+    let changed = FEATURES.replace(
+        r#""name":"d.off","project":"default","enabled":false"#,
+        r#""name":"d.off","project":"default","enabled":true"#,
+    );
+    std::fs::write(s.path("features.json"), &changed).unwrap();
+    eventually("the change is served", || async {
+        let (_, _, b) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+        toggle_names(&b).contains(&"d.off".to_string())
+    })
+    .await;
+    std::fs::write(s.path("features.json"), "{\"features\": [{\"name\": ").unwrap();
+    eventually("the broken file is counted", || async {
+        metric(&s, failures).await == Some(1.0)
+    })
+    .await;
+    let (status, _, b) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(status, 200);
+    assert!(
+        toggle_names(&b).contains(&"d.off".to_string()),
+        "still the last good features"
+    );
+    assert_eq!(get(&s, "/ready", None).await.0, 200);
+    // The simple format works too.
+    std::fs::write(
+        s.path("features.json"),
+        r#"{"d.on":{"enabled":true,"variant":"green"},"x":{"enabled":false}}"#,
+    )
+    .unwrap();
+    eventually("the simple format is served", || async {
+        let (_, _, b) = get(&s, "/api/frontend/all", Some(FRONTEND_DEFAULT_DEV)).await;
+        toggle_names(&b) == ["d.on", "x"]
+    })
+    .await;
+    let (_, _, b) = get(
+        &s,
+        "/api/frontend/features/d.on",
+        Some(FRONTEND_DEFAULT_DEV),
+    )
+    .await;
+    assert_eq!(b["variant"]["name"], "green");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn operations_endpoints() {
+    let s = start().await;
+    for path in ["/health", "/internal-backstage/health"] {
+        let (status, _, body) = get(&s, path, None).await;
+        assert_eq!((status, body["health"].as_str()), (200, Some("GOOD")));
+    }
+    for path in ["/ready", "/internal-backstage/ready"] {
+        assert_eq!(get(&s, path, None).await.0, 200);
+    }
+    get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    let text = client()
+        .get(s.url("/internal-backstage/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "flagpost_http_requests_total{method=\"GET\",route=\"/api/frontend\",status=\"2xx\"} 1",
+        "flagpost_http_request_duration_seconds_bucket{route=\"/api/frontend\"",
+        "flagpost_token_decisions_total{result=\"allowed\"}",
+        "flagpost_snapshot_features{environment=\"development\"} 6",
+        "flagpost_snapshot_features{environment=\"production\"} 6",
+        "flagpost_snapshot_last_load_timestamp_seconds{environment=\"development\"}",
+        "flagpost_ready 1",
+    ] {
+        assert!(text.contains(needle), "missing {needle} in\n{text}");
+    }
+    assert!(
+        !text.contains("frontend-default-dev-0004"),
+        "no secret in metrics"
+    );
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn http2_cleartext() {
+    let s = start().await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2
+        .get(s.url("/api/frontend"))
+        .header("Authorization", FRONTEND_DEFAULT_DEV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), 200);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn head_answers_like_get_without_a_body() {
+    let s = start().await;
+    let r = client()
+        .head(s.url("/api/client/features"))
+        .header("Authorization", CLIENT_DEFAULT_DEV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().contains_key("etag"));
+    assert!(r.bytes().await.unwrap().is_empty());
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_connection_that_never_finishes_its_headers_is_closed() {
+    let s = Server::start(
+        &config("header_read_timeout = \"300ms\""),
+        &[("features.json", FEATURES)],
+    )
+    .await;
+    s.wait_ready().await;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(b"GET /api/frontend HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the server kept a half-sent request open");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_the_request_in_flight() {
+    let mut s = start().await;
+    let body = br#"{"userId":"alice"}"#;
+    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    let head = format!(
+        "POST /api/frontend HTTP/1.1\r\nHost: x\r\nAuthorization: {FRONTEND_DEFAULT_DEV}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&body[..5]).await.unwrap();
+    // The request is in the handler, waiting for the rest of its body.
+    eventually("the request is in flight", || async {
+        metric(&s, "flagpost_http_requests_in_flight").await == Some(2.0) // this scrape counts too
+    })
+    .await;
+    s.signal_shutdown();
+    eventually("draining", || async {
+        // New connections are refused once the listener is closed.
+        tokio::net::TcpStream::connect(s.addr).await.is_err()
+    })
+    .await;
+    conn.write_all(&body[5..]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("d.users"), "{text}");
+    s.stop().await.unwrap();
+}
