@@ -1,9 +1,28 @@
-//! Token → [`Access`] (what the token is and the scope it may see). Offline mode answers from the
-//! configured table; every configured secret is compared in constant time, and all of them are
-//! compared on every lookup, so timing says nothing about which one nearly matched.
+//! Token → [`Access`] (what the token is and the scope it may see).
+//!
+//! Locally configured tokens and client keys are compared in constant time, all of them on every
+//! lookup, so timing says nothing about which one nearly matched. In edge mode, other tokens are
+//! asked of upstream (`/edge/validate`) and the verdicts kept in two bounded caches: valid
+//! tokens (checked again in one batch on an interval) and invalid ones (for a short TTL), so a
+//! flood of bad tokens cannot push out good ones. Tokens that arrive together are validated in
+//! one batch, and concurrent first requests with the same token cause one upstream call.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::ConfiguredToken;
-use crate::token::{Scope, Shape, Token, TokenError, TokenKind};
+use crate::metrics::Metrics;
+use crate::token::{Projects, Scope, Shape, Token, TokenError, TokenKind};
+use crate::upstream::{Upstream, UpstreamError, ValidatedToken};
+
+/// Most tokens in one `/edge/validate` call.
+pub const MAX_VALIDATE_BATCH: usize = 100;
+/// Most validations waiting for upstream; past this, requests with new tokens get 503.
+const MAX_PENDING: usize = 10_000;
 
 /// A token that may use SDK endpoints, and what it may see.
 #[derive(Debug, Clone)]
@@ -24,55 +43,441 @@ pub enum AuthError {
     Unknown,
     #[error("admin tokens and personal access tokens cannot be used on SDK endpoints")]
     AdminOrPersonal,
+    #[error("upstream cannot be asked about this token now")]
+    UpstreamUnavailable,
 }
 
-/// Looks tokens up.
+/// What a token is, as upstream said.
+#[derive(Debug, Clone)]
+struct Known {
+    kind: TokenKind,
+    scope: Scope,
+}
+
+/// Looks tokens up: the configured table first, then (edge mode) upstream.
 #[derive(Debug)]
 pub struct Authenticator {
-    table: Vec<ConfiguredToken>,
+    local: Vec<ConfiguredToken>,
+    remote: Option<RemoteTokens>,
 }
 
 impl Authenticator {
     /// An authenticator that knows exactly the configured tokens and client keys.
     pub fn offline(tokens: Vec<ConfiguredToken>) -> Authenticator {
-        Authenticator { table: tokens }
+        Authenticator {
+            local: tokens,
+            remote: None,
+        }
+    }
+
+    /// An authenticator that asks upstream about tokens it does not know. The returned
+    /// [`Validator`] must run for requests with new tokens to be answered.
+    pub fn edge(
+        local: Vec<ConfiguredToken>,
+        upstream: Arc<Upstream>,
+        metrics: Arc<Metrics>,
+        cache_size: u64,
+        invalid_ttl: Duration,
+    ) -> (Authenticator, Validator) {
+        let (tx, rx) = mpsc::channel(MAX_PENDING);
+        let valid = moka::sync::Cache::builder()
+            .max_capacity(cache_size)
+            .build();
+        let invalid = moka::sync::Cache::builder()
+            .max_capacity(cache_size)
+            .time_to_live(invalid_ttl)
+            .build();
+        let caches = Caches { valid, invalid };
+        let validator = Validator {
+            rx,
+            caches: caches.clone(),
+            upstream,
+            metrics,
+        };
+        let remote = RemoteTokens { caches, tx };
+        (
+            Authenticator {
+                local,
+                remote: Some(remote),
+            },
+            validator,
+        )
     }
 
     /// Resolves the raw `Authorization` header value.
-    pub fn resolve(&self, header: Option<&[u8]>) -> Result<Access, AuthError> {
-        let Some(bytes) = header else {
-            return Err(AuthError::Missing);
-        };
-        let text = std::str::from_utf8(bytes)
-            .map_err(|_| AuthError::Malformed(TokenError::InvalidCharacter))?;
-        let token = match Token::parse(text) {
-            Ok(t) => t,
-            Err(TokenError::Empty) => return Err(AuthError::Missing),
-            Err(e) => return Err(AuthError::Malformed(e)),
-        };
+    pub async fn resolve(&self, header: Option<&[u8]>) -> Result<Access, AuthError> {
+        let token = parse_header(header)?;
+        match self.lookup(&token) {
+            Lookup::Done(result) => result,
+            Lookup::Ask(rx) => settle(token, rx.await),
+        }
+    }
+
+    /// Resolves several tokens at once (for `/edge/validate`): the unknown ones go upstream in
+    /// one batch.
+    pub async fn resolve_many(&self, tokens: Vec<Token>) -> Vec<Result<Access, AuthError>> {
+        let lookups: Vec<(Token, Lookup)> = tokens
+            .into_iter()
+            .map(|t| {
+                let l = self.lookup(&t);
+                (t, l)
+            })
+            .collect();
+        let mut out = Vec::with_capacity(lookups.len());
+        for (token, lookup) in lookups {
+            out.push(match lookup {
+                Lookup::Done(result) => result,
+                Lookup::Ask(rx) => settle(token, rx.await),
+            });
+        }
+        out
+    }
+
+    fn lookup(&self, token: &Token) -> Lookup {
         if matches!(token.shape(), Shape::Admin | Shape::PersonalAccess) {
-            return Err(AuthError::AdminOrPersonal);
+            return Lookup::Done(Err(AuthError::AdminOrPersonal));
         }
         let mut found: Option<&ConfiguredToken> = None;
-        for entry in &self.table {
+        for entry in &self.local {
             // No early exit: every entry is compared.
             if entry.token.ct_eq(token.expose()) && found.is_none() {
                 found = Some(entry);
             }
         }
-        let entry = found.ok_or(AuthError::Unknown)?;
-        Ok(Access {
+        if let Some(entry) = found {
+            return Lookup::Done(Ok(Access {
+                token: token.clone(),
+                kind: entry.kind,
+                scope: entry.scope.clone(),
+            }));
+        }
+        match &self.remote {
+            Some(remote) => remote.lookup(token),
+            None => Lookup::Done(Err(AuthError::Unknown)),
+        }
+    }
+
+    /// Records what upstream said about tokens validated elsewhere (the startup tokens).
+    pub fn remember(&self, validated: &[ValidatedToken]) {
+        if let Some(remote) = &self.remote {
+            remote.caches.record(validated, &[]);
+        }
+    }
+
+    /// Refreshes the token-cache gauges.
+    pub fn observe(&self, metrics: &Metrics) {
+        if let Some(remote) = &self.remote {
+            let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            remote.caches.valid.run_pending_tasks();
+            remote.caches.invalid.run_pending_tasks();
+            metrics
+                .token_cache_entries
+                .with_label_values(&["valid"])
+                .set(count(remote.caches.valid.entry_count()));
+            metrics
+                .token_cache_entries
+                .with_label_values(&["invalid"])
+                .set(count(remote.caches.invalid.entry_count()));
+        }
+    }
+
+    /// The raw tokens currently known valid (for revalidation).
+    pub fn known_valid(&self) -> Vec<String> {
+        self.remote
+            .as_ref()
+            .map(|r| {
+                r.caches
+                    .valid
+                    .iter()
+                    .map(|(k, _)| k.as_ref().clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Applies a revalidation answer: `asked` tokens absent from `validated` became invalid.
+    pub fn revalidated(&self, asked: &[String], validated: &[ValidatedToken]) {
+        if let Some(remote) = &self.remote {
+            remote.caches.record(validated, asked);
+        }
+    }
+}
+
+fn parse_header(header: Option<&[u8]>) -> Result<Token, AuthError> {
+    let Some(bytes) = header else {
+        return Err(AuthError::Missing);
+    };
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| AuthError::Malformed(TokenError::InvalidCharacter))?;
+    match Token::parse(text) {
+        Ok(t) => Ok(t),
+        Err(TokenError::Empty) => Err(AuthError::Missing),
+        Err(e) => Err(AuthError::Malformed(e)),
+    }
+}
+
+enum Lookup {
+    Done(Result<Access, AuthError>),
+    Ask(oneshot::Receiver<Verdict>),
+}
+
+fn settle(
+    token: Token,
+    verdict: Result<Verdict, oneshot::error::RecvError>,
+) -> Result<Access, AuthError> {
+    match verdict {
+        Ok(Verdict::Valid(known)) => Ok(Access {
             token,
-            kind: entry.kind,
-            scope: entry.scope.clone(),
-        })
+            kind: known.kind,
+            scope: known.scope,
+        }),
+        Ok(Verdict::Refused(e)) => Err(e),
+        Ok(Verdict::Unavailable) | Err(_) => Err(AuthError::UpstreamUnavailable),
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Verdict {
+    Valid(Known),
+    Refused(AuthError),
+    Unavailable,
+}
+
+#[derive(Clone)]
+struct Caches {
+    valid: moka::sync::Cache<String, Known>,
+    invalid: moka::sync::Cache<String, AuthError>,
+}
+
+impl std::fmt::Debug for Caches {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Caches")
+    }
+}
+
+impl Caches {
+    fn get(&self, raw: &str) -> Option<Verdict> {
+        if let Some(known) = self.valid.get(raw) {
+            return Some(Verdict::Valid(known));
+        }
+        self.invalid.get(raw).map(Verdict::Refused)
+    }
+
+    /// Stores upstream's answer. Tokens in `asked` but not in `validated` are invalid.
+    fn record(&self, validated: &[ValidatedToken], asked: &[String]) -> HashMap<String, Verdict> {
+        let mut verdicts = HashMap::new();
+        for v in validated {
+            let verdict = verdict_of(v);
+            match &verdict {
+                Verdict::Valid(known) => {
+                    self.invalid.invalidate(&v.token);
+                    self.valid.insert(v.token.clone(), known.clone());
+                }
+                Verdict::Refused(e) => {
+                    self.valid.invalidate(&v.token);
+                    self.invalid.insert(v.token.clone(), e.clone());
+                }
+                Verdict::Unavailable => {}
+            }
+            verdicts.insert(v.token.clone(), verdict);
+        }
+        for raw in asked {
+            if !verdicts.contains_key(raw) {
+                self.valid.invalidate(raw);
+                self.invalid.insert(raw.clone(), AuthError::Unknown);
+                verdicts.insert(raw.clone(), Verdict::Refused(AuthError::Unknown));
+            }
+        }
+        verdicts
+    }
+}
+
+/// What `/edge/validate` says a token is.
+fn verdict_of(v: &ValidatedToken) -> Verdict {
+    let kind = match v.kind.as_str() {
+        "client" | "backend" => TokenKind::Client,
+        "frontend" => TokenKind::Frontend,
+        _ => return Verdict::Refused(AuthError::AdminOrPersonal),
+    };
+    if v.environment.is_empty() || v.environment == "*" {
+        return Verdict::Refused(AuthError::AdminOrPersonal);
+    }
+    let projects = if v.projects.is_empty() {
+        Projects::none()
+    } else {
+        Projects::from_names(v.projects.iter().map(String::as_str))
+    };
+    Verdict::Valid(Known {
+        kind,
+        scope: Scope::new(v.environment.clone(), projects),
+    })
+}
+
+#[derive(Debug)]
+struct RemoteTokens {
+    caches: Caches,
+    tx: mpsc::Sender<Pending>,
+}
+
+struct Pending {
+    token: String,
+    reply: oneshot::Sender<Verdict>,
+}
+
+impl RemoteTokens {
+    fn lookup(&self, token: &Token) -> Lookup {
+        // Only Unleash-shaped tokens can be known upstream; the rest never leave flagpost.
+        if !matches!(token.shape(), Shape::Scoped { .. } | Shape::Legacy) {
+            return Lookup::Done(Err(AuthError::Unknown));
+        }
+        if let Some(verdict) = self.caches.get(token.expose()) {
+            return Lookup::Done(settle(token.clone(), Ok(verdict)));
+        }
+        let (reply, rx) = oneshot::channel();
+        let pending = Pending {
+            token: token.expose().to_string(),
+            reply,
+        };
+        match self.tx.try_send(pending) {
+            Ok(()) => Lookup::Ask(rx),
+            Err(_) => Lookup::Done(Err(AuthError::UpstreamUnavailable)),
+        }
+    }
+}
+
+/// The background task that asks upstream about new tokens, in batches.
+pub struct Validator {
+    rx: mpsc::Receiver<Pending>,
+    caches: Caches,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+}
+
+impl std::fmt::Debug for Validator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Validator")
+    }
+}
+
+impl Validator {
+    /// Runs until `cancel`: takes every validation waiting, asks upstream once for the tokens
+    /// not yet known, answers every waiter.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut failing = false;
+        loop {
+            let first = tokio::select! {
+                _ = cancel.cancelled() => return,
+                next = self.rx.recv() => match next {
+                    Some(p) => p,
+                    None => return,
+                },
+            };
+            let mut waiting: HashMap<String, Vec<oneshot::Sender<Verdict>>> = HashMap::new();
+            let mut next = Some(first);
+            while let Some(p) = next.take() {
+                match self.caches.get(&p.token) {
+                    // Answered by an earlier batch while this one waited.
+                    Some(verdict) => {
+                        let _ = p.reply.send(verdict);
+                    }
+                    None => waiting.entry(p.token).or_default().push(p.reply),
+                }
+                if waiting.len() < MAX_VALIDATE_BATCH {
+                    next = self.rx.try_recv().ok();
+                }
+            }
+            if waiting.is_empty() {
+                continue;
+            }
+            let asked: Vec<String> = waiting.keys().cloned().collect();
+            let refs: Vec<&str> = asked.iter().map(String::as_str).collect();
+            match self.upstream.validate(&refs, &self.metrics).await {
+                Ok(validated) => {
+                    if failing {
+                        tracing::info!("token validation upstream works again");
+                        failing = false;
+                    }
+                    let verdicts = self.caches.record(&validated, &asked);
+                    for (raw, replies) in waiting {
+                        let verdict = verdicts.get(&raw).cloned().unwrap_or(Verdict::Unavailable);
+                        let result = match &verdict {
+                            Verdict::Valid(_) => "valid",
+                            Verdict::Refused(AuthError::AdminOrPersonal) => "wrong_type",
+                            Verdict::Refused(_) => "invalid",
+                            Verdict::Unavailable => "unavailable",
+                        };
+                        self.metrics
+                            .token_validations
+                            .with_label_values(&[result])
+                            .inc_by(replies.len() as u64);
+                        for reply in replies {
+                            let _ = reply.send(verdict.clone());
+                        }
+                    }
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %e, "cannot validate new tokens upstream; requests with tokens not seen before get 503 until it answers");
+                        failing = true;
+                    }
+                    for replies in waiting.into_values() {
+                        self.metrics
+                            .token_validations
+                            .with_label_values(&["unavailable"])
+                            .inc_by(replies.len() as u64);
+                        for reply in replies {
+                            let _ = reply.send(Verdict::Unavailable);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Validates every known-valid token again, in batches, every `interval`, until `cancel`. A
+/// token upstream no longer knows becomes invalid.
+pub async fn revalidate(
+    app: Arc<crate::App>,
+    upstream: Arc<Upstream>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let known = app.auth.known_valid();
+        for chunk in known.chunks(MAX_VALIDATE_BATCH) {
+            let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
+            match upstream.validate(&refs, &app.metrics).await {
+                Ok(validated) => {
+                    let dropped = chunk
+                        .iter()
+                        .filter(|raw| !validated.iter().any(|v| &v.token == *raw))
+                        .count();
+                    if dropped > 0 {
+                        tracing::info!(tokens = dropped, "tokens no longer valid upstream");
+                    }
+                    app.auth.revalidated(chunk, &validated);
+                }
+                Err(UpstreamError::Unreachable(e)) => {
+                    tracing::warn!(error = %e, "token revalidation skipped: upstream unreachable");
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "token revalidation skipped");
+                    break;
+                }
+            }
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::token::Projects;
 
     fn table() -> Authenticator {
         let t = |raw: &str, kind, scope| ConfiguredToken {
@@ -94,40 +499,60 @@ mod tests {
         ])
     }
 
-    #[test]
-    fn resolves_configured_tokens_and_keys() {
+    #[tokio::test]
+    async fn resolves_configured_tokens_and_keys() {
         let auth = table();
-        let a = auth.resolve(Some(b"*:development.client")).unwrap();
+        let a = auth.resolve(Some(b"*:development.client")).await.unwrap();
         assert_eq!(a.kind, TokenKind::Client);
-        let a = auth.resolve(Some(b"Bearer proxy-key")).unwrap();
+        let a = auth.resolve(Some(b"Bearer proxy-key")).await.unwrap();
         assert_eq!(a.kind, TokenKind::Frontend);
         assert_eq!(a.scope.projects, Projects::from_names(["default"]));
     }
 
-    #[test]
-    fn refuses_everything_else_with_the_reason() {
+    #[tokio::test]
+    async fn refuses_everything_else_with_the_reason() {
         let auth = table();
-        assert_eq!(auth.resolve(None).unwrap_err(), AuthError::Missing);
-        assert_eq!(auth.resolve(Some(b"")).unwrap_err(), AuthError::Missing);
+        let err = |h: &'static [u8]| {
+            let auth = &auth;
+            async move { auth.resolve(Some(h)).await.unwrap_err() }
+        };
+        assert_eq!(auth.resolve(None).await.unwrap_err(), AuthError::Missing);
+        assert_eq!(err(b"").await, AuthError::Missing);
+        assert_eq!(err(b"*:development.other").await, AuthError::Unknown);
+        assert_eq!(err(b"*:*.admin").await, AuthError::AdminOrPersonal);
+        assert_eq!(err(b"user:abc").await, AuthError::AdminOrPersonal);
         assert_eq!(
-            auth.resolve(Some(b"*:development.other")).unwrap_err(),
-            AuthError::Unknown
-        );
-        assert_eq!(
-            auth.resolve(Some(b"*:*.admin")).unwrap_err(),
-            AuthError::AdminOrPersonal
-        );
-        assert_eq!(
-            auth.resolve(Some(b"user:abc")).unwrap_err(),
-            AuthError::AdminOrPersonal
-        );
-        assert_eq!(
-            auth.resolve(Some(b"default:development")).unwrap_err(),
+            err(b"default:development").await,
             AuthError::Malformed(TokenError::MissingSecret)
         );
         assert_eq!(
-            auth.resolve(Some(&[0xff, 0xfe])).unwrap_err(),
+            err(&[0xff, 0xfe]).await,
             AuthError::Malformed(TokenError::InvalidCharacter)
         );
+    }
+
+    #[test]
+    fn upstream_verdicts() {
+        let v = |kind: &str, env: &str, projects: &[&str]| ValidatedToken {
+            token: "t".into(),
+            kind: kind.into(),
+            projects: projects.iter().map(|p| p.to_string()).collect(),
+            environment: env.into(),
+        };
+        match verdict_of(&v("client", "development", &["a", "b"])) {
+            Verdict::Valid(k) => {
+                assert_eq!(k.kind, TokenKind::Client);
+                assert_eq!(k.scope.projects, Projects::from_names(["a", "b"]));
+            }
+            other => panic!("{other:?}"),
+        }
+        match verdict_of(&v("frontend", "production", &["*"])) {
+            Verdict::Valid(k) => assert_eq!(k.scope, Scope::new("production", Projects::All)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            verdict_of(&v("admin", "*", &["*"])),
+            Verdict::Refused(AuthError::AdminOrPersonal)
+        ));
     }
 }

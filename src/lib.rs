@@ -29,24 +29,29 @@ pub mod config;
 pub mod evaluate;
 pub mod metrics;
 pub mod offline;
+pub mod refresh;
 pub mod server;
 pub mod snapshot;
 pub mod token;
+pub mod upstream;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::UNIX_EPOCH;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::auth::Authenticator;
+use crate::auth::{Authenticator, Validator};
 use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
+use crate::refresh::Refresh;
 use crate::snapshot::{Document, Snapshot, Store};
 use crate::token::TokenKind;
+use crate::upstream::{Upstream, UpstreamSetupError};
 
 /// Everything a request handler reads: configuration, the snapshots, the token lookup and the
 /// metrics. Shared behind an `Arc`.
@@ -55,14 +60,14 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub auth: Authenticator,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     draining: AtomicBool,
+    refresh: OnceLock<Arc<Refresh>>,
 }
 
 impl App {
-    /// Builds the app for `config`: one store slot per environment the client tokens cover.
-    pub fn new(config: Config) -> App {
-        let metrics = Metrics::new(server::route::ROUTE_LABELS);
+    /// Builds the app for offline mode: one store slot per environment the client tokens name.
+    fn offline(config: Config, metrics: Arc<Metrics>) -> App {
         let (store, auth) = match &config.mode {
             Mode::Offline(offline) => {
                 let serving = offline
@@ -75,13 +80,19 @@ impl App {
                     Authenticator::offline(offline.tokens.clone()),
                 )
             }
+            Mode::Edge(_) => (Store::pending(), Authenticator::offline(Vec::new())),
         };
+        App::with(config, store, auth, metrics)
+    }
+
+    fn with(config: Config, store: Store, auth: Authenticator, metrics: Arc<Metrics>) -> App {
         App {
             config,
             store,
             auth,
             metrics,
             draining: AtomicBool::new(false),
+            refresh: OnceLock::new(),
         }
     }
 
@@ -96,6 +107,15 @@ impl App {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.metrics.ready.set(0.0);
+    }
+
+    /// Brings the gauges computed on demand up to date (before a scrape).
+    pub fn observe(&self) {
+        self.is_ready();
+        self.auth.observe(&self.metrics);
+        if let Some(refresh) = self.refresh.get() {
+            refresh.observe();
+        }
     }
 
     /// Builds a snapshot of `document` for `environment` and swaps it in.
@@ -123,29 +143,36 @@ impl App {
     }
 }
 
-/// Why flagpost could not start.
+/// Why flagpost could not start or keep running.
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error("cannot load the features file: {0}")]
     Features(#[from] offline::LoadError),
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(#[from] UpstreamSetupError),
+    #[error("{0}")]
+    Startup(#[from] refresh::StartupError),
 }
 
-/// Runs flagpost on `listener` until `shutdown` completes, then drains and returns.
+/// Runs flagpost on `listener` until `shutdown` completes (or edge mode finds no usable startup
+/// token), then drains and returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
-    let app = Arc::new(App::new(config));
+    let metrics = Arc::new(Metrics::new(server::route::ROUTE_LABELS));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
-    match &app.config.mode {
+    let (fatal_tx, fatal_rx) = oneshot::channel::<refresh::StartupError>();
+    let app = match config.mode.clone() {
         Mode::Offline(offline) => {
+            let app = Arc::new(App::offline(config, metrics));
             match offline::reload(&app, &offline.features_file) {
                 Ok(count) => tracing::info!(
                     path = %offline.features_file.display(),
                     features = count,
-                    environments = ?app.store.environments().collect::<Vec<_>>(),
+                    environments = ?app.store.environments(),
                     "offline mode: features loaded"
                 ),
                 // Watched: stay up, not ready, and load the file once it is fixed.
@@ -163,12 +190,75 @@ pub async fn run(
                     cancel.clone(),
                 ));
             }
+            drop(fatal_tx);
+            app
         }
-    }
+        Mode::Edge(edge) => {
+            let upstream = Arc::new(Upstream::new(&edge, &config.app_name, &config.instance_id)?);
+            if edge.skip_ssl_verification {
+                tracing::warn!("TLS verification of the upstream is OFF (skip_ssl_verification): anyone on the network path can impersonate it");
+            }
+            let (auth, validator): (Authenticator, Validator) = Authenticator::edge(
+                edge.client_keys.clone(),
+                upstream.clone(),
+                metrics.clone(),
+                edge.token_cache_size,
+                edge.invalid_token_ttl,
+            );
+            let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
+            tasks.spawn(validator.run(cancel.clone()));
+            tasks.spawn(auth::revalidate(
+                app.clone(),
+                upstream.clone(),
+                edge.token_revalidation_interval,
+                cancel.clone(),
+            ));
+            let refresh = Refresh::new(
+                app.clone(),
+                upstream,
+                edge.refresh_interval,
+                tasks.clone(),
+                cancel.clone(),
+            );
+            let _ = app.refresh.set(refresh.clone());
+            tracing::info!(
+                upstream = refresh_base(&edge),
+                tokens = edge.tokens.len(),
+                "edge mode: validating the startup tokens"
+            );
+            tasks.spawn(async move {
+                if let Err(e) = refresh.start(edge.tokens.clone()).await {
+                    let _ = fatal_tx.send(e);
+                }
+            });
+            app
+        }
+    };
     app.is_ready();
-    server::serve(app.clone(), listener, shutdown).await;
+    let fatal = Arc::new(std::sync::Mutex::new(None));
+    let fatal_slot = fatal.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(e) = fatal_rx => {
+                tracing::error!(error = %e, "flagpost cannot serve; stopping");
+                if let Ok(mut slot) = fatal_slot.lock() {
+                    *slot = Some(e);
+                }
+            }
+        }
+    };
+    server::serve(app.clone(), listener, stop).await;
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
-    Ok(())
+    let failed = fatal.lock().ok().and_then(|mut f| f.take());
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
+}
+
+fn refresh_base(edge: &config::EdgeConfig) -> &str {
+    &edge.upstream_url
 }

@@ -80,9 +80,7 @@ async fn serve(config: Config) -> ExitCode {
 }
 
 fn mode_name(config: &Config) -> &'static str {
-    match config.mode {
-        flagpost::config::Mode::Offline(_) => "offline",
-    }
+    config.mode.name()
 }
 
 /// Completes on the first SIGTERM or SIGINT.

@@ -14,6 +14,11 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
 ];
 
+/// Upstream latency buckets, in seconds: a remote server over a network.
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
 /// Methods given their own label value; anything else is "other".
 const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "OPTIONS", "other"];
 const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
@@ -34,6 +39,13 @@ pub struct Metrics {
     pub connections_open: IntGauge,
     pub requests_in_flight: IntGauge,
     pub ready: Gauge,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    pub token_cache_entries: IntGaugeVec,
+    pub token_validations: IntCounterVec,
+    pub refresh_failures: IntCounterVec,
+    pub last_sync: GaugeVec,
+    pub snapshot_age: GaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -136,6 +148,69 @@ impl Metrics {
             )
             .unwrap_or_else(|e| unreachable!("gauge: {e}")),
         );
+        let upstream_requests = counter_vec(
+            &registry,
+            "flagpost_upstream_requests_total",
+            "Calls to the upstream server, by call and outcome",
+            &["call", "outcome"],
+        );
+        let upstream_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "flagpost_upstream_request_duration_seconds",
+                    "Time upstream calls took, by call",
+                )
+                .buckets(UPSTREAM_BUCKETS.to_vec()),
+                &["call"],
+            )
+            .unwrap_or_else(|e| unreachable!("histogram: {e}")),
+        );
+        let token_cache_entries = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "flagpost_token_cache_entries",
+                    "Request tokens remembered, by state (valid, invalid)",
+                ),
+                &["state"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let token_validations = counter_vec(
+            &registry,
+            "flagpost_token_validations_total",
+            "Verdicts on request tokens asked of upstream, by result",
+            &["result"],
+        );
+        let refresh_failures = counter_vec(
+            &registry,
+            "flagpost_refresh_failures_total",
+            "Failed feature fetches, by environment and reason",
+            &["environment", "reason"],
+        );
+        let last_sync = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "flagpost_last_sync_timestamp_seconds",
+                    "Unix time upstream last confirmed each environment's features (200 or 304)",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let snapshot_age = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "flagpost_snapshot_age_seconds",
+                    "Seconds since upstream last confirmed each environment's features",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         Metrics {
             registry,
@@ -151,6 +226,13 @@ impl Metrics {
             connections_open,
             requests_in_flight,
             ready,
+            upstream_requests,
+            upstream_duration,
+            token_cache_entries,
+            token_validations,
+            refresh_failures,
+            last_sync,
+            snapshot_age,
         }
     }
 
@@ -180,6 +262,20 @@ impl Metrics {
             cell.get_or_init(|| self.http_duration.with_label_values(&[label]))
                 .observe(seconds);
         }
+    }
+
+    /// Counts one upstream call's outcome.
+    pub fn upstream_outcome(&self, call: &'static str, outcome: &'static str) {
+        self.upstream_requests
+            .with_label_values(&[call, outcome])
+            .inc();
+    }
+
+    /// Records how long one upstream call took.
+    pub fn upstream_latency(&self, call: &'static str, seconds: f64) {
+        self.upstream_duration
+            .with_label_values(&[call])
+            .observe(seconds);
     }
 
     /// The Prometheus text exposition of every metric.

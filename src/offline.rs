@@ -121,8 +121,7 @@ pub fn reload(app: &App, path: &Path) -> Result<usize, LoadError> {
     match load(path) {
         Ok(document) => {
             let count = document.features.len();
-            let envs: Vec<String> = app.store.environments().map(str::to_string).collect();
-            for env in envs {
+            for env in app.store.environments() {
                 app.publish(&env, document.clone());
             }
             Ok(count)

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -378,54 +379,79 @@ pub enum GateError {
     NotReady { environment: String },
 }
 
-/// Every environment flagpost serves, fixed at start.
+/// Every environment flagpost serves. The set is fixed once known (at start in offline mode,
+/// after the startup tokens are validated in edge mode); each environment's serving scope may
+/// then only shrink.
 #[derive(Debug, Default)]
 pub struct Store {
-    envs: HashMap<String, EnvSlot>,
+    envs: ArcSwap<HashMap<String, Arc<EnvSlot>>>,
+    initialized: AtomicBool,
 }
 
 impl Store {
-    /// One slot per environment, with the projects flagpost may serve there.
-    pub fn new(serving: impl IntoIterator<Item = (String, Projects)>) -> Store {
-        let mut envs: HashMap<String, EnvSlot> = HashMap::new();
-        for (env, projects) in serving {
-            match envs.get_mut(&env) {
-                Some(slot) => {
-                    let mut union = slot.serving.load().as_ref().clone();
-                    union.extend(&projects);
-                    slot.serving.store(Arc::new(union));
-                }
-                None => {
-                    envs.insert(
-                        env,
-                        EnvSlot {
-                            serving: ArcSwap::from_pointee(projects),
-                            snapshot: ArcSwapOption::empty(),
-                        },
-                    );
-                }
-            }
-        }
-        Store { envs }
+    /// A store whose environments are not known yet: nothing is served, not ready.
+    pub fn pending() -> Store {
+        Store::default()
     }
 
-    pub fn environments(&self) -> impl Iterator<Item = &str> {
-        self.envs.keys().map(String::as_str)
+    /// A store serving these environments, with the projects flagpost may serve in each.
+    pub fn new(serving: impl IntoIterator<Item = (String, Projects)>) -> Store {
+        let store = Store::pending();
+        store.init(serving);
+        store
+    }
+
+    /// Sets the environments and their serving scopes (the union of the projects given for
+    /// each). Later calls replace the set: only startup code calls this.
+    pub fn init(&self, serving: impl IntoIterator<Item = (String, Projects)>) {
+        let mut unions: HashMap<String, Projects> = HashMap::new();
+        for (env, projects) in serving {
+            unions
+                .entry(env)
+                .or_insert_with(Projects::none)
+                .extend(&projects);
+        }
+        let envs = unions
+            .into_iter()
+            .map(|(env, projects)| {
+                let slot = EnvSlot {
+                    serving: ArcSwap::from_pointee(projects),
+                    snapshot: ArcSwapOption::empty(),
+                };
+                (env, Arc::new(slot))
+            })
+            .collect();
+        self.envs.store(Arc::new(envs));
+        self.initialized.store(true, Ordering::Release);
+    }
+
+    pub fn is_initialized(&self) -> bool {
+        self.initialized.load(Ordering::Acquire)
+    }
+
+    pub fn environments(&self) -> Vec<String> {
+        let mut envs: Vec<String> = self.envs.load().keys().cloned().collect();
+        envs.sort();
+        envs
     }
 
     pub fn snapshot(&self, environment: &str) -> Option<Arc<Snapshot>> {
         self.envs
+            .load()
             .get(environment)
             .and_then(|s| s.snapshot.load_full())
     }
 
     pub fn serving(&self, environment: &str) -> Option<Arc<Projects>> {
-        self.envs.get(environment).map(|s| s.serving.load_full())
+        self.envs
+            .load()
+            .get(environment)
+            .map(|s| s.serving.load_full())
     }
 
     /// Swaps in a new snapshot. Returns false for an environment flagpost does not serve.
     pub fn publish(&self, snapshot: Snapshot) -> bool {
-        match self.envs.get(snapshot.environment()) {
+        match self.envs.load().get(snapshot.environment()) {
             Some(slot) => {
                 slot.snapshot.store(Some(Arc::new(snapshot)));
                 true
@@ -434,39 +460,57 @@ impl Store {
         }
     }
 
-    /// Narrows what an environment may serve (a startup token was revoked). Never widens.
-    pub fn restrict(&self, environment: &str, projects: Projects) {
-        if let Some(slot) = self.envs.get(environment) {
-            let narrowed = slot.serving.load().intersect(&projects);
+    /// Narrows what an environment may serve to at most `projects` (a startup token was
+    /// revoked). Never widens.
+    pub fn restrict(&self, environment: &str, projects: &Projects) {
+        if let Some(slot) = self.envs.load().get(environment) {
+            let narrowed = slot.serving.load().intersect(projects);
             slot.serving.store(Arc::new(narrowed));
         }
     }
 
-    /// Whether every environment has a snapshot.
+    /// Whether the environments are known and every one has a snapshot.
     pub fn all_loaded(&self) -> bool {
-        self.envs.values().all(|s| s.snapshot.load().is_some())
+        self.is_initialized()
+            && self
+                .envs
+                .load()
+                .values()
+                .all(|s| s.snapshot.load().is_some())
     }
 
     /// The scope gate: the snapshot to serve `scope` from, if the serving scope covers it.
     pub fn gate(&self, scope: &Scope) -> Result<Arc<Snapshot>, GateError> {
-        let Some(slot) = self.envs.get(&scope.environment) else {
-            return Err(GateError::NotCovered {
-                environment: scope.environment.clone(),
-                missing: "the whole environment".into(),
-            });
-        };
-        let serving = slot.serving.load();
-        if !serving.covers(&scope.projects) {
-            return Err(GateError::NotCovered {
-                environment: scope.environment.clone(),
-                missing: serving.missing_from(&scope.projects),
-            });
-        }
-        slot.snapshot
-            .load_full()
+        self.check(scope)?;
+        self.snapshot(&scope.environment)
             .ok_or_else(|| GateError::NotReady {
                 environment: scope.environment.clone(),
             })
+    }
+
+    /// The scope rule alone: whether the serving scope covers `scope` (loaded or not).
+    pub fn check(&self, scope: &Scope) -> Result<(), GateError> {
+        if !self.is_initialized() {
+            return Err(GateError::NotReady {
+                environment: scope.environment.clone(),
+            });
+        }
+        let envs = self.envs.load();
+        let Some(slot) = envs.get(&scope.environment) else {
+            return Err(GateError::NotCovered {
+                environment: scope.environment.clone(),
+                missing: "any project".into(),
+            });
+        };
+        let serving = slot.serving.load();
+        if serving.covers(&scope.projects) {
+            Ok(())
+        } else {
+            Err(GateError::NotCovered {
+                environment: scope.environment.clone(),
+                missing: serving.missing_from(&scope.projects),
+            })
+        }
     }
 }
 
@@ -566,6 +610,22 @@ mod tests {
     }
 
     #[test]
+    fn a_pending_store_serves_nothing() {
+        let store = Store::pending();
+        let scope = Scope::new("development", Projects::All);
+        assert!(matches!(
+            store.gate(&scope),
+            Err(GateError::NotReady { .. })
+        ));
+        assert!(!store.all_loaded());
+        store.init([("development".to_string(), Projects::All)]);
+        assert!(!store.all_loaded());
+        assert!(store.publish(snapshot()));
+        assert!(store.all_loaded());
+        assert!(store.gate(&scope).is_ok());
+    }
+
+    #[test]
     fn gate_applies_the_serving_scope() {
         let store = Store::new([
             ("development".to_string(), Projects::from_names(["default"])),
@@ -598,9 +658,9 @@ mod tests {
             store.gate(&prod),
             Err(GateError::NotCovered { .. })
         ));
-        store.restrict("development", Projects::from_names(["default"]));
+        store.restrict("development", &Projects::from_names(["default"]));
         assert!(store.gate(&both).is_err());
-        store.restrict("development", Projects::All);
+        store.restrict("development", &Projects::All);
         assert!(store.gate(&both).is_err(), "restrict never widens");
     }
 }

@@ -18,6 +18,12 @@ pub const DEFAULT_SHUTDOWN_GRACE: &str = "15s";
 pub const DEFAULT_CORS_MAX_AGE: &str = "1d";
 pub const DEFAULT_RELOAD_INTERVAL: &str = "5s";
 pub const DEFAULT_APP_NAME: &str = "flagpost";
+pub const DEFAULT_REFRESH_INTERVAL: &str = "15s";
+pub const DEFAULT_TOKEN_REVALIDATION_INTERVAL: &str = "1h";
+pub const DEFAULT_INVALID_TOKEN_TTL: &str = "60s";
+pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 10_000;
+pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT: &str = "10s";
+pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -101,6 +107,8 @@ pub enum LogFormatArg {
 pub enum Command {
     /// Serve features from a local file, with tokens from configuration (no Unleash server)
     Offline(OfflineArgs),
+    /// Serve features kept in sync with an Unleash server (or another flagpost or Unleash Edge)
+    Edge(EdgeArgs),
     /// Validate the configuration, print it with secrets redacted, and exit
     CheckConfig,
 }
@@ -129,6 +137,63 @@ pub struct OfflineArgs {
     /// reloading off)
     #[arg(short, long, env = "RELOAD_INTERVAL", value_parser = duration_arg, default_value = DEFAULT_RELOAD_INTERVAL)]
     pub reload_interval: Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct EdgeArgs {
+    /// The Unleash server's URL, without /api (e.g. https://unleash.example.com)
+    #[arg(short, long, env = "UPSTREAM_URL", value_name = "URL")]
+    pub upstream_url: Option<String>,
+
+    /// Client (backend) tokens flagpost fetches features with, comma separated. Their scopes,
+    /// together, are what flagpost serves
+    #[arg(short, long, env = "TOKENS", value_delimiter = ',')]
+    pub tokens: Vec<String>,
+
+    /// How often features are fetched from upstream (a number is seconds)
+    #[arg(long, env = "FEATURES_REFRESH_INTERVAL_SECONDS", value_parser = duration_arg, default_value = DEFAULT_REFRESH_INTERVAL)]
+    pub features_refresh_interval_seconds: Duration,
+
+    /// How often known request tokens are validated again upstream (a number is seconds)
+    #[arg(long, env = "TOKEN_REVALIDATION_INTERVAL_SECONDS", value_parser = duration_arg, default_value = DEFAULT_TOKEN_REVALIDATION_INTERVAL)]
+    pub token_revalidation_interval_seconds: Duration,
+
+    /// How long a token upstream refused is remembered as invalid
+    #[arg(long, env = "INVALID_TOKEN_TTL", value_parser = duration_arg, default_value = DEFAULT_INVALID_TOKEN_TTL)]
+    pub invalid_token_ttl: Duration,
+
+    /// Most request tokens remembered (valid and invalid each)
+    #[arg(long, env = "TOKEN_CACHE_SIZE", default_value_t = DEFAULT_TOKEN_CACHE_SIZE)]
+    pub token_cache_size: u64,
+
+    /// Extra headers on every upstream request, `Name: value`, comma separated
+    #[arg(
+        short = 'H',
+        long,
+        env = "CUSTOM_CLIENT_HEADERS",
+        value_delimiter = ','
+    )]
+    pub custom_client_headers: Vec<String>,
+
+    /// Extra CA certificates (PEM) to trust for the upstream connection
+    #[arg(long, env = "UPSTREAM_CERTIFICATE_FILE", value_name = "FILE")]
+    pub upstream_certificate_file: Option<PathBuf>,
+
+    /// Do not verify the upstream's TLS certificate (dangerous; logged at every start)
+    #[arg(long, env = "SKIP_SSL_VERIFICATION")]
+    pub skip_ssl_verification: bool,
+
+    /// Longest time one upstream request may take (a number is seconds)
+    #[arg(long, env = "UPSTREAM_REQUEST_TIMEOUT", value_parser = duration_arg, default_value = DEFAULT_UPSTREAM_REQUEST_TIMEOUT)]
+    pub upstream_request_timeout: Duration,
+
+    /// Longest time connecting to upstream may take (a number is seconds)
+    #[arg(long, env = "UPSTREAM_SOCKET_TIMEOUT", value_parser = duration_arg, default_value = DEFAULT_UPSTREAM_CONNECT_TIMEOUT)]
+    pub upstream_socket_timeout: Duration,
+
+    /// Unleash-Proxy-style client keys, comma separated, each `key@environment` (all projects)
+    #[arg(long, env = "CLIENT_KEYS", value_delimiter = ',')]
+    pub client_keys: Vec<String>,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {

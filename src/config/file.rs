@@ -18,6 +18,7 @@ pub struct RawFile {
     #[serde(default)]
     pub log: RawLog,
     pub offline: Option<RawOffline>,
+    pub edge: Option<RawEdge>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +57,23 @@ pub struct RawOffline {
     pub reload_interval: Option<RawDuration>,
     pub client_tokens: Option<Vec<RawToken>>,
     pub frontend_tokens: Option<Vec<RawToken>>,
+    pub client_keys: Option<Vec<RawClientKey>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEdge {
+    pub upstream_url: Option<String>,
+    pub tokens: Option<Vec<String>>,
+    pub refresh_interval: Option<RawDuration>,
+    pub token_revalidation_interval: Option<RawDuration>,
+    pub invalid_token_ttl: Option<RawDuration>,
+    pub token_cache_size: Option<u64>,
+    pub custom_client_headers: Option<Vec<String>>,
+    pub upstream_certificate_file: Option<String>,
+    pub skip_ssl_verification: Option<bool>,
+    pub upstream_request_timeout: Option<RawDuration>,
+    pub upstream_connect_timeout: Option<RawDuration>,
     pub client_keys: Option<Vec<RawClientKey>>,
 }
 

@@ -67,6 +67,40 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub enum Mode {
     Offline(OfflineConfig),
+    Edge(EdgeConfig),
+}
+
+/// Edge mode: features and token verdicts from an upstream Unleash server (or another
+/// flagpost, or an Unleash Edge).
+#[derive(Debug, Clone)]
+pub struct EdgeConfig {
+    /// The server root, without a trailing `/` or `/api`.
+    pub upstream_url: String,
+    /// The startup (client) tokens. Their validated scopes, together, are what flagpost serves.
+    pub tokens: Vec<Token>,
+    pub refresh_interval: Duration,
+    pub token_revalidation_interval: Duration,
+    pub invalid_token_ttl: Duration,
+    pub token_cache_size: u64,
+    /// Sent on every upstream request. Values may be secrets: never printed.
+    pub custom_client_headers: Vec<(String, String)>,
+    pub upstream_certificate_file: Option<PathBuf>,
+    pub skip_ssl_verification: bool,
+    pub upstream_request_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    /// Locally configured client keys (frontend kind).
+    pub client_keys: Vec<ConfiguredToken>,
+    /// Things worth a line in the log at start (e.g. a `/api` removed from the URL).
+    pub notes: Vec<String>,
+}
+
+impl Mode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Mode::Offline(_) => "offline",
+            Mode::Edge(_) => "edge",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -150,10 +184,7 @@ impl Config {
         use toml::{Table, Value};
         let mut root = Table::new();
         let s = |v: &str| Value::String(v.to_string());
-        let mode = match &self.mode {
-            Mode::Offline(_) => "offline",
-        };
-        root.insert("mode".into(), s(mode));
+        root.insert("mode".into(), s(self.mode.name()));
         root.insert("app_name".into(), s(&self.app_name));
         root.insert("instance_id".into(), s(&self.instance_id));
         let mut server = Table::new();
@@ -205,12 +236,7 @@ impl Config {
                 );
                 let reload = offline.reload_interval.unwrap_or(Duration::ZERO);
                 t.insert("reload_interval".into(), s(&format_duration(reload)));
-                let projects = |p: &Projects| -> Value {
-                    Value::Array(match p {
-                        Projects::All => vec![s("*")],
-                        Projects::Some(set) => set.iter().map(|n| s(n)).collect(),
-                    })
-                };
+                let projects = projects_value;
                 let mut client = Vec::new();
                 let mut frontend = Vec::new();
                 let mut keys = Vec::new();
@@ -235,9 +261,72 @@ impl Config {
                 t.insert("client_keys".into(), Value::Array(keys));
                 root.insert("offline".into(), Value::Table(t));
             }
+            Mode::Edge(edge) => {
+                let mut t = Table::new();
+                t.insert("upstream_url".into(), s(&edge.upstream_url));
+                t.insert(
+                    "tokens".into(),
+                    Value::Array(edge.tokens.iter().map(|tk| s(&tk.redacted())).collect()),
+                );
+                for (key, d) in [
+                    ("refresh_interval", edge.refresh_interval),
+                    (
+                        "token_revalidation_interval",
+                        edge.token_revalidation_interval,
+                    ),
+                    ("invalid_token_ttl", edge.invalid_token_ttl),
+                    ("upstream_request_timeout", edge.upstream_request_timeout),
+                    ("upstream_connect_timeout", edge.upstream_connect_timeout),
+                ] {
+                    t.insert(key.into(), s(&format_duration(d)));
+                }
+                t.insert(
+                    "token_cache_size".into(),
+                    Value::Integer(i64::try_from(edge.token_cache_size).unwrap_or(i64::MAX)),
+                );
+                t.insert(
+                    "custom_client_headers".into(),
+                    Value::Array(
+                        edge.custom_client_headers
+                            .iter()
+                            .map(|(name, _)| s(&format!("{name}: <redacted>")))
+                            .collect(),
+                    ),
+                );
+                if let Some(f) = &edge.upstream_certificate_file {
+                    t.insert(
+                        "upstream_certificate_file".into(),
+                        s(&f.display().to_string()),
+                    );
+                }
+                t.insert(
+                    "skip_ssl_verification".into(),
+                    Value::Boolean(edge.skip_ssl_verification),
+                );
+                let keys = edge
+                    .client_keys
+                    .iter()
+                    .map(|c| {
+                        let mut entry = Table::new();
+                        entry.insert("key".into(), s(&c.token.redacted()));
+                        entry.insert("environment".into(), s(&c.scope.environment));
+                        entry.insert("projects".into(), projects_value(&c.scope.projects));
+                        Value::Table(entry)
+                    })
+                    .collect();
+                t.insert("client_keys".into(), Value::Array(keys));
+                root.insert("edge".into(), Value::Table(t));
+            }
         }
         toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
     }
+}
+
+fn projects_value(p: &Projects) -> toml::Value {
+    toml::Value::Array(match p {
+        Projects::All => vec![toml::Value::String("*".into())],
+        Projects::Some(set) => set.iter().map(|n| toml::Value::String(n.clone())).collect(),
+    })
 }
 
 fn wrap(config: Config, check_only: bool) -> Invocation {
@@ -273,14 +362,17 @@ fn file_mode(raw: Option<&RawFile>) -> Result<&'static str, ConfigError> {
     };
     match raw.mode.as_deref() {
         Some("offline") => Ok("offline"),
+        Some("edge") => Ok("edge"),
         Some(other) => Err(invalid(
             "mode",
-            format!("unknown mode {other:?}: this flagpost knows \"offline\""),
+            format!("unknown mode {other:?}: use \"offline\" or \"edge\""),
         )),
-        None if raw.offline.is_some() => Ok("offline"),
+        None if raw.edge.is_some() && raw.offline.is_none() => Ok("edge"),
+        None if raw.offline.is_some() && raw.edge.is_none() => Ok("offline"),
         None => Err(invalid(
             "mode",
-            "the config file names no mode: add `mode = \"offline\"` and an [offline] section",
+            "the config file names no mode: add `mode = \"offline\"` (with an [offline] \
+             section) or `mode = \"edge\"` (with an [edge] section)",
         )),
     }
 }
@@ -435,8 +527,11 @@ fn merge(
         Some(Command::Offline(args)) => {
             Mode::Offline(offline(args, sub_matches(matches), raw.offline, base_dir)?)
         }
+        Some(Command::Edge(args)) => {
+            Mode::Edge(edge(args, sub_matches(matches), raw.edge, base_dir)?)
+        }
         Some(Command::CheckConfig) | None => {
-            return Err(invalid("mode", "no mode given (offline)"));
+            return Err(invalid("mode", "no mode given (offline or edge)"));
         }
     };
 
@@ -569,6 +664,233 @@ fn offline(
     })
 }
 
+fn edge(
+    args: &cli::EdgeArgs,
+    matches: &ArgMatches,
+    raw: Option<file::RawEdge>,
+    base_dir: &Path,
+) -> Result<EdgeConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let url = if explicit(matches, "upstream_url") {
+        args.upstream_url.clone()
+    } else {
+        raw.upstream_url.clone()
+    }
+    .ok_or_else(|| {
+        invalid(
+            "edge.upstream_url (--upstream-url / UPSTREAM_URL)",
+            "edge mode needs the Unleash server's URL",
+        )
+    })?;
+    let upstream_url = normalize_upstream_url(&url)?;
+    let mut notes = Vec::new();
+    if url.trim().trim_end_matches('/').ends_with("/api") {
+        notes.push(format!(
+            "upstream_url {:?} ends in /api; flagpost adds the API paths itself, so it uses {upstream_url:?}",
+            url.trim()
+        ));
+    }
+    let token_texts: Vec<String> = if explicit(matches, "tokens") {
+        args.tokens.clone()
+    } else {
+        raw.tokens.clone().unwrap_or_default()
+    };
+    let mut tokens = Vec::new();
+    for (i, text) in token_texts
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .enumerate()
+    {
+        let key = format!("edge.tokens[{i}] (--tokens / TOKENS)");
+        let token = Token::parse(text).map_err(|e| invalid(&key, format!("not a token: {e}")))?;
+        match token.shape() {
+            Shape::Scoped { .. } | Shape::Legacy => {}
+            Shape::Admin | Shape::PersonalAccess => {
+                return Err(invalid(
+                    key,
+                    format!(
+                        "{token} is an admin or personal access token; flagpost fetches features \
+                         with client (backend) tokens only, and never needs admin rights"
+                    ),
+                ))
+            }
+            Shape::Opaque => {
+                return Err(invalid(
+                    key,
+                    format!("{token} is not an Unleash token (`<project>:<environment>.<secret>`)"),
+                ))
+            }
+        }
+        if tokens.iter().any(|t: &Token| t.ct_eq(token.expose())) {
+            return Err(invalid(key, format!("{token} is given twice")));
+        }
+        tokens.push(token);
+    }
+    if tokens.is_empty() {
+        return Err(invalid(
+            "edge.tokens (--tokens / TOKENS)",
+            "edge mode needs at least one client token: flagpost serves only within the scope \
+             of its startup client tokens",
+        ));
+    }
+    let duration = |id: &str, key: &str, cli: Duration, file: Option<&RawDuration>| {
+        file_duration(key, file).map(|f| layered(matches, id, cli, f))
+    };
+    let refresh_interval = duration(
+        "features_refresh_interval_seconds",
+        "edge.refresh_interval",
+        args.features_refresh_interval_seconds,
+        raw.refresh_interval.as_ref(),
+    )?;
+    let token_revalidation_interval = duration(
+        "token_revalidation_interval_seconds",
+        "edge.token_revalidation_interval",
+        args.token_revalidation_interval_seconds,
+        raw.token_revalidation_interval.as_ref(),
+    )?;
+    let invalid_token_ttl = duration(
+        "invalid_token_ttl",
+        "edge.invalid_token_ttl",
+        args.invalid_token_ttl,
+        raw.invalid_token_ttl.as_ref(),
+    )?;
+    let upstream_request_timeout = duration(
+        "upstream_request_timeout",
+        "edge.upstream_request_timeout",
+        args.upstream_request_timeout,
+        raw.upstream_request_timeout.as_ref(),
+    )?;
+    let upstream_connect_timeout = duration(
+        "upstream_socket_timeout",
+        "edge.upstream_connect_timeout",
+        args.upstream_socket_timeout,
+        raw.upstream_connect_timeout.as_ref(),
+    )?;
+    for (key, d) in [
+        ("edge.refresh_interval", refresh_interval),
+        (
+            "edge.token_revalidation_interval",
+            token_revalidation_interval,
+        ),
+        ("edge.upstream_request_timeout", upstream_request_timeout),
+        ("edge.upstream_connect_timeout", upstream_connect_timeout),
+    ] {
+        if d < Duration::from_millis(10) {
+            return Err(invalid(key, "must be at least 10ms"));
+        }
+    }
+    let token_cache_size = layered(
+        matches,
+        "token_cache_size",
+        args.token_cache_size,
+        raw.token_cache_size,
+    );
+    if token_cache_size == 0 {
+        return Err(invalid("edge.token_cache_size", "must be at least 1"));
+    }
+    let header_texts = if explicit(matches, "custom_client_headers") {
+        args.custom_client_headers.clone()
+    } else {
+        raw.custom_client_headers.clone().unwrap_or_default()
+    };
+    let mut custom_client_headers = Vec::new();
+    for (i, text) in header_texts
+        .iter()
+        .filter(|h| !h.trim().is_empty())
+        .enumerate()
+    {
+        let key = format!(
+            "edge.custom_client_headers[{i}] (--custom-client-headers / CUSTOM_CLIENT_HEADERS)"
+        );
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(invalid(key, "write each header as `Name: value`"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(key, format!("{name:?} is not a header name")));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(invalid(
+                key,
+                "the value has characters a header cannot carry",
+            ));
+        }
+        custom_client_headers.push((name.to_string(), value.to_string()));
+    }
+    let upstream_certificate_file = if explicit(matches, "upstream_certificate_file") {
+        args.upstream_certificate_file.clone()
+    } else {
+        raw.upstream_certificate_file
+            .as_ref()
+            .map(|f| base_dir.join(f))
+    };
+    let skip_ssl_verification = if explicit(matches, "skip_ssl_verification") {
+        args.skip_ssl_verification
+    } else {
+        raw.skip_ssl_verification.unwrap_or(false)
+    };
+    let key_entries = if explicit(matches, "client_keys") {
+        args.client_keys
+            .iter()
+            .filter(|k| !k.trim().is_empty())
+            .enumerate()
+            .map(|(i, k)| key_at_environment(i, k.trim()))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        raw.client_keys.unwrap_or_default()
+    };
+    let client_keys = key_entries
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| client_key(&format!("edge.client_keys[{i}]"), entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EdgeConfig {
+        upstream_url,
+        tokens,
+        refresh_interval,
+        token_revalidation_interval,
+        invalid_token_ttl,
+        token_cache_size,
+        custom_client_headers,
+        upstream_certificate_file,
+        skip_ssl_verification,
+        upstream_request_timeout,
+        upstream_connect_timeout,
+        client_keys,
+        notes,
+    })
+}
+
+/// The upstream URL as flagpost uses it: `http(s)://host[:port][/path]` without a trailing `/`
+/// or `/api` (flagpost adds the API paths itself).
+fn normalize_upstream_url(url: &str) -> Result<String, ConfigError> {
+    let key = "edge.upstream_url (--upstream-url / UPSTREAM_URL)";
+    let url = url.trim();
+    let parsed =
+        reqwest::Url::parse(url).map_err(|e| invalid(key, format!("{url:?} is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(invalid(
+            key,
+            format!("{url:?} must be an http:// or https:// URL"),
+        ));
+    }
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        return Err(invalid(
+            key,
+            "credentials in the URL would be logged; use custom_client_headers instead",
+        ));
+    }
+    if parsed.query().is_some() || parsed.fragment().is_some() {
+        return Err(invalid(key, "the URL must not have a query or a fragment"));
+    }
+    let mut text = parsed.as_str().trim_end_matches('/').to_string();
+    if let Some(stripped) = text.strip_suffix("/api") {
+        text = stripped.to_string();
+    }
+    Ok(text)
+}
+
 fn key_at_environment(i: usize, text: &str) -> Result<RawClientKey, ConfigError> {
     match text.rsplit_once('@') {
         Some((key, env)) if !key.is_empty() && !env.is_empty() => Ok(RawClientKey {
@@ -697,7 +1019,20 @@ impl Config {
     /// Things that are valid but almost certainly not meant: offline frontend tokens or client
     /// keys whose scope the client tokens do not cover (PROTOCOL.md §2: they will get 403).
     pub fn warnings(&self) -> Vec<String> {
-        let Mode::Offline(offline) = &self.mode;
+        let offline = match &self.mode {
+            Mode::Offline(offline) => offline,
+            Mode::Edge(edge) => {
+                let mut warnings = edge.notes.clone();
+                if edge.skip_ssl_verification {
+                    warnings.push(
+                        "skip_ssl_verification is on: the upstream's TLS certificate is NOT \
+                         verified, so anyone on the network path can impersonate it"
+                            .into(),
+                    );
+                }
+                return warnings;
+            }
+        };
         let tokens = &offline.tokens;
         let mut warnings = Vec::new();
         for t in tokens.iter().filter(|t| t.kind == TokenKind::Frontend) {

@@ -40,6 +40,7 @@ frontend_tokens = ["default:development.frontend-secret-5678"]
 fn offline(c: &Config) -> &OfflineConfig {
     match &c.mode {
         Mode::Offline(o) => o,
+        Mode::Edge(_) => panic!("edge mode"),
     }
 }
 
@@ -273,4 +274,114 @@ fn bad_command_line_values_are_errors() {
 fn no_mode_anywhere_is_explained() {
     let e = error(&["--config", "/dev/null"]);
     assert!(e.contains("mode"), "{e}");
+}
+
+#[test]
+fn edge_mode_from_the_command_line() {
+    let c = serve(&[
+        "--config",
+        "/dev/null",
+        "edge",
+        "--upstream-url",
+        "https://unleash.example.com/api/",
+        "--tokens",
+        "*:development.abc12345678,[]:production.def12345678",
+        "-H",
+        "X-Api-Key: top-secret-header",
+        "--features-refresh-interval-seconds",
+        "30",
+    ]);
+    let Mode::Edge(e) = &c.mode else {
+        panic!("not edge")
+    };
+    assert_eq!(e.upstream_url, "https://unleash.example.com");
+    assert_eq!(e.tokens.len(), 2);
+    assert_eq!(e.refresh_interval, Duration::from_secs(30));
+    assert_eq!(e.token_revalidation_interval, Duration::from_secs(3600));
+    assert_eq!(e.invalid_token_ttl, Duration::from_secs(60));
+    assert_eq!(
+        e.custom_client_headers,
+        [("X-Api-Key".to_string(), "top-secret-header".to_string())]
+    );
+    assert!(
+        c.warnings().iter().any(|w| w.contains("ends in /api")),
+        "{:?}",
+        c.warnings()
+    );
+    let text = c.to_redacted_toml();
+    assert!(text.contains("X-Api-Key: <redacted>"), "{text}");
+    assert!(
+        !text.contains("top-secret-header") && !text.contains("abc12345678"),
+        "{text}"
+    );
+}
+
+#[test]
+fn edge_mode_refuses_tokens_it_can_never_use() {
+    for (bad, needle) in [
+        ("*:*.admin-secret-9999", "admin"),
+        ("user:pat-secret-9999", "admin or personal"),
+        ("some-key-9999", "not an Unleash token"),
+    ] {
+        let e = error(&[
+            "--config",
+            "/dev/null",
+            "edge",
+            "-u",
+            "http://u.test",
+            "-t",
+            bad,
+        ]);
+        assert!(e.contains(needle), "{e}");
+        assert!(!e.contains("9999"), "secret leaked: {e}");
+    }
+    let e = error(&["--config", "/dev/null", "edge", "-u", "http://u.test"]);
+    assert!(e.contains("at least one client token"), "{e}");
+    let e = error(&[
+        "--config",
+        "/dev/null",
+        "edge",
+        "-u",
+        "ftp://u.test",
+        "-t",
+        "*:d.x",
+    ]);
+    assert!(e.starts_with("edge.upstream_url"), "{e}");
+    let e = error(&[
+        "--config",
+        "/dev/null",
+        "edge",
+        "-u",
+        "http://user:pw@u.test",
+        "-t",
+        "*:d.x",
+    ]);
+    assert!(e.contains("credentials"), "{e}");
+    let e = error(&[
+        "--config",
+        "/dev/null",
+        "edge",
+        "-u",
+        "http://u.test",
+        "-t",
+        "*:d.x",
+        "-H",
+        "NoColon",
+    ]);
+    assert!(e.contains("Name: value"), "{e}");
+}
+
+#[test]
+fn edge_mode_from_the_file() {
+    let f = write(
+        "mode = \"edge\"\n[edge]\nupstream_url = \"http://unleash:4242\"\ntokens = [\"*:development.abc12345678\"]\n\
+         refresh_interval = \"5s\"\ntoken_cache_size = 50\n",
+    );
+    let c = serve(&["--config", f.path().to_str().unwrap()]);
+    let Mode::Edge(e) = &c.mode else {
+        panic!("not edge")
+    };
+    assert_eq!(e.refresh_interval, Duration::from_secs(5));
+    assert_eq!(e.token_cache_size, 50);
+    assert_eq!(e.upstream_url, "http://unleash:4242");
 }

@@ -67,6 +67,14 @@ impl ApiError {
                     .into(),
                 None,
             ),
+            ApiError::Auth(AuthError::UpstreamUnavailable) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "upstream_unavailable",
+                "flagpost has not seen this token before and cannot reach the Unleash server to \
+                 check it; retry shortly."
+                    .into(),
+                Some(10),
+            ),
             ApiError::WrongKind { expected, got } => (
                 StatusCode::FORBIDDEN,
                 "token_wrong_type",

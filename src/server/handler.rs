@@ -108,6 +108,7 @@ async fn dispatch(
             )
         }),
         Route::Metrics => {
+            app.observe();
             let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
             r.headers_mut().insert(
                 CONTENT_TYPE,
@@ -115,7 +116,8 @@ async fn dispatch(
             );
             Ok(r)
         }
-        Route::ClientFeatures | Route::ClientFeature => client_api(app, matched, req),
+        Route::ClientFeatures | Route::ClientFeature => client_api(app, matched, req).await,
+        Route::EdgeValidate => edge_validate(app, req).await,
         Route::Frontend | Route::FrontendAll | Route::FrontendFeature => {
             if req.method() == Method::OPTIONS {
                 return Ok(cors::preflight(&app.config.cors, req.headers()));
@@ -130,7 +132,7 @@ async fn dispatch(
 }
 
 /// Resolves the token, checks its kind and gates its scope; counts the decision.
-fn authorize(
+async fn authorize(
     app: &App,
     headers: &HeaderMap,
     expected: TokenKind,
@@ -144,11 +146,12 @@ fn authorize(
     let header = headers
         .get(http::header::AUTHORIZATION)
         .map(HeaderValue::as_bytes);
-    let access = app.auth.resolve(header).map_err(|e| {
+    let access = app.auth.resolve(header).await.map_err(|e| {
         decision(match e {
             AuthError::Missing => "missing",
             AuthError::Malformed(_) | AuthError::Unknown => "invalid",
             AuthError::AdminOrPersonal => "wrong_type",
+            AuthError::UpstreamUnavailable => "upstream_unavailable",
         });
         ApiError::Auth(e)
     })?;
@@ -170,12 +173,12 @@ fn authorize(
     Ok((access, snapshot))
 }
 
-fn client_api(
+async fn client_api(
     app: &App,
     matched: Matched,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Client)?;
+    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Client).await?;
     if let Some(name) = matched.name {
         let feature = snapshot
             .feature(&name)
@@ -223,7 +226,7 @@ async fn frontend_api(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, ApiError> {
-    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Frontend)?;
+    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Frontend).await?;
     let (parts, body) = req.into_parts();
     let mut context = if parts.method == Method::POST {
         let bytes = read_body(&parts.headers, body, app.config.server.max_body_size).await?;
@@ -279,6 +282,71 @@ async fn frontend_api(
     };
     Ok(conditional(&parts.headers, body, true))
 }
+
+/// `POST /edge/validate` (`{"tokens":[...]}`): the tokens flagpost itself would serve, with
+/// their type, environment and projects. Tokens outside its serving scope are left out, as
+/// unknown ones are.
+async fn edge_validate(app: &App, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        tokens: Vec<String>,
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(&parts.headers, body, app.config.server.max_body_size).await?;
+    let asked: Body = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!("Expected {{\"tokens\": [\"<token>\", ...]}}: {e}."))
+    })?;
+    if asked.tokens.len() > MAX_VALIDATE_TOKENS {
+        return Err(ApiError::BadRequest(format!(
+            "At most {MAX_VALIDATE_TOKENS} tokens per request."
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    let tokens: Vec<crate::token::Token> = asked
+        .tokens
+        .iter()
+        .filter(|t| seen.insert(t.as_str()))
+        .filter_map(|t| crate::token::Token::parse(t).ok())
+        .collect();
+    let results = app.auth.resolve_many(tokens).await;
+    let mut out = String::from("{\"tokens\":[");
+    let mut first = true;
+    for access in results.into_iter().flatten() {
+        if app.store.check(&access.scope).is_err() {
+            continue;
+        }
+        if !first {
+            out.push(',');
+        }
+        first = false;
+        out.push_str("{\"token\":");
+        crate::snapshot::push_json_str(&mut out, access.token.expose());
+        out.push_str(",\"type\":");
+        crate::snapshot::push_json_str(&mut out, access.kind.as_str());
+        out.push_str(",\"projects\":[");
+        match &access.scope.projects {
+            Projects::All => out.push_str("\"*\""),
+            Projects::Some(set) => {
+                for (i, p) in set.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    crate::snapshot::push_json_str(&mut out, p);
+                }
+            }
+        }
+        out.push_str("],\"environment\":");
+        crate::snapshot::push_json_str(&mut out, &access.scope.environment);
+        out.push('}');
+    }
+    out.push_str("]}");
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    Ok(r)
+}
+
+/// Most tokens one `/edge/validate` request may ask about.
+pub const MAX_VALIDATE_TOKENS: usize = 1000;
 
 /// The client address for the context: the socket peer, IPv4-mapped IPv6 shown as IPv4.
 fn client_ip(peer: SocketAddr) -> IpAddr {

@@ -13,6 +13,8 @@ pub enum Route {
     Health,
     Ready,
     Metrics,
+    /// `POST /edge/validate`: lets another flagpost or an Unleash Edge use this one upstream.
+    EdgeValidate,
     /// No route: the label for 404s.
     Unmatched,
 }
@@ -27,6 +29,7 @@ pub const ROUTE_LABELS: &[&str] = &[
     "/health",
     "/ready",
     "/metrics",
+    "/edge/validate",
     "unmatched",
 ];
 
@@ -43,6 +46,7 @@ impl Route {
                 "GET, HEAD, POST, OPTIONS"
             }
             Route::Health | Route::Ready | Route::Metrics => "GET, HEAD",
+            Route::EdgeValidate => "POST",
             Route::Unmatched => "",
         }
     }
@@ -61,6 +65,7 @@ impl Route {
                 *method,
                 Method::GET | Method::HEAD | Method::POST | Method::OPTIONS
             ),
+            Route::EdgeValidate => *method == Method::POST,
             Route::Unmatched => false,
             _ => matches!(*method, Method::GET | Method::HEAD),
         }
@@ -97,6 +102,7 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, RouteError> {
         "/health" | "/internal-backstage/health" => Route::Health,
         "/ready" | "/internal-backstage/ready" => Route::Ready,
         "/metrics" | "/internal-backstage/metrics" => Route::Metrics,
+        "/edge/validate" => Route::EdgeValidate,
         _ => {
             let (route, raw) = if let Some(n) = path.strip_prefix("/api/client/features/") {
                 (Route::ClientFeature, n)

@@ -172,6 +172,27 @@ fn edge_style_offline_command_line() {
 }
 
 #[test]
+fn edge_mode_reads_edge_variables() {
+    let out = effective(
+        flagpost()
+            .args(["edge", "--check-config"])
+            .env("UPSTREAM_URL", "http://unleash.internal:4242")
+            .env("TOKENS", "*:development.edge-secret-0001")
+            .env("CUSTOM_CLIENT_HEADERS", "X-Api-Key: header-secret-0002")
+            .env("FEATURES_REFRESH_INTERVAL_SECONDS", "7"),
+    );
+    assert!(
+        out.contains("upstream_url = \"http://unleash.internal:4242\""),
+        "{out}"
+    );
+    assert!(out.contains("refresh_interval = \"7s\""), "{out}");
+    assert!(
+        !out.contains("edge-secret-0001") && !out.contains("header-secret-0002"),
+        "{out}"
+    );
+}
+
+#[test]
 fn the_binary_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), 0);

@@ -69,6 +69,15 @@ impl Server {
             .unwrap()
     }
 
+    /// Waits for `run` to return by itself (a fatal startup error), without a shutdown signal.
+    pub async fn exited(mut self) -> Result<(), flagpost::RunError> {
+        let handle = self.handle.take().unwrap();
+        tokio::time::timeout(Duration::from_secs(20), handle)
+            .await
+            .expect("flagpost did not exit within 20s")
+            .unwrap()
+    }
+
     /// Waits until `/ready` answers 200.
     pub async fn wait_ready(&self) {
         let url = self.url("/ready");

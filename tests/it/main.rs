@@ -10,6 +10,8 @@
 )]
 
 mod cli;
+mod edge;
 mod harness;
 mod offline;
 mod spec;
+mod upstream;

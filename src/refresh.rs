@@ -1,0 +1,429 @@
+//! Edge mode's background work: validating the startup tokens, then keeping every environment's
+//! snapshot fresh with one conditional poll per distinct startup scope.
+//!
+//! Each poll runs in its own task (a slow one delays no other), backs off with jitter when
+//! upstream fails, and keeps the last good features meanwhile. Answers for several
+//! project-scoped tokens of one environment are merged by project into one snapshot, published
+//! only once every one of them has answered. A startup token upstream refuses (401/403) stops
+//! being used, and the environment's serving scope shrinks to what the others still cover.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::snapshot::Document;
+use crate::token::{Projects, Scope, Token};
+use crate::upstream::{Fetch, Upstream, UpstreamError, ValidatedToken};
+use crate::App;
+
+/// Longest wait between attempts while upstream fails.
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// A startup token and what it fetches.
+#[derive(Debug)]
+struct Source {
+    token: Token,
+    scope: Scope,
+    document: Option<Document>,
+    last_success: Option<SystemTime>,
+    polling: bool,
+    revoked: bool,
+}
+
+/// The startup tokens of every environment and what each last fetched.
+#[derive(Debug)]
+pub struct Refresh {
+    app: Arc<App>,
+    upstream: Arc<Upstream>,
+    interval: Duration,
+    tasks: TaskTracker,
+    cancel: CancellationToken,
+    sources: Mutex<Vec<Source>>,
+}
+
+/// Why edge mode cannot start.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StartupError(pub String);
+
+impl Refresh {
+    pub fn new(
+        app: Arc<App>,
+        upstream: Arc<Upstream>,
+        interval: Duration,
+        tasks: TaskTracker,
+        cancel: CancellationToken,
+    ) -> Arc<Refresh> {
+        Arc::new(Refresh {
+            app,
+            upstream,
+            interval,
+            tasks,
+            cancel,
+            sources: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Validates the startup tokens (retrying with backoff while upstream is unreachable),
+    /// sets the serving scopes and starts the polls. Fails when no startup token is a usable
+    /// client token.
+    pub async fn start(self: Arc<Self>, tokens: Vec<Token>) -> Result<(), StartupError> {
+        let raw: Vec<&str> = tokens.iter().map(Token::expose).collect();
+        let mut attempt = 0u32;
+        let validated = loop {
+            match self.upstream.validate(&raw, &self.app.metrics).await {
+                Ok(v) => break v,
+                Err(e) => {
+                    attempt += 1;
+                    let delay = backoff(Duration::from_secs(1), attempt);
+                    if attempt == 1 {
+                        tracing::error!(
+                            upstream = self.upstream.base_url(),
+                            error = %e,
+                            "cannot validate the startup tokens; not ready, retrying with backoff"
+                        );
+                        if matches!(e, UpstreamError::Status(404)) {
+                            tracing::error!("upstream answered 404 for /edge/validate: the upstream URL must be the Unleash server's root (without /api)");
+                        }
+                    }
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(delay) => {}
+                    }
+                }
+            }
+        };
+        if attempt > 0 {
+            tracing::info!("upstream answered; startup tokens validated");
+        }
+        let mut usable: Vec<(Token, Scope)> = Vec::new();
+        for token in tokens {
+            let Some(v) = validated.iter().find(|v| token.ct_eq(&v.token)) else {
+                tracing::error!(token = %token, "startup token is not valid upstream (unknown, expired or deleted); it is ignored");
+                continue;
+            };
+            match v.kind.as_str() {
+                "client" | "backend" => {}
+                other => {
+                    tracing::error!(token = %token, kind = other, "startup token is not a client token; flagpost fetches features with client (backend) tokens only, so it is ignored");
+                    continue;
+                }
+            }
+            let projects = Projects::from_names(v.projects.iter().map(String::as_str));
+            usable.push((token, Scope::new(v.environment.clone(), projects)));
+        }
+        if usable.is_empty() {
+            return Err(StartupError(
+                "none of the startup tokens is a valid client token upstream; give flagpost at \
+                 least one (see the errors above)"
+                    .into(),
+            ));
+        }
+        let client_tokens: Vec<ValidatedToken> = validated
+            .into_iter()
+            .filter(|v| matches!(v.kind.as_str(), "client" | "backend"))
+            .collect();
+        self.app.auth.remember(&client_tokens);
+        self.app.store.init(
+            usable
+                .iter()
+                .map(|(_, scope)| (scope.environment.clone(), scope.projects.clone())),
+        );
+        for (token, scope) in &usable {
+            tracing::info!(token = %token, scope = %scope, "startup token validated");
+        }
+        {
+            let mut sources = self.lock();
+            *sources = usable
+                .into_iter()
+                .map(|(token, scope)| Source {
+                    token,
+                    scope,
+                    document: None,
+                    last_success: None,
+                    polling: false,
+                    revoked: false,
+                })
+                .collect();
+        }
+        self.start_needed_polls();
+        Ok(())
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Source>> {
+        // A poisoned lock only means a poll panicked mid-update; the data is still consistent
+        // enough to keep serving, so carry on with it.
+        self.sources.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Starts a poll for every source no other live source covers.
+    fn start_needed_polls(self: &Arc<Self>) {
+        let mut start = Vec::new();
+        {
+            let mut sources = self.lock();
+            let needed = needed_sources(&sources);
+            for i in needed {
+                if let Some(s) = sources.get_mut(i) {
+                    if !s.polling {
+                        s.polling = true;
+                        start.push(i);
+                    }
+                }
+            }
+        }
+        for i in start {
+            let me = self.clone();
+            self.tasks.spawn(async move { me.poll(i).await });
+        }
+    }
+
+    async fn poll(self: Arc<Self>, index: usize) {
+        let (token, scope) = {
+            let sources = self.lock();
+            match sources.get(index) {
+                Some(s) => (s.token.clone(), s.scope.clone()),
+                None => return,
+            }
+        };
+        let env = scope.environment.clone();
+        let mut etag: Option<String> = None;
+        let mut failures = 0u32;
+        let mut failing: Option<&'static str> = None;
+        loop {
+            let result = self
+                .upstream
+                .features(&token, etag.as_deref(), &self.app.metrics)
+                .await;
+            match result {
+                Ok(fetch) => {
+                    if let Some(reason) = failing.take() {
+                        tracing::info!(environment = %env, token = %token, after = reason, "features fetch works again");
+                    }
+                    failures = 0;
+                    if let Fetch::Updated { etag: new, .. } = &fetch {
+                        etag.clone_from(new);
+                    }
+                    self.fetched(index, fetch);
+                }
+                Err(UpstreamError::Refused(status)) => {
+                    self.revoke(index, status);
+                    return;
+                }
+                Err(e) => {
+                    failures += 1;
+                    let reason = e.outcome();
+                    self.app
+                        .metrics
+                        .refresh_failures
+                        .with_label_values(&[&env, reason])
+                        .inc();
+                    if failing != Some(reason) {
+                        tracing::warn!(environment = %env, token = %token, error = %e, "features fetch failed; serving the last good features");
+                        failing = Some(reason);
+                    }
+                }
+            }
+            let delay = if failures == 0 {
+                self.interval
+            } else {
+                backoff(self.interval.min(Duration::from_secs(5)), failures)
+            };
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Records a successful fetch; publishes the environment once all its polls have answered.
+    fn fetched(&self, index: usize, fetch: Fetch) {
+        let mut sources = self.lock();
+        let Some(source) = sources.get_mut(index) else {
+            return;
+        };
+        source.last_success = Some(SystemTime::now());
+        let env = source.scope.environment.clone();
+        match fetch {
+            Fetch::NotModified if source.document.is_some() => return,
+            Fetch::NotModified => {
+                // A 304 before any 200 cannot happen (no ETag was sent); nothing to publish.
+                return;
+            }
+            Fetch::Updated { document, .. } => source.document = Some(document),
+        }
+        if let Some(document) = merged(&sources, &env) {
+            drop(sources);
+            self.app.publish(&env, document);
+        }
+    }
+
+    /// A startup token was refused: stop using it, shrink the serving scope to what the
+    /// remaining tokens cover, and let a token it covered take over.
+    fn revoke(self: &Arc<Self>, index: usize, status: u16) {
+        let (token, env, remaining) = {
+            let mut sources = self.lock();
+            let Some(source) = sources.get_mut(index) else {
+                return;
+            };
+            source.revoked = true;
+            source.polling = false;
+            source.document = None;
+            let token = source.token.clone();
+            let env = source.scope.environment.clone();
+            let mut remaining = Projects::none();
+            for s in sources
+                .iter()
+                .filter(|s| !s.revoked && s.scope.environment == env)
+            {
+                remaining.extend(&s.scope.projects);
+            }
+            (token, env, remaining)
+        };
+        self.app.store.restrict(&env, &remaining);
+        self.app
+            .metrics
+            .refresh_failures
+            .with_label_values(&[&env, "refused"])
+            .inc();
+        tracing::error!(
+            token = %token,
+            status,
+            environment = %env,
+            still_served = %remaining,
+            "upstream refused a startup token (revoked or expired); it is no longer used and flagpost serves only what the other startup tokens cover"
+        );
+        self.start_needed_polls();
+        let document = merged(&self.lock(), &env);
+        if let Some(document) = document {
+            self.app.publish(&env, document);
+        }
+    }
+
+    /// Sets the sync-time and data-age gauges.
+    pub fn observe(&self) {
+        let now = SystemTime::now();
+        let sources = self.lock();
+        let mut oldest: HashMap<&str, Option<SystemTime>> = HashMap::new();
+        for s in sources.iter().filter(|s| s.polling && !s.revoked) {
+            let entry = oldest
+                .entry(s.scope.environment.as_str())
+                .or_insert(s.last_success);
+            *entry = match (*entry, s.last_success) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                _ => None,
+            };
+        }
+        for (env, when) in oldest {
+            if let Some(when) = when {
+                let unix = when
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0.0, |d| d.as_secs_f64());
+                let age = now.duration_since(when).map_or(0.0, |d| d.as_secs_f64());
+                self.app
+                    .metrics
+                    .last_sync
+                    .with_label_values(&[env])
+                    .set(unix);
+                self.app
+                    .metrics
+                    .snapshot_age
+                    .with_label_values(&[env])
+                    .set(age);
+            }
+        }
+    }
+}
+
+/// The indexes of the live sources that no other live source covers (of equal scopes, the
+/// first).
+fn needed_sources(sources: &[Source]) -> Vec<usize> {
+    let live: Vec<(usize, &Source)> = sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.revoked)
+        .collect();
+    live.iter()
+        .filter(|(i, s)| {
+            !live.iter().any(|(j, t)| {
+                j != i && t.scope.covers(&s.scope) && (!s.scope.covers(&t.scope) || j < i)
+            })
+        })
+        .map(|(i, _)| *i)
+        .collect()
+}
+
+/// The environment's features from all its polling sources, merged by project; `None` until
+/// every one of them has answered.
+fn merged(sources: &[Source], env: &str) -> Option<Document> {
+    let polling: Vec<&Source> = sources
+        .iter()
+        .filter(|s| s.polling && !s.revoked && s.scope.environment == env)
+        .collect();
+    if polling.is_empty() || polling.iter().any(|s| s.document.is_none()) {
+        return None;
+    }
+    let mut document = Document::default();
+    for s in polling {
+        if let Some(d) = &s.document {
+            document.merge(d, &s.scope.projects);
+        }
+    }
+    Some(document)
+}
+
+/// Exponential backoff from `base`, doubling per failure up to [`MAX_BACKOFF`], with jitter
+/// (between half and all of it), so many instances do not retry in step.
+pub fn backoff(base: Duration, failures: u32) -> Duration {
+    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
+    let capped = exp.min(MAX_BACKOFF);
+    let factor = rand::rng().random_range(0.5..=1.0);
+    capped.mul_f64(factor)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source(env: &str, projects: Projects) -> Source {
+        Source {
+            token: Token::parse("*:development.x").unwrap(),
+            scope: Scope::new(env, projects),
+            document: None,
+            last_success: None,
+            polling: false,
+            revoked: false,
+        }
+    }
+
+    #[test]
+    fn one_poll_per_distinct_scope() {
+        let p = |names: &[&str]| Projects::from_names(names.iter().copied());
+        let sources = vec![
+            source("dev", p(&["a"])),
+            source("dev", Projects::All),
+            source("dev", p(&["b"])),
+            source("prod", p(&["a", "b"])),
+            source("prod", p(&["b", "c"])),
+            source("prod", p(&["a", "b"])),
+        ];
+        assert_eq!(needed_sources(&sources), [1, 3, 4]);
+        let mut revoked = sources;
+        revoked[1].revoked = true;
+        assert_eq!(needed_sources(&revoked), [0, 2, 3, 4]);
+    }
+
+    #[test]
+    fn backoff_grows_with_jitter_and_a_cap() {
+        for failures in 1..40 {
+            let d = backoff(Duration::from_secs(1), failures);
+            let full = Duration::from_secs(1)
+                .saturating_mul(1 << (failures - 1).min(16))
+                .min(MAX_BACKOFF);
+            assert!(d >= full / 2 && d <= full, "{failures}: {d:?}");
+        }
+    }
+}

@@ -1,0 +1,356 @@
+//! The upstream Unleash server (or another flagpost, or an Unleash Edge): typed calls with
+//! timeouts, the identifying headers of PROTOCOL.md §3 on every request, TLS roots. The only
+//! module that touches reqwest.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use reqwest::StatusCode;
+use serde::{Deserialize, Serialize};
+
+use crate::config::EdgeConfig;
+use crate::metrics::Metrics;
+use crate::snapshot::Document;
+use crate::token::Token;
+
+/// The flagpost SDK identifier sent upstream.
+pub const SDK_NAME: &str = concat!("flagpost:", env!("CARGO_PKG_VERSION"));
+
+/// What an upstream call can end in, other than success.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UpstreamError {
+    /// Could not connect, the connection broke, or the deadline passed.
+    #[error("upstream unreachable: {0}")]
+    Unreachable(String),
+    /// 401 or 403: the token is not (or no longer) accepted.
+    #[error("upstream refused the token ({0})")]
+    Refused(u16),
+    /// Any other unexpected status.
+    #[error("upstream answered {0}")]
+    Status(u16),
+    /// The body is not what the call returns.
+    #[error("upstream sent a body flagpost cannot use: {0}")]
+    BadBody(String),
+}
+
+impl UpstreamError {
+    /// The bounded label used in metrics.
+    pub fn outcome(&self) -> &'static str {
+        match self {
+            UpstreamError::Unreachable(_) => "unreachable",
+            UpstreamError::Refused(_) => "refused",
+            UpstreamError::Status(s) if *s >= 500 => "server_error",
+            UpstreamError::Status(_) => "client_error",
+            UpstreamError::BadBody(_) => "bad_body",
+        }
+    }
+}
+
+/// A token as `/edge/validate` describes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidatedToken {
+    pub token: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+    #[serde(default)]
+    pub projects: Vec<String>,
+    pub environment: String,
+}
+
+#[derive(Deserialize)]
+struct ValidateResponse {
+    tokens: Vec<ValidatedToken>,
+}
+
+/// The answer to a conditional features fetch: a type, not an error.
+#[derive(Debug)]
+pub enum Fetch {
+    /// 304: what flagpost has is current.
+    NotModified,
+    /// 200: new features, and the ETag to send next time (if upstream gave one).
+    Updated {
+        document: Document,
+        etag: Option<String>,
+    },
+}
+
+/// The client for one upstream.
+#[derive(Debug)]
+pub struct Upstream {
+    http: reqwest::Client,
+    base: String,
+}
+
+/// Why the upstream client cannot be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamSetupError {
+    #[error("cannot read the upstream CA bundle {path}: {problem}")]
+    CaBundle { path: String, problem: String },
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+}
+
+impl Upstream {
+    /// Builds the client: timeouts, identifying and custom headers, TLS roots (the bundled and
+    /// system roots, plus the configured CA bundle).
+    pub fn new(
+        config: &EdgeConfig,
+        app_name: &str,
+        instance_id: &str,
+    ) -> Result<Upstream, UpstreamSetupError> {
+        let mut headers = HeaderMap::new();
+        let connection_id = connection_id();
+        let interval_ms = config.refresh_interval.as_millis().to_string();
+        for (name, value) in [
+            ("unleash-appname", app_name),
+            ("unleash-instanceid", instance_id),
+            ("unleash-connection-id", connection_id.as_str()),
+            ("unleash-sdk", SDK_NAME),
+            (
+                "unleash-client-spec",
+                unleash_yggdrasil::SUPPORTED_SPEC_VERSION,
+            ),
+            ("unleash-interval", interval_ms.as_str()),
+        ] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                headers.insert(HeaderName::from_static(name), v);
+            }
+        }
+        for (name, value) in &config.custom_client_headers {
+            let (Ok(n), Ok(mut v)) = (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(value),
+            ) else {
+                continue; // validated in config
+            };
+            v.set_sensitive(true);
+            headers.insert(n, v);
+        }
+        let mut builder = reqwest::Client::builder()
+            .user_agent(concat!("flagpost/", env!("CARGO_PKG_VERSION")))
+            .default_headers(headers)
+            .connect_timeout(config.upstream_connect_timeout)
+            .timeout(config.upstream_request_timeout)
+            .pool_idle_timeout(Duration::from_secs(30))
+            .tcp_nodelay(true);
+        if let Some(path) = &config.upstream_certificate_file {
+            let err = |problem: String| UpstreamSetupError::CaBundle {
+                path: path.display().to_string(),
+                problem,
+            };
+            let pem = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+            let certs =
+                reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| err(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(err("no PEM certificate in it".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if config.skip_ssl_verification {
+            builder = builder.danger_accept_invalid_certs(true);
+        }
+        let http = builder
+            .build()
+            .map_err(|e| UpstreamSetupError::Client(e.to_string()))?;
+        Ok(Upstream {
+            http,
+            base: config.upstream_url.clone(),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `POST /edge/validate` without `Authorization`: the tokens upstream knows, with their
+    /// type, environment and projects (unknown ones are simply absent).
+    pub async fn validate(
+        &self,
+        tokens: &[&str],
+        metrics: &Metrics,
+    ) -> Result<Vec<ValidatedToken>, UpstreamError> {
+        let body = serde_json::json!({ "tokens": tokens }).to_string();
+        let request = self
+            .http
+            .post(format!("{}/edge/validate", self.base))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let (status, _, bytes) = self.send("validate", request, metrics).await?;
+        if status != StatusCode::OK {
+            return Err(self.fail("validate", status, metrics));
+        }
+        let parsed: ValidateResponse = serde_json::from_slice(&bytes).map_err(|e| {
+            metrics.upstream_outcome("validate", "bad_body");
+            UpstreamError::BadBody(e.to_string())
+        })?;
+        metrics.upstream_outcome("validate", "ok");
+        Ok(parsed.tokens)
+    }
+
+    /// `GET /api/client/features` with the token, conditional on `etag`.
+    pub async fn features(
+        &self,
+        token: &Token,
+        etag: Option<&str>,
+        metrics: &Metrics,
+    ) -> Result<Fetch, UpstreamError> {
+        let mut request = self
+            .http
+            .get(format!("{}/api/client/features", self.base))
+            .header(AUTHORIZATION, sensitive(token.expose()));
+        if let Some(tag) = etag {
+            request = request.header(IF_NONE_MATCH, tag);
+        }
+        let (status, headers, bytes) = self.send("features", request, metrics).await?;
+        match status {
+            StatusCode::NOT_MODIFIED => {
+                metrics.upstream_outcome("features", "not_modified");
+                Ok(Fetch::NotModified)
+            }
+            StatusCode::OK => {
+                let document = tokio::task::spawn_blocking(move || Document::parse(&bytes))
+                    .await
+                    .map_err(|e| UpstreamError::BadBody(e.to_string()))?
+                    .map_err(|e| {
+                        metrics.upstream_outcome("features", "bad_body");
+                        UpstreamError::BadBody(e.to_string())
+                    })?;
+                metrics.upstream_outcome("features", "ok");
+                let etag = headers
+                    .get(ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                Ok(Fetch::Updated { document, etag })
+            }
+            other => Err(self.fail("features", other, metrics)),
+        }
+    }
+
+    /// `POST` a JSON body with a client token; success is any 2xx.
+    pub async fn post_json(
+        &self,
+        call: &'static str,
+        path: &str,
+        token: &Token,
+        body: Vec<u8>,
+        metrics: &Metrics,
+    ) -> Result<(), UpstreamError> {
+        let request = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .header(AUTHORIZATION, sensitive(token.expose()))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
+        let (status, _, _) = self.send(call, request, metrics).await?;
+        if status.is_success() {
+            metrics.upstream_outcome(call, "ok");
+            Ok(())
+        } else {
+            Err(self.fail(call, status, metrics))
+        }
+    }
+
+    async fn send(
+        &self,
+        call: &'static str,
+        request: reqwest::RequestBuilder,
+        metrics: &Metrics,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
+        let started = Instant::now();
+        let result = async {
+            let response = request.send().await?;
+            let status = response.status();
+            let headers = response.headers().clone();
+            let bytes = response.bytes().await?;
+            Ok::<_, reqwest::Error>((status, headers, bytes))
+        }
+        .await;
+        metrics.upstream_latency(call, started.elapsed().as_secs_f64());
+        result.map_err(|e| {
+            metrics.upstream_outcome(call, "unreachable");
+            UpstreamError::Unreachable(describe(&e))
+        })
+    }
+
+    fn fail(&self, call: &'static str, status: StatusCode, metrics: &Metrics) -> UpstreamError {
+        let error = match status.as_u16() {
+            code @ (401 | 403) => UpstreamError::Refused(code),
+            code => UpstreamError::Status(code),
+        };
+        metrics.upstream_outcome(call, error.outcome());
+        error
+    }
+}
+
+fn sensitive(value: &str) -> HeaderValue {
+    let mut v = HeaderValue::from_str(value).unwrap_or(HeaderValue::from_static(""));
+    v.set_sensitive(true);
+    v
+}
+
+/// A short description of a transport error, without the URL's query or any header.
+fn describe(e: &reqwest::Error) -> String {
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "cannot connect"
+    } else if e.is_body() || e.is_decode() {
+        "the body was cut off"
+    } else {
+        "the request failed"
+    };
+    let mut detail = String::new();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {detail}")
+    }
+}
+
+/// A random v4-style UUID identifying this process's connection to upstream.
+fn connection_id() -> String {
+    let b: [u8; 16] = rand::random();
+    let v = u128::from_be_bytes(b);
+    let v = (v & !(0xf << 76) | (0x4 << 76)) & !(0x3 << 62) | (0x2 << 62);
+    let hex = format!("{v:032x}");
+    format!(
+        "{}-{}-{}-{}-{}",
+        hex.get(0..8).unwrap_or(""),
+        hex.get(8..12).unwrap_or(""),
+        hex.get(12..16).unwrap_or(""),
+        hex.get(16..20).unwrap_or(""),
+        hex.get(20..32).unwrap_or("")
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_ids_look_like_uuids_v4() {
+        let id = connection_id();
+        assert_eq!(id.len(), 36);
+        assert_eq!(id.as_bytes()[14], b'4');
+        assert!(
+            matches!(id.as_bytes()[19], b'8' | b'9' | b'a' | b'b'),
+            "{id}"
+        );
+        assert_ne!(id, connection_id());
+    }
+
+    #[test]
+    fn outcomes_are_bounded_labels() {
+        assert_eq!(UpstreamError::Status(503).outcome(), "server_error");
+        assert_eq!(UpstreamError::Status(404).outcome(), "client_error");
+        assert_eq!(UpstreamError::Refused(401).outcome(), "refused");
+    }
+}

@@ -1,0 +1,431 @@
+//! A scripted fake Unleash server on port 0. It answers like the captures in
+//! `tests/fixtures/upstream/` (status codes, headers, messages), records every request, and can
+//! be told to misbehave: down, slow, an error status, garbage JSON.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::{json, Value};
+use tokio::sync::oneshot;
+
+/// A token the fake knows.
+#[derive(Debug, Clone)]
+pub struct FakeToken {
+    pub secret: String,
+    pub kind: String,
+    pub environment: String,
+    pub projects: Vec<String>,
+}
+
+/// How the fake answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Behaviour {
+    Normal,
+    /// Connections are dropped at once.
+    Down,
+    /// Every answer comes after this long.
+    Slow(Duration),
+    /// Every call answers this status.
+    Status(u16),
+    /// Feature fetches answer 200 with a broken JSON body.
+    Garbage,
+}
+
+/// A request the fake received.
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+#[derive(Debug)]
+pub struct State {
+    pub tokens: Vec<FakeToken>,
+    /// Features per environment (the full list), and segments.
+    pub features: HashMap<String, Vec<Value>>,
+    pub segments: HashMap<String, Vec<Value>>,
+    pub revision: u64,
+    pub behaviour: Behaviour,
+    /// Only feature fetches misbehave when set (validation keeps working).
+    pub only_features: bool,
+    pub requests: Vec<Recorded>,
+    /// Status to answer bulk metrics with (202 by default).
+    pub metrics_status: Vec<u16>,
+}
+
+pub struct FakeUpstream {
+    pub addr: SocketAddr,
+    pub state: Arc<Mutex<State>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+fn fixture(path: &str) -> Value {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/upstream")
+        .join(path);
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+/// The fixture tokens by name (`client-all-dev`, `frontend-multi-prod`, ...).
+pub fn fixture_tokens() -> HashMap<String, FakeToken> {
+    let all = fixture("tokens.json");
+    all.as_object()
+        .unwrap()
+        .iter()
+        .map(|(name, t)| {
+            let kind = match t["type"].as_str().unwrap() {
+                "backend" => "client",
+                other => other,
+            };
+            (
+                name.clone(),
+                FakeToken {
+                    secret: t["secret"].as_str().unwrap().to_string(),
+                    kind: kind.to_string(),
+                    environment: t["environment"].as_str().unwrap_or("*").to_string(),
+                    projects: t["projects"]
+                        .as_array()
+                        .map(|ps| ps.iter().map(|p| p.as_str().unwrap().to_string()).collect())
+                        .unwrap_or_default(),
+                },
+            )
+        })
+        .collect()
+}
+
+/// The secret of a fixture token.
+pub fn secret(name: &str) -> String {
+    fixture_tokens()[name].secret.clone()
+}
+
+impl FakeUpstream {
+    /// A fake that knows every fixture token and serves the captured features of development
+    /// and production.
+    pub async fn start() -> FakeUpstream {
+        let mut features = HashMap::new();
+        let mut segments = HashMap::new();
+        for (env, file) in [
+            ("development", "client-features/client-all-dev.json"),
+            ("production", "client-features/client-all-prod.json"),
+        ] {
+            let body = fixture(file)["response"]["body"].clone();
+            features.insert(
+                env.to_string(),
+                body["features"].as_array().unwrap().clone(),
+            );
+            segments.insert(
+                env.to_string(),
+                body["segments"].as_array().cloned().unwrap_or_default(),
+            );
+        }
+        let state = State {
+            tokens: fixture_tokens().into_values().collect(),
+            features,
+            segments,
+            revision: 64,
+            behaviour: Behaviour::Normal,
+            only_features: false,
+            requests: Vec::new(),
+            metrics_status: Vec::new(),
+        };
+        FakeUpstream::start_with(state).await
+    }
+
+    pub async fn start_with(state: State) -> FakeUpstream {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let state = Arc::new(Mutex::new(state));
+        let (stop, mut stopped) = oneshot::channel::<()>();
+        let shared = state.clone();
+        tokio::spawn(async move {
+            loop {
+                let (stream, _) = tokio::select! {
+                    _ = &mut stopped => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(pair) => pair,
+                        Err(_) => continue,
+                    },
+                };
+                if shared.lock().unwrap().behaviour == Behaviour::Down {
+                    drop(stream);
+                    continue;
+                }
+                let state = shared.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |req| {
+                        let state = state.clone();
+                        async move {
+                            // Down also cuts connections that were already open.
+                            if state.lock().unwrap().behaviour == Behaviour::Down {
+                                return Err(std::io::Error::other("down"));
+                            }
+                            Ok(answer(state, req).await)
+                        }
+                    });
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        FakeUpstream {
+            addr,
+            state,
+            stop: Some(stop),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        self.state.lock().unwrap().behaviour = behaviour;
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.state.lock().unwrap().requests.clone()
+    }
+
+    pub fn requests_to(&self, path_prefix: &str) -> Vec<Recorded> {
+        self.requests()
+            .into_iter()
+            .filter(|r| r.path.starts_with(path_prefix))
+            .collect()
+    }
+
+    /// Changes one flag in an environment (and bumps the revision, so ETags change).
+    pub fn set_enabled(&self, environment: &str, flag: &str, enabled: bool) {
+        let mut s = self.state.lock().unwrap();
+        for f in s.features.get_mut(environment).unwrap() {
+            if f["name"] == flag {
+                f["enabled"] = json!(enabled);
+            }
+        }
+        s.revision += 1;
+    }
+
+    /// Deletes a token upstream.
+    pub fn revoke(&self, secret: &str) {
+        self.state
+            .lock()
+            .unwrap()
+            .tokens
+            .retain(|t| t.secret != secret);
+    }
+
+    pub fn add_token(&self, token: FakeToken) {
+        self.state.lock().unwrap().tokens.push(token);
+    }
+}
+
+impl Drop for FakeUpstream {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
+    r.headers_mut().insert(
+        "content-type",
+        "application/json; charset=utf-8".parse().unwrap(),
+    );
+    r
+}
+
+fn message(status: u16, text: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({ "message": text }))
+}
+
+const NO_TOKEN: &str = "This endpoint requires an API token. Please add an authorization header to your request with a valid token";
+const WRONG_TYPE: &str = "invalid token: expected a different token type for this endpoint";
+
+async fn answer(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
+    let (behaviour, only_features) = {
+        let mut s = state.lock().unwrap();
+        s.requests.push(Recorded {
+            method: parts.method.to_string(),
+            path: path.clone(),
+            headers: parts.headers.clone(),
+            body: body.clone(),
+        });
+        (s.behaviour.clone(), s.only_features)
+    };
+    let is_features = parts.uri.path() == "/api/client/features";
+    let misbehave = is_features || !only_features;
+    if misbehave {
+        match behaviour {
+            Behaviour::Slow(d) => tokio::time::sleep(d).await,
+            Behaviour::Status(code) => return message(code, "scripted failure"),
+            Behaviour::Garbage if is_features => {
+                let mut r = Response::new(Full::new(Bytes::from_static(
+                    b"{\"version\":2,\"features\":[{\"name\":",
+                )));
+                r.headers_mut().insert(
+                    "content-type",
+                    "application/json; charset=utf-8".parse().unwrap(),
+                );
+                return r;
+            }
+            _ => {}
+        }
+    }
+    let auth = parts
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_string());
+    let s = state.lock().unwrap();
+    let token = auth
+        .as_ref()
+        .and_then(|a| s.tokens.iter().find(|t| &t.secret == a))
+        .cloned();
+    match (parts.method.as_str(), parts.uri.path()) {
+        ("POST", "/edge/validate") => {
+            if matches!(&token, Some(t) if t.kind == "client" || t.kind == "frontend") {
+                return message(403, WRONG_TYPE);
+            }
+            let ok_type = parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("application/json"));
+            if !ok_type {
+                return message(415, "We do not accept the content-type you provided");
+            }
+            let Ok(asked) = serde_json::from_slice::<Value>(&body) else {
+                return message(400, "Request validation failed");
+            };
+            let Some(list) = asked["tokens"].as_array() else {
+                return message(
+                    400,
+                    "Request validation failed: your request body or params contain invalid data.",
+                );
+            };
+            let known: Vec<Value> = list
+                .iter()
+                .filter_map(|t| t.as_str())
+                .filter_map(|t| s.tokens.iter().find(|k| k.secret == t))
+                .map(|k| {
+                    json!({"token": k.secret, "type": k.kind, "projects": k.projects, "environment": k.environment})
+                })
+                .collect();
+            json_response(200, json!({ "tokens": known }))
+        }
+        ("GET", "/api/client/features") => {
+            let Some(t) = token else {
+                return message(401, NO_TOKEN);
+            };
+            if t.kind != "client" {
+                return message(403, WRONG_TYPE);
+            }
+            let all = t.projects.iter().any(|p| p == "*");
+            let features: Vec<Value> = s
+                .features
+                .get(&t.environment)
+                .cloned()
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|f| all || t.projects.iter().any(|p| f["project"] == p.as_str()))
+                .collect();
+            let query_hash = format!(
+                "{:08x}",
+                fxhash(&format!("{}:{:?}", t.environment, t.projects))
+            );
+            let etag = format!("\"{query_hash}:{}:v1\"", s.revision);
+            let inm = parts
+                .headers
+                .get("if-none-match")
+                .and_then(|v| v.to_str().ok());
+            if inm == Some(etag.as_str()) {
+                // Like the real server: a 304 with no headers at all.
+                let mut r = Response::new(Full::new(Bytes::new()));
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                return r;
+            }
+            let body = json!({
+                "version": 2,
+                "features": features,
+                "segments": s.segments.get(&t.environment).cloned().unwrap_or_default(),
+                "query": {"environment": t.environment, "inlineSegmentConstraints": false},
+                "meta": {"revisionId": s.revision, "etag": etag, "queryHash": query_hash},
+            });
+            let mut r = json_response(200, body);
+            r.headers_mut().insert("etag", etag.parse().unwrap());
+            r.headers_mut()
+                .insert("vary", "Accept-Encoding".parse().unwrap());
+            r
+        }
+        ("POST", "/api/client/register")
+        | ("POST", "/api/client/metrics")
+        | ("POST", "/api/client/metrics/bulk") => {
+            let Some(t) = token else {
+                return message(401, NO_TOKEN);
+            };
+            if t.kind != "client" {
+                return message(403, WRONG_TYPE);
+            }
+            drop(s);
+            let status = {
+                let mut s = state.lock().unwrap();
+                if parts.uri.path() == "/api/client/metrics/bulk" && !s.metrics_status.is_empty() {
+                    s.metrics_status.remove(0)
+                } else {
+                    202
+                }
+            };
+            let mut r = Response::new(Full::new(Bytes::new()));
+            *r.status_mut() = StatusCode::from_u16(status).unwrap();
+            r
+        }
+        _ => message(
+            404,
+            &format!(
+                "The path you were looking for ({}) is not available.",
+                parts.uri.path()
+            ),
+        ),
+    }
+}
+
+fn fxhash(s: &str) -> u32 {
+    s.bytes().fold(0x811c9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x01000193)
+    })
+}
