@@ -34,6 +34,7 @@ pub mod server;
 pub mod snapshot;
 pub mod token;
 pub mod upstream;
+pub mod usage;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +53,7 @@ use crate::refresh::Refresh;
 use crate::snapshot::{Document, Snapshot, Store};
 use crate::token::TokenKind;
 use crate::upstream::{Upstream, UpstreamSetupError};
+use crate::usage::{Usage, UsageConfig};
 
 /// Everything a request handler reads: configuration, the snapshots, the token lookup and the
 /// metrics. Shared behind an `Arc`.
@@ -61,6 +63,7 @@ pub struct App {
     pub store: Store,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
+    pub usage: Usage,
     draining: AtomicBool,
     refresh: OnceLock<Arc<Refresh>>,
 }
@@ -86,11 +89,23 @@ impl App {
     }
 
     fn with(config: Config, store: Store, auth: Authenticator, metrics: Arc<Metrics>) -> App {
+        let usage = Usage::new(
+            UsageConfig {
+                forward: matches!(config.mode, Mode::Edge(_)),
+                max_entries: config.usage.max_entries,
+                max_bytes: config.usage.max_bytes,
+                per_flag_metrics: config.usage.per_flag_metrics,
+                app_name: config.app_name.clone(),
+                instance_id: config.instance_id.clone(),
+            },
+            metrics.clone(),
+        );
         App {
             config,
             store,
             auth,
             metrics,
+            usage,
             draining: AtomicBool::new(false),
             refresh: OnceLock::new(),
         }
@@ -165,6 +180,7 @@ pub async fn run(
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
     let (fatal_tx, fatal_rx) = oneshot::channel::<refresh::StartupError>();
+    let mut final_flush = None;
     let app = match config.mode.clone() {
         Mode::Offline(offline) => {
             let app = Arc::new(App::offline(config, metrics));
@@ -215,12 +231,20 @@ pub async fn run(
             ));
             let refresh = Refresh::new(
                 app.clone(),
-                upstream,
+                upstream.clone(),
                 edge.refresh_interval,
                 tasks.clone(),
                 cancel.clone(),
             );
             let _ = app.refresh.set(refresh.clone());
+            tasks.spawn(usage::forward::run(
+                app.clone(),
+                upstream.clone(),
+                refresh.clone(),
+                app.config.usage.interval,
+                cancel.clone(),
+            ));
+            final_flush = Some((upstream, refresh.clone()));
             tracing::info!(
                 upstream = refresh_base(&edge),
                 tokens = edge.tokens.len(),
@@ -249,6 +273,16 @@ pub async fn run(
         }
     };
     server::serve(app.clone(), listener, stop).await;
+    if let Some((upstream, refresh)) = final_flush {
+        // In-flight requests are done: send what they reported before stopping.
+        let flush = usage::forward::forward(&app, &upstream, &refresh);
+        if tokio::time::timeout(FINAL_FLUSH_LIMIT, flush)
+            .await
+            .is_err()
+        {
+            tracing::warn!("usage not all forwarded before shutdown");
+        }
+    }
     cancel.cancel();
     tasks.close();
     tasks.wait().await;
@@ -258,6 +292,9 @@ pub async fn run(
         None => Ok(()),
     }
 }
+
+/// How long the last usage forward at shutdown may take.
+const FINAL_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn refresh_base(edge: &config::EdgeConfig) -> &str {
     &edge.upstream_url

@@ -46,6 +46,15 @@ pub struct Metrics {
     pub refresh_failures: IntCounterVec,
     pub last_sync: GaugeVec,
     pub snapshot_age: GaugeVec,
+    pub usage_rows_received: IntCounterVec,
+    pub usage_rows_forwarded: IntCounter,
+    pub usage_rows_dropped: IntCounterVec,
+    pub usage_evaluations: IntCounterVec,
+    pub usage_registrations: IntCounterVec,
+    pub usage_registrations_dropped: IntCounterVec,
+    pub usage_buffer_entries: IntGauge,
+    pub usage_buffer_bytes: IntGauge,
+    pub flag_evaluations: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -211,6 +220,66 @@ impl Metrics {
             )
             .unwrap_or_else(|e| unreachable!("gauge: {e}")),
         );
+        let usage_rows_received = counter_vec(
+            &registry,
+            "flagpost_usage_rows_received_total",
+            "Usage rows (one flag of one app) received from SDKs, by source",
+            &["source"],
+        );
+        let usage_rows_forwarded = register(
+            &registry,
+            IntCounter::new(
+                "flagpost_usage_rows_forwarded_total",
+                "Aggregated usage rows delivered upstream",
+            )
+            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+        );
+        let usage_rows_dropped = counter_vec(
+            &registry,
+            "flagpost_usage_rows_dropped_total",
+            "Usage rows not delivered, by reason",
+            &["reason"],
+        );
+        let usage_evaluations = counter_vec(
+            &registry,
+            "flagpost_usage_evaluations_total",
+            "Flag evaluations (yes + no) in usage rows, by stage: received, forwarded, dropped",
+            &["stage"],
+        );
+        let usage_registrations = counter_vec(
+            &registry,
+            "flagpost_usage_registrations_received_total",
+            "SDK registrations received, by source",
+            &["source"],
+        );
+        let usage_registrations_dropped = counter_vec(
+            &registry,
+            "flagpost_usage_registrations_dropped_total",
+            "SDK registrations not kept, by reason",
+            &["reason"],
+        );
+        let usage_buffer_entries = register(
+            &registry,
+            IntGauge::new(
+                "flagpost_usage_buffer_entries",
+                "Usage rows and registrations waiting to be forwarded",
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let usage_buffer_bytes = register(
+            &registry,
+            IntGauge::new(
+                "flagpost_usage_buffer_bytes",
+                "Estimated bytes of usage waiting to be forwarded",
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let flag_evaluations = counter_vec(
+            &registry,
+            "flagpost_flag_evaluations_total",
+            "Evaluations SDKs reported per known flag (only with usage.per_flag_metrics)",
+            &["environment", "flag", "result"],
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         Metrics {
             registry,
@@ -233,6 +302,15 @@ impl Metrics {
             refresh_failures,
             last_sync,
             snapshot_age,
+            usage_rows_received,
+            usage_rows_forwarded,
+            usage_rows_dropped,
+            usage_evaluations,
+            usage_registrations,
+            usage_registrations_dropped,
+            usage_buffer_entries,
+            usage_buffer_bytes,
+            flag_evaluations,
         }
     }
 

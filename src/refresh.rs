@@ -170,14 +170,20 @@ impl Refresh {
                 if let Some(s) = sources.get_mut(i) {
                     if !s.polling {
                         s.polling = true;
-                        start.push(i);
+                        start.push((i, s.token.clone()));
                     }
                 }
             }
         }
-        for i in start {
+        for (i, token) in start {
             let me = self.clone();
             self.tasks.spawn(async move { me.poll(i).await });
+            // flagpost registers itself once per startup scope it polls.
+            let me = self.clone();
+            self.tasks.spawn(async move {
+                let interval = me.app.config.usage.interval;
+                crate::usage::forward::register_self(&me.app, &me.upstream, &token, interval).await;
+            });
         }
     }
 
@@ -301,6 +307,20 @@ impl Refresh {
         if let Some(document) = document {
             self.app.publish(&env, document);
         }
+    }
+
+    /// A live startup token of `environment`, to forward usage with.
+    pub fn token_for(&self, environment: &str) -> Option<Token> {
+        let sources = self.lock();
+        let live = || {
+            sources
+                .iter()
+                .filter(|s| !s.revoked && s.scope.environment == environment)
+        };
+        live()
+            .find(|s| s.polling)
+            .or_else(|| live().next())
+            .map(|s| s.token.clone())
     }
 
     /// Sets the sync-time and data-age gauges.

@@ -19,6 +19,9 @@ pub const DEFAULT_CORS_MAX_AGE: &str = "1d";
 pub const DEFAULT_RELOAD_INTERVAL: &str = "5s";
 pub const DEFAULT_APP_NAME: &str = "flagpost";
 pub const DEFAULT_REFRESH_INTERVAL: &str = "15s";
+pub const DEFAULT_METRICS_INTERVAL: &str = "60s";
+pub const DEFAULT_USAGE_MAX_ENTRIES: usize = 50_000;
+pub const DEFAULT_USAGE_MAX_BYTES: &str = "8MiB";
 pub const DEFAULT_TOKEN_REVALIDATION_INTERVAL: &str = "1h";
 pub const DEFAULT_INVALID_TOKEN_TTL: &str = "60s";
 pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 10_000;
@@ -91,6 +94,22 @@ pub struct Cli {
     /// Application name flagpost reports upstream
     #[arg(short, long, env = "APP_NAME", global = true, default_value = DEFAULT_APP_NAME)]
     pub app_name: String,
+
+    /// How often SDK usage metrics are forwarded upstream (a number is seconds)
+    #[arg(long, env = "METRICS_INTERVAL_SECONDS", global = true, value_parser = duration_arg, default_value = DEFAULT_METRICS_INTERVAL)]
+    pub metrics_interval_seconds: Duration,
+
+    /// Most usage rows and registrations buffered before new ones are dropped (and counted)
+    #[arg(long, env = "USAGE_MAX_ENTRIES", global = true, default_value_t = DEFAULT_USAGE_MAX_ENTRIES)]
+    pub usage_max_entries: usize,
+
+    /// Most memory the usage buffer may take before new entries are dropped (and counted)
+    #[arg(long, env = "USAGE_MAX_BYTES", global = true, value_parser = size_arg, default_value = DEFAULT_USAGE_MAX_BYTES)]
+    pub usage_max_bytes: usize,
+
+    /// Count reported evaluations per flag in Prometheus (one series per flag and environment)
+    #[arg(long, env = "PER_FLAG_METRICS", global = true)]
+    pub per_flag_metrics: bool,
 
     /// Instance id flagpost reports upstream [default: flagpost-<host>-<pid>]
     #[arg(long, env = "INSTANCE_ID", global = true)]

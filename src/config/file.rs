@@ -17,6 +17,8 @@ pub struct RawFile {
     pub frontend: RawFrontend,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub usage: RawUsage,
     pub offline: Option<RawOffline>,
     pub edge: Option<RawEdge>,
 }
@@ -42,6 +44,15 @@ pub struct RawCors {
 #[serde(deny_unknown_fields)]
 pub struct RawFrontend {
     pub all_endpoint: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUsage {
+    pub interval: Option<RawDuration>,
+    pub max_entries: Option<usize>,
+    pub max_bytes: Option<RawSize>,
+    pub per_flag_metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

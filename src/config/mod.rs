@@ -29,7 +29,17 @@ pub struct Config {
     pub log_format: LogFormat,
     pub app_name: String,
     pub instance_id: String,
+    pub usage: UsageSettings,
     pub mode: Mode,
+}
+
+/// SDK usage metrics: how often they are forwarded and how much may wait.
+#[derive(Debug, Clone)]
+pub struct UsageSettings {
+    pub interval: Duration,
+    pub max_entries: usize,
+    pub max_bytes: usize,
+    pub per_flag_metrics: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -220,6 +230,18 @@ impl Config {
             Value::Boolean(self.frontend.all_endpoint),
         );
         root.insert("frontend".into(), Value::Table(frontend));
+        let mut usage = Table::new();
+        usage.insert("interval".into(), s(&format_duration(self.usage.interval)));
+        usage.insert(
+            "max_entries".into(),
+            Value::Integer(i64::try_from(self.usage.max_entries).unwrap_or(i64::MAX)),
+        );
+        usage.insert("max_bytes".into(), s(&format_size(self.usage.max_bytes)));
+        usage.insert(
+            "per_flag_metrics".into(),
+            Value::Boolean(self.usage.per_flag_metrics),
+        );
+        root.insert("usage".into(), Value::Table(usage));
         let mut log = Table::new();
         let format = match self.log_format {
             LogFormat::Plain => "plain",
@@ -523,6 +545,43 @@ fn merge(
         .or(raw.instance_id.clone())
         .unwrap_or_else(default_instance_id);
 
+    let usage = UsageSettings {
+        interval: layered(
+            matches,
+            "metrics_interval_seconds",
+            cli.metrics_interval_seconds,
+            file_duration("usage.interval", raw.usage.interval.as_ref())?,
+        ),
+        max_entries: layered(
+            matches,
+            "usage_max_entries",
+            cli.usage_max_entries,
+            raw.usage.max_entries,
+        ),
+        max_bytes: layered(
+            matches,
+            "usage_max_bytes",
+            cli.usage_max_bytes,
+            raw.usage
+                .max_bytes
+                .as_ref()
+                .map(|s| match s {
+                    RawSize::Text(t) => parse_size(t).map_err(|e| invalid("usage.max_bytes", e)),
+                    RawSize::Number(n) => {
+                        usize::try_from(*n).map_err(|_| invalid("usage.max_bytes", "too large"))
+                    }
+                })
+                .transpose()?,
+        ),
+        per_flag_metrics: if explicit(matches, "per_flag_metrics") {
+            cli.per_flag_metrics
+        } else {
+            raw.usage.per_flag_metrics.unwrap_or(cli.per_flag_metrics)
+        },
+    };
+    if usage.interval < Duration::from_millis(10) {
+        return Err(invalid("usage.interval", "must be at least 10ms"));
+    }
     let mode = match &cli.command {
         Some(Command::Offline(args)) => {
             Mode::Offline(offline(args, sub_matches(matches), raw.offline, base_dir)?)
@@ -550,6 +609,7 @@ fn merge(
         log_format,
         app_name,
         instance_id,
+        usage,
         mode,
     })
 }

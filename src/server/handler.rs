@@ -118,6 +118,15 @@ async fn dispatch(
         }
         Route::ClientFeatures | Route::ClientFeature => client_api(app, matched, req).await,
         Route::EdgeValidate => edge_validate(app, req).await,
+        Route::ClientMetrics | Route::ClientRegister | Route::ClientBulkMetrics => {
+            usage_api(app, matched.route, req).await
+        }
+        Route::FrontendMetrics | Route::FrontendRegister => {
+            if req.method() == Method::OPTIONS {
+                return Ok(cors::preflight(&app.config.cors, req.headers()));
+            }
+            usage_api(app, matched.route, req).await
+        }
         Route::Frontend | Route::FrontendAll | Route::FrontendFeature => {
             if req.method() == Method::OPTIONS {
                 return Ok(cors::preflight(&app.config.cors, req.headers()));
@@ -131,12 +140,23 @@ async fn dispatch(
     }
 }
 
-/// Resolves the token, checks its kind and gates its scope; counts the decision.
+/// Resolves the token, checks its kind and gates its scope; returns the snapshot to serve.
 async fn authorize(
     app: &App,
     headers: &HeaderMap,
     expected: TokenKind,
 ) -> Result<(Access, std::sync::Arc<Snapshot>), ApiError> {
+    let access = authenticate(app, headers, expected).await?;
+    let snapshot = app.store.gate(&access.scope)?;
+    Ok((access, snapshot))
+}
+
+/// Resolves the token, checks its kind and the scope rule; counts the decision.
+async fn authenticate(
+    app: &App,
+    headers: &HeaderMap,
+    expected: TokenKind,
+) -> Result<Access, ApiError> {
     let decision = |result: &str| {
         app.metrics
             .token_decisions
@@ -162,7 +182,7 @@ async fn authorize(
             got: access.kind,
         });
     }
-    let snapshot = app.store.gate(&access.scope).map_err(|e| {
+    app.store.check(&access.scope).map_err(|e| {
         if matches!(e, GateError::NotCovered { .. }) {
             decision("scope_not_covered");
             tracing::info!(token = %access.token, scope = %access.scope, "scope not covered by the startup client tokens");
@@ -170,7 +190,49 @@ async fn authorize(
         ApiError::Gate(e)
     })?;
     decision("allowed");
-    Ok((access, snapshot))
+    Ok(access)
+}
+
+/// SDK usage metrics and registrations: validated, then aggregated; 202.
+async fn usage_api(
+    app: &App,
+    route: Route,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::usage::{body, Source};
+    let (kind, source) = match route {
+        Route::FrontendMetrics | Route::FrontendRegister => (TokenKind::Frontend, Source::Frontend),
+        Route::ClientBulkMetrics => (TokenKind::Client, Source::Bulk),
+        _ => (TokenKind::Client, Source::Client),
+    };
+    let access = authenticate(app, req.headers(), kind).await?;
+    let (parts, incoming) = req.into_parts();
+    let bytes = read_body(&parts.headers, incoming, app.config.server.max_body_size).await?;
+    let bad = |e: body::BodyError| ApiError::BadRequest(format!("Bad usage body: {e}."));
+    let env = access.scope.environment.as_str();
+    let snapshot = app.store.snapshot(env);
+    let known = |flag: &str| snapshot.as_ref().is_some_and(|s| s.feature(flag).is_some());
+    match route {
+        Route::ClientMetrics | Route::FrontendMetrics => {
+            let rows = body::metrics(&bytes).map_err(bad)?;
+            app.usage.record(env, source, rows, known);
+        }
+        Route::ClientBulkMetrics => {
+            let (registrations, rows) = body::bulk(&bytes).map_err(bad)?;
+            app.usage.record(env, source, rows, known);
+            for r in registrations {
+                app.usage.register(env, &access.scope.projects, source, r);
+            }
+        }
+        _ => {
+            let registration = body::registration(&bytes).map_err(bad)?;
+            app.usage
+                .register(env, &access.scope.projects, source, registration);
+        }
+    }
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    Ok(r)
 }
 
 async fn client_api(

@@ -15,6 +15,11 @@ pub enum Route {
     Metrics,
     /// `POST /edge/validate`: lets another flagpost or an Unleash Edge use this one upstream.
     EdgeValidate,
+    ClientMetrics,
+    ClientRegister,
+    ClientBulkMetrics,
+    FrontendMetrics,
+    FrontendRegister,
     /// No route: the label for 404s.
     Unmatched,
 }
@@ -30,6 +35,11 @@ pub const ROUTE_LABELS: &[&str] = &[
     "/ready",
     "/metrics",
     "/edge/validate",
+    "/api/client/metrics",
+    "/api/client/register",
+    "/api/client/metrics/bulk",
+    "/api/frontend/client/metrics",
+    "/api/frontend/client/register",
     "unmatched",
 ];
 
@@ -46,7 +56,11 @@ impl Route {
                 "GET, HEAD, POST, OPTIONS"
             }
             Route::Health | Route::Ready | Route::Metrics => "GET, HEAD",
-            Route::EdgeValidate => "POST",
+            Route::EdgeValidate
+            | Route::ClientMetrics
+            | Route::ClientRegister
+            | Route::ClientBulkMetrics => "POST",
+            Route::FrontendMetrics | Route::FrontendRegister => "POST, OPTIONS",
             Route::Unmatched => "",
         }
     }
@@ -55,7 +69,11 @@ impl Route {
     pub fn is_frontend(self) -> bool {
         matches!(
             self,
-            Route::Frontend | Route::FrontendAll | Route::FrontendFeature
+            Route::Frontend
+                | Route::FrontendAll
+                | Route::FrontendFeature
+                | Route::FrontendMetrics
+                | Route::FrontendRegister
         )
     }
 
@@ -65,7 +83,13 @@ impl Route {
                 *method,
                 Method::GET | Method::HEAD | Method::POST | Method::OPTIONS
             ),
-            Route::EdgeValidate => *method == Method::POST,
+            Route::EdgeValidate
+            | Route::ClientMetrics
+            | Route::ClientRegister
+            | Route::ClientBulkMetrics => *method == Method::POST,
+            Route::FrontendMetrics | Route::FrontendRegister => {
+                matches!(*method, Method::POST | Method::OPTIONS)
+            }
             Route::Unmatched => false,
             _ => matches!(*method, Method::GET | Method::HEAD),
         }
@@ -103,6 +127,11 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, RouteError> {
         "/ready" | "/internal-backstage/ready" => Route::Ready,
         "/metrics" | "/internal-backstage/metrics" => Route::Metrics,
         "/edge/validate" => Route::EdgeValidate,
+        "/api/client/metrics" => Route::ClientMetrics,
+        "/api/client/register" => Route::ClientRegister,
+        "/api/client/metrics/bulk" => Route::ClientBulkMetrics,
+        "/api/frontend/client/metrics" | "/api/proxy/client/metrics" => Route::FrontendMetrics,
+        "/api/frontend/client/register" | "/api/proxy/client/register" => Route::FrontendRegister,
         _ => {
             let (route, raw) = if let Some(n) = path.strip_prefix("/api/client/features/") {
                 (Route::ClientFeature, n)
@@ -198,6 +227,22 @@ mod tests {
         );
         assert_eq!(r(Method::HEAD, "/health"), Ok((Route::Health, None)));
         assert_eq!(r(Method::GET, "/metrics"), Ok((Route::Metrics, None)));
+        assert_eq!(
+            r(Method::POST, "/api/client/metrics/bulk"),
+            Ok((Route::ClientBulkMetrics, None))
+        );
+        assert_eq!(
+            r(Method::POST, "/api/proxy/client/metrics"),
+            Ok((Route::FrontendMetrics, None))
+        );
+        assert_eq!(
+            r(Method::OPTIONS, "/api/frontend/client/register"),
+            Ok((Route::FrontendRegister, None))
+        );
+        assert_eq!(
+            r(Method::GET, "/api/client/metrics"),
+            Err(RouteError::MethodNotAllowed(Route::ClientMetrics))
+        );
     }
 
     #[test]

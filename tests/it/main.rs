@@ -13,5 +13,7 @@ mod cli;
 mod edge;
 mod harness;
 mod offline;
+mod sdk;
 mod spec;
 mod upstream;
+mod usage;

@@ -1,0 +1,343 @@
+//! The bodies SDKs post: usage metrics (`/api/client/metrics`), registrations
+//! (`/api/client/register`) and bulk metrics from a downstream flagpost or Unleash Edge
+//! (`/api/client/metrics/bulk`). Validated by hand so that a 400 names the bad field.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Timelike, Utc};
+use serde_json::{Map, Value};
+
+/// Most flags in one metrics body, and most rows in one bulk body.
+pub const MAX_ROWS: usize = 10_000;
+/// Longest app, instance, flag or variant name kept.
+pub const MAX_NAME: usize = 512;
+
+/// One flag's usage in one hour for one app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub app: String,
+    pub flag: String,
+    /// Start of the hour (Unix seconds, UTC).
+    pub hour: i64,
+    /// The environment the sender named (bulk rows); `None` for SDK metrics.
+    pub environment: Option<String>,
+    pub yes: u64,
+    pub no: u64,
+    pub variants: BTreeMap<String, u64>,
+}
+
+/// A registration: the body as sent (unknown fields kept), with the names flagpost keys it by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Registration {
+    pub app: String,
+    pub instance: String,
+    pub environment: Option<String>,
+    pub fields: Map<String, Value>,
+}
+
+/// What a body can be wrong with: the field, and how.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{field}` {problem}")]
+pub struct BodyError {
+    pub field: String,
+    pub problem: String,
+}
+
+fn bad(field: impl Into<String>, problem: impl Into<String>) -> BodyError {
+    BodyError {
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+fn object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(bad("body", "must be a JSON object")),
+        Err(e) => Err(bad("body", format!("is not valid JSON: {e}"))),
+    }
+}
+
+fn name(map: &Map<String, Value>, key: &str, path: &str) -> Result<String, BodyError> {
+    match map.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= MAX_NAME => Ok(s.clone()),
+        Some(Value::String(s)) if s.len() > MAX_NAME => {
+            Err(bad(path, format!("is longer than {MAX_NAME} characters")))
+        }
+        Some(Value::String(_)) => Err(bad(path, "must not be empty")),
+        Some(_) => Err(bad(path, "must be a string")),
+        None => Err(bad(path, "is required")),
+    }
+}
+
+fn optional_name(
+    map: &Map<String, Value>,
+    key: &str,
+    path: &str,
+) -> Result<Option<String>, BodyError> {
+    match map.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(_) => name(map, key, path).map(Some),
+    }
+}
+
+fn count(value: Option<&Value>, path: &str) -> Result<u64, BodyError> {
+    match value {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| bad(path, "must be a whole number, 0 or more")),
+        Some(_) => Err(bad(path, "must be a number")),
+    }
+}
+
+fn variants(value: Option<&Value>, path: &str) -> Result<BTreeMap<String, u64>, BodyError> {
+    let mut out = BTreeMap::new();
+    match value {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (variant, n) in map {
+                if variant.is_empty() || variant.len() > MAX_NAME {
+                    return Err(bad(path, "has an empty or too long variant name"));
+                }
+                out.insert(
+                    variant.clone(),
+                    count(Some(n), &format!("{path}.{variant}"))?,
+                );
+            }
+        }
+        Some(_) => return Err(bad(path, "must be an object of variant counts")),
+    }
+    Ok(out)
+}
+
+fn timestamp(value: Option<&Value>, path: &str) -> Result<DateTime<Utc>, BodyError> {
+    match value {
+        Some(Value::String(s)) => DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|_| {
+                bad(
+                    path,
+                    "must be an RFC 3339 date, e.g. 2026-11-28T04:19:03.998Z",
+                )
+            }),
+        Some(_) => Err(bad(path, "must be a date string")),
+        None => Err(bad(path, "is required")),
+    }
+}
+
+/// The start of `t`'s hour, in Unix seconds.
+pub fn hour_of(t: DateTime<Utc>) -> i64 {
+    let t = t
+        .with_minute(0)
+        .and_then(|t| t.with_second(0))
+        .and_then(|t| t.with_nanosecond(0))
+        .unwrap_or(t);
+    t.timestamp()
+}
+
+/// Parses SDK usage metrics: `{"appName", "instanceId", "bucket": {"start", "stop",
+/// "toggles": {flag: {"yes", "no", "variants"}}}}`. Returns the app's rows (hour from
+/// `bucket.start`).
+pub fn metrics(bytes: &[u8]) -> Result<Vec<Row>, BodyError> {
+    let map = object(bytes)?;
+    let app = name(&map, "appName", "appName")?;
+    let Some(Value::Object(bucket)) = map.get("bucket") else {
+        return Err(bad("bucket", "is required and must be an object"));
+    };
+    let start = timestamp(bucket.get("start"), "bucket.start")?;
+    timestamp(bucket.get("stop"), "bucket.stop")?;
+    let Some(Value::Object(toggles)) = bucket.get("toggles") else {
+        return Err(bad("bucket.toggles", "is required and must be an object"));
+    };
+    if toggles.len() > MAX_ROWS {
+        return Err(bad(
+            "bucket.toggles",
+            format!("has more than {MAX_ROWS} flags"),
+        ));
+    }
+    let hour = hour_of(start);
+    let mut rows = Vec::with_capacity(toggles.len());
+    for (flag, stats) in toggles {
+        let path = format!("bucket.toggles.{flag}");
+        if flag.is_empty() || flag.len() > MAX_NAME {
+            return Err(bad(path, "has an empty or too long flag name"));
+        }
+        let Value::Object(stats) = stats else {
+            return Err(bad(path, "must be an object with yes, no and variants"));
+        };
+        rows.push(Row {
+            app: app.clone(),
+            flag: flag.clone(),
+            hour,
+            environment: None,
+            yes: count(stats.get("yes"), &format!("{path}.yes"))?,
+            no: count(stats.get("no"), &format!("{path}.no"))?,
+            variants: variants(stats.get("variants"), &format!("{path}.variants"))?,
+        });
+    }
+    Ok(rows)
+}
+
+/// Parses a registration (`appName` required; `instanceId` defaults to "default").
+pub fn registration(bytes: &[u8]) -> Result<Registration, BodyError> {
+    registration_of(object(bytes)?, "")
+}
+
+fn registration_of(map: Map<String, Value>, prefix: &str) -> Result<Registration, BodyError> {
+    let app = name(&map, "appName", &format!("{prefix}appName"))?;
+    let instance = optional_name(&map, "instanceId", &format!("{prefix}instanceId"))?
+        .unwrap_or_else(|| "default".into());
+    let environment = optional_name(&map, "environment", &format!("{prefix}environment"))?;
+    if map.len() > 64 {
+        return Err(bad(prefix.trim_end_matches('.'), "has more than 64 fields"));
+    }
+    Ok(Registration {
+        app,
+        instance,
+        environment,
+        fields: map,
+    })
+}
+
+/// Parses bulk metrics: `{"applications": [...], "metrics": [{"featureName", "appName",
+/// "environment", "timestamp", "yes", "no", "variants"}]}`.
+pub fn bulk(bytes: &[u8]) -> Result<(Vec<Registration>, Vec<Row>), BodyError> {
+    let mut map = object(bytes)?;
+    let apps = match map.remove("applications") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(bad("applications", "must be an array")),
+    };
+    let metrics = match map.remove("metrics") {
+        Some(Value::Array(list)) => list,
+        Some(_) => return Err(bad("metrics", "must be an array")),
+        None => return Err(bad("metrics", "is required")),
+    };
+    if apps.len() > MAX_ROWS || metrics.len() > MAX_ROWS {
+        return Err(bad("body", format!("has more than {MAX_ROWS} entries")));
+    }
+    let mut registrations = Vec::with_capacity(apps.len());
+    for (i, app) in apps.into_iter().enumerate() {
+        let Value::Object(app) = app else {
+            return Err(bad(format!("applications[{i}]"), "must be an object"));
+        };
+        registrations.push(registration_of(app, &format!("applications[{i}]."))?);
+    }
+    let mut rows = Vec::with_capacity(metrics.len());
+    for (i, row) in metrics.into_iter().enumerate() {
+        let path = format!("metrics[{i}]");
+        let Value::Object(row) = row else {
+            return Err(bad(path, "must be an object"));
+        };
+        rows.push(Row {
+            app: name(&row, "appName", &format!("{path}.appName"))?,
+            flag: name(&row, "featureName", &format!("{path}.featureName"))?,
+            hour: hour_of(timestamp(
+                row.get("timestamp"),
+                &format!("{path}.timestamp"),
+            )?),
+            environment: optional_name(&row, "environment", &format!("{path}.environment"))?,
+            yes: count(row.get("yes"), &format!("{path}.yes"))?,
+            no: count(row.get("no"), &format!("{path}.no"))?,
+            variants: variants(row.get("variants"), &format!("{path}.variants"))?,
+        });
+    }
+    Ok((registrations, rows))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn reads_the_captured_bodies() {
+        let fixture = |p: &str| -> Value {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/fixtures/upstream")
+                .join(p);
+            serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+        };
+        let body = fixture("client-metrics/metrics.json")["request"]["body"].to_string();
+        let rows = metrics(body.as_bytes()).unwrap();
+        assert_eq!(rows.len(), 3);
+        let color = rows.iter().find(|r| r.flag == "variants.color").unwrap();
+        assert_eq!((color.yes, color.no), (7, 0));
+        assert_eq!(color.variants["blue"], 4);
+        assert_eq!(
+            color.hour,
+            DateTime::parse_from_rfc3339("2026-11-28T04:00:00Z")
+                .unwrap()
+                .timestamp()
+        );
+        let body = fixture("client-metrics/register.json")["request"]["body"].to_string();
+        let reg = registration(body.as_bytes()).unwrap();
+        assert_eq!(
+            (reg.app.as_str(), reg.instance.as_str()),
+            ("realstack-probe", "probe-1")
+        );
+        assert_eq!(reg.fields["sdkVersion"], "unleash-client-node:6.12.1");
+        let body =
+            fixture("client-metrics/bulk.client-all-dev.json")["request"]["body"].to_string();
+        let (apps, rows) = bulk(body.as_bytes()).unwrap();
+        assert_eq!((apps.len(), rows.len()), (2, 3));
+        assert_eq!(rows[2].environment.as_deref(), Some("production"));
+        let body = fixture("frontend/metrics.json")["request"]["body"].to_string();
+        assert_eq!(metrics(body.as_bytes()).unwrap().len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = |b: &str| metrics(b.as_bytes()).unwrap_err().to_string();
+        assert_eq!(err(r#"{"bucket":{}}"#), "`appName` is required");
+        assert_eq!(
+            err(r#"{"appName":"a"}"#),
+            "`bucket` is required and must be an object"
+        );
+        assert!(
+            err(r#"{"appName":"a","bucket":{"start":"x","stop":"x","toggles":{}}}"#)
+                .starts_with("`bucket.start`")
+        );
+        let e = err(
+            r#"{"appName":"a","bucket":{"start":"2026-01-01T00:00:00Z","stop":"2026-01-01T00:01:00Z","toggles":{"f":{"yes":-1}}}}"#,
+        );
+        assert_eq!(
+            e,
+            "`bucket.toggles.f.yes` must be a whole number, 0 or more"
+        );
+        let e = err(
+            r#"{"appName":"a","bucket":{"start":"2026-01-01T00:00:00Z","stop":"2026-01-01T00:01:00Z","toggles":{"f":{"variants":{"v":"x"}}}}}"#,
+        );
+        assert_eq!(e, "`bucket.toggles.f.variants.v` must be a number");
+        assert_eq!(
+            bulk(br#"{"applications":[]}"#).unwrap_err().to_string(),
+            "`metrics` is required"
+        );
+        assert_eq!(
+            bulk(br#"{"metrics":[{"appName":"a","featureName":"f"}]}"#)
+                .unwrap_err()
+                .to_string(),
+            "`metrics[0].timestamp` is required"
+        );
+        assert_eq!(
+            registration(b"[]").unwrap_err().to_string(),
+            "`body` must be a JSON object"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn parsers_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = metrics(&bytes);
+            let _ = registration(&bytes);
+            let _ = bulk(&bytes);
+        }
+
+        #[test]
+        fn structured_garbage_never_panics(s in r#"\{"(appName|bucket|metrics|applications)":(\{|\[|"|[0-9])[ -~]{0,80}"#) {
+            let _ = metrics(s.as_bytes());
+            let _ = bulk(s.as_bytes());
+        }
+    }
+}

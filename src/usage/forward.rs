@@ -1,0 +1,361 @@
+//! Forwarding buffered usage upstream: per environment, to `POST /api/client/metrics/bulk` with a
+//! startup client token of that environment, in bodies under [`MAX_BODY`]. Network errors, 429
+//! and 5xx are retried with jittered backoff and, if still failing, kept for the next round;
+//! 400 and 413 are dropped and counted.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::{Counts, EnvUsage, RowKey};
+use crate::refresh::{backoff, Refresh};
+use crate::upstream::{Upstream, UpstreamError, SDK_NAME};
+use crate::App;
+
+/// Largest bulk body sent (the server's limit is 100 KiB).
+pub const MAX_BODY: usize = 95 * 1024;
+/// Attempts per body within one round.
+const ATTEMPTS: u32 = 3;
+const BODY_OPEN: &str = "{\"applications\":[";
+const BODY_MIDDLE: &str = "],\"metrics\":[";
+const BODY_CLOSE: &str = "]}";
+
+/// One bulk body and which items it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Chunk {
+    pub body: Vec<u8>,
+    pub apps: Vec<usize>,
+    pub rows: Vec<usize>,
+}
+
+/// Packs serialised applications and rows into bodies of at most `limit` bytes. Items too large
+/// to fit any body are returned apart (as indexes) to be dropped.
+pub fn chunks(
+    apps: &[String],
+    rows: &[String],
+    limit: usize,
+) -> (Vec<Chunk>, Vec<usize>, Vec<usize>) {
+    let frame = BODY_OPEN.len() + BODY_MIDDLE.len() + BODY_CLOSE.len();
+    let mut out = Vec::new();
+    let (mut big_apps, mut big_rows) = (Vec::new(), Vec::new());
+    let mut current = (Vec::new(), Vec::new());
+    let mut size = frame;
+    let mut place = |is_app: bool,
+                     i: usize,
+                     len: usize,
+                     current: &mut (Vec<usize>, Vec<usize>),
+                     size: &mut usize,
+                     out: &mut Vec<(Vec<usize>, Vec<usize>)>| {
+        if frame + len > limit {
+            if is_app {
+                big_apps.push(i)
+            } else {
+                big_rows.push(i)
+            }
+            return;
+        }
+        let list_len = if is_app {
+            current.0.len()
+        } else {
+            current.1.len()
+        };
+        let extra = len + usize::from(list_len > 0);
+        if *size + extra > limit {
+            out.push(std::mem::take(current));
+            *size = frame;
+        }
+        let list = if is_app {
+            &mut current.0
+        } else {
+            &mut current.1
+        };
+        *size += len + usize::from(!list.is_empty());
+        list.push(i);
+    };
+    let mut groups = Vec::new();
+    for (i, a) in apps.iter().enumerate() {
+        place(true, i, a.len(), &mut current, &mut size, &mut groups);
+    }
+    for (i, r) in rows.iter().enumerate() {
+        place(false, i, r.len(), &mut current, &mut size, &mut groups);
+    }
+    if !current.0.is_empty() || !current.1.is_empty() {
+        groups.push(current);
+    }
+    for (a, r) in groups {
+        let mut body = String::with_capacity(limit.min(128 * 1024));
+        body.push_str(BODY_OPEN);
+        for (n, i) in a.iter().enumerate() {
+            if n > 0 {
+                body.push(',');
+            }
+            body.push_str(apps.get(*i).map_or("", String::as_str));
+        }
+        body.push_str(BODY_MIDDLE);
+        for (n, i) in r.iter().enumerate() {
+            if n > 0 {
+                body.push(',');
+            }
+            body.push_str(rows.get(*i).map_or("", String::as_str));
+        }
+        body.push_str(BODY_CLOSE);
+        out.push(Chunk {
+            body: body.into_bytes(),
+            apps: a,
+            rows: r,
+        });
+    }
+    (out, big_apps, big_rows)
+}
+
+fn timestamp(hour: i64) -> String {
+    DateTime::<Utc>::from_timestamp(hour, 0)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn row_json(environment: &str, key: &RowKey, counts: &Counts) -> String {
+    json!({
+        "featureName": key.flag,
+        "appName": key.app,
+        "environment": environment,
+        "timestamp": timestamp(key.hour),
+        "yes": counts.yes,
+        "no": counts.no,
+        "variants": counts.variants,
+    })
+    .to_string()
+}
+
+/// Forwards everything buffered now. Returns when every environment was handled.
+pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh) {
+    let usage = &app.usage;
+    for (environment, env_usage) in usage.take() {
+        if env_usage.rows.is_empty() && env_usage.apps.is_empty() {
+            continue;
+        }
+        let Some(token) = refresh.token_for(&environment) else {
+            let evaluations = env_usage.rows.values().map(Counts::total).sum();
+            tracing::warn!(environment = %environment, rows = env_usage.rows.len(), "usage dropped: no startup client token for this environment to forward it with");
+            usage.dropped("no_token", env_usage.rows.len() as u64, evaluations);
+            continue;
+        };
+        let rows: Vec<(RowKey, Counts)> = env_usage.rows.into_iter().collect();
+        let apps: Vec<((String, String), Value)> = env_usage.apps.into_iter().collect();
+        let row_texts: Vec<String> = rows
+            .iter()
+            .map(|(k, c)| row_json(&environment, k, c))
+            .collect();
+        let app_texts: Vec<String> = apps.iter().map(|(_, v)| v.to_string()).collect();
+        let (bodies, big_apps, big_rows) = chunks(&app_texts, &row_texts, MAX_BODY);
+        if !big_rows.is_empty() || !big_apps.is_empty() {
+            let evaluations = big_rows
+                .iter()
+                .filter_map(|i| rows.get(*i))
+                .map(|(_, c)| c.total())
+                .sum();
+            tracing::warn!(
+                rows = big_rows.len(),
+                applications = big_apps.len(),
+                "usage entries too large for one bulk body were dropped"
+            );
+            usage.dropped("too_large", big_rows.len() as u64, evaluations);
+        }
+        let mut keep = EnvUsage::default();
+        let mut failed_from: Option<usize> = None;
+        for (n, chunk) in bodies.iter().enumerate() {
+            match send(app, upstream, &token, chunk.body.clone()).await {
+                Ok(()) => {
+                    let evaluations: u64 = chunk
+                        .rows
+                        .iter()
+                        .filter_map(|i| rows.get(*i))
+                        .map(|(_, c)| c.total())
+                        .sum();
+                    app.metrics
+                        .usage_rows_forwarded
+                        .inc_by(chunk.rows.len() as u64);
+                    app.metrics
+                        .usage_evaluations
+                        .with_label_values(&["forwarded"])
+                        .inc_by(evaluations);
+                }
+                Err(UpstreamError::Status(code @ (400 | 413))) => {
+                    let evaluations = chunk
+                        .rows
+                        .iter()
+                        .filter_map(|i| rows.get(*i))
+                        .map(|(_, c)| c.total())
+                        .sum();
+                    tracing::warn!(environment = %environment, status = code, rows = chunk.rows.len(), "upstream rejected a usage body; it is dropped (400: the server found it invalid, 413: too large)");
+                    usage.dropped("rejected", chunk.rows.len() as u64, evaluations);
+                }
+                Err(e) => {
+                    tracing::warn!(environment = %environment, error = %e, "cannot forward usage now; keeping it for the next round");
+                    failed_from = Some(n);
+                    break;
+                }
+            }
+        }
+        if let Some(first) = failed_from {
+            for chunk in bodies.iter().skip(first) {
+                for i in &chunk.rows {
+                    if let Some((k, c)) = rows.get(*i) {
+                        keep.rows.insert(k.clone(), c.clone());
+                    }
+                }
+                for i in &chunk.apps {
+                    if let Some((k, v)) = apps.get(*i) {
+                        keep.apps.insert(k.clone(), v.clone());
+                    }
+                }
+            }
+            usage.restore(&environment, keep);
+        }
+    }
+}
+
+/// Sends one body, retrying network errors, 401/403 (the token may have just been replaced),
+/// 429 and 5xx with jittered backoff.
+async fn send(
+    app: &App,
+    upstream: &Upstream,
+    token: &crate::token::Token,
+    body: Vec<u8>,
+) -> Result<(), UpstreamError> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let result = upstream
+            .post_json(
+                "metrics",
+                "/api/client/metrics/bulk",
+                token,
+                body.clone(),
+                &app.metrics,
+            )
+            .await;
+        let retry = match &result {
+            Ok(()) => return Ok(()),
+            Err(UpstreamError::Status(code)) => *code == 429 || *code >= 500,
+            Err(UpstreamError::Unreachable(_) | UpstreamError::Refused(_)) => true,
+            Err(UpstreamError::BadBody(_)) => false,
+        };
+        if !retry || attempt >= ATTEMPTS {
+            return result;
+        }
+        tokio::time::sleep(backoff(Duration::from_millis(200), attempt)).await;
+    }
+}
+
+/// Forwards usage every `interval` until `cancel`.
+pub async fn run(
+    app: Arc<App>,
+    upstream: Arc<Upstream>,
+    refresh: Arc<Refresh>,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        forward(&app, &upstream, &refresh).await;
+    }
+}
+
+/// Registers flagpost itself upstream with `token` (once per startup scope).
+pub async fn register_self(
+    app: &App,
+    upstream: &Upstream,
+    token: &crate::token::Token,
+    interval: Duration,
+) {
+    let body = json!({
+        "appName": app.config.app_name,
+        "instanceId": app.config.instance_id,
+        "sdkVersion": SDK_NAME,
+        "strategies": unleash_yggdrasil::KNOWN_STRATEGIES,
+        "started": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+        "interval": u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
+        "platformName": "flagpost",
+        "platformVersion": env!("CARGO_PKG_VERSION"),
+        "specVersion": unleash_yggdrasil::SUPPORTED_SPEC_VERSION,
+    });
+    if let Err(e) = upstream
+        .post_json(
+            "register",
+            "/api/client/register",
+            token,
+            body.to_string().into_bytes(),
+            &app.metrics,
+        )
+        .await
+    {
+        tracing::warn!(token = %token, error = %e, "cannot register flagpost upstream");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn bodies_are_valid_json_with_every_item() {
+        let apps = vec![r#"{"appName":"a"}"#.to_string()];
+        let rows: Vec<String> = (0..5)
+            .map(|i| format!(r#"{{"featureName":"f{i}"}}"#))
+            .collect();
+        let (bodies, big_a, big_r) = chunks(&apps, &rows, 64);
+        assert!(big_a.is_empty() && big_r.is_empty());
+        assert!(bodies.len() > 1);
+        let mut names = Vec::new();
+        for b in &bodies {
+            assert!(b.body.len() <= 64, "{}", String::from_utf8_lossy(&b.body));
+            let v: Value = serde_json::from_slice(&b.body).unwrap();
+            for m in v["metrics"].as_array().unwrap() {
+                names.push(m["featureName"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(names, ["f0", "f1", "f2", "f3", "f4"]);
+        let (_, _, big) = chunks(&[], &["x".repeat(100)], 64);
+        assert_eq!(big, [0]);
+    }
+
+    #[test]
+    fn hour_timestamps() {
+        assert_eq!(timestamp(1_795_838_400), "2026-11-28T04:00:00.000Z");
+    }
+
+    proptest! {
+        #[test]
+        fn every_chunk_under_the_limit_and_no_row_lost_or_duplicated(
+            apps in proptest::collection::vec("[a-z]{1,200}", 0..20),
+            rows in proptest::collection::vec("[a-z]{1,300}", 0..200),
+            limit in 64usize..4096,
+        ) {
+            let (bodies, big_apps, big_rows) = chunks(&apps, &rows, limit);
+            let mut seen_rows = vec![0u32; rows.len()];
+            let mut seen_apps = vec![0u32; apps.len()];
+            for b in &bodies {
+                prop_assert!(b.body.len() <= limit);
+                prop_assert!(!b.rows.is_empty() || !b.apps.is_empty());
+                for i in &b.rows { seen_rows[*i] += 1; }
+                for i in &b.apps { seen_apps[*i] += 1; }
+                let expected: usize = BODY_OPEN.len() + BODY_MIDDLE.len() + BODY_CLOSE.len()
+                    + b.rows.iter().map(|i| rows[*i].len()).sum::<usize>() + b.rows.len().saturating_sub(1)
+                    + b.apps.iter().map(|i| apps[*i].len()).sum::<usize>() + b.apps.len().saturating_sub(1);
+                prop_assert_eq!(b.body.len(), expected);
+            }
+            for i in &big_rows { seen_rows[*i] += 1; prop_assert!(rows[*i].len() + 32 > limit); }
+            for i in &big_apps { seen_apps[*i] += 1; }
+            prop_assert!(seen_rows.iter().all(|n| *n == 1));
+            prop_assert!(seen_apps.iter().all(|n| *n == 1));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The real SDKs, `unleash-proxy-client` (frontend) and `unleash-client` (server), pinned in
+//! `tests/sdk/package.json`, pointed at flagpost in edge mode in front of the fake upstream.
+//! `.ci/run` installs them (`npm ci --prefix tests/sdk`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::edge::edge_config;
+use crate::harness::*;
+use crate::upstream::{secret, FakeUpstream};
+
+#[tokio::test]
+async fn real_sdks_against_flagpost() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    assert!(
+        dir.join("node_modules/unleash-client").exists()
+            && dir.join("node_modules/unleash-proxy-client").exists(),
+        "the SDK packages are not installed: run `npm ci --prefix tests/sdk` (.ci/run does)"
+    );
+    let up = FakeUpstream::start().await;
+    let tokens = vec![secret("client-all-dev")];
+    let config = edge_config(&up.url(), &tokens, "").replacen(
+        "[edge]",
+        "[usage]\ninterval = \"200ms\"\n[edge]",
+        1,
+    );
+    let s = Server::start(&config, &[]).await;
+    s.wait_ready().await;
+
+    let run = tokio::process::Command::new("node")
+        .arg(dir.join("check.mjs"))
+        .current_dir(&dir)
+        .env("FLAGPOST_URL", s.url(""))
+        .env("FRONTEND_TOKEN", secret("frontend-all-dev"))
+        .env("UNCOVERED_FRONTEND_TOKEN", secret("frontend-all-prod"))
+        .env("CLIENT_TOKEN", secret("client-all-dev"))
+        .env("UNCOVERED_CLIENT_TOKEN", secret("client-all-prod"))
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run)
+        .await
+        .expect("the SDK script finished in time")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "SDK script failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
+        .unwrap_or_else(|e| panic!("{e}: {stdout}"));
+    eprintln!("SDK results: {result}");
+
+    // What flagpost itself answers for the same context.
+    let (_, _, direct) = get(
+        &s,
+        "/api/frontend/all?userId=alice&properties%5Bcountry%5D=NO&properties%5BappVersion%5D=1.3.0",
+        Some(&secret("frontend-all-dev")),
+    )
+    .await;
+    let expect = |flag: &str| -> (bool, String) {
+        let t = direct["toggles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == flag)
+            .unwrap();
+        (
+            t["enabled"].as_bool().unwrap(),
+            t["variant"]["name"].as_str().unwrap().to_string(),
+        )
+    };
+    for sdk in ["frontend", "server"] {
+        let r = &result[sdk];
+        assert_eq!(r["ready"], true, "{sdk}: {r}");
+        for flag in [
+            "simple.on",
+            "simple.off",
+            "users.allowlist",
+            "variants.color",
+            "constraints.country",
+        ] {
+            let (enabled, variant) = expect(flag);
+            assert_eq!(
+                r["flags"][flag]["enabled"].as_bool(),
+                Some(enabled),
+                "{sdk} {flag}: {r}"
+            );
+            assert_eq!(
+                r["flags"][flag]["variant"].as_str(),
+                Some(variant.as_str()),
+                "{sdk} {flag}: {r}"
+            );
+        }
+    }
+    assert_eq!(result["frontend"]["flags"]["simple.on"]["enabled"], true);
+    assert_eq!(
+        result["frontend"]["flags"]["users.allowlist"]["enabled"],
+        true
+    );
+    assert_eq!(result["frontend"]["flags"]["simple.off"]["enabled"], false);
+    assert_eq!(result["server"]["features"], 13);
+    // A token flagpost does not cover: an error, not data.
+    assert_eq!(result["frontendUncovered"]["ready"], false);
+    assert_eq!(result["frontendUncovered"]["error"], 403);
+    assert_eq!(result["frontendUncovered"]["toggles"], 0);
+    assert_eq!(result["serverUncovered"]["ready"], false);
+    assert!(
+        result["serverUncovered"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("403"),
+        "{result}"
+    );
+    assert_eq!(result["serverUncovered"]["features"], 0);
+
+    // The counts the SDKs reported reach the fake upstream.
+    s.stop().await.unwrap();
+    let rows: Vec<Value> = up
+        .requests_to("/api/client/metrics/bulk")
+        .iter()
+        .flat_map(|r| r.json()["metrics"].as_array().cloned().unwrap_or_default())
+        .collect();
+    let evaluations = result["evaluations"].as_u64().unwrap();
+    for app in ["sdk-frontend-test", "sdk-server-test"] {
+        for flag in ["simple.on", "simple.off", "users.allowlist"] {
+            let count: u64 = rows
+                .iter()
+                .filter(|m| m["appName"] == app && m["featureName"] == flag)
+                .map(|m| m["yes"].as_u64().unwrap() + m["no"].as_u64().unwrap())
+                .sum();
+            // Each loop calls isEnabled and getVariant; both SDKs count both.
+            assert_eq!(count, 2 * evaluations, "{app} {flag}: evaluations upstream");
+        }
+    }
+    let apps: Vec<Value> = up
+        .requests_to("/api/client/metrics/bulk")
+        .iter()
+        .flat_map(|r| {
+            r.json()["applications"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default()
+        })
+        .collect();
+    assert!(
+        apps.iter().any(|a| a["appName"] == "sdk-server-test"),
+        "{apps:?}"
+    );
+}
