@@ -94,7 +94,11 @@ impl Authenticator {
             upstream,
             metrics,
         };
-        let remote = RemoteTokens { caches, tx };
+        let remote = RemoteTokens {
+            caches,
+            tx,
+            restored: arc_swap::ArcSwap::from_pointee(HashMap::new()),
+        };
         (
             Authenticator {
                 local,
@@ -107,10 +111,62 @@ impl Authenticator {
     /// Resolves the raw `Authorization` header value.
     pub async fn resolve(&self, header: Option<&[u8]>) -> Result<Access, AuthError> {
         let token = parse_header(header)?;
-        match self.lookup(&token) {
+        let result = match self.lookup(&token) {
             Lookup::Done(result) => result,
-            Lookup::Ask(rx) => settle(token, rx.await),
+            Lookup::Ask(rx) => settle(token.clone(), rx.await),
+        };
+        self.or_restored(token, result)
+    }
+
+    /// When upstream cannot be asked, a verdict restored from the backup still counts.
+    fn or_restored(
+        &self,
+        token: Token,
+        result: Result<Access, AuthError>,
+    ) -> Result<Access, AuthError> {
+        match (&result, &self.remote) {
+            (Err(AuthError::UpstreamUnavailable), Some(remote)) => {
+                let restored = remote.restored.load();
+                if restored.is_empty() {
+                    return result;
+                }
+                match restored.get(&crate::persist::digest(token.expose())) {
+                    Some(known) => Ok(Access {
+                        token,
+                        kind: known.kind,
+                        scope: known.scope.clone(),
+                    }),
+                    None => result,
+                }
+            }
+            _ => result,
         }
+    }
+
+    /// Verdicts restored from a backup (token digest → kind and scope), used only while
+    /// upstream cannot be asked.
+    pub fn restore(&self, tokens: HashMap<String, (TokenKind, Scope)>) {
+        if let Some(remote) = &self.remote {
+            let map = tokens
+                .into_iter()
+                .map(|(digest, (kind, scope))| (digest, Known { kind, scope }))
+                .collect();
+            remote.restored.store(Arc::new(map));
+        }
+    }
+
+    /// The request tokens known valid, with what they may do (for the backup).
+    pub fn verdicts(&self) -> Vec<(String, TokenKind, Scope)> {
+        self.remote
+            .as_ref()
+            .map(|r| {
+                r.caches
+                    .valid
+                    .iter()
+                    .map(|(raw, known)| (raw.as_ref().clone(), known.kind, known.scope))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Resolves several tokens at once (for `/edge/validate`): the unknown ones go upstream in
@@ -125,10 +181,11 @@ impl Authenticator {
             .collect();
         let mut out = Vec::with_capacity(lookups.len());
         for (token, lookup) in lookups {
-            out.push(match lookup {
+            let result = match lookup {
                 Lookup::Done(result) => result,
-                Lookup::Ask(rx) => settle(token, rx.await),
-            });
+                Lookup::Ask(rx) => settle(token.clone(), rx.await),
+            };
+            out.push(self.or_restored(token, result));
         }
         out
     }
@@ -317,6 +374,8 @@ fn verdict_of(v: &ValidatedToken) -> Verdict {
 struct RemoteTokens {
     caches: Caches,
     tx: mpsc::Sender<Pending>,
+    /// Token digest → verdict, from a backup.
+    restored: arc_swap::ArcSwap<HashMap<String, Known>>,
 }
 
 struct Pending {

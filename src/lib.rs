@@ -29,15 +29,17 @@ pub mod config;
 pub mod evaluate;
 pub mod metrics;
 pub mod offline;
+pub mod persist;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
 pub mod token;
 pub mod upstream;
 pub mod usage;
+pub mod watch;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::UNIX_EPOCH;
 
@@ -50,6 +52,8 @@ use crate::auth::{Authenticator, Validator};
 use crate::config::{Config, Mode};
 use crate::metrics::Metrics;
 use crate::refresh::Refresh;
+use crate::server::tls::TlsReloader;
+pub use crate::server::Listeners;
 use crate::snapshot::{Document, Snapshot, Store};
 use crate::token::TokenKind;
 use crate::upstream::{Upstream, UpstreamSetupError};
@@ -65,6 +69,8 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub usage: Usage,
     draining: AtomicBool,
+    /// Requests being answered now (for the in-flight limit).
+    pub(crate) in_flight: AtomicUsize,
     refresh: OnceLock<Arc<Refresh>>,
 }
 
@@ -107,6 +113,7 @@ impl App {
             metrics,
             usage,
             draining: AtomicBool::new(false),
+            in_flight: AtomicUsize::new(0),
             refresh: OnceLock::new(),
         }
     }
@@ -167,18 +174,42 @@ pub enum RunError {
     Upstream(#[from] UpstreamSetupError),
     #[error("{0}")]
     Startup(#[from] refresh::StartupError),
+    #[error("{0}")]
+    Tls(#[from] server::tls::TlsError),
 }
 
-/// Runs flagpost on `listener` until `shutdown` completes (or edge mode finds no usable startup
-/// token), then drains and returns.
+/// Runs flagpost on `listener` (plain HTTP) until `shutdown` completes (or edge mode finds no
+/// usable startup token), then drains and returns.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RunError> {
+    let listeners = Listeners {
+        http: Some(listener),
+        https: None,
+    };
+    run_with(config, listeners, shutdown).await
+}
+
+/// Runs flagpost on plain HTTP and/or HTTPS listeners (HTTPS with the certificate of
+/// `config.server.tls`).
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
     let metrics = Arc::new(Metrics::new(server::route::ROUTE_LABELS));
     let cancel = CancellationToken::new();
     let tasks = TaskTracker::new();
+    let tls = match (&config.server.tls, &listeners.https) {
+        (Some(t), Some(_)) => {
+            let reloader = Arc::new(TlsReloader::load(&t.cert_file, &t.key_file)?);
+            tasks.spawn(reloader.clone().watch(cancel.clone()));
+            Some(reloader)
+        }
+        _ => None,
+    };
     let (fatal_tx, fatal_rx) = oneshot::channel::<refresh::StartupError>();
     let mut final_flush = None;
     let app = match config.mode.clone() {
@@ -235,6 +266,7 @@ pub async fn run(
                 edge.refresh_interval,
                 tasks.clone(),
                 cancel.clone(),
+                edge.backup_folder.as_deref().map(persist::Backup::new),
             );
             let _ = app.refresh.set(refresh.clone());
             tasks.spawn(usage::forward::run(
@@ -272,7 +304,7 @@ pub async fn run(
             }
         }
     };
-    server::serve(app.clone(), listener, stop).await;
+    server::serve(app.clone(), listeners, tls, stop).await;
     if let Some((upstream, refresh)) = final_flush {
         // In-flight requests are done: send what they reported before stopping.
         let flush = usage::forward::forward(&app, &upstream, &refresh);

@@ -1,9 +1,14 @@
 //! The `flagpost` binary: reads the command line and configuration, sets up logging and the
-//! runtime, binds the listener, and maps startup failures to exit codes (64: bad configuration).
+//! runtime, binds the listeners, and maps startup failures to exit codes (64: bad
+//! configuration). `flagpost health` and `flagpost ready` probe a running flagpost, for container
+//! images without a shell.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use flagpost::config::{Config, ConfigError, Invocation, LogFormat};
+use flagpost::Listeners;
 
 /// EX_USAGE from sysexits.h: the configuration (or command line) is wrong.
 const EXIT_BAD_CONFIG: u8 = 64;
@@ -22,6 +27,7 @@ fn main() -> ExitCode {
             }
             return ExitCode::SUCCESS;
         }
+        Ok(Invocation::Probe { path, args }) => return probe(path, &args),
         Err(ConfigError::Cli(e)) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -55,19 +61,53 @@ fn main() -> ExitCode {
     runtime.block_on(serve(config))
 }
 
+/// Binds a listener; `::` accepts IPv4 too (dual stack), so IPv4 clients keep their address.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    tokio::net::TcpListener::from_std(socket.into())
+}
+
 async fn serve(config: Config) -> ExitCode {
-    let addr = config.server.listen;
-    let listener = match tokio::net::TcpListener::bind(addr).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::error!(%addr, error = %e, "cannot listen");
-            return ExitCode::FAILURE;
+    let mut listeners = Listeners::default();
+    let mut bound = Vec::new();
+    for (addr, https) in [
+        (config.server.listen, false),
+        (config.server.tls.as_ref().map(|t| t.listen), true),
+    ] {
+        let Some(addr) = addr else { continue };
+        let listener = match bind(addr) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(%addr, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        bound.push(format!(
+            "{}://{}",
+            if https { "https" } else { "http" },
+            listener.local_addr().unwrap_or(addr)
+        ));
+        if https {
+            listeners.https = Some(listener);
+        } else {
+            listeners.http = Some(listener);
         }
-    };
-    let addr = listener.local_addr().unwrap_or(addr);
-    tracing::info!(%addr, mode = mode_name(&config), "flagpost listening");
-    tracing::debug!(config = %config.to_redacted_toml(), "effective configuration");
-    match flagpost::run(config, listener, shutdown_signal()).await {
+    }
+    let addr = bound
+        .first()
+        .map(|b| b.split("://").nth(1).unwrap_or("").to_string())
+        .unwrap_or_default();
+    tracing::info!(%addr, listening = ?bound, mode = config.mode.name(), version = env!("CARGO_PKG_VERSION"), "flagpost listening");
+    tracing::info!(config = %config.to_redacted_toml().replace('\n', "; "), "effective configuration");
+    match flagpost::run_with(config, listeners, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("flagpost stopped");
             ExitCode::SUCCESS
@@ -79,32 +119,80 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-fn mode_name(config: &Config) -> &'static str {
-    config.mode.name()
-}
-
-/// Completes on the first SIGTERM or SIGINT.
+/// Completes on the first SIGTERM or SIGINT; a second one ends the process at once.
 async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch SIGTERM; only SIGINT stops flagpost");
-                    let _ = ctrl_c.await;
-                    return;
-                }
-            };
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut term, mut int) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(t), Ok(i)) => (t, i),
+            _ => {
+                tracing::warn!("cannot watch SIGTERM/SIGINT; only a kill stops flagpost");
+                return std::future::pending().await;
+            }
+        };
         tokio::select! {
-            _ = ctrl_c => {},
             _ = term.recv() => {},
+            _ = int.recv() => {},
         }
+        tracing::info!("shutdown signal received: draining (a second signal stops at once)");
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
+            }
+            tracing::warn!("second shutdown signal: stopping now");
+            std::process::exit(1);
+        });
     }
     #[cfg(not(unix))]
-    let _ = ctrl_c.await;
-    tracing::info!("shutdown signal received: draining");
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutdown signal received: draining");
+    }
+}
+
+/// `flagpost health` / `flagpost ready`: exit 0 when the running flagpost answers 200.
+fn probe(path: &str, args: &flagpost::config::ProbeArgs) -> ExitCode {
+    let url = format!("{}{path}", args.edge_url.trim_end_matches('/'));
+    let result = (|| -> Result<u16, String> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        runtime.block_on(async {
+            let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
+            if let Some(ca) = &args.ca_certificate_file {
+                let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+                for cert in
+                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())?
+                {
+                    builder = builder.add_root_certificate(cert);
+                }
+            }
+            let client = builder.build().map_err(|e| e.to_string())?;
+            let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+            Ok(response.status().as_u16())
+        })
+    })();
+    #[allow(clippy::print_stdout, clippy::print_stderr)]
+    match result {
+        Ok(200) => {
+            println!("{url}: 200");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            eprintln!("{url}: {status}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn init_logging(format: LogFormat) {

@@ -55,6 +55,7 @@ pub struct Metrics {
     pub usage_buffer_entries: IntGauge,
     pub usage_buffer_bytes: IntGauge,
     pub flag_evaluations: IntCounterVec,
+    pub shed: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -280,6 +281,12 @@ impl Metrics {
             "Evaluations SDKs reported per known flag (only with usage.per_flag_metrics)",
             &["environment", "flag", "result"],
         );
+        let shed = counter_vec(
+            &registry,
+            "flagpost_shed_total",
+            "Requests and connections refused with 503 overloaded, by limit (connections, in_flight)",
+            &["limit"],
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         Metrics {
             registry,
@@ -311,6 +318,7 @@ impl Metrics {
             usage_buffer_entries,
             usage_buffer_bytes,
             flag_evaluations,
+            shed,
         }
     }
 

@@ -3,12 +3,13 @@
 //! broken file keeps the last good snapshot; its error is logged once and counted.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
 use crate::snapshot::{Document, DocumentError};
+use crate::watch::Stamp;
 use crate::App;
 
 /// A features file that cannot be used.
@@ -136,27 +137,6 @@ pub fn reload(app: &App, path: &Path) -> Result<usize, LoadError> {
     }
 }
 
-/// What identifies one version of the file on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct Stamp {
-    modified: Option<SystemTime>,
-    len: u64,
-    inode: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    let meta = std::fs::metadata(path).ok()?;
-    #[cfg(unix)]
-    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
-    #[cfg(not(unix))]
-    let inode = 0;
-    Some(Stamp {
-        modified: meta.modified().ok(),
-        len: meta.len(),
-        inode,
-    })
-}
-
 /// Checks the file every `interval` and reloads it when it changed. Runs until `cancel`.
 pub async fn watch(
     app: std::sync::Arc<App>,
@@ -164,7 +144,7 @@ pub async fn watch(
     interval: Duration,
     cancel: CancellationToken,
 ) {
-    let mut last = stamp(&path);
+    let mut last = Stamp::of(&path);
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticker.tick().await;
@@ -173,7 +153,7 @@ pub async fn watch(
             _ = cancel.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let now = stamp(&path);
+        let now = Stamp::of(&path);
         if now == last {
             continue;
         }

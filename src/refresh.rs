@@ -15,6 +15,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::persist::Backup;
 use crate::snapshot::Document;
 use crate::token::{Projects, Scope, Token};
 use crate::upstream::{Fetch, Upstream, UpstreamError, ValidatedToken};
@@ -43,6 +44,7 @@ pub struct Refresh {
     tasks: TaskTracker,
     cancel: CancellationToken,
     sources: Mutex<Vec<Source>>,
+    backup: Option<Backup>,
 }
 
 /// Why edge mode cannot start.
@@ -57,6 +59,7 @@ impl Refresh {
         interval: Duration,
         tasks: TaskTracker,
         cancel: CancellationToken,
+        backup: Option<Backup>,
     ) -> Arc<Refresh> {
         Arc::new(Refresh {
             app,
@@ -65,6 +68,7 @@ impl Refresh {
             tasks,
             cancel,
             sources: Mutex::new(Vec::new()),
+            backup,
         })
     }
 
@@ -84,10 +88,13 @@ impl Refresh {
                         tracing::error!(
                             upstream = self.upstream.base_url(),
                             error = %e,
-                            "cannot validate the startup tokens; not ready, retrying with backoff"
+                            "cannot validate the startup tokens; retrying with backoff"
                         );
                         if matches!(e, UpstreamError::Status(404)) {
                             tracing::error!("upstream answered 404 for /edge/validate: the upstream URL must be the Unleash server's root (without /api)");
+                        }
+                        if !self.boot_from_backup(&tokens) {
+                            tracing::warn!("not ready until upstream answers");
                         }
                     }
                     tokio::select! {
@@ -99,6 +106,8 @@ impl Refresh {
         };
         if attempt > 0 {
             tracing::info!("upstream answered; startup tokens validated");
+            // Fresh verdicts from now on; the backup's were only for while upstream was away.
+            self.app.auth.restore(HashMap::new());
         }
         let mut usable: Vec<(Token, Scope)> = Vec::new();
         for token in tokens {
@@ -150,8 +159,109 @@ impl Refresh {
                 })
                 .collect();
         }
+        self.save_state();
         self.start_needed_polls();
         Ok(())
+    }
+
+    /// Upstream is unreachable at start: serve from the backup, if it has a scope for any
+    /// startup token configured now. Never wider than those scopes.
+    fn boot_from_backup(&self, tokens: &[Token]) -> bool {
+        let Some(backup) = &self.backup else {
+            return false;
+        };
+        let mut restored = match backup.load() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::info!("no backup to start from yet");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start from the backup");
+                return false;
+            }
+        };
+        let usable: Vec<(Token, Scope)> = tokens
+            .iter()
+            .filter_map(|t| {
+                let scope = restored.startup.get(&crate::persist::digest(t.expose()))?;
+                Some((t.clone(), scope.clone()))
+            })
+            .collect();
+        if usable.is_empty() {
+            tracing::warn!("the backup holds no scope for the startup tokens configured now");
+            return false;
+        }
+        self.app.auth.restore(std::mem::take(&mut restored.tokens));
+        self.app.store.init(
+            usable
+                .iter()
+                .map(|(_, s)| (s.environment.clone(), s.projects.clone())),
+        );
+        for env in self.app.store.environments() {
+            if let Some(document) = restored.documents.remove(&env) {
+                self.app.publish(&env, document);
+            }
+        }
+        for (token, scope) in &usable {
+            tracing::info!(token = %token, scope = %scope, "upstream unreachable: serving this startup token's scope from the backup");
+        }
+        *self.lock() = usable
+            .into_iter()
+            .map(|(token, scope)| Source {
+                token,
+                scope,
+                document: None,
+                last_success: None,
+                polling: false,
+                revoked: false,
+            })
+            .collect();
+        true
+    }
+
+    /// Writes the startup scopes and token verdicts to the backup (in the background).
+    fn save_state(&self) {
+        let Some(backup) = self.backup.clone() else {
+            return;
+        };
+        let startup = self.live_scopes();
+        let verdicts = self.app.auth.verdicts();
+        self.tasks.spawn_blocking(move || {
+            if let Err(e) = backup.save_state(&startup, &verdicts) {
+                tracing::error!(error = %e, "cannot write the backup");
+            }
+        });
+    }
+
+    fn live_scopes(&self) -> Vec<(Token, Scope)> {
+        self.lock()
+            .iter()
+            .filter(|s| !s.revoked)
+            .map(|s| (s.token.clone(), s.scope.clone()))
+            .collect()
+    }
+
+    /// Writes everything to the backup now (at shutdown).
+    pub fn save_backup(&self) {
+        let Some(backup) = &self.backup else {
+            return;
+        };
+        if !self.app.store.is_initialized() {
+            return;
+        }
+        let startup = self.live_scopes();
+        if let Err(e) = backup.save_state(&startup, &self.app.auth.verdicts()) {
+            tracing::error!(error = %e, "cannot write the backup");
+        }
+        for env in self.app.store.environments() {
+            if let Some(snapshot) = self.app.store.snapshot(&env) {
+                if let Err(e) = backup.save_features(&env, snapshot.document()) {
+                    tracing::error!(error = %e, "cannot write the backup");
+                }
+            }
+        }
+        tracing::info!("backup written");
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Source>> {
@@ -263,8 +373,21 @@ impl Refresh {
         }
         if let Some(document) = merged(&sources, &env) {
             drop(sources);
-            self.app.publish(&env, document);
+            self.publish(&env, document);
         }
+    }
+
+    /// Publishes an environment's features and backs them up.
+    fn publish(&self, env: &str, document: Document) {
+        if let Some(backup) = self.backup.clone() {
+            let (env, document) = (env.to_string(), document.clone());
+            self.tasks.spawn_blocking(move || {
+                if let Err(e) = backup.save_features(&env, &document) {
+                    tracing::error!(error = %e, "cannot write the backup");
+                }
+            });
+        }
+        self.app.publish(env, document);
     }
 
     /// A startup token was refused: stop using it, shrink the serving scope to what the
@@ -302,10 +425,11 @@ impl Refresh {
             still_served = %remaining,
             "upstream refused a startup token (revoked or expired); it is no longer used and flagpost serves only what the other startup tokens cover"
         );
+        self.save_state();
         self.start_needed_polls();
         let document = merged(&self.lock(), &env);
         if let Some(document) = document {
-            self.app.publish(&env, document);
+            self.publish(&env, document);
         }
     }
 

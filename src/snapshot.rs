@@ -131,6 +131,38 @@ impl Document {
         Ok(Document { features, segments })
     }
 
+    /// The document as Client API JSON (`{"version":2,"features":[...],"segments":[...]}`),
+    /// features and segments exactly as received.
+    pub fn to_json(&self) -> String {
+        let size: usize = self
+            .features
+            .iter()
+            .map(|f| f.raw.get().len() + 1)
+            .sum::<usize>()
+            + self
+                .segments
+                .iter()
+                .map(|s| s.raw.get().len() + 1)
+                .sum::<usize>();
+        let mut out = String::with_capacity(size + 48);
+        out.push_str("{\"version\":2,\"features\":[");
+        for (i, f) in self.features.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(f.raw.get());
+        }
+        out.push_str("],\"segments\":[");
+        for (i, s) in self.segments.iter().enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            out.push_str(s.raw.get());
+        }
+        out.push_str("]}");
+        out
+    }
+
     /// Replaces the features of `projects` with those of `other` (all of them when `projects`
     /// is `All`), keeping the others: how answers for several project-scoped tokens of one
     /// environment become one view. Segments are merged by id, `other` winning.
@@ -402,7 +434,8 @@ impl Store {
     }
 
     /// Sets the environments and their serving scopes (the union of the projects given for
-    /// each). Later calls replace the set: only startup code calls this.
+    /// each). Later calls replace the set (an environment still served keeps its snapshot):
+    /// only startup code calls this.
     pub fn init(&self, serving: impl IntoIterator<Item = (String, Projects)>) {
         let mut unions: HashMap<String, Projects> = HashMap::new();
         for (env, projects) in serving {
@@ -411,12 +444,14 @@ impl Store {
                 .or_insert_with(Projects::none)
                 .extend(&projects);
         }
+        let old = self.envs.load();
         let envs = unions
             .into_iter()
             .map(|(env, projects)| {
+                let kept = old.get(&env).and_then(|s| s.snapshot.load_full());
                 let slot = EnvSlot {
                     serving: ArcSwap::from_pointee(projects),
-                    snapshot: ArcSwapOption::empty(),
+                    snapshot: ArcSwapOption::new(kept),
                 };
                 (env, Arc::new(slot))
             })

@@ -87,6 +87,8 @@ pub struct Upstream {
 pub enum UpstreamSetupError {
     #[error("cannot read the upstream CA bundle {path}: {problem}")]
     CaBundle { path: String, problem: String },
+    #[error("cannot use the upstream client certificate {path}: {problem}")]
+    ClientIdentity { path: String, problem: String },
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
 }
@@ -148,6 +150,17 @@ impl Upstream {
             for cert in certs {
                 builder = builder.add_root_certificate(cert);
             }
+        }
+        if let Some((cert, key)) = &config.client_identity {
+            let err = |problem: String| UpstreamSetupError::ClientIdentity {
+                path: cert.display().to_string(),
+                problem,
+            };
+            let mut pem = std::fs::read(cert).map_err(|e| err(e.to_string()))?;
+            pem.push(b'\n');
+            pem.extend(std::fs::read(key).map_err(|e| err(format!("{}: {e}", key.display())))?);
+            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| err(e.to_string()))?;
+            builder = builder.identity(identity);
         }
         if config.skip_ssl_verification {
             builder = builder.danger_accept_invalid_certs(true);

@@ -13,8 +13,16 @@ use super::unit::{parse_duration, parse_size};
 pub const DEFAULT_PORT: u16 = 3063;
 pub const DEFAULT_INTERFACE: &str = "0.0.0.0";
 pub const DEFAULT_HEADER_READ_TIMEOUT: &str = "10s";
-pub const DEFAULT_MAX_BODY_SIZE: &str = "1MiB";
+pub const DEFAULT_MAX_BODY_SIZE: &str = "64KiB";
+pub const DEFAULT_MAX_METRICS_BODY_SIZE: &str = "1MiB";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "15s";
+pub const DEFAULT_SHUTDOWN_DELAY: &str = "5s";
+pub const DEFAULT_IDLE_TIMEOUT: &str = "75s";
+pub const DEFAULT_BODY_READ_TIMEOUT: &str = "10s";
+pub const DEFAULT_REQUEST_TIMEOUT: &str = "15s";
+pub const DEFAULT_MAX_CONNECTIONS: usize = 4096;
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+pub const DEFAULT_TLS_PORT: u16 = 3043;
 pub const DEFAULT_CORS_MAX_AGE: &str = "1d";
 pub const DEFAULT_RELOAD_INTERVAL: &str = "5s";
 pub const DEFAULT_APP_NAME: &str = "flagpost";
@@ -83,13 +91,70 @@ pub struct Cli {
     #[arg(long, env = "HEADER_READ_TIMEOUT", global = true, value_parser = duration_arg, default_value = DEFAULT_HEADER_READ_TIMEOUT)]
     pub header_read_timeout: Duration,
 
-    /// Largest request body accepted (larger: 413)
+    /// Close a keep-alive connection idle this long between requests (longer than load balancers')
+    #[arg(long, env = "IDLE_TIMEOUT", global = true, value_parser = duration_arg, default_value = DEFAULT_IDLE_TIMEOUT)]
+    pub idle_timeout: Duration,
+
+    /// Give up on a request whose body has not all arrived after this long (408)
+    #[arg(long, env = "BODY_READ_TIMEOUT", global = true, value_parser = duration_arg, default_value = DEFAULT_BODY_READ_TIMEOUT)]
+    pub body_read_timeout: Duration,
+
+    /// Answer 504 when a request could not be answered in this long
+    #[arg(long, env = "REQUEST_TIMEOUT", global = true, value_parser = duration_arg, default_value = DEFAULT_REQUEST_TIMEOUT)]
+    pub request_timeout: Duration,
+
+    /// Largest Frontend API body (a context) accepted (larger: 413)
     #[arg(long, env = "MAX_BODY_SIZE", global = true, value_parser = size_arg, default_value = DEFAULT_MAX_BODY_SIZE)]
     pub max_body_size: usize,
+
+    /// Largest usage-metrics, registration or /edge/validate body accepted (larger: 413)
+    #[arg(long, env = "MAX_METRICS_BODY_SIZE", global = true, value_parser = size_arg, default_value = DEFAULT_MAX_METRICS_BODY_SIZE)]
+    pub max_metrics_body_size: usize,
+
+    /// Most client connections open at once; more are answered 503 and closed
+    #[arg(long, env = "MAX_CONNECTIONS", global = true, default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+
+    /// Most requests being answered at once; more are answered 503 at once
+    #[arg(long, env = "MAX_IN_FLIGHT", global = true, default_value_t = DEFAULT_MAX_IN_FLIGHT)]
+    pub max_in_flight: usize,
+
+    /// Proxies (IPs or CIDRs, comma separated) whose X-Forwarded-For/Forwarded headers are trusted
+    #[arg(
+        long,
+        env = "PROXY_TRUSTED_SERVERS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub proxy_trusted_servers: Vec<String>,
+
+    /// On SIGTERM/SIGINT, keep serving (with /ready at 503) this long before closing the listener
+    #[arg(long, env = "SHUTDOWN_DELAY", global = true, value_parser = duration_arg, default_value = DEFAULT_SHUTDOWN_DELAY)]
+    pub shutdown_delay: Duration,
 
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish
     #[arg(long, env = "SHUTDOWN_GRACE", global = true, value_parser = duration_arg, default_value = DEFAULT_SHUTDOWN_GRACE)]
     pub shutdown_grace: Duration,
+
+    /// Serve HTTPS (needs --tls-server-cert and --tls-server-key)
+    #[arg(long, env = "TLS_ENABLE", global = true)]
+    pub tls_enable: bool,
+
+    /// Server certificate chain (PEM); reloaded when the file changes
+    #[arg(long, env = "TLS_SERVER_CERT", global = true, value_name = "FILE")]
+    pub tls_server_cert: Option<PathBuf>,
+
+    /// Server private key (PEM); reloaded when the file changes
+    #[arg(long, env = "TLS_SERVER_KEY", global = true, value_name = "FILE")]
+    pub tls_server_key: Option<PathBuf>,
+
+    /// Port for HTTPS (on the same interface)
+    #[arg(long, env = "TLS_SERVER_PORT", global = true, default_value_t = DEFAULT_TLS_PORT)]
+    pub tls_server_port: u16,
+
+    /// With TLS on, do not serve plain HTTP on --port
+    #[arg(long, env = "TLS_DISABLE_HTTP", global = true)]
+    pub tls_disable_http: bool,
 
     /// Application name flagpost reports upstream
     #[arg(short, long, env = "APP_NAME", global = true, default_value = DEFAULT_APP_NAME)]
@@ -130,6 +195,22 @@ pub enum Command {
     Edge(EdgeArgs),
     /// Validate the configuration, print it with secrets redacted, and exit
     CheckConfig,
+    /// Check a running flagpost's /health (exit 0 when healthy, 1 otherwise), for containers
+    /// without a shell
+    Health(ProbeArgs),
+    /// Check a running flagpost's /ready (exit 0 when ready, 1 otherwise)
+    Ready(ProbeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProbeArgs {
+    /// Where flagpost runs
+    #[arg(short, long, env = "EDGE_URL", default_value = "http://localhost:3063")]
+    pub edge_url: String,
+
+    /// CA certificate (PEM) to trust, for a flagpost serving a self-signed certificate
+    #[arg(short, long, env = "CA_CERTIFICATE_FILE", value_name = "FILE")]
+    pub ca_certificate_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +290,18 @@ pub struct EdgeArgs {
     /// Longest time connecting to upstream may take (a number is seconds)
     #[arg(long, env = "UPSTREAM_SOCKET_TIMEOUT", value_parser = duration_arg, default_value = DEFAULT_UPSTREAM_CONNECT_TIMEOUT)]
     pub upstream_socket_timeout: Duration,
+
+    /// Client certificate (PEM) for mutual TLS with the upstream
+    #[arg(long, env = "PKCS8_CLIENT_CERTIFICATE_FILE", value_name = "FILE")]
+    pub pkcs8_client_certificate_file: Option<PathBuf>,
+
+    /// Private key (PEM, PKCS#8) of the client certificate
+    #[arg(long, env = "PKCS8_CLIENT_KEY_FILE", value_name = "FILE")]
+    pub pkcs8_client_key_file: Option<PathBuf>,
+
+    /// Folder for a backup of the features and token scopes, to start from when upstream is down
+    #[arg(short, long, env = "BACKUP_FOLDER", value_name = "DIR")]
+    pub backup_folder: Option<PathBuf>,
 
     /// Unleash-Proxy-style client keys, comma separated, each `key@environment` (all projects)
     #[arg(long, env = "CLIENT_KEYS", value_delimiter = ',')]

@@ -12,6 +12,8 @@ pub struct RawFile {
     #[serde(default)]
     pub server: RawServer,
     #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
     pub cors: RawCors,
     #[serde(default)]
     pub frontend: RawFrontend,
@@ -30,7 +32,25 @@ pub struct RawServer {
     pub port: Option<u16>,
     pub header_read_timeout: Option<RawDuration>,
     pub max_body_size: Option<RawSize>,
+    pub max_metrics_body_size: Option<RawSize>,
     pub shutdown_grace: Option<RawDuration>,
+    pub shutdown_delay: Option<RawDuration>,
+    pub idle_timeout: Option<RawDuration>,
+    pub body_read_timeout: Option<RawDuration>,
+    pub request_timeout: Option<RawDuration>,
+    pub max_connections: Option<usize>,
+    pub max_in_flight: Option<usize>,
+    pub trusted_proxies: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub enabled: Option<bool>,
+    pub cert_file: Option<String>,
+    pub key_file: Option<String>,
+    pub port: Option<u16>,
+    pub plain_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -85,6 +105,9 @@ pub struct RawEdge {
     pub skip_ssl_verification: Option<bool>,
     pub upstream_request_timeout: Option<RawDuration>,
     pub upstream_connect_timeout: Option<RawDuration>,
+    pub client_certificate_file: Option<String>,
+    pub client_key_file: Option<String>,
+    pub backup_folder: Option<String>,
     pub client_keys: Option<Vec<RawClientKey>>,
 }
 

@@ -16,7 +16,7 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 
 use crate::token::{Projects, Scope, Shape, Token, TokenKind};
-pub use cli::{Cli, Command, LogFormatArg};
+pub use cli::{Cli, Command, LogFormatArg, ProbeArgs};
 use file::{RawClientKey, RawDuration, RawFile, RawSize, RawToken};
 use unit::{format_duration, format_size, parse_duration, parse_size};
 
@@ -44,10 +44,30 @@ pub struct UsageSettings {
 
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// Plain HTTP; `None` when TLS is on without plain HTTP.
+    pub listen: Option<SocketAddr>,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub request_timeout: Duration,
+    /// Frontend API bodies (contexts).
     pub max_body_size: usize,
+    /// Usage metrics, registrations, `/edge/validate`.
+    pub max_metrics_body_size: usize,
+    pub max_connections: usize,
+    pub max_in_flight: usize,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
+    pub tls: Option<TlsConfig>,
+}
+
+/// HTTPS serving.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub listen: SocketAddr,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Debug, Clone)]
@@ -77,7 +97,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub enum Mode {
     Offline(OfflineConfig),
-    Edge(EdgeConfig),
+    Edge(Box<EdgeConfig>),
 }
 
 /// Edge mode: features and token verdicts from an upstream Unleash server (or another
@@ -98,6 +118,10 @@ pub struct EdgeConfig {
     pub skip_ssl_verification: bool,
     pub upstream_request_timeout: Duration,
     pub upstream_connect_timeout: Duration,
+    /// Client certificate and key (PEM) for mutual TLS with the upstream.
+    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// Where features and token scopes are backed up, to start from when upstream is down.
+    pub backup_folder: Option<PathBuf>,
     /// Locally configured client keys (frontend kind).
     pub client_keys: Vec<ConfiguredToken>,
     /// Things worth a line in the log at start (e.g. a `/api` removed from the URL).
@@ -134,6 +158,11 @@ pub struct ConfiguredToken {
 pub enum Invocation {
     Serve(Config),
     CheckConfig(Config),
+    /// `flagpost health` / `flagpost ready`: ask a running flagpost.
+    Probe {
+        path: &'static str,
+        args: cli::ProbeArgs,
+    },
 }
 
 /// Bad configuration: the key (or flag) and the problem.
@@ -164,6 +193,21 @@ impl Config {
         let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
         let matches = Cli::command().try_get_matches_from(&args)?;
         let cli = Cli::from_arg_matches(&matches)?;
+        match &cli.command {
+            Some(Command::Health(probe)) => {
+                return Ok(Invocation::Probe {
+                    path: "/health",
+                    args: probe.clone(),
+                })
+            }
+            Some(Command::Ready(probe)) => {
+                return Ok(Invocation::Probe {
+                    path: "/ready",
+                    args: probe.clone(),
+                })
+            }
+            _ => {}
+        }
         let (path, explicit_path) = match &cli.config {
             Some(p) => (p.clone(), true),
             None => (PathBuf::from("config.toml"), false),
@@ -198,24 +242,54 @@ impl Config {
         root.insert("app_name".into(), s(&self.app_name));
         root.insert("instance_id".into(), s(&self.instance_id));
         let mut server = Table::new();
-        server.insert("interface".into(), s(&self.server.listen.ip().to_string()));
+        let ip = self
+            .server
+            .listen
+            .or(self.server.tls.as_ref().map(|t| t.listen))
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        server.insert("interface".into(), s(&ip));
+        if let Some(listen) = self.server.listen {
+            server.insert("port".into(), Value::Integer(i64::from(listen.port())));
+        }
+        let sv = &self.server;
+        for (key, d) in [
+            ("header_read_timeout", sv.header_read_timeout),
+            ("idle_timeout", sv.idle_timeout),
+            ("body_read_timeout", sv.body_read_timeout),
+            ("request_timeout", sv.request_timeout),
+            ("shutdown_delay", sv.shutdown_delay),
+            ("shutdown_grace", sv.shutdown_grace),
+        ] {
+            server.insert(key.into(), s(&format_duration(d)));
+        }
+        server.insert("max_body_size".into(), s(&format_size(sv.max_body_size)));
         server.insert(
-            "port".into(),
-            Value::Integer(i64::from(self.server.listen.port())),
+            "max_metrics_body_size".into(),
+            s(&format_size(sv.max_metrics_body_size)),
         );
+        let int = |n: usize| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
+        server.insert("max_connections".into(), int(sv.max_connections));
+        server.insert("max_in_flight".into(), int(sv.max_in_flight));
         server.insert(
-            "header_read_timeout".into(),
-            s(&format_duration(self.server.header_read_timeout)),
-        );
-        server.insert(
-            "max_body_size".into(),
-            s(&format_size(self.server.max_body_size)),
-        );
-        server.insert(
-            "shutdown_grace".into(),
-            s(&format_duration(self.server.shutdown_grace)),
+            "trusted_proxies".into(),
+            Value::Array(
+                sv.trusted_proxies
+                    .iter()
+                    .map(|p| s(&p.to_string()))
+                    .collect(),
+            ),
         );
         root.insert("server".into(), Value::Table(server));
+        let mut tls = Table::new();
+        tls.insert("enabled".into(), Value::Boolean(sv.tls.is_some()));
+        if let Some(t) = &sv.tls {
+            tls.insert("cert_file".into(), s(&t.cert_file.display().to_string()));
+            tls.insert("key_file".into(), s(&t.key_file.display().to_string()));
+            tls.insert("port".into(), Value::Integer(i64::from(t.listen.port())));
+            tls.insert("plain_http".into(), Value::Boolean(sv.listen.is_some()));
+        }
+        root.insert("tls".into(), Value::Table(tls));
         let mut cors = Table::new();
         let origins = match &self.cors.allowed_origins {
             AllowedOrigins::Any => vec![s("*")],
@@ -418,6 +492,16 @@ fn layered<T>(matches: &ArgMatches, id: &str, cli_value: T, file_value: Option<T
     }
 }
 
+fn file_size(key: &str, v: Option<&RawSize>) -> Result<Option<usize>, ConfigError> {
+    match v {
+        None => Ok(None),
+        Some(RawSize::Text(t)) => parse_size(t).map(Some).map_err(|e| invalid(key, e)),
+        Some(RawSize::Number(n)) => usize::try_from(*n)
+            .map(Some)
+            .map_err(|_| invalid(key, "too large")),
+    }
+}
+
 fn file_duration(key: &str, v: Option<&RawDuration>) -> Result<Option<Duration>, ConfigError> {
     match v {
         None => Ok(None),
@@ -489,6 +573,148 @@ fn merge(
         cli.shutdown_grace,
         file_duration("server.shutdown_grace", raw.server.shutdown_grace.as_ref())?,
     );
+    let shutdown_delay = layered(
+        matches,
+        "shutdown_delay",
+        cli.shutdown_delay,
+        file_duration("server.shutdown_delay", raw.server.shutdown_delay.as_ref())?,
+    );
+    let timeout = |id: &str, key: &str, cli: Duration, file: Option<&RawDuration>| {
+        let d = layered(matches, id, cli, file_duration(key, file)?);
+        if d < Duration::from_millis(10) {
+            return Err(invalid(key, "must be at least 10ms"));
+        }
+        Ok::<_, ConfigError>(d)
+    };
+    let idle_timeout = timeout(
+        "idle_timeout",
+        "server.idle_timeout",
+        cli.idle_timeout,
+        raw.server.idle_timeout.as_ref(),
+    )?;
+    let body_read_timeout = timeout(
+        "body_read_timeout",
+        "server.body_read_timeout",
+        cli.body_read_timeout,
+        raw.server.body_read_timeout.as_ref(),
+    )?;
+    let request_timeout = timeout(
+        "request_timeout",
+        "server.request_timeout",
+        cli.request_timeout,
+        raw.server.request_timeout.as_ref(),
+    )?;
+    let max_metrics_body_size = layered(
+        matches,
+        "max_metrics_body_size",
+        cli.max_metrics_body_size,
+        file_size(
+            "server.max_metrics_body_size",
+            raw.server.max_metrics_body_size.as_ref(),
+        )?,
+    );
+    let max_connections = layered(
+        matches,
+        "max_connections",
+        cli.max_connections,
+        raw.server.max_connections,
+    );
+    let max_in_flight = layered(
+        matches,
+        "max_in_flight",
+        cli.max_in_flight,
+        raw.server.max_in_flight,
+    );
+    for (key, n) in [
+        ("server.max_connections", max_connections),
+        ("server.max_in_flight", max_in_flight),
+        ("server.max_metrics_body_size", max_metrics_body_size),
+    ] {
+        if n == 0 {
+            return Err(invalid(key, "must be more than 0"));
+        }
+    }
+    let proxy_texts = if explicit(matches, "proxy_trusted_servers") {
+        cli.proxy_trusted_servers.clone()
+    } else {
+        raw.server.trusted_proxies.clone().unwrap_or_default()
+    };
+    let trusted_proxies = proxy_texts
+        .iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "server.trusted_proxies (--proxy-trusted-servers / PROXY_TRUSTED_SERVERS)",
+                        format!("{t:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let tls_enabled = if explicit(matches, "tls_enable") {
+        cli.tls_enable
+    } else {
+        raw.tls.enabled.unwrap_or(cli.tls_enable)
+    };
+    let tls = if tls_enabled {
+        let file = |id: &str, cli: &Option<PathBuf>, raw: &Option<String>, key: &str| {
+            if explicit(matches, id) {
+                cli.clone()
+            } else {
+                raw.as_ref().map(|f| base_dir.join(f))
+            }
+            .ok_or_else(|| {
+                invalid(
+                    key,
+                    "TLS is enabled: give the certificate and the key (PEM files)",
+                )
+            })
+        };
+        let cert_file = file(
+            "tls_server_cert",
+            &cli.tls_server_cert,
+            &raw.tls.cert_file,
+            "tls.cert_file (--tls-server-cert / TLS_SERVER_CERT)",
+        )?;
+        let key_file = file(
+            "tls_server_key",
+            &cli.tls_server_key,
+            &raw.tls.key_file,
+            "tls.key_file (--tls-server-key / TLS_SERVER_KEY)",
+        )?;
+        let port = layered(
+            matches,
+            "tls_server_port",
+            cli.tls_server_port,
+            raw.tls.port,
+        );
+        Some(TlsConfig {
+            listen: SocketAddr::new(interface, port),
+            cert_file,
+            key_file,
+        })
+    } else {
+        None
+    };
+    let plain_http = if explicit(matches, "tls_disable_http") {
+        !cli.tls_disable_http
+    } else {
+        raw.tls.plain_http.unwrap_or(!cli.tls_disable_http)
+    };
+    if tls.is_none() && !plain_http {
+        return Err(invalid(
+            "tls.plain_http",
+            "plain HTTP can only be turned off when TLS is on",
+        ));
+    }
+    if let Some(t) = &tls {
+        if plain_http && t.listen.port() == port && port != 0 {
+            return Err(invalid("tls.port", "HTTPS and HTTP cannot share a port"));
+        }
+    }
 
     let origins = layered(
         matches,
@@ -587,19 +813,28 @@ fn merge(
             Mode::Offline(offline(args, sub_matches(matches), raw.offline, base_dir)?)
         }
         Some(Command::Edge(args)) => {
-            Mode::Edge(edge(args, sub_matches(matches), raw.edge, base_dir)?)
+            Mode::Edge(Box::new(edge(args, sub_matches(matches), raw.edge, base_dir)?))
         }
-        Some(Command::CheckConfig) | None => {
+        Some(Command::CheckConfig | Command::Health(_) | Command::Ready(_)) | None => {
             return Err(invalid("mode", "no mode given (offline or edge)"));
         }
     };
 
     Ok(Config {
         server: ServerConfig {
-            listen: SocketAddr::new(interface, port),
+            listen: plain_http.then(|| SocketAddr::new(interface, port)),
             header_read_timeout,
+            idle_timeout,
+            body_read_timeout,
+            request_timeout,
             max_body_size,
+            max_metrics_body_size,
+            max_connections,
+            max_in_flight,
+            trusted_proxies,
+            shutdown_delay,
             shutdown_grace,
+            tls,
         },
         cors: CorsConfig {
             allowed_origins,
@@ -890,6 +1125,35 @@ fn edge(
     } else {
         raw.skip_ssl_verification.unwrap_or(false)
     };
+    let path = |id: &str, cli: &Option<PathBuf>, raw: &Option<String>| {
+        if explicit(matches, id) {
+            cli.clone()
+        } else {
+            raw.as_ref().map(|f| base_dir.join(f))
+        }
+    };
+    let client_identity = match (
+        path(
+            "pkcs8_client_certificate_file",
+            &args.pkcs8_client_certificate_file,
+            &raw.client_certificate_file,
+        ),
+        path(
+            "pkcs8_client_key_file",
+            &args.pkcs8_client_key_file,
+            &raw.client_key_file,
+        ),
+    ) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "edge.client_certificate_file / edge.client_key_file",
+                "mutual TLS needs both the client certificate and its key",
+            ))
+        }
+    };
+    let backup_folder = path("backup_folder", &args.backup_folder, &raw.backup_folder);
     let key_entries = if explicit(matches, "client_keys") {
         args.client_keys
             .iter()
@@ -917,6 +1181,8 @@ fn edge(
         skip_ssl_verification,
         upstream_request_timeout,
         upstream_connect_timeout,
+        client_identity,
+        backup_folder,
         client_keys,
         notes,
     })

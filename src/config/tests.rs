@@ -48,7 +48,7 @@ fn offline(c: &Config) -> &OfflineConfig {
 fn the_shipped_config_toml_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config.toml");
     let c = serve(&["--config", path]);
-    assert_eq!(c.server.listen.to_string(), "127.0.0.1:3063");
+    assert_eq!(c.server.listen.unwrap().to_string(), "127.0.0.1:3063");
     let o = offline(&c);
     assert!(o.features_file.ends_with("examples/features.json"));
     assert!(o.features_file.exists(), "{}", o.features_file.display());
@@ -62,8 +62,8 @@ fn the_file_sets_values_and_flags_override_it() {
     let f = write(BASE);
     let path = f.path().to_str().unwrap();
     let c = serve(&["--config", path]);
-    assert_eq!(c.server.listen.port(), 4000);
-    assert_eq!(c.server.listen.ip().to_string(), "0.0.0.0");
+    assert_eq!(c.server.listen.unwrap().port(), 4000);
+    assert_eq!(c.server.listen.unwrap().ip().to_string(), "0.0.0.0");
     assert_eq!(offline(&c).reload_interval, Some(Duration::from_secs(5)));
     assert!(offline(&c)
         .features_file
@@ -78,7 +78,7 @@ fn the_file_sets_values_and_flags_override_it() {
         "--reload-interval",
         "0",
     ]);
-    assert_eq!(c.server.listen.port(), 5000);
+    assert_eq!(c.server.listen.unwrap().port(), 5000);
     assert_eq!(offline(&c).reload_interval, None);
 
     // A global flag after the subcommand counts too.
@@ -91,7 +91,7 @@ fn the_file_sets_values_and_flags_override_it() {
         "-c",
         "*:production.x1234567,default:development.z1234567",
     ]);
-    assert_eq!(c.server.listen.port(), 5001);
+    assert_eq!(c.server.listen.unwrap().port(), 5001);
     // Flags replace the file's token list.
     let c = serve(&[
         "--config",

@@ -33,6 +33,12 @@ pub enum ApiError {
     },
     /// The all-flags listing is turned off in configuration.
     AllEndpointDisabled,
+    /// Too many requests in flight.
+    Overloaded,
+    /// The request body did not arrive in time.
+    BodyTimeout,
+    /// The request could not be answered within the deadline.
+    Timeout,
 }
 
 impl ApiError {
@@ -130,6 +136,26 @@ impl ApiError {
                 "method_not_allowed",
                 format!("{method} is not allowed on {path}; allowed: {allowed}."),
                 None,
+            ),
+            ApiError::Overloaded => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "flagpost is answering as many requests as it is allowed to; retry shortly.".into(),
+                Some(1),
+            ),
+            ApiError::BodyTimeout => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "The request body did not arrive in time.".into(),
+                None,
+            ),
+            ApiError::Timeout => (
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "flagpost could not answer in time (usually: the Unleash server is slow to \
+                 validate a token flagpost has not seen before); retry shortly."
+                    .into(),
+                Some(1),
             ),
             ApiError::AllEndpointDisabled => (
                 StatusCode::NOT_FOUND,

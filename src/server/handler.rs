@@ -1,7 +1,7 @@
 //! Request handling: route, authenticate, gate by scope, answer from the snapshot. Every error
 //! goes through [`ApiError::into_response`]; every answer is counted once.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -10,9 +10,9 @@ use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 
-use super::cors;
 use super::error::ApiError;
 use super::route::{self, Matched, Route, RouteError};
+use super::{client_ip, cors};
 use crate::auth::{Access, AuthError};
 use crate::evaluate::{self, Listing};
 use crate::snapshot::{etag_of, GateError, Snapshot};
@@ -26,13 +26,25 @@ type HttpResponse = Response<Full<Bytes>>;
 /// Answers one request. Never fails: errors become responses.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     let started = Instant::now();
-    let _in_flight = InFlight::enter(&app.metrics.requests_in_flight);
+    let in_flight = InFlight::enter(app);
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
     let (route, result) = match route::route(&method, req.uri().path()) {
+        // Shed load early, but keep answering probes and scrapes.
+        Ok(matched)
+            if in_flight.over_limit
+                && !matches!(matched.route, Route::Health | Route::Ready | Route::Metrics) =>
+        {
+            app.metrics.shed.with_label_values(&["in_flight"]).inc();
+            (matched.route, Err(ApiError::Overloaded))
+        }
         Ok(matched) => {
             let route = matched.route;
-            (route, dispatch(app, matched, req, peer).await)
+            let deadline = app.config.server.request_timeout;
+            let result = tokio::time::timeout(deadline, dispatch(app, matched, req, peer))
+                .await
+                .unwrap_or(Err(ApiError::Timeout));
+            (route, result)
         }
         Err(e) => {
             let path: String = req.uri().path().chars().take(200).collect();
@@ -59,35 +71,61 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
             (route, Err(error))
         }
     };
-    let mut response = result.unwrap_or_else(|e| {
-        tracing::debug!(%method, route = route::ROUTE_LABELS.get(route.index()).copied().unwrap_or(""), status = e.status().as_u16(), error = ?e, "request refused");
-        e.into_response()
-    });
+    let label = route::ROUTE_LABELS
+        .get(route.index())
+        .copied()
+        .unwrap_or("");
+    let mut response = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let status = e.status().as_u16();
+            if status >= 500 {
+                // Ours or upstream's: worth an operator's attention.
+                tracing::warn!(%method, route = label, status, error = ?e, "request failed");
+            } else {
+                // The client's: one line at debug.
+                tracing::debug!(%method, route = label, status, error = ?e, "request refused");
+            }
+            e.into_response()
+        }
+    };
     if route.is_frontend() {
         cors::decorate(&app.config.cors, origin.as_ref(), &mut response);
     }
-    app.metrics.observe_request(
-        route.index(),
-        &method,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    app.metrics
+        .observe_request(route.index(), &method, status, elapsed.as_secs_f64());
+    tracing::debug!(%method, route = label, status, micros = elapsed.as_micros() as u64, "request");
     response
 }
 
 /// Counts a request as in flight until dropped (also when the client goes away mid-request).
-struct InFlight<'a>(&'a prometheus::IntGauge);
+struct InFlight<'a> {
+    app: &'a App,
+    over_limit: bool,
+}
 
 impl<'a> InFlight<'a> {
-    fn enter(gauge: &'a prometheus::IntGauge) -> InFlight<'a> {
-        gauge.inc();
-        InFlight(gauge)
+    fn enter(app: &'a App) -> InFlight<'a> {
+        let now = app
+            .in_flight
+            .fetch_add(1, std::sync::atomic::Ordering::AcqRel)
+            + 1;
+        app.metrics.requests_in_flight.inc();
+        InFlight {
+            app,
+            over_limit: now > app.config.server.max_in_flight,
+        }
     }
 }
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {
-        self.0.dec();
+        self.app
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.app.metrics.requests_in_flight.dec();
     }
 }
 
@@ -207,7 +245,13 @@ async fn usage_api(
     };
     let access = authenticate(app, req.headers(), kind).await?;
     let (parts, incoming) = req.into_parts();
-    let bytes = read_body(&parts.headers, incoming, app.config.server.max_body_size).await?;
+    let bytes = read_body(
+        app,
+        &parts.headers,
+        incoming,
+        app.config.server.max_metrics_body_size,
+    )
+    .await?;
     let bad = |e: body::BodyError| ApiError::BadRequest(format!("Bad usage body: {e}."));
     let env = access.scope.environment.as_str();
     let snapshot = app.store.snapshot(env);
@@ -291,7 +335,7 @@ async fn frontend_api(
     let (access, snapshot) = authorize(app, req.headers(), TokenKind::Frontend).await?;
     let (parts, body) = req.into_parts();
     let mut context = if parts.method == Method::POST {
-        let bytes = read_body(&parts.headers, body, app.config.server.max_body_size).await?;
+        let bytes = read_body(app, &parts.headers, body, app.config.server.max_body_size).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             evaluate::context_from_query(parts.uri.query().unwrap_or(""))
         } else {
@@ -305,7 +349,12 @@ async fn frontend_api(
         context.environment = Some(access.scope.environment.clone());
     }
     if context.remote_address.is_none() {
-        context.remote_address = Some(client_ip(peer).to_string());
+        let ip = client_ip::client_ip(
+            peer.ip(),
+            &parts.headers,
+            &app.config.server.trusted_proxies,
+        );
+        context.remote_address = Some(ip.to_string());
     }
     let body = match matched.route {
         Route::FrontendFeature => {
@@ -354,7 +403,13 @@ async fn edge_validate(app: &App, req: Request<Incoming>) -> Result<HttpResponse
         tokens: Vec<String>,
     }
     let (parts, body) = req.into_parts();
-    let bytes = read_body(&parts.headers, body, app.config.server.max_body_size).await?;
+    let bytes = read_body(
+        app,
+        &parts.headers,
+        body,
+        app.config.server.max_metrics_body_size,
+    )
+    .await?;
     let asked: Body = serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::BadRequest(format!("Expected {{\"tokens\": [\"<token>\", ...]}}: {e}."))
     })?;
@@ -410,20 +465,10 @@ async fn edge_validate(app: &App, req: Request<Incoming>) -> Result<HttpResponse
 /// Most tokens one `/edge/validate` request may ask about.
 pub const MAX_VALIDATE_TOKENS: usize = 1000;
 
-/// The client address for the context: the socket peer, IPv4-mapped IPv6 shown as IPv4.
-fn client_ip(peer: SocketAddr) -> IpAddr {
-    match peer.ip() {
-        IpAddr::V6(v6) => v6
-            .to_ipv4_mapped()
-            .map(IpAddr::V4)
-            .unwrap_or(IpAddr::V6(v6)),
-        v4 => v4,
-    }
-}
-
 /// Reads a request body up to `limit` bytes: larger is 413, before reading when the length is
-/// declared.
+/// declared; a body that does not arrive within the body-read timeout is 408.
 pub async fn read_body(
+    app: &App,
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -435,7 +480,11 @@ pub async fn read_body(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(ApiError::PayloadTooLarge { limit });
     }
-    match Limited::new(body, limit).collect().await {
+    let collect = Limited::new(body, limit).collect();
+    let collected = tokio::time::timeout(app.config.server.body_read_timeout, collect)
+        .await
+        .map_err(|_| ApiError::BodyTimeout)?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => {
             Err(ApiError::PayloadTooLarge { limit })
@@ -521,13 +570,5 @@ mod tests {
         assert!(!etag_matches(&headers(&["\"abcd\""]), tag));
         assert!(!etag_matches(&headers(&[]), tag));
         assert!(!etag_matches(&headers(&["abc"]), tag));
-    }
-
-    #[test]
-    fn mapped_ipv4_is_shown_as_ipv4() {
-        let peer: SocketAddr = "[::ffff:10.1.2.3]:5000".parse().unwrap();
-        assert_eq!(client_ip(peer).to_string(), "10.1.2.3");
-        let v6: SocketAddr = "[2001:db8::1]:5000".parse().unwrap();
-        assert_eq!(client_ip(v6).to_string(), "2001:db8::1");
     }
 }

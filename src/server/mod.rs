@@ -1,76 +1,202 @@
-//! The HTTP server: the accept loop, hyper connections (HTTP/1.1 and HTTP/2 cleartext, header
-//! read timeout), and graceful shutdown. The only module that touches hyper types.
+//! The HTTP server: accept loops (plain HTTP and HTTPS), hyper connections (HTTP/1.1 and
+//! HTTP/2), connection limits and timeouts, and the drain on shutdown. The only module that
+//! touches hyper types.
 
+pub mod client_ip;
+pub mod conn;
 pub mod cors;
 pub mod error;
 pub mod handler;
 pub mod route;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::App;
+use conn::{ConnClock, TimedIo};
+use tls::TlsReloader;
 
-/// Serves connections from `listener` until `shutdown` completes, then stops accepting, lets
-/// in-flight requests finish for up to the configured grace period, and returns.
-pub async fn serve(app: Arc<App>, listener: TcpListener, shutdown: impl Future<Output = ()>) {
+/// The sockets flagpost serves on.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    pub http: Option<TcpListener>,
+    pub https: Option<TcpListener>,
+}
+
+/// What a connection over the limit is told before it is closed.
+const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+retry-after: 1\r\nconnection: close\r\ncontent-length: 88\r\n\r\n\
+{\"error\":\"overloaded\",\"message\":\"flagpost has too many connections open; retry shortly.\"}";
+
+type Builder = auto::Builder<TokioExecutor>;
+
+/// Serves until `shutdown` completes, then drains: `/ready` turns 503 at once, connections are
+/// still accepted for the configured delay (so load balancers notice), then the listeners close,
+/// in-flight requests finish (up to the grace period), and this returns.
+pub async fn serve(
+    app: Arc<App>,
+    listeners: Listeners,
+    tls: Option<Arc<TlsReloader>>,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder
-        .http1()
+        .http2()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config.server.header_read_timeout)
-        .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
-    let graceful = GracefulShutdown::new();
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    let connections = TaskTracker::new();
+    let stop_connections = CancellationToken::new();
+    let open = Arc::new(AtomicUsize::new(0));
+    let Listeners { http, https } = listeners;
+    let https = https.zip(tls);
     tokio::pin!(shutdown);
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
-        let (stream, peer) = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(e) => {
-                    // Out of file descriptors and the like: say so, give the system a moment.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            _ = &mut shutdown, if drain_until.is_none() => {
+                app.start_draining();
+                let delay = app.config.server.shutdown_delay;
+                tracing::info!(delay_seconds = delay.as_secs_f64(), "draining: /ready answers 503; still serving until the delay is over");
+                drain_until = Some(tokio::time::Instant::now() + delay);
+                continue;
+            }
+            _ = sleep_until(drain_until) => break,
+            a = accept(http.as_ref()) => a.map(|(s, p)| (s, p, None)),
+            a = accept(https.as_ref().map(|(l, _)| l)) => a.map(|(s, p)| (s, p, https.as_ref().map(|(_, t)| t.clone()))),
+        };
+        let (stream, peer, tls) = match accepted {
+            Ok(conn) => conn,
+            Err(e) => {
+                // Out of file descriptors and the like: say so, give the system a moment.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
         };
         let _ = stream.set_nodelay(true);
-        let app_for_conn = app.clone();
-        let service = service_fn(move |req| {
-            let app = app_for_conn.clone();
-            async move { Ok::<_, Infallible>(handler::handle(&app, req, peer).await) }
-        });
-        let connection = builder
-            .serve_connection(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        let app = app.clone();
-        app.metrics.connections_open.inc();
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        if open.load(Ordering::Acquire) >= app.config.server.max_connections {
+            app.metrics.shed.with_label_values(&["connections"]).inc();
+            if tls.is_none() {
+                connections.spawn(refuse(stream));
             }
+            continue;
+        }
+        open.fetch_add(1, Ordering::AcqRel);
+        app.metrics.connections_open.inc();
+        let app = app.clone();
+        let builder = builder.clone();
+        let stop = stop_connections.clone();
+        let open = open.clone();
+        connections.spawn(async move {
+            match tls {
+                None => serve_connection(&app, &builder, stream, peer, stop).await,
+                Some(tls) => {
+                    let handshake = tls.acceptor().accept(stream);
+                    match tokio::time::timeout(app.config.server.header_read_timeout, handshake)
+                        .await
+                    {
+                        Ok(Ok(stream)) => {
+                            serve_connection(&app, &builder, stream, peer, stop).await
+                        }
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
+            }
+            open.fetch_sub(1, Ordering::AcqRel);
             app.metrics.connections_open.dec();
         });
     }
-    drop(listener);
-    app.start_draining();
+    drop(http);
+    drop(https);
+    tracing::info!("listeners closed; finishing the requests in flight");
+    stop_connections.cancel();
+    connections.close();
     let grace = app.config.server.shutdown_grace;
-    match tokio::time::timeout(grace, graceful.shutdown()).await {
+    match tokio::time::timeout(grace, connections.wait()).await {
         Ok(()) => tracing::info!("all connections finished"),
         Err(_) => tracing::warn!(
-            grace_seconds = grace.as_secs(),
+            grace_seconds = grace.as_secs_f64(),
             "grace period over; closing the connections still open"
         ),
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn accept(listener: Option<&TcpListener>) -> std::io::Result<(TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Answers 503 on a connection over the limit, then closes it.
+async fn refuse(mut stream: TcpStream) {
+    let write = async {
+        stream.write_all(OVERLOADED).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
+
+async fn serve_connection<S>(
+    app: &Arc<App>,
+    builder: &Builder,
+    stream: S,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let clock = ConnClock::new();
+    let io = TimedIo::new(
+        stream,
+        clock.clone(),
+        app.config.server.header_read_timeout,
+        app.config.server.idle_timeout,
+    );
+    let app_for_service = app.clone();
+    let service = service_fn(move |req| {
+        let app = app_for_service.clone();
+        let guard = clock.request_started();
+        async move {
+            let response = handler::handle(&app, req, peer).await;
+            drop(guard);
+            Ok::<_, Infallible>(response)
+        }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection closed with an error");
     }
 }

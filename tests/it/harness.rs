@@ -102,10 +102,15 @@ impl Drop for Server {
 pub fn config_in(dir: &Path, config_toml: &str) -> Config {
     let path = dir.join("config.toml");
     std::fs::write(&path, config_toml).unwrap();
-    match Config::from_args(["flagpost", "--config", path.to_str().unwrap()]) {
+    let mut config = match Config::from_args(["flagpost", "--config", path.to_str().unwrap()]) {
         Ok(Invocation::Serve(c)) => c,
         other => panic!("bad test config: {other:?}"),
+    };
+    // Tests stop servers often: no pre-stop delay unless a test asks for one.
+    if !config_toml.contains("shutdown_delay") {
+        config.server.shutdown_delay = Duration::ZERO;
     }
+    config
 }
 
 pub fn client() -> reqwest::Client {

@@ -1,0 +1,303 @@
+//! Connection timeouts hyper does not give separately: a client must send a request's headers
+//! within the header-read timeout once it starts (and a new connection must start one within it),
+//! while a keep-alive connection may sit idle between requests for the (longer) idle timeout.
+//! [`TimedIo`] enforces both on the socket; the request handler marks requests in progress on
+//! the connection's [`ConnClock`], during which neither applies.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// The HTTP/2 connection preface: a client speaking h2 cleartext starts with it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// What the handler tells the socket about a connection.
+#[derive(Debug)]
+pub struct ConnClock {
+    opened: Instant,
+    active: AtomicUsize,
+    /// Milliseconds since `opened` when the last request finished (0: none yet).
+    last_done: AtomicU64,
+}
+
+impl ConnClock {
+    pub fn new() -> Arc<ConnClock> {
+        Arc::new(ConnClock {
+            opened: Instant::now(),
+            active: AtomicUsize::new(0),
+            last_done: AtomicU64::new(0),
+        })
+    }
+
+    fn millis(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1)
+    }
+
+    /// A request's headers arrived: no socket deadline until it is answered.
+    pub fn request_started(self: &Arc<Self>) -> RequestGuard {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        RequestGuard(self.clone())
+    }
+}
+
+/// Marks the end of a request when dropped (also when the client went away).
+#[derive(Debug)]
+pub struct RequestGuard(Arc<ConnClock>);
+
+impl Drop for RequestGuard {
+    fn drop(&mut self) {
+        self.0.last_done.store(self.0.millis(), Ordering::Release);
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Protocol {
+    Unknown,
+    Http1,
+    Http2,
+}
+
+/// A socket with the header-read and idle deadlines.
+pub struct TimedIo<S> {
+    inner: S,
+    clock: Arc<ConnClock>,
+    header_timeout: Duration,
+    idle_timeout: Duration,
+    protocol: Protocol,
+    preface_seen: usize,
+    /// When the first bytes of a request not yet handed to the handler arrived.
+    head_started: Option<Instant>,
+    /// Last time bytes arrived (HTTP/2 idle accounting).
+    last_read: Instant,
+    sleep: Pin<Box<Sleep>>,
+    armed: Option<Instant>,
+}
+
+impl<S> TimedIo<S> {
+    pub fn new(
+        inner: S,
+        clock: Arc<ConnClock>,
+        header_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        let now = Instant::now();
+        TimedIo {
+            inner,
+            clock,
+            header_timeout,
+            idle_timeout,
+            protocol: Protocol::Unknown,
+            preface_seen: 0,
+            head_started: None,
+            last_read: now,
+            sleep: Box::pin(tokio::time::sleep_until(now + header_timeout)),
+            armed: None,
+        }
+    }
+
+    fn classify(&mut self, bytes: &[u8]) {
+        if self.protocol != Protocol::Unknown {
+            return;
+        }
+        for &b in bytes {
+            if H2_PREFACE.get(self.preface_seen) == Some(&b) {
+                self.preface_seen += 1;
+                if self.preface_seen == H2_PREFACE.len() {
+                    self.protocol = Protocol::Http2;
+                    return;
+                }
+            } else {
+                self.protocol = Protocol::Http1;
+                return;
+            }
+        }
+    }
+
+    /// When the socket should give up waiting, if it should.
+    fn deadline(&self) -> Option<Instant> {
+        if self.clock.active.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let last_done = self.clock.last_done.load(Ordering::Acquire);
+        let idle_from = self.clock.opened + Duration::from_millis(last_done);
+        match self.protocol {
+            Protocol::Http2 => Some(self.last_read.max(idle_from) + self.idle_timeout),
+            Protocol::Http1 | Protocol::Unknown => match self.head_started {
+                // Bytes of a request arrived: its headers must be complete in time.
+                Some(started) if started >= idle_from => Some(started + self.header_timeout),
+                // A new connection must send a first request in time.
+                _ if last_done == 0 => Some(self.clock.opened + self.header_timeout),
+                _ => Some(idle_from + self.idle_timeout),
+            },
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                if n > 0 {
+                    let now = Instant::now();
+                    this.last_read = now;
+                    if let Some(bytes) = buf.filled().get(before..) {
+                        let bytes = bytes.to_vec();
+                        this.classify(&bytes);
+                    }
+                    let idle_from = this.clock.opened
+                        + Duration::from_millis(this.clock.last_done.load(Ordering::Acquire));
+                    let pending_head = this.head_started.is_some_and(|s| s >= idle_from);
+                    if this.clock.active.load(Ordering::Acquire) == 0 && !pending_head {
+                        this.head_started = Some(now);
+                    }
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => {
+                let Some(deadline) = this.deadline() else {
+                    return Poll::Pending;
+                };
+                if this.armed != Some(deadline) {
+                    this.sleep.as_mut().reset(deadline);
+                    this.armed = Some(deadline);
+                }
+                match this.sleep.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle, or request headers too slow",
+                    ))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+}
+
+use std::future::Future as _;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn pair(
+        header: u64,
+        idle: u64,
+    ) -> (
+        TimedIo<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Arc<ConnClock>,
+    ) {
+        let (a, b) = tokio::io::duplex(1024);
+        let clock = ConnClock::new();
+        let io = TimedIo::new(
+            a,
+            clock.clone(),
+            Duration::from_millis(header),
+            Duration::from_millis(idle),
+        );
+        (io, b, clock)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_must_start_a_request_in_time() {
+        let (mut io, _peer, _) = pair(100, 1000).await;
+        let mut buf = [0u8; 16];
+        let err = io.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn slow_headers_are_cut_but_idle_keep_alive_lasts_longer() {
+        let (mut io, mut peer, clock) = pair(100, 1000).await;
+        peer.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        let started = Instant::now();
+        assert_eq!(
+            io.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(99)
+                && started.elapsed() < Duration::from_millis(200)
+        );
+
+        let (mut io, mut peer, clock2) = pair(100, 1000).await;
+        drop(clock);
+        peer.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        drop(clock2.request_started());
+        let started = Instant::now();
+        assert_eq!(
+            io.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert!(
+            started.elapsed() >= Duration::from_millis(999),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_deadline_while_a_request_is_in_progress() {
+        let (mut io, mut peer, clock) = pair(100, 200).await;
+        let guard = clock.request_started();
+        let reader = tokio::spawn(async move {
+            let mut buf = [0u8; 8];
+            io.read(&mut buf).await
+        });
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        peer.write_all(b"x").await.unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), 1);
+        drop(guard);
+    }
+}
