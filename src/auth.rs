@@ -155,18 +155,23 @@ impl Authenticator {
         }
     }
 
-    /// The request tokens known valid, with what they may do (for the backup).
+    /// The request tokens known valid, as token digests with what they may do (for the
+    /// backup): those validated since start, and those restored from a backup and not seen since.
     pub fn verdicts(&self) -> Vec<(String, TokenKind, Scope)> {
-        self.remote
-            .as_ref()
-            .map(|r| {
-                r.caches
-                    .valid
-                    .iter()
-                    .map(|(raw, known)| (raw.as_ref().clone(), known.kind, known.scope))
-                    .collect()
-            })
-            .unwrap_or_default()
+        let Some(r) = &self.remote else {
+            return Vec::new();
+        };
+        r.caches.valid.run_pending_tasks();
+        let mut out: HashMap<String, (TokenKind, Scope)> = r
+            .restored
+            .load()
+            .iter()
+            .map(|(digest, known)| (digest.clone(), (known.kind, known.scope.clone())))
+            .collect();
+        for (raw, known) in r.caches.valid.iter() {
+            out.insert(crate::persist::digest(&raw), (known.kind, known.scope));
+        }
+        out.into_iter().map(|(d, (k, s))| (d, k, s)).collect()
     }
 
     /// Resolves several tokens at once (for `/edge/validate`): the unknown ones go upstream in

@@ -205,7 +205,7 @@ pub async fn run_with(
     let tls = match (&config.server.tls, &listeners.https) {
         (Some(t), Some(_)) => {
             let reloader = Arc::new(TlsReloader::load(&t.cert_file, &t.key_file)?);
-            tasks.spawn(reloader.clone().watch(cancel.clone()));
+            tasks.spawn(reloader.clone().watch(metrics.clone(), cancel.clone()));
             Some(reloader)
         }
         _ => None,
@@ -314,6 +314,7 @@ pub async fn run_with(
         {
             tracing::warn!("usage not all forwarded before shutdown");
         }
+        let _ = tokio::task::spawn_blocking(move || refresh.save_backup()).await;
     }
     cancel.cancel();
     tasks.close();

@@ -56,6 +56,7 @@ pub struct Metrics {
     pub usage_buffer_bytes: IntGauge,
     pub flag_evaluations: IntCounterVec,
     pub shed: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -287,6 +288,12 @@ impl Metrics {
             "Requests and connections refused with 503 overloaded, by limit (connections, in_flight)",
             &["limit"],
         );
+        let tls_reloads = counter_vec(
+            &registry,
+            "flagpost_tls_reloads_total",
+            "Reloads of the TLS certificate after its files changed, by result (ok, failed)",
+            &["result"],
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         Metrics {
             registry,
@@ -319,6 +326,7 @@ impl Metrics {
             usage_buffer_bytes,
             flag_evaluations,
             shed,
+            tls_reloads,
         }
     }
 

@@ -34,9 +34,9 @@ struct BackedScope {
 }
 
 impl BackedScope {
-    fn of(raw: &str, kind: TokenKind, scope: &Scope) -> BackedScope {
+    fn of(token_sha256: String, kind: TokenKind, scope: &Scope) -> BackedScope {
         BackedScope {
-            token_sha256: digest(raw),
+            token_sha256,
             kind: kind.as_str().to_string(),
             environment: scope.environment.clone(),
             projects: match &scope.projects {
@@ -140,7 +140,7 @@ impl Backup {
         Ok(())
     }
 
-    /// Writes the startup tokens' scopes and the request tokens' verdicts.
+    /// Writes the startup tokens' scopes and the request tokens' verdicts (token digests).
     pub fn save_state(
         &self,
         startup: &[(Token, Scope)],
@@ -150,11 +150,11 @@ impl Backup {
             format: FORMAT,
             startup: startup
                 .iter()
-                .map(|(t, s)| BackedScope::of(t.expose(), TokenKind::Client, s))
+                .map(|(t, s)| BackedScope::of(digest(t.expose()), TokenKind::Client, s))
                 .collect(),
             tokens: tokens
                 .iter()
-                .map(|(raw, kind, scope)| BackedScope::of(raw, *kind, scope))
+                .map(|(d, kind, scope)| BackedScope::of(d.clone(), *kind, scope))
                 .collect(),
         };
         let bytes = serde_json::to_vec_pretty(&state).map_err(|e| self.fail(e.to_string()))?;
@@ -233,7 +233,7 @@ mod tests {
         let token = Token::parse("default:development.secret-in-clear-0001").unwrap();
         let scope = Scope::new("development", Projects::from_names(["default"]));
         let front = (
-            "*:development.front-secret-0002".to_string(),
+            digest("*:development.front-secret-0002"),
             TokenKind::Frontend,
             Scope::new("development", Projects::All),
         );

@@ -812,9 +812,12 @@ fn merge(
         Some(Command::Offline(args)) => {
             Mode::Offline(offline(args, sub_matches(matches), raw.offline, base_dir)?)
         }
-        Some(Command::Edge(args)) => {
-            Mode::Edge(Box::new(edge(args, sub_matches(matches), raw.edge, base_dir)?))
-        }
+        Some(Command::Edge(args)) => Mode::Edge(Box::new(edge(
+            args,
+            sub_matches(matches),
+            raw.edge,
+            base_dir,
+        )?)),
         Some(Command::CheckConfig | Command::Health(_) | Command::Ready(_)) | None => {
             return Err(invalid("mode", "no mode given (offline or edge)"));
         }

@@ -385,3 +385,35 @@ fn edge_mode_from_the_file() {
     assert_eq!(e.token_cache_size, 50);
     assert_eq!(e.upstream_url, "http://unleash:4242");
 }
+
+mod fuzz {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_file_parser_never_panics(text in "\\PC{0,300}") {
+            let _ = RawFile::parse(&text);
+        }
+
+        #[test]
+        fn config_shaped_garbage_is_an_error_or_a_config(
+            section in "(server|tls|cors|frontend|log|usage|offline|edge)",
+            key in "[a-z_]{1,24}",
+            value in "(\"[ -~]{0,20}\"|[0-9]{1,12}|true|false|\\[[ -~]{0,20}\\]|\\{[ -~]{0,20}\\})",
+        ) {
+            let text = format!("mode = \"offline\"\n[{section}]\n{key} = {value}\n");
+            let f = write(&text);
+            match load(&["--config", f.path().to_str().unwrap()]) {
+                Ok(_) => {}
+                Err(ConfigError::Invalid { key, problem }) => {
+                    prop_assert!(!key.is_empty() && !problem.is_empty());
+                    prop_assert!(!problem.contains('\n'), "one line: {problem}");
+                }
+                Err(ConfigError::Cli(_)) => {}
+            }
+        }
+    }
+}

@@ -12,6 +12,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::watch::Stamp;
 
 /// How often the certificate files are checked for changes.
@@ -51,7 +52,7 @@ impl TlsReloader {
     }
 
     /// Reloads the pair whenever either file changes, until `cancel`.
-    pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+    pub async fn watch(self: Arc<Self>, metrics: Arc<Metrics>, cancel: CancellationToken) {
         let stamps = || (Stamp::of(&self.cert), Stamp::of(&self.key));
         let mut last = stamps();
         loop {
@@ -67,9 +68,11 @@ impl TlsReloader {
             match build(&self.cert, &self.key) {
                 Ok(config) => {
                     self.current.store(Arc::new(config));
+                    metrics.tls_reloads.with_label_values(&["ok"]).inc();
                     tracing::info!(cert = %self.cert.display(), "TLS certificate reloaded");
                 }
                 Err(e) => {
+                    metrics.tls_reloads.with_label_values(&["failed"]).inc();
                     tracing::error!(error = %e, "TLS certificate changed but cannot be used; keeping the previous one");
                 }
             }

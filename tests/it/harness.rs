@@ -12,6 +12,8 @@ use tokio::task::JoinHandle;
 /// A running flagpost.
 pub struct Server {
     pub addr: SocketAddr,
+    /// The HTTPS address, when TLS is on.
+    pub tls_addr: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     stop: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<Result<(), flagpost::RunError>>>,
@@ -30,14 +32,30 @@ impl Server {
     }
 
     pub async fn start_with(config: Config, dir: tempfile::TempDir) -> Server {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Server::start_on(config, dir, "127.0.0.1:0").await
+    }
+
+    /// Starts flagpost with its plain HTTP listener bound to `bind` (and an HTTPS one on
+    /// 127.0.0.1, when the configuration enables TLS).
+    pub async fn start_on(config: Config, dir: tempfile::TempDir, bind: &str) -> Server {
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let https = match config.server.tls {
+            Some(_) => Some(tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap()),
+            None => None,
+        };
+        let tls_addr = https.as_ref().map(|l| l.local_addr().unwrap());
+        let listeners = flagpost::Listeners {
+            http: Some(listener),
+            https,
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let handle = tokio::spawn(flagpost::run(config, listener, async {
+        let handle = tokio::spawn(flagpost::run_with(config, listeners, async {
             let _ = stopped.await;
         }));
         Server {
             addr,
+            tls_addr,
             dir,
             stop: Some(stop),
             handle: Some(handle),

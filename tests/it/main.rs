@@ -11,6 +11,7 @@
 
 mod cli;
 mod edge;
+mod hardening;
 mod harness;
 mod offline;
 mod sdk;
