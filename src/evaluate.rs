@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
-use unleash_types::client_features::{ClientFeatures, Context};
+use unleash_types::client_features::{ClientFeature, ClientFeatures, Context};
 use unleash_yggdrasil::{EngineState, ExtendedVariantDef};
 
 use crate::snapshot::{push_json_str, Document, Snapshot};
@@ -50,7 +50,7 @@ impl Engine {
             features: document
                 .features
                 .iter()
-                .map(|f| f.typed().clone())
+                .filter_map(|f| f.typed().ok())
                 .collect(),
             segments: Some(
                 document
@@ -163,6 +163,14 @@ pub fn context_from_json(body: &[u8]) -> Result<Context, ContextError> {
     Ok(context)
 }
 
+/// Without `currentTime`, the engine would format the clock for every date constraint it
+/// evaluates; formatting it once per request, in the same form, gives the same results.
+pub fn fix_current_time(context: &mut Context) {
+    if context.current_time.is_none() {
+        context.current_time = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    }
+}
+
 fn read_properties(
     props: Map<String, Value>,
     out: &mut HashMap<String, String>,
@@ -256,18 +264,88 @@ pub enum Listing {
     All,
 }
 
-/// Writes `{"toggles":[...]}` for the flags of `projects`, each evaluated once.
+/// How one flag is written in Frontend API responses, prepared once per snapshot.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The name, as a JSON string.
+    name: Box<str>,
+    impression_data: bool,
+    /// The whole toggle object and whether it is enabled, for a flag whose result cannot depend
+    /// on the context (disabled, or on for everyone with no variants): evaluated once.
+    fixed: Option<(bool, Box<str>)>,
+}
+
+/// Whether a flag's result is the same for every context: it is off, or its first strategy is
+/// an unconditional `default` (no constraints, segments or strategy variants) and it has no
+/// variants and no dependencies.
+pub(crate) fn context_free(feature: &ClientFeature) -> bool {
+    if !feature.enabled {
+        return true;
+    }
+    if feature.dependencies.as_ref().is_some_and(|d| !d.is_empty())
+        || feature.variants.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return false;
+    }
+    let Some(first) = feature.strategies.as_ref().and_then(|s| s.first()) else {
+        return false;
+    };
+    first.name == "default"
+        && first.constraints.as_ref().is_none_or(|c| c.is_empty())
+        && first.segments.as_ref().is_none_or(|s| s.is_empty())
+        && first.variants.as_ref().is_none_or(|v| v.is_empty())
+}
+
+impl Engine {
+    /// Prepares every flag of `document` for the Frontend API (in document order).
+    pub fn prepare(&self, document: &Document) -> Vec<Prepared> {
+        let empty = empty_context();
+        document
+            .features
+            .iter()
+            .map(|f| {
+                let mut name = String::with_capacity(f.name.len() + 2);
+                push_json_str(&mut name, &f.name);
+                let impression_data = f.impression_data;
+                let fixed = f.context_free.then(|| {
+                    let result = self.evaluate(&f.name, &empty);
+                    let mut json = String::with_capacity(192);
+                    write_toggle(&mut json, &f.name, impression_data, &result);
+                    (result.feature_enabled, json.into_boxed_str())
+                });
+                Prepared {
+                    name: name.into_boxed_str(),
+                    impression_data,
+                    fixed,
+                }
+            })
+            .collect()
+    }
+}
+
+/// Writes `{"toggles":[...]}` for the flags of `projects`, each evaluated at most once (not at
+/// all when its result cannot depend on the context).
 pub fn frontend_response(
     snapshot: &Snapshot,
     projects: &Projects,
     context: &Context,
     listing: Listing,
 ) -> Vec<u8> {
-    let mut out = String::with_capacity(64 + snapshot.features().len() * 160);
+    let mut out = String::with_capacity(snapshot.frontend_size_hint());
     out.push_str("{\"toggles\":[");
     let mut first = true;
-    for feature in snapshot.features() {
+    for (feature, prepared) in snapshot.features().iter().zip(snapshot.prepared()) {
         if !projects.contains(&feature.project) {
+            continue;
+        }
+        if let Some((enabled, json)) = &prepared.fixed {
+            if listing == Listing::All || *enabled {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                out.push_str(json);
+            }
             continue;
         }
         let result = snapshot.engine().evaluate(&feature.name, context);
@@ -278,22 +356,42 @@ pub fn frontend_response(
             out.push(',');
         }
         first = false;
-        let impression = feature.typed().impression_data.unwrap_or(false);
-        write_toggle(&mut out, &feature.name, impression, &result);
+        write_prepared(&mut out, prepared, &result);
     }
     out.push_str("]}");
     out.into_bytes()
 }
 
+impl Prepared {
+    /// Roughly how many bytes this flag takes in a response.
+    pub fn size_hint(&self) -> usize {
+        match &self.fixed {
+            Some((_, json)) => json.len() + 1,
+            None => self.name.len() + 160,
+        }
+    }
+}
+
+fn write_prepared(out: &mut String, prepared: &Prepared, result: &Evaluation) {
+    out.push_str("{\"name\":");
+    out.push_str(&prepared.name);
+    write_rest(out, prepared.impression_data, result);
+}
+
 /// Writes one toggle object, as in PROTOCOL.md §4.
 pub fn write_toggle(out: &mut String, name: &str, impression_data: bool, result: &Evaluation) {
+    out.push_str("{\"name\":");
+    push_json_str(out, name);
+    write_rest(out, impression_data, result);
+}
+
+/// Everything of a toggle object after its name.
+fn write_rest(out: &mut String, impression_data: bool, result: &Evaluation) {
     let enabled = if result.feature_enabled {
         "true"
     } else {
         "false"
     };
-    out.push_str("{\"name\":");
-    push_json_str(out, name);
     out.push_str(",\"enabled\":");
     out.push_str(enabled);
     out.push_str(",\"impressionData\":");
@@ -488,6 +586,75 @@ mod tests {
             }
         }
         assert!(on > 0 && off > 0, "both outcomes seen ({on} on, {off} off)");
+    }
+
+    /// A flag prepared as context-free gives the same answer whatever the context: checked on
+    /// every flag of the client specification and the example features.
+    #[test]
+    fn context_free_flags_really_are() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files: Vec<std::path::PathBuf> =
+            std::fs::read_dir(root.join("tests/client-specification"))
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| {
+                    p.file_name()
+                        .unwrap()
+                        .to_string_lossy()
+                        .starts_with(|c: char| c.is_ascii_digit())
+                })
+                .collect();
+        files.push(root.join("examples/features.json"));
+        let contexts: Vec<Context> = [
+            "",
+            "userId=alice",
+            "userId=123&sessionId=s1&remoteAddress=10.0.0.1&appName=web&environment=production",
+            "currentTime=2001-01-01T00:00:00Z&properties[country]=NO&properties[tier]=pro",
+            "sessionId=x&remoteAddress=127.0.0.1&properties[appVersion]=9.9.9",
+        ]
+        .iter()
+        .map(|q| context_from_query(q).unwrap())
+        .collect();
+        let (mut checked, mut context_free) = (0, 0);
+        for file in files {
+            let value: Value =
+                serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+            let state = if value.get("state").is_some() {
+                &value["state"]
+            } else {
+                &value
+            };
+            let Ok(document) = Document::parse(state.to_string().as_bytes()) else {
+                continue;
+            };
+            let (snapshot, _) = Snapshot::build("development", document);
+            for (feature, prepared) in snapshot.features().iter().zip(snapshot.prepared()) {
+                checked += 1;
+                let Some((enabled, json)) = &prepared.fixed else {
+                    continue;
+                };
+                context_free += 1;
+                for ctx in &contexts {
+                    for _ in 0..5 {
+                        let result = snapshot.engine().evaluate(&feature.name, ctx);
+                        let mut out = String::new();
+                        write_toggle(&mut out, &feature.name, feature.impression_data, &result);
+                        assert_eq!(
+                            &out.as_str(),
+                            &json.as_ref(),
+                            "{}: {}",
+                            file.display(),
+                            feature.name
+                        );
+                        assert_eq!(result.feature_enabled, *enabled);
+                    }
+                }
+            }
+        }
+        assert!(
+            context_free > 10 && checked > context_free,
+            "{context_free} of {checked}"
+        );
     }
 
     /// Files 19 and 20 of the client specification describe the delta API, which flagpost does

@@ -203,7 +203,8 @@ mod tests {
             .iter()
             .find(|f| f.name == "on")
             .unwrap()
-            .typed();
+            .typed()
+            .unwrap();
         assert!(on.enabled);
         assert_eq!(on.variants.as_ref().unwrap()[0].name, "blue");
     }

@@ -14,7 +14,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use unleash_types::client_features::{ClientFeature, Segment};
 
-use crate::evaluate::Engine;
+use crate::evaluate::{Engine, Prepared};
 use crate::token::{Projects, Scope};
 
 /// How many distinct Client API bodies (project filter × name prefix) one snapshot memoises.
@@ -31,30 +31,49 @@ pub enum DocumentError {
     EmptyName(usize),
 }
 
-/// One feature: the JSON exactly as received (served as is) and its typed form (for the engine).
+/// One feature: the JSON exactly as received (served as is, and parsed again only to compile a
+/// snapshot), and the few facts read from it that requests need. Keeping no typed copy halves
+/// the memory a large flag set takes (the engine keeps its own).
 #[derive(Debug, Clone)]
 pub struct Feature {
     pub name: String,
     pub project: String,
+    pub impression_data: bool,
+    /// Whether every context gets the same result (see `evaluate::context_free`).
+    pub context_free: bool,
+    segments: Arc<[i32]>,
     raw: Arc<RawValue>,
-    typed: Arc<ClientFeature>,
 }
 
 impl Feature {
-    pub fn raw_json(&self) -> &str {
-        self.raw.get()
-    }
-
-    pub fn typed(&self) -> &ClientFeature {
-        &self.typed
-    }
-
-    fn segment_ids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.typed
+    fn new(typed: &ClientFeature, raw: Arc<RawValue>) -> Feature {
+        let segments: Vec<i32> = typed
             .strategies
             .iter()
             .flatten()
             .flat_map(|s| s.segments.iter().flatten().copied())
+            .collect();
+        Feature {
+            name: typed.name.clone(),
+            project: typed.project.clone().unwrap_or_else(|| "default".into()),
+            impression_data: typed.impression_data.unwrap_or(false),
+            context_free: crate::evaluate::context_free(typed),
+            segments: Arc::from(segments),
+            raw,
+        }
+    }
+
+    pub fn raw_json(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// The typed form, parsed from the JSON.
+    pub fn typed(&self) -> Result<ClientFeature, serde_json::Error> {
+        serde_json::from_str(self.raw.get())
+    }
+
+    fn segment_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.segments.iter().copied()
     }
 }
 
@@ -108,12 +127,7 @@ impl Document {
             if !seen.insert(typed.name.clone()) {
                 return Err(DocumentError::DuplicateFeature(typed.name));
             }
-            features.push(Feature {
-                name: typed.name.clone(),
-                project: typed.project.clone().unwrap_or_else(|| "default".into()),
-                raw: compact(raw)?,
-                typed: Arc::new(typed),
-            });
+            features.push(Feature::new(&typed, compact(raw)?));
         }
         let segments = raw
             .segments
@@ -246,6 +260,9 @@ pub struct Snapshot {
     document: Document,
     by_name: HashMap<String, usize>,
     engine: Engine,
+    prepared: Vec<Prepared>,
+    /// Roughly the size of a Frontend API response listing every flag.
+    frontend_size: usize,
     bodies: moka::sync::Cache<BodyKey, Arc<Body>>,
     built_at: SystemTime,
 }
@@ -270,11 +287,15 @@ impl Snapshot {
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
         let (engine, warnings) = Engine::compile(&document);
+        let prepared = engine.prepare(&document);
+        let frontend_size = 64 + prepared.iter().map(|p| p.size_hint()).sum::<usize>();
         let snapshot = Snapshot {
             environment: Arc::from(environment),
             document,
             by_name,
             engine,
+            prepared,
+            frontend_size,
             bodies: moka::sync::Cache::new(BODY_CACHE_ENTRIES),
             built_at: SystemTime::now(),
         };
@@ -301,6 +322,16 @@ impl Snapshot {
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// The flags prepared for the Frontend API, in document order.
+    pub fn prepared(&self) -> &[Prepared] {
+        &self.prepared
+    }
+
+    /// A buffer size that holds a Frontend API response listing every flag.
+    pub fn frontend_size_hint(&self) -> usize {
+        self.frontend_size
     }
 
     pub fn built_at(&self) -> SystemTime {
@@ -375,19 +406,26 @@ impl Snapshot {
 /// Appends `s` as a JSON string literal.
 pub fn push_json_str(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+    // Runs of characters that need no escaping are copied whole.
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        if b != b'"' && b != b'\\' && b >= 0x20 {
+            continue;
         }
+        out.push_str(s.get(start..i).unwrap_or(""));
+        match b {
+            b'"' => out.push_str("\\\""),
+            b'\\' => out.push_str("\\\\"),
+            b'\n' => out.push_str("\\n"),
+            b'\r' => out.push_str("\\r"),
+            b'\t' => out.push_str("\\t"),
+            _ => {
+                let _ = write!(out, "\\u{b:04x}");
+            }
+        }
+        start = i + 1;
     }
+    out.push_str(s.get(start..).unwrap_or(""));
     out.push('"');
 }
 
@@ -596,6 +634,16 @@ mod tests {
         let prefixed = s.client_body(&Projects::All, Some("a"));
         assert_eq!(names(&prefixed), ["a", "ab"]);
         assert_ne!(all.etag, prefixed.etag);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn json_strings_round_trip(text in "\\PC{0,40}|[\\x00-\\x7f]{0,40}") {
+            let mut out = String::new();
+            push_json_str(&mut out, &text);
+            let back: String = serde_json::from_str(&out).unwrap();
+            proptest::prop_assert_eq!(back, text);
+        }
     }
 
     #[test]

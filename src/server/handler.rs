@@ -373,12 +373,7 @@ async fn frontend_api(
                 return Err(missing());
             }
             let mut out = String::with_capacity(256);
-            evaluate::write_toggle(
-                &mut out,
-                &feature.name,
-                feature.typed().impression_data.unwrap_or(false),
-                &result,
-            );
+            evaluate::write_toggle(&mut out, &feature.name, feature.impression_data, &result);
             out.into_bytes()
         }
         Route::FrontendAll => {

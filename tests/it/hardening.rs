@@ -304,7 +304,11 @@ async fn connections_past_the_limit_get_503() {
     );
     drop(held);
     eventually("connections free again", || async {
-        get(&s, "/health", None).await.0 == 200
+        client()
+            .get(s.url("/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
     })
     .await;
     assert!(
