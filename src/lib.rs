@@ -49,7 +49,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{Authenticator, Validator};
-use crate::config::{Config, Mode};
+use crate::config::{Config, EdgeConfig, Mode, OfflineConfig};
 use crate::metrics::Metrics;
 use crate::refresh::Refresh;
 use crate::server::tls::TlsReloader;
@@ -69,6 +69,7 @@ pub struct App {
     pub metrics: Arc<Metrics>,
     pub usage: Usage,
     draining: AtomicBool,
+    aborted: AtomicBool,
     /// Requests being answered now (for the in-flight limit).
     pub(crate) in_flight: AtomicUsize,
     refresh: OnceLock<Arc<Refresh>>,
@@ -76,21 +77,14 @@ pub struct App {
 
 impl App {
     /// Builds the app for offline mode: one store slot per environment the client tokens name.
-    fn offline(config: Config, metrics: Arc<Metrics>) -> App {
-        let (store, auth) = match &config.mode {
-            Mode::Offline(offline) => {
-                let serving = offline
-                    .tokens
-                    .iter()
-                    .filter(|t| t.kind == TokenKind::Client)
-                    .map(|t| (t.scope.environment.clone(), t.scope.projects.clone()));
-                (
-                    Store::new(serving),
-                    Authenticator::offline(offline.tokens.clone()),
-                )
-            }
-            Mode::Edge(_) => (Store::pending(), Authenticator::offline(Vec::new())),
-        };
+    fn offline(config: Config, offline: &OfflineConfig, metrics: Arc<Metrics>) -> App {
+        let serving = offline
+            .tokens
+            .iter()
+            .filter(|t| t.kind == TokenKind::Client)
+            .map(|t| (t.scope.environment.clone(), t.scope.projects.clone()));
+        let store = Store::new(serving);
+        let auth = Authenticator::offline(offline.tokens.clone());
         App::with(config, store, auth, metrics)
     }
 
@@ -113,6 +107,7 @@ impl App {
             metrics,
             usage,
             draining: AtomicBool::new(false),
+            aborted: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             refresh: OnceLock::new(),
         }
@@ -123,6 +118,20 @@ impl App {
         let ready = !self.draining.load(Ordering::Relaxed) && self.store.all_loaded();
         self.metrics.ready.set(if ready { 1.0 } else { 0.0 });
         ready
+    }
+
+    /// Stop without the pre-stop delay (flagpost cannot serve anyway).
+    fn abort(&self) {
+        self.aborted.store(true, Ordering::Relaxed);
+    }
+
+    /// How long to keep serving after a shutdown signal, with `/ready` at 503.
+    pub fn drain_delay(&self) -> std::time::Duration {
+        if self.aborted.load(Ordering::Relaxed) {
+            std::time::Duration::ZERO
+        } else {
+            self.config.server.shutdown_delay
+        }
     }
 
     /// From now on `/ready` answers 503.
@@ -211,93 +220,27 @@ pub async fn run_with(
         _ => None,
     };
     let (fatal_tx, fatal_rx) = oneshot::channel::<refresh::StartupError>();
-    let mut final_flush = None;
-    let app = match config.mode.clone() {
+    let (app, edge) = match config.mode.clone() {
         Mode::Offline(offline) => {
-            let app = Arc::new(App::offline(config, metrics));
-            match offline::reload(&app, &offline.features_file) {
-                Ok(count) => tracing::info!(
-                    path = %offline.features_file.display(),
-                    features = count,
-                    environments = ?app.store.environments(),
-                    "offline mode: features loaded"
-                ),
-                // Watched: stay up, not ready, and load the file once it is fixed.
-                Err(e) if offline.reload_interval.is_some() => tracing::error!(
-                    error = %e,
-                    "offline mode: the features file cannot be used; not ready until it is fixed"
-                ),
-                Err(e) => return Err(e.into()),
-            }
-            if let Some(interval) = offline.reload_interval {
-                tasks.spawn(offline::watch(
-                    app.clone(),
-                    offline.features_file.clone(),
-                    interval,
-                    cancel.clone(),
-                ));
-            }
-            drop(fatal_tx);
-            app
+            let app = Arc::new(App::offline(config, &offline, metrics));
+            start_offline(&app, &offline, &tasks, &cancel)?;
+            (app, None)
         }
         Mode::Edge(edge) => {
-            let upstream = Arc::new(Upstream::new(&edge, &config.app_name, &config.instance_id)?);
-            if edge.skip_ssl_verification {
-                tracing::warn!("TLS verification of the upstream is OFF (skip_ssl_verification): anyone on the network path can impersonate it");
-            }
-            let (auth, validator): (Authenticator, Validator) = Authenticator::edge(
-                edge.client_keys.clone(),
-                upstream.clone(),
-                metrics.clone(),
-                edge.token_cache_size,
-                edge.invalid_token_ttl,
-            );
-            let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
-            tasks.spawn(validator.run(cancel.clone()));
-            tasks.spawn(auth::revalidate(
-                app.clone(),
-                upstream.clone(),
-                edge.token_revalidation_interval,
-                cancel.clone(),
-            ));
-            let refresh = Refresh::new(
-                app.clone(),
-                upstream.clone(),
-                edge.refresh_interval,
-                tasks.clone(),
-                cancel.clone(),
-                edge.backup_folder.as_deref().map(persist::Backup::new),
-            );
-            let _ = app.refresh.set(refresh.clone());
-            tasks.spawn(usage::forward::run(
-                app.clone(),
-                upstream.clone(),
-                refresh.clone(),
-                app.config.usage.interval,
-                cancel.clone(),
-            ));
-            final_flush = Some((upstream, refresh.clone()));
-            tracing::info!(
-                upstream = refresh_base(&edge),
-                tokens = edge.tokens.len(),
-                "edge mode: validating the startup tokens"
-            );
-            tasks.spawn(async move {
-                if let Err(e) = refresh.start(edge.tokens.clone()).await {
-                    let _ = fatal_tx.send(e);
-                }
-            });
-            app
+            let (app, pieces) = start_edge(config, &edge, metrics, &tasks, &cancel, fatal_tx)?;
+            (app, Some(pieces))
         }
     };
     app.is_ready();
     let fatal = Arc::new(std::sync::Mutex::new(None));
     let fatal_slot = fatal.clone();
+    let app_for_stop = app.clone();
     let stop = async move {
         tokio::select! {
             _ = shutdown => {}
             Ok(e) = fatal_rx => {
                 tracing::error!(error = %e, "flagpost cannot serve; stopping");
+                app_for_stop.abort();
                 if let Ok(mut slot) = fatal_slot.lock() {
                     *slot = Some(e);
                 }
@@ -305,7 +248,7 @@ pub async fn run_with(
         }
     };
     server::serve(app.clone(), listeners, tls, stop).await;
-    if let Some((upstream, refresh)) = final_flush {
+    if let Some((upstream, refresh)) = edge {
         // In-flight requests are done: send what they reported before stopping.
         let flush = usage::forward::forward(&app, &upstream, &refresh);
         if tokio::time::timeout(FINAL_FLUSH_LIMIT, flush)
@@ -329,6 +272,97 @@ pub async fn run_with(
 /// How long the last usage forward at shutdown may take.
 const FINAL_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
 
-fn refresh_base(edge: &config::EdgeConfig) -> &str {
-    &edge.upstream_url
+/// Offline mode: loads the features file and watches it.
+fn start_offline(
+    app: &Arc<App>,
+    offline: &OfflineConfig,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Result<(), RunError> {
+    match offline::reload(app, &offline.features_file) {
+        Ok(count) => tracing::info!(
+            path = %offline.features_file.display(),
+            features = count,
+            environments = ?app.store.environments(),
+            "offline mode: features loaded"
+        ),
+        // Watched: stay up, not ready, and load the file once it is fixed.
+        Err(e) if offline.reload_interval.is_some() => tracing::error!(
+            error = %e,
+            "offline mode: the features file cannot be used; not ready until it is fixed"
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(interval) = offline.reload_interval {
+        tasks.spawn(offline::watch(
+            app.clone(),
+            offline.features_file.clone(),
+            interval,
+            cancel.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// What the final usage flush and backup at shutdown need in edge mode.
+type EdgeParts = (Arc<Upstream>, Arc<Refresh>);
+
+/// Edge mode: the upstream client, token validation, the startup-token polls and the usage
+/// forwarding, all owned by `tasks`. Returns what the final flush at shutdown needs.
+fn start_edge(
+    config: Config,
+    edge: &EdgeConfig,
+    metrics: Arc<Metrics>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+    fatal: oneshot::Sender<refresh::StartupError>,
+) -> Result<(Arc<App>, EdgeParts), RunError> {
+    let upstream = Arc::new(Upstream::new(edge, &config.app_name, &config.instance_id)?);
+    if edge.skip_ssl_verification {
+        tracing::warn!("TLS verification of the upstream is OFF (skip_ssl_verification): anyone on the network path can impersonate it");
+    }
+    let (auth, validator): (Authenticator, Validator) = Authenticator::edge(
+        edge.client_keys.clone(),
+        upstream.clone(),
+        metrics.clone(),
+        edge.token_cache_size,
+        edge.invalid_token_ttl,
+    );
+    let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
+    tasks.spawn(validator.run(cancel.clone()));
+    tasks.spawn(auth::revalidate(
+        app.clone(),
+        upstream.clone(),
+        edge.token_revalidation_interval,
+        cancel.clone(),
+    ));
+    let refresh = Refresh::new(
+        app.clone(),
+        upstream.clone(),
+        edge.refresh_interval,
+        tasks.clone(),
+        cancel.clone(),
+        edge.backup_folder.as_deref().map(persist::Backup::new),
+    );
+    let _ = app.refresh.set(refresh.clone());
+    tasks.spawn(usage::forward::run(
+        app.clone(),
+        upstream.clone(),
+        refresh.clone(),
+        app.config.usage.interval,
+        cancel.clone(),
+    ));
+    tracing::info!(
+        upstream = %edge.upstream_url,
+        tokens = edge.tokens.len(),
+        "edge mode: validating the startup tokens"
+    );
+    let starting = refresh.clone();
+    let tokens = edge.tokens.clone();
+    tasks.spawn(async move {
+        if let Err(e) = starting.start(tokens).await {
+            let _ = fatal.send(e);
+        }
+    });
+    Ok((app, (upstream, refresh)))
 }

@@ -35,6 +35,19 @@ struct Source {
     revoked: bool,
 }
 
+impl Source {
+    fn new((token, scope): (Token, Scope)) -> Source {
+        Source {
+            token,
+            scope,
+            document: None,
+            last_success: None,
+            polling: false,
+            revoked: false,
+        }
+    }
+}
+
 /// The startup tokens of every environment and what each last fetched.
 #[derive(Debug)]
 pub struct Refresh {
@@ -147,17 +160,7 @@ impl Refresh {
         }
         {
             let mut sources = self.lock();
-            *sources = usable
-                .into_iter()
-                .map(|(token, scope)| Source {
-                    token,
-                    scope,
-                    document: None,
-                    last_success: None,
-                    polling: false,
-                    revoked: false,
-                })
-                .collect();
+            *sources = usable.into_iter().map(Source::new).collect();
         }
         self.save_state();
         self.start_needed_polls();
@@ -206,17 +209,7 @@ impl Refresh {
         for (token, scope) in &usable {
             tracing::info!(token = %token, scope = %scope, "upstream unreachable: serving this startup token's scope from the backup");
         }
-        *self.lock() = usable
-            .into_iter()
-            .map(|(token, scope)| Source {
-                token,
-                scope,
-                document: None,
-                last_success: None,
-                polling: false,
-                revoked: false,
-            })
-            .collect();
+        *self.lock() = usable.into_iter().map(Source::new).collect();
         true
     }
 
@@ -533,14 +526,10 @@ mod tests {
     use super::*;
 
     fn source(env: &str, projects: Projects) -> Source {
-        Source {
-            token: Token::parse("*:development.x").unwrap(),
-            scope: Scope::new(env, projects),
-            document: None,
-            last_success: None,
-            polling: false,
-            revoked: false,
-        }
+        Source::new((
+            Token::parse("*:development.x").unwrap(),
+            Scope::new(env, projects),
+        ))
     }
 
     #[test]

@@ -71,7 +71,7 @@ pub async fn serve(
         let accepted = tokio::select! {
             _ = &mut shutdown, if drain_until.is_none() => {
                 app.start_draining();
-                let delay = app.config.server.shutdown_delay;
+                let delay = app.drain_delay();
                 tracing::info!(delay_seconds = delay.as_secs_f64(), "draining: /ready answers 503; still serving until the delay is over");
                 drain_until = Some(tokio::time::Instant::now() + delay);
                 continue;

@@ -267,3 +267,61 @@ fn the_binary_serves_and_stops_on_sigterm() {
         "a secret reached the log: {all}"
     );
 }
+
+#[test]
+fn a_second_signal_stops_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), 0);
+    let mut child = flagpost()
+        .arg("--config")
+        .arg(&path)
+        .env("LOG_FORMAT", "json")
+        .env("SHUTDOWN_DELAY", "60s")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |needle: &str| loop {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("no line with {needle}"));
+        if line.contains(needle) {
+            return;
+        }
+    };
+    wait_for("flagpost listening");
+    let term = || {
+        assert!(Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success())
+    };
+    term();
+    wait_for("shutdown signal received");
+    let started = Instant::now();
+    term();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "still draining after a second signal"
+        );
+        #[allow(clippy::disallowed_methods)] // polling a child process, with a deadline
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a second signal is not a clean stop"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+}

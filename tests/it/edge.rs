@@ -376,7 +376,13 @@ async fn not_ready_while_upstream_is_down_at_start_then_ready() {
 #[tokio::test]
 async fn no_usable_startup_token_is_a_clear_startup_error() {
     let up = FakeUpstream::start().await;
-    let s = start_edge(&up, &["frontend-all-dev"], "").await;
+    // No pre-stop delay when flagpost cannot serve at all.
+    let s = start_edge(
+        &up,
+        &["frontend-all-dev"],
+        "[server]\nshutdown_delay = \"60s\"",
+    )
+    .await;
     let err = s.exited().await.unwrap_err().to_string();
     assert!(
         err.contains("none of the startup tokens is a valid client token"),

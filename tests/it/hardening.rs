@@ -648,3 +648,80 @@ async fn no_secret_reaches_logs_metrics_or_error_bodies() {
         }
     }
 }
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, all issued by it (PEM).
+struct Pki {
+    ca: String,
+    server: (String, String),
+    client: (String, String),
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "flagpost test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let leaf = |names: Vec<String>, cn: &str| {
+        let mut p = CertificateParams::new(names).unwrap();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        let key = KeyPair::generate().unwrap();
+        let cert = p.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    Pki {
+        ca: ca.pem(),
+        server: leaf(vec!["127.0.0.1".into()], "upstream"),
+        client: leaf(vec!["flagpost.test".into()], "flagpost"),
+    }
+}
+
+#[tokio::test]
+async fn upstream_over_mutual_tls_with_an_extra_ca() {
+    let pki = pki();
+    let up = FakeUpstream::start_tls(&pki.server.0, &pki.server.1, &pki.ca).await;
+    let tokens = vec![secret("client-all-dev")];
+    let files = [
+        ("ca.pem", pki.ca.as_str()),
+        ("client.pem", pki.client.0.as_str()),
+        ("client.key", pki.client.1.as_str()),
+    ];
+    let mtls = "upstream_certificate_file = \"ca.pem\"\nclient_certificate_file = \"client.pem\"\nclient_key_file = \"client.key\"";
+    let s = Server::start(&edge_config(&up.https_url(), &tokens, mtls), &files).await;
+    s.wait_ready().await;
+    assert_eq!(
+        get(&s, "/api/frontend", Some(&secret("frontend-all-dev")))
+            .await
+            .0,
+        200
+    );
+    s.stop().await.unwrap();
+    // Without the client certificate, or without the CA, upstream cannot be reached.
+    for extra in [
+        "upstream_certificate_file = \"ca.pem\"",
+        "client_certificate_file = \"client.pem\"\nclient_key_file = \"client.key\"",
+    ] {
+        let s = Server::start(&edge_config(&up.https_url(), &tokens, extra), &files).await;
+        eventually("a failed validation", || async {
+            metric(
+                &s,
+                "flagpost_upstream_requests_total{call=\"validate\",outcome=\"unreachable\"}",
+            )
+            .await
+            .is_some()
+        })
+        .await;
+        assert_eq!(get(&s, "/ready", None).await.0, 503, "{extra}");
+        s.stop().await.unwrap();
+    }
+}

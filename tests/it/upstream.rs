@@ -153,6 +153,46 @@ impl FakeUpstream {
     }
 
     pub async fn start_with(state: State) -> FakeUpstream {
+        FakeUpstream::serve(state, None).await
+    }
+
+    /// The fake over HTTPS with `cert`/`key`, requiring client certificates issued by
+    /// `client_ca` (all PEM).
+    pub async fn start_tls(cert: &str, key: &str, client_ca: &str) -> FakeUpstream {
+        use rustls_pki_types::pem::PemObject;
+        use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(client_ca.as_bytes()) {
+            roots.add(c.unwrap()).unwrap();
+        }
+        let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+            roots.into(),
+            provider.clone(),
+        )
+        .build()
+        .unwrap();
+        let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert.as_bytes())
+            .map(|c| c.unwrap())
+            .collect();
+        let key = PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap();
+        let fake = FakeUpstream::start().await;
+        // Replace the plain listener with a TLS one over the same state.
+        let state = std::mem::replace(&mut *fake.state.lock().unwrap(), empty_state());
+        drop(fake);
+        FakeUpstream::serve(state, Some(std::sync::Arc::new(config))).await
+    }
+
+    async fn serve(
+        state: State,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> FakeUpstream {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(state));
@@ -172,6 +212,7 @@ impl FakeUpstream {
                     continue;
                 }
                 let state = shared.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
                         let state = state.clone();
@@ -183,9 +224,25 @@ impl FakeUpstream {
                             Ok(answer(state, req).await)
                         }
                     });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    let builder =
+                        hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        Some(config) => {
+                            let Ok(stream) =
+                                tokio_rustls::TlsAcceptor::from(config).accept(stream).await
+                            else {
+                                return;
+                            };
+                            let _ = builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
                 });
             }
         });
@@ -198,6 +255,10 @@ impl FakeUpstream {
 
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    pub fn https_url(&self) -> String {
+        format!("https://{}", self.addr)
     }
 
     pub fn set(&self, behaviour: Behaviour) {
@@ -245,6 +306,19 @@ impl Drop for FakeUpstream {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+fn empty_state() -> State {
+    State {
+        tokens: Vec::new(),
+        features: HashMap::new(),
+        segments: HashMap::new(),
+        revision: 0,
+        behaviour: Behaviour::Normal,
+        only_features: false,
+        requests: Vec::new(),
+        metrics_status: Vec::new(),
     }
 }
 
