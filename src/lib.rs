@@ -3,26 +3,37 @@
 //! SDKs call flagpost instead of the Unleash server. Every request flows the same way:
 //!
 //! ```text
-//! SDK ─► server (accept, hyper, limits) ─► server::route ─► auth: Authorization → Access{kind, scope}
+//! SDK ─► server (accept, TLS, timeouts, limits) ─► server::route ─► auth: Authorization → Access{kind, scope}
+//!        (configured table, or a bounded cache in front of upstream /edge/validate)
 //!     ─► scope gate (snapshot::Store::gate): do the startup client tokens cover the scope? else 403
 //!     ─► handler reads the environment's Arc<Snapshot> (lock-free)
 //!          Client API   → body serialised once per snapshot and project filter, with its ETag
 //!          Frontend API → evaluate (unleash-yggdrasil), one evaluation per flag → JSON → ETag
+//!          usage        → usage::Usage (bounded aggregation)
 //!     ─► response (server::error maps every error to status + JSON)
+//!
+//! background, owned by one task tracker and stopped by one cancellation token:
+//!   offline: watch the features file          edge: refresh (one poll per startup scope),
+//!   auth::Validator (batched validation), auth::revalidate, usage::forward, persist (backup)
 //! ```
 //!
 //! Modules, one job each:
 //! - [`config`]: `config.toml` < environment < flags, validated into one [`config::Config`].
 //! - [`token`]: token shapes, redaction, [`token::Scope`] and `covers`.
-//! - [`auth`]: token → [`auth::Access`].
+//! - [`auth`]: token → [`auth::Access`]; upstream validation, coalesced and cached.
 //! - [`snapshot`]: immutable per-environment snapshots and the arc-swap [`snapshot::Store`].
 //! - [`evaluate`]: SDK context parsing, the engine wrapper, the Frontend API response.
 //! - [`offline`]: features from a local file, watched and reloaded.
+//! - [`upstream`]: the only HTTP client (the Unleash server, another flagpost, or Edge).
+//! - [`refresh`]: edge mode's startup validation and polls; serving scopes that only shrink.
+//! - [`usage`]: SDK usage metrics and registrations, bounded, forwarded upstream.
+//! - [`persist`]: the optional backup folder.
 //! - [`metrics`]: the Prometheus registry the app owns.
-//! - [`server`]: accept loop, router, handlers, CORS, errors.
+//! - [`server`]: accept loops, TLS, connection timeouts, router, handlers, CORS, errors.
+//! - [`watch`]: noticing that a file changed.
 //!
-//! [`run`] takes the configuration, a bound listener and a shutdown future, so tests start the
-//! real server in-process on port 0.
+//! [`run`] (and [`run_with`], for HTTPS too) takes the configuration, bound listeners and a
+//! shutdown future, so tests start the real server in-process on port 0.
 
 pub mod auth;
 pub mod config;
