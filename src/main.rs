@@ -106,7 +106,7 @@ async fn serve(config: Config) -> ExitCode {
         .map(|b| b.split("://").nth(1).unwrap_or("").to_string())
         .unwrap_or_default();
     tracing::info!(%addr, listening = ?bound, mode = config.mode.name(), version = env!("CARGO_PKG_VERSION"), "flagpost listening");
-    tracing::info!(config = %config.to_redacted_toml().replace('\n', "; "), "effective configuration");
+    tracing::info!(config = %config.to_redacted_json(), "effective configuration");
     match flagpost::run_with(config, listeners, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("flagpost stopped");

@@ -235,6 +235,16 @@ impl Config {
 
     /// The effective configuration as TOML, with every secret redacted.
     pub fn to_redacted_toml(&self) -> String {
+        toml::to_string_pretty(&self.redacted())
+            .unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+    }
+
+    /// The effective configuration as one line of JSON, with every secret redacted (for logs).
+    pub fn to_redacted_json(&self) -> String {
+        serde_json::to_string(&self.redacted()).unwrap_or_default()
+    }
+
+    fn redacted(&self) -> toml::Table {
         use toml::{Table, Value};
         let mut root = Table::new();
         let s = |v: &str| Value::String(v.to_string());
@@ -414,7 +424,7 @@ impl Config {
                 root.insert("edge".into(), Value::Table(t));
             }
         }
-        toml::to_string_pretty(&root).unwrap_or_else(|e| format!("# cannot print: {e}\n"))
+        root
     }
 }
 
