@@ -260,13 +260,20 @@ impl Usage {
             .usage_registrations
             .with_label_values(&[source.label()])
             .inc();
+        let drop_registration = |reason: &str| {
+            self.metrics
+                .usage_registrations_dropped
+                .with_label_values(&[reason])
+                .inc();
+        };
         if let Some(e) = &registration.environment {
             if e != environment && source == Source::Bulk {
-                self.dropped("environment_mismatch", 0, 0);
+                drop_registration("environment_mismatch");
                 return;
             }
         }
         if !self.config.forward {
+            drop_registration("offline");
             return;
         }
         let mut fields = registration.fields;
@@ -484,6 +491,13 @@ mod tests {
         let u = usage(100, 1 << 20, false);
         u.record("dev", Source::Client, vec![row("a", "f", 1, &[])], |_| true);
         assert_eq!(u.buffered(), (0, 0));
+        let reg = body::registration(br#"{"appName":"web"}"#).unwrap();
+        u.register("dev", &Projects::All, Source::Client, reg);
+        let text = String::from_utf8(u.metrics.render()).unwrap();
+        assert!(
+            text.contains("flagpost_usage_registrations_dropped_total{reason=\"offline\"} 1"),
+            "{text}"
+        );
         let u = usage(100, 1 << 20, true);
         let mut other = row("a", "f", 1, &[]);
         other.environment = Some("prod".into());
