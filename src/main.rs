@@ -76,6 +76,7 @@ fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
 }
 
 async fn serve(config: Config) -> ExitCode {
+    let signals = Signals::install();
     let mut listeners = Listeners::default();
     let mut bound = Vec::new();
     for (addr, https) in [
@@ -107,7 +108,7 @@ async fn serve(config: Config) -> ExitCode {
         .unwrap_or_default();
     tracing::info!(%addr, listening = ?bound, mode = config.mode.name(), version = env!("CARGO_PKG_VERSION"), "flagpost listening");
     tracing::info!(config = %config.to_redacted_json(), "effective configuration");
-    match flagpost::run_with(config, listeners, shutdown_signal()).await {
+    match flagpost::run_with(config, listeners, signals.first()).await {
         Ok(()) => {
             tracing::info!("flagpost stopped");
             ExitCode::SUCCESS
@@ -119,39 +120,60 @@ async fn serve(config: Config) -> ExitCode {
     }
 }
 
-/// Completes on the first SIGTERM or SIGINT; a second one ends the process at once.
-async fn shutdown_signal() {
+/// SIGTERM and SIGINT handlers, installed before flagpost says it listens, so a signal sent
+/// right after start drains instead of killing the process.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let (mut term, mut int) = match (
-            signal(SignalKind::terminate()),
-            signal(SignalKind::interrupt()),
-        ) {
-            (Ok(t), Ok(i)) => (t, i),
-            _ => {
-                tracing::warn!("cannot watch SIGTERM/SIGINT; only a kill stops flagpost");
-                return std::future::pending().await;
-            }
-        };
-        tokio::select! {
-            _ = term.recv() => {},
-            _ = int.recv() => {},
+    streams: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let streams = match (
+                signal(SignalKind::terminate()),
+                signal(SignalKind::interrupt()),
+            ) {
+                (Ok(t), Ok(i)) => Some((t, i)),
+                _ => {
+                    tracing::warn!("cannot watch SIGTERM/SIGINT; only a kill stops flagpost");
+                    None
+                }
+            };
+            Signals { streams }
         }
-        tracing::info!("shutdown signal received: draining (a second signal stops at once)");
-        tokio::spawn(async move {
+        #[cfg(not(unix))]
+        Signals {}
+    }
+
+    /// Completes on the first SIGTERM or SIGINT; a second one ends the process at once.
+    async fn first(self) {
+        #[cfg(unix)]
+        {
+            let Some((mut term, mut int)) = self.streams else {
+                return std::future::pending().await;
+            };
             tokio::select! {
                 _ = term.recv() => {},
                 _ = int.recv() => {},
             }
-            tracing::warn!("second shutdown signal: stopping now");
-            std::process::exit(1);
-        });
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-        tracing::info!("shutdown signal received: draining");
+            tracing::info!("shutdown signal received: draining (a second signal stops at once)");
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = term.recv() => {},
+                    _ = int.recv() => {},
+                }
+                tracing::warn!("second shutdown signal: stopping now");
+                std::process::exit(1);
+            });
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            tracing::info!("shutdown signal received: draining");
+        }
     }
 }
 

@@ -200,6 +200,7 @@ fn the_binary_serves_and_stops_on_sigterm() {
         .arg("--config")
         .arg(&path)
         .env("LOG_FORMAT", "json")
+        .env("SHUTDOWN_DELAY", "200ms")
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
