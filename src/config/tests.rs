@@ -1,4 +1,5 @@
 use super::*;
+use crate::token::Shape;
 use std::io::Write as _;
 
 fn write(text: &str) -> tempfile::NamedTempFile {
