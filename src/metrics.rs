@@ -381,10 +381,6 @@ impl Metrics {
         }
         out
     }
-
-    pub fn registry(&self) -> &Registry {
-        &self.registry
-    }
 }
 
 #[cfg(test)]

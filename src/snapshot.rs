@@ -515,13 +515,6 @@ impl Store {
             .and_then(|s| s.snapshot.load_full())
     }
 
-    pub fn serving(&self, environment: &str) -> Option<Arc<Projects>> {
-        self.envs
-            .load()
-            .get(environment)
-            .map(|s| s.serving.load_full())
-    }
-
     /// Swaps in a new snapshot. Returns false for an environment flagpost does not serve.
     pub fn publish(&self, snapshot: Snapshot) -> bool {
         match self.envs.load().get(snapshot.environment()) {

@@ -113,10 +113,6 @@ impl Usage {
         }
     }
 
-    pub fn config(&self) -> &UsageConfig {
-        &self.config
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, Buffer> {
         // A panic while holding the lock cannot leave the maps half-updated in a way that
         // matters more than losing the data: keep going with what is there.
@@ -371,8 +367,9 @@ impl Usage {
         self.merge_apps(environment, usage.apps);
     }
 
-    /// Rows and evaluations buffered now (for tests and logs).
-    pub fn buffered(&self) -> (usize, u64) {
+    /// Rows and evaluations buffered now.
+    #[cfg(test)]
+    fn buffered(&self) -> (usize, u64) {
         let buffer = self.lock();
         let rows = buffer.envs.values().map(|e| e.rows.len()).sum();
         let evaluations = buffer

@@ -1,10 +1,9 @@
 //! The `flagpost` binary: command line, environment variables, exit codes, signals.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::harness::client;
+use crate::harness::{client, Binary};
 use crate::offline::{CLIENT_DEFAULT_DEV, FEATURES, FRONTEND_DEFAULT_DEV};
 
 fn flagpost() -> Command {
@@ -196,34 +195,13 @@ fn edge_mode_reads_edge_variables() {
 fn the_binary_serves_and_stops_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), 0);
-    let mut child = flagpost()
+    let mut command = flagpost();
+    command
         .arg("--config")
         .arg(&path)
-        .env("LOG_FORMAT", "json")
-        .env("SHUTDOWN_DELAY", "200ms")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("no listening line");
-        log.push(line.clone());
-        let v: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
-        if v["message"] == "flagpost listening" {
-            break v["addr"].as_str().unwrap().to_string();
-        }
-    };
+        .env("SHUTDOWN_DELAY", "200ms");
+    let mut flagpost = Binary::spawn(command);
+    let addr = flagpost.listening();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         crate::harness::eventually("binary ready", || async {
@@ -242,30 +220,14 @@ fn the_binary_serves_and_stops_on_sigterm() {
             .unwrap();
         assert_eq!(r.status(), 200);
     });
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "flagpost did not exit after SIGTERM"
-        );
-        #[allow(clippy::disallowed_methods)] // polling a child process, with a deadline
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    flagpost.terminate();
+    let status = flagpost.exit_within(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
-    reader.join().unwrap();
-    log.extend(rx.try_iter());
-    let all = log.join("\n");
-    assert!(all.contains("shutdown signal received"), "{all}");
+    let log = flagpost.log();
+    assert!(log.contains("shutdown signal received"), "{log}");
     assert!(
-        !all.contains("client-default-dev-0001"),
-        "a secret reached the log: {all}"
+        !log.contains("client-default-dev-0001"),
+        "a secret reached the log: {log}"
     );
 }
 
@@ -273,52 +235,18 @@ fn the_binary_serves_and_stops_on_sigterm() {
 fn a_second_signal_stops_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), 0);
-    let mut child = flagpost()
+    let mut command = flagpost();
+    command
         .arg("--config")
         .arg(&path)
-        .env("LOG_FORMAT", "json")
-        .env("SHUTDOWN_DELAY", "60s")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let wait_for = |needle: &str| loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .unwrap_or_else(|_| panic!("no line with {needle}"));
-        if line.contains(needle) {
-            return;
-        }
-    };
-    wait_for("flagpost listening");
-    let term = || {
-        assert!(Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status()
-            .unwrap()
-            .success())
-    };
-    term();
-    wait_for("shutdown signal received");
+        .env("SHUTDOWN_DELAY", "60s");
+    let mut flagpost = Binary::spawn(command);
+    flagpost.listening();
+    flagpost.terminate();
+    flagpost.wait_for("shutdown signal received");
     let started = Instant::now();
-    term();
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "still draining after a second signal"
-        );
-        #[allow(clippy::disallowed_methods)] // polling a child process, with a deadline
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    flagpost.terminate();
+    let status = flagpost.exit_within(Duration::from_secs(10));
     assert_eq!(
         status.code(),
         Some(1),

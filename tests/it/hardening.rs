@@ -528,7 +528,6 @@ async fn health_and_ready_subcommands() {
 
 #[tokio::test]
 async fn no_secret_reaches_logs_metrics_or_error_bodies() {
-    use std::io::{BufRead, BufReader};
     let up = FakeUpstream::start().await;
     let dir = tempfile::tempdir().unwrap();
     let tokens = vec![secret("client-default-dev")];
@@ -542,33 +541,14 @@ async fn no_secret_reaches_logs_metrics_or_error_bodies() {
         ),
     )
     .unwrap();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_flagpost"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flagpost"));
+    command
         .arg("--config")
         .arg(&path)
         .env_clear()
-        .env("RUST_LOG", "debug")
-        .env("LOG_FORMAT", "json")
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    let reader = std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut log = Vec::new();
-    let addr = loop {
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("a listening line");
-        log.push(line.clone());
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "flagpost listening" {
-            break v["addr"].as_str().unwrap().to_string();
-        }
-    };
+        .env("RUST_LOG", "debug");
+    let mut flagpost = Binary::spawn(command);
+    let addr = flagpost.listening();
     let base = format!("http://{addr}");
     eventually("ready", || async {
         client()
@@ -625,16 +605,10 @@ async fn no_secret_reaches_logs_metrics_or_error_bodies() {
         .text()
         .await
         .unwrap();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(killed.success());
-    let status = child.wait().unwrap();
+    flagpost.terminate();
+    let status = flagpost.exit_within(Duration::from_secs(20));
     assert_eq!(status.code(), Some(0));
-    reader.join().unwrap();
-    log.extend(rx.try_iter());
-    let log = log.join("\n");
+    let log = flagpost.log();
     assert!(log.contains("\"level\":\"DEBUG\""), "debug logs were on");
     for token in &secrets {
         // The part that is secret: what follows the last `.` (or all of it).

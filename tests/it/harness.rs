@@ -226,3 +226,97 @@ pub async fn metric(server: &Server, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
+
+/// The flagpost binary as a child process (JSON logs), its log read line by line.
+pub struct Binary {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    reader: Option<std::thread::JoinHandle<()>>,
+    log: Vec<String>,
+}
+
+impl Binary {
+    /// Starts `command` (the flagpost binary with its arguments) with JSON logs on stderr.
+    pub fn spawn(mut command: std::process::Command) -> Binary {
+        use std::io::{BufRead, BufReader};
+        let mut child = command
+            .env("LOG_FORMAT", "json")
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel::<String>();
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Binary {
+            child,
+            lines,
+            reader: Some(reader),
+            log: Vec::new(),
+        }
+    }
+
+    /// Waits (up to 20 seconds) for a log line whose message is `message`; returns it as JSON.
+    pub fn wait_for(&mut self, message: &str) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+                .unwrap_or_else(|_| panic!("no log line {message:?} in:\n{}", self.log.join("\n")));
+            self.log.push(line.clone());
+            let v: serde_json::Value =
+                serde_json::from_str(&line).unwrap_or_else(|_| panic!("not JSON: {line}"));
+            if v["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(message))
+            {
+                return v;
+            }
+        }
+    }
+
+    /// The address from the "flagpost listening" line.
+    pub fn listening(&mut self) -> String {
+        self.wait_for("flagpost listening")["addr"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
+    /// Waits for the process to exit, failing the test after `limit`.
+    pub fn exit_within(&mut self, limit: Duration) -> std::process::ExitStatus {
+        let started = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                started.elapsed() < limit,
+                "flagpost still running after {limit:?}"
+            );
+            #[allow(clippy::disallowed_methods)] // polling a child process, with a deadline
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the process logged (call after it exited).
+    pub fn log(mut self) -> String {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+        self.log.extend(self.lines.try_iter());
+        self.log.join("\n")
+    }
+}
