@@ -206,21 +206,14 @@ async fn a_body_that_never_arrives_is_408() {
     s.stop().await.unwrap();
 }
 
-/// Starts a POST whose body never completes: it holds an in-flight slot.
-async fn slow_request(s: &Server) -> tokio::net::TcpStream {
-    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let head = format!("POST /api/frontend HTTP/1.1\r\nHost: x\r\nAuthorization: {FRONTEND_DEFAULT_DEV}\r\nContent-Type: application/json\r\nContent-Length: 18\r\n\r\n{{\"use");
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn
-}
-
 #[tokio::test]
 async fn a_flood_past_the_in_flight_limit_is_shed_and_nothing_else_fails() {
     let s = Server::start(&config("max_in_flight = 3"), &[("features.json", FEATURES)]).await;
     s.wait_ready().await;
     let mut slow = Vec::new();
     for _ in 0..3 {
-        slow.push(slow_request(&s).await);
+        // Requests waiting for their bodies hold in-flight slots.
+        slow.push(half_sent_post(s.addr, FRONTEND_DEFAULT_DEV).await);
     }
     eventually("three requests in flight", || async {
         metric(&s, "flagpost_http_requests_in_flight").await == Some(4.0) // and this scrape
@@ -260,11 +253,8 @@ async fn a_flood_past_the_in_flight_limit_is_shed_and_nothing_else_fails() {
         Some(20.0)
     );
     // The slow requests complete normally.
-    for mut conn in slow {
-        conn.write_all(b"rId\":\"alice\"}").await.unwrap();
-        let mut buf = vec![0u8; 8192];
-        let n = conn.read(&mut buf).await.unwrap();
-        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    for conn in slow {
+        assert!(finish_post(conn).await.starts_with("HTTP/1.1 200"));
     }
     eventually("back to normal", || async {
         get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await.0 == 200

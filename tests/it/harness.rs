@@ -320,3 +320,31 @@ impl Binary {
         self.log.join("\n")
     }
 }
+
+/// `POST /api/frontend` with the body `{"userId":"alice"}`, of which only the first 5 bytes are
+/// sent: the request stays in the handler, waiting for its body, until [`finish_post`].
+pub async fn half_sent_post(addr: SocketAddr, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "POST /api/frontend HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        ALICE.len()
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    conn.write_all(&ALICE[..5]).await.unwrap();
+    conn
+}
+
+const ALICE: &[u8] = br#"{"userId":"alice"}"#;
+
+/// Sends the rest of a [`half_sent_post`] body; returns the whole response.
+pub async fn finish_post(mut conn: tokio::net::TcpStream) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(&ALICE[5..]).await.unwrap();
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .unwrap();
+    String::from_utf8_lossy(&response).to_string()
+}

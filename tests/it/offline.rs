@@ -659,14 +659,7 @@ async fn a_connection_that_never_finishes_its_headers_is_closed() {
 #[tokio::test]
 async fn graceful_shutdown_finishes_the_request_in_flight() {
     let mut s = start().await;
-    let body = br#"{"userId":"alice"}"#;
-    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    let head = format!(
-        "POST /api/frontend HTTP/1.1\r\nHost: x\r\nAuthorization: {FRONTEND_DEFAULT_DEV}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    conn.write_all(head.as_bytes()).await.unwrap();
-    conn.write_all(&body[..5]).await.unwrap();
+    let conn = half_sent_post(s.addr, FRONTEND_DEFAULT_DEV).await;
     // The request is in the handler, waiting for the rest of its body.
     eventually("the request is in flight", || async {
         metric(&s, "flagpost_http_requests_in_flight").await == Some(2.0) // this scrape counts too
@@ -678,13 +671,7 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
         tokio::net::TcpStream::connect(s.addr).await.is_err()
     })
     .await;
-    conn.write_all(&body[5..]).await.unwrap();
-    let mut response = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .unwrap();
-    let text = String::from_utf8_lossy(&response);
+    let text = finish_post(conn).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("d.users"), "{text}");
     s.stop().await.unwrap();
