@@ -23,6 +23,8 @@ use crate::upstream::{Upstream, UpstreamError, ValidatedToken};
 pub const MAX_VALIDATE_BATCH: usize = 100;
 /// Most validations waiting for upstream; past this, requests with new tokens get 503.
 const MAX_PENDING: usize = 10_000;
+/// Most validations for `/edge/validate` callers waiting for upstream.
+const MAX_RELAY_PENDING: usize = 1_000;
 
 /// A token that may use SDK endpoints, and what it may see.
 #[derive(Debug, Clone)]
@@ -76,10 +78,12 @@ impl Authenticator {
         local: Vec<ConfiguredToken>,
         upstream: Arc<Upstream>,
         metrics: Arc<Metrics>,
-        cache_size: u64,
-        invalid_ttl: Duration,
+        caches: (u64, Duration),
+        budget: Budget,
     ) -> (Authenticator, Validator) {
+        let (cache_size, invalid_ttl) = caches;
         let (tx, rx) = mpsc::channel(MAX_PENDING);
+        let (relay_tx, relay_rx) = mpsc::channel(MAX_RELAY_PENDING);
         let valid = moka::sync::Cache::builder()
             .max_capacity(cache_size)
             .build();
@@ -89,14 +93,24 @@ impl Authenticator {
             .build();
         let caches = Caches { valid, invalid };
         let validator = Validator {
-            rx,
-            caches: caches.clone(),
-            upstream,
-            metrics,
+            sdk: Lane {
+                rx,
+                caches: caches.clone(),
+                upstream: upstream.clone(),
+                metrics: metrics.clone(),
+            },
+            relay: Lane {
+                rx: relay_rx,
+                caches: caches.clone(),
+                upstream,
+                metrics,
+            },
         };
         let remote = RemoteTokens {
             caches,
             tx,
+            relay_tx,
+            budget,
             restored: arc_swap::ArcSwap::from_pointee(HashMap::new()),
         };
         (
@@ -174,30 +188,72 @@ impl Authenticator {
         out.into_iter().map(|(d, (k, s))| (d, k, s)).collect()
     }
 
-    /// Resolves several tokens at once (for `/edge/validate`): the unknown ones go upstream in
-    /// one batch.
-    pub async fn resolve_many(&self, tokens: Vec<Token>) -> Vec<Result<Access, AuthError>> {
-        let lookups: Vec<(Token, Lookup)> = tokens
+    /// Resolves several tokens at once for a `/edge/validate` caller. Tokens flagpost knows are
+    /// answered from its caches; the unknown ones go upstream in one batch, on a lane of their
+    /// own (SDK requests never wait behind them), and only within the caller's and the total
+    /// budget: over it, nothing is asked and the caller is told when to retry.
+    pub async fn resolve_many(
+        &self,
+        tokens: Vec<Token>,
+        caller: std::net::IpAddr,
+    ) -> Result<Vec<Result<Access, AuthError>>, OverBudget> {
+        let mut lookups: Vec<(Token, Option<Lookup>)> = tokens
             .into_iter()
             .map(|t| {
-                let l = self.lookup(&t);
-                (t, l)
+                let known = self.known(&t).map(Lookup::Done);
+                (t, known)
             })
             .collect();
+        let unknown = lookups.iter().filter(|(_, l)| l.is_none()).count();
+        if let (Some(remote), true) = (&self.remote, unknown > 0) {
+            remote.budget.take(caller, unknown)?;
+        }
+        for (token, lookup) in &mut lookups {
+            if lookup.is_none() {
+                *lookup = Some(match &self.remote {
+                    Some(remote) => remote.ask(token, true),
+                    None => Lookup::Done(Err(AuthError::Unknown)),
+                });
+            }
+        }
         let mut out = Vec::with_capacity(lookups.len());
         for (token, lookup) in lookups {
             let result = match lookup {
-                Lookup::Done(result) => result,
-                Lookup::Ask(rx) => settle(token.clone(), rx.await),
+                Some(Lookup::Done(result)) => result,
+                Some(Lookup::Ask(rx)) => settle(token.clone(), rx.await),
+                None => Err(AuthError::Unknown),
             };
             out.push(self.or_restored(token, result));
         }
-        out
+        Ok(out)
+    }
+
+    /// What flagpost knows about `token` without asking upstream; `None`: upstream must be
+    /// asked.
+    fn known(&self, token: &Token) -> Option<Result<Access, AuthError>> {
+        match self.lookup_local(token) {
+            Some(result) => Some(result),
+            None => match &self.remote {
+                Some(remote) => remote.known(token),
+                None => Some(Err(AuthError::Unknown)),
+            },
+        }
     }
 
     fn lookup(&self, token: &Token) -> Lookup {
+        if let Some(result) = self.known(token) {
+            return Lookup::Done(result);
+        }
+        match &self.remote {
+            Some(remote) => remote.ask(token, false),
+            None => Lookup::Done(Err(AuthError::Unknown)),
+        }
+    }
+
+    /// The configured tokens and client keys (and the shapes never valid on SDK endpoints).
+    fn lookup_local(&self, token: &Token) -> Option<Result<Access, AuthError>> {
         if matches!(token.shape(), Shape::Admin | Shape::PersonalAccess) {
-            return Lookup::Done(Err(AuthError::AdminOrPersonal));
+            return Some(Err(AuthError::AdminOrPersonal));
         }
         let mut found: Option<&ConfiguredToken> = None;
         for entry in &self.local {
@@ -206,17 +262,13 @@ impl Authenticator {
                 found = Some(entry);
             }
         }
-        if let Some(entry) = found {
-            return Lookup::Done(Ok(Access {
+        found.map(|entry| {
+            Ok(Access {
                 token: token.clone(),
                 kind: entry.kind,
                 scope: entry.scope.clone(),
-            }));
-        }
-        match &self.remote {
-            Some(remote) => remote.lookup(token),
-            None => Lookup::Done(Err(AuthError::Unknown)),
-        }
+            })
+        })
     }
 
     /// Records what upstream said about tokens validated elsewhere (the startup tokens).
@@ -378,7 +430,11 @@ fn verdict_of(v: &ValidatedToken) -> Verdict {
 #[derive(Debug)]
 struct RemoteTokens {
     caches: Caches,
+    /// Tokens seen on SDK requests.
     tx: mpsc::Sender<Pending>,
+    /// Tokens from `/edge/validate` callers, within `budget`.
+    relay_tx: mpsc::Sender<Pending>,
+    budget: Budget,
     /// Token digest → verdict, from a backup.
     restored: arc_swap::ArcSwap<HashMap<String, Known>>,
 }
@@ -389,32 +445,138 @@ struct Pending {
 }
 
 impl RemoteTokens {
-    fn lookup(&self, token: &Token) -> Lookup {
+    /// The cached verdict, if any; `None` when upstream must be asked.
+    fn known(&self, token: &Token) -> Option<Result<Access, AuthError>> {
         // Only Unleash-shaped tokens can be known upstream; the rest never leave flagpost.
         if !matches!(token.shape(), Shape::Scoped { .. } | Shape::Legacy) {
-            return Lookup::Done(Err(AuthError::Unknown));
+            return Some(Err(AuthError::Unknown));
         }
-        if let Some(verdict) = self.caches.get(token.expose()) {
-            return Lookup::Done(settle(token.clone(), Ok(verdict)));
-        }
+        let verdict = self.caches.get(token.expose())?;
+        Some(settle(token.clone(), Ok(verdict)))
+    }
+
+    /// Queues `token` for upstream validation: on the SDK lane, or (`relay`) on the lane of
+    /// `/edge/validate` callers.
+    fn ask(&self, token: &Token, relay: bool) -> Lookup {
         let (reply, rx) = oneshot::channel();
         let pending = Pending {
             token: token.expose().to_string(),
             reply,
         };
-        match self.tx.try_send(pending) {
+        let tx = if relay { &self.relay_tx } else { &self.tx };
+        match tx.try_send(pending) {
             Ok(()) => Lookup::Ask(rx),
             Err(_) => Lookup::Done(Err(AuthError::UpstreamUnavailable)),
         }
     }
 }
 
-/// The background task that asks upstream about new tokens, in batches.
-pub struct Validator {
-    rx: mpsc::Receiver<Pending>,
-    caches: Caches,
-    upstream: Arc<Upstream>,
+/// How many unknown tokens `/edge/validate` callers may have checked upstream: a token bucket
+/// per caller address (bounded in number) and one for all of them, each refilled evenly over a
+/// minute.
+#[derive(Debug)]
+pub struct Budget {
+    per_caller: u64,
+    total: u64,
+    callers: moka::sync::Cache<std::net::IpAddr, Arc<std::sync::Mutex<Bucket>>>,
+    all: std::sync::Mutex<Bucket>,
     metrics: Arc<Metrics>,
+}
+
+/// A refused `/edge/validate`: which budget ran out, and in how many seconds it allows the
+/// request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OverBudget {
+    pub budget: &'static str,
+    pub retry_after: u32,
+}
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: std::time::Instant,
+}
+
+impl Bucket {
+    fn full(capacity: u64) -> Bucket {
+        Bucket {
+            tokens: capacity as f64,
+            last: std::time::Instant::now(),
+        }
+    }
+
+    /// Refills for the time passed; returns the seconds until `n` are there (0: now).
+    fn wait_for(&mut self, capacity: u64, n: usize) -> u32 {
+        let now = std::time::Instant::now();
+        let per_second = capacity as f64 / 60.0;
+        let passed = now.saturating_duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + passed * per_second).min(capacity as f64);
+        self.last = now;
+        let missing = n as f64 - self.tokens;
+        if missing <= 0.0 {
+            0
+        } else if n as u64 > capacity {
+            60
+        } else {
+            (missing / per_second).ceil().clamp(1.0, 60.0) as u32
+        }
+    }
+}
+
+/// Most caller addresses whose budgets are remembered.
+const MAX_BUDGET_CALLERS: u64 = 10_000;
+
+impl Budget {
+    pub fn new(per_caller: u64, total: u64, metrics: Arc<Metrics>) -> Budget {
+        Budget {
+            per_caller,
+            total,
+            callers: moka::sync::Cache::builder()
+                .max_capacity(MAX_BUDGET_CALLERS)
+                .time_to_idle(Duration::from_secs(120))
+                .build(),
+            all: std::sync::Mutex::new(Bucket::full(total)),
+            metrics,
+        }
+    }
+
+    /// Takes `n` from the caller's budget and the total one, or from neither.
+    fn take(&self, caller: std::net::IpAddr, n: usize) -> Result<(), OverBudget> {
+        let bucket = self.callers.get_with(caller, || {
+            Arc::new(std::sync::Mutex::new(Bucket::full(self.per_caller)))
+        });
+        let mut mine = bucket.lock().unwrap_or_else(|p| p.into_inner());
+        let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
+        let refuse = |budget: &'static str, retry_after: u32| {
+            self.metrics
+                .validate_budget_refused
+                .with_label_values(&[budget])
+                .inc();
+            Err(OverBudget {
+                budget,
+                retry_after,
+            })
+        };
+        let wait = mine.wait_for(self.per_caller, n);
+        if wait > 0 {
+            return refuse("caller", wait);
+        }
+        let wait = all.wait_for(self.total, n);
+        if wait > 0 {
+            return refuse("total", wait);
+        }
+        mine.tokens -= n as f64;
+        all.tokens -= n as f64;
+        Ok(())
+    }
+}
+
+/// The background work that asks upstream about new tokens, in batches: one lane for tokens
+/// seen on SDK requests and one for `/edge/validate` callers, each with its own queue and
+/// upstream calls, so a flood on one never delays the other.
+pub struct Validator {
+    sdk: Lane,
+    relay: Lane,
 }
 
 impl std::fmt::Debug for Validator {
@@ -424,6 +586,20 @@ impl std::fmt::Debug for Validator {
 }
 
 impl Validator {
+    /// Runs both lanes until `cancel`.
+    pub async fn run(self, cancel: CancellationToken) {
+        tokio::join!(self.sdk.run(cancel.clone()), self.relay.run(cancel));
+    }
+}
+
+struct Lane {
+    rx: mpsc::Receiver<Pending>,
+    caches: Caches,
+    upstream: Arc<Upstream>,
+    metrics: Arc<Metrics>,
+}
+
+impl Lane {
     /// Runs until `cancel`: takes every validation waiting, asks upstream once for the tokens
     /// not yet known, answers every waiter.
     pub async fn run(mut self, cancel: CancellationToken) {

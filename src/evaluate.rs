@@ -27,6 +27,10 @@ pub enum ContextError {
     NotAnObject,
     #[error("context field `{0}` must be a string, a number or a boolean")]
     BadField(String),
+    #[error("`context` must be an object of context fields (e.g. {{\"context\": {{\"userId\": \"42\"}}}}), not {0}")]
+    ContextNotObject(&'static str),
+    #[error("`properties` must be an object of property values, not {0}")]
+    PropertiesNotObject(&'static str),
     #[error("the context has more than {MAX_CONTEXT_FIELDS} fields")]
     TooManyFields,
 }
@@ -134,7 +138,9 @@ pub fn context_from_json(body: &[u8]) -> Result<Context, ContextError> {
     if let Some(inner) = object.remove("context") {
         match inner {
             Value::Object(inner) => object = inner,
-            _ => return Err(ContextError::BadField("context".into())),
+            // No context given, as with no `context` key at all.
+            Value::Null => {}
+            other => return Err(ContextError::ContextNotObject(json_kind(&other))),
         }
     }
     let mut context = empty_context();
@@ -143,7 +149,7 @@ pub fn context_from_json(body: &[u8]) -> Result<Context, ContextError> {
         match props {
             Value::Object(props) => read_properties(props, &mut properties)?,
             Value::Null => {}
-            _ => return Err(ContextError::BadField("properties".into())),
+            other => return Err(ContextError::PropertiesNotObject(json_kind(&other))),
         }
     }
     if object.len() + properties.len() > MAX_CONTEXT_FIELDS {
@@ -168,6 +174,18 @@ pub fn context_from_json(body: &[u8]) -> Result<Context, ContextError> {
 pub fn fix_current_time(context: &mut Context) {
     if context.current_time.is_none() {
         context.current_time = Some(chrono::Utc::now().format("%Y-%m-%dT%H:%M:%SZ").to_string());
+    }
+}
+
+/// What kind of JSON value this is, for error messages.
+fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -510,8 +528,28 @@ mod tests {
         );
         assert_eq!(
             context_from_json(br#"{"context":"x"}"#).err(),
-            Some(ContextError::BadField("context".into()))
+            Some(ContextError::ContextNotObject("a string"))
         );
+        let five = context_from_json(br#"{"context":5}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            five.contains("`context` must be an object") && five.ends_with("not a number"),
+            "{five}"
+        );
+        assert_eq!(
+            context_from_json(br#"{"properties":true}"#).err(),
+            Some(ContextError::PropertiesNotObject("a boolean"))
+        );
+    }
+
+    #[test]
+    fn a_null_context_is_no_context() {
+        let null = context_from_json(br#"{"context":null}"#).unwrap();
+        let none = context_from_json(b"{}").unwrap();
+        assert_eq!(format!("{null:?}"), format!("{none:?}"));
+        let with_null_field = context_from_json(br#"{"context":null,"userId":"7"}"#).unwrap();
+        assert_eq!(with_null_field.user_id.as_deref(), Some("7"));
     }
 
     #[test]

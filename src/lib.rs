@@ -81,6 +81,8 @@ pub struct App {
     pub usage: Usage,
     draining: AtomicBool,
     aborted: AtomicBool,
+    /// Refusals, logged without flooding the log.
+    pub refusals: server::refusal::Refusals,
     /// Requests being answered now (for the in-flight limit).
     pub(crate) in_flight: AtomicUsize,
     refresh: OnceLock<Arc<Refresh>>,
@@ -120,15 +122,47 @@ impl App {
             draining: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            refusals: Default::default(),
             refresh: OnceLock::new(),
         }
     }
 
-    /// Ready: every environment has a snapshot, and flagpost is not shutting down.
+    /// Ready: every environment has a snapshot and a startup token upstream accepts, and
+    /// flagpost is not shutting down.
     pub fn is_ready(&self) -> bool {
-        let ready = !self.draining.load(Ordering::Relaxed) && self.store.all_loaded();
-        self.metrics.ready.set(if ready { 1.0 } else { 0.0 });
-        ready
+        self.readiness().is_ok()
+    }
+
+    /// Whether flagpost can serve every environment it is configured for; if not, why.
+    pub fn readiness(&self) -> Result<(), String> {
+        let result = self.why_not_ready().map_or(Ok(()), Err);
+        self.metrics
+            .ready
+            .set(if result.is_ok() { 1.0 } else { 0.0 });
+        result
+    }
+
+    fn why_not_ready(&self) -> Option<String> {
+        if self.draining.load(Ordering::Relaxed) {
+            return Some("flagpost is shutting down".into());
+        }
+        if !self.store.is_initialized() {
+            return Some(
+                "the startup tokens have not been validated upstream yet (upstream unreachable?)"
+                    .into(),
+            );
+        }
+        if let Some(why) = self.refresh.get().and_then(|r| r.not_usable()) {
+            return Some(why);
+        }
+        let unloaded = self.store.unloaded();
+        if !unloaded.is_empty() {
+            return Some(format!(
+                "no features loaded yet for environment {}",
+                unloaded.join(", ")
+            ));
+        }
+        None
     }
 
     /// Stop without the pre-stop delay (flagpost cannot serve anyway).
@@ -160,12 +194,46 @@ impl App {
         }
     }
 
-    /// Builds a snapshot of `document` for `environment` and swaps it in.
-    pub fn publish(&self, environment: &str, document: Document) {
-        let count = document.features.len();
+    /// Compiles a snapshot of `document` for `environment` on the blocking pool (a large one
+    /// takes long enough to stall the requests on an async worker) and swaps it in.
+    pub async fn publish(&self, environment: &str, document: Document) {
+        let env = environment.to_string();
+        match tokio::task::spawn_blocking(move || Snapshot::build(&env, document)).await {
+            Ok((snapshot, warnings)) => self.install(snapshot, warnings),
+            Err(e) => tracing::error!(environment, error = %e, "building a snapshot failed"),
+        }
+    }
+
+    /// [`App::publish`] for code already on a blocking thread.
+    pub fn publish_blocking(&self, environment: &str, document: Document) {
         let (snapshot, warnings) = Snapshot::build(environment, document);
+        self.install(snapshot, warnings);
+    }
+
+    fn install(&self, snapshot: Snapshot, warnings: Vec<String>) {
+        let environment = snapshot.environment().to_string();
+        let environment = environment.as_str();
         for w in warnings {
             tracing::warn!(environment, warning = %w, "flag cannot be evaluated; it will be off");
+        }
+        let count = snapshot.features().len();
+        let before = self
+            .store
+            .snapshot(environment)
+            .map_or(0, |s| s.features().len());
+        if before > 0 && count == 0 {
+            // Upstream is the truth, so it is served; but an empty list where there were flags
+            // is more often a broken upstream than a real change.
+            tracing::warn!(
+                environment,
+                before,
+                now = count,
+                "upstream now lists no features for this environment where it listed some; serving the empty list (the backup keeps the last non-empty one)"
+            );
+            self.metrics
+                .snapshot_emptied
+                .with_label_values(&[environment])
+                .inc();
         }
         let built = snapshot
             .built_at()
@@ -234,7 +302,7 @@ pub async fn run_with(
     let (app, edge) = match config.mode.clone() {
         Mode::Offline(offline) => {
             let app = Arc::new(App::offline(config, &offline, metrics));
-            start_offline(&app, &offline, &tasks, &cancel)?;
+            start_offline(&app, &offline, &tasks, &cancel).await?;
             (app, None)
         }
         Mode::Edge(edge) => {
@@ -258,21 +326,20 @@ pub async fn run_with(
             }
         }
     };
-    server::serve(app.clone(), listeners, tls, stop).await;
-    if let Some((upstream, refresh)) = edge {
-        // In-flight requests are done: send what they reported before stopping.
-        let flush = usage::forward::forward(&app, &upstream, &refresh);
-        if tokio::time::timeout(FINAL_FLUSH_LIMIT, flush)
-            .await
-            .is_err()
-        {
-            tracing::warn!("usage not all forwarded before shutdown");
-        }
-        let _ = tokio::task::spawn_blocking(move || refresh.save_backup()).await;
+    // Everything after this must be done by `deadline`: the grace period, counted from when
+    // the listeners closed, covers the requests in flight and then the final flush.
+    let deadline = server::serve(app.clone(), listeners, tls, stop).await;
+    if let Some(edge) = edge {
+        finish_edge(&app, edge, deadline).await;
     }
     cancel.cancel();
     tasks.close();
-    tasks.wait().await;
+    if tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks still busy at the shutdown deadline; stopping anyway");
+    }
     let failed = fatal.lock().ok().and_then(|mut f| f.take());
     match failed {
         Some(e) => Err(e.into()),
@@ -280,17 +347,50 @@ pub async fn run_with(
     }
 }
 
-/// How long the last usage forward at shutdown may take.
-const FINAL_FLUSH_LIMIT: std::time::Duration = std::time::Duration::from_secs(10);
+/// Edge mode's last work at shutdown, in order: the backup (local, quick), then the usage
+/// forwarder is stopped (a round under way puts back what it has not delivered) and the buffer
+/// is flushed upstream until `deadline`; what is still undelivered then is counted as dropped.
+async fn finish_edge(app: &Arc<App>, edge: EdgeParts, deadline: tokio::time::Instant) {
+    let backup_limit = deadline.max(tokio::time::Instant::now()) + BACKUP_AT_EXIT;
+    let refresh = edge.refresh.clone();
+    let backup = tokio::task::spawn_blocking(move || refresh.save_backup());
+    if tokio::time::timeout_at(backup_limit, backup).await.is_err() {
+        tracing::error!("the backup could not be written before the shutdown deadline");
+    }
+    edge.forwarder_stop.cancel();
+    let _ = tokio::time::timeout_at(deadline, edge.forwarder).await;
+    usage::forward::forward(
+        app,
+        &edge.upstream,
+        &edge.refresh,
+        usage::forward::Round::Final(deadline),
+    )
+    .await;
+}
 
-/// Offline mode: loads the features file and watches it.
-fn start_offline(
+/// Most time the backup at shutdown may take past the deadline (disks can be slow).
+const BACKUP_AT_EXIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Offline mode: loads the features file (on the blocking pool) and watches it.
+async fn start_offline(
     app: &Arc<App>,
     offline: &OfflineConfig,
     tasks: &TaskTracker,
     cancel: &CancellationToken,
 ) -> Result<(), RunError> {
-    match offline::reload(app, &offline.features_file) {
+    let loaded = tokio::task::spawn_blocking({
+        let app = app.clone();
+        let path = offline.features_file.clone();
+        move || offline::reload(&app, &path)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(offline::LoadError::Format {
+            path: offline.features_file.clone(),
+            problem: format!("loading failed: {e}"),
+        })
+    });
+    match loaded {
         Ok(count) => tracing::info!(
             path = %offline.features_file.display(),
             features = count,
@@ -316,7 +416,13 @@ fn start_offline(
 }
 
 /// What the final usage flush and backup at shutdown need in edge mode.
-type EdgeParts = (Arc<Upstream>, Arc<Refresh>);
+struct EdgeParts {
+    upstream: Arc<Upstream>,
+    refresh: Arc<Refresh>,
+    /// Stops the periodic usage forwarder.
+    forwarder_stop: CancellationToken,
+    forwarder: tokio::task::JoinHandle<()>,
+}
 
 /// Edge mode: the upstream client, token validation, the startup-token polls and the usage
 /// forwarding, all owned by `tasks`. Returns what the final flush at shutdown needs.
@@ -336,8 +442,12 @@ fn start_edge(
         edge.client_keys.clone(),
         upstream.clone(),
         metrics.clone(),
-        edge.token_cache_size,
-        edge.invalid_token_ttl,
+        (edge.token_cache_size, edge.invalid_token_ttl),
+        auth::Budget::new(
+            edge.validate_caller_budget,
+            edge.validate_total_budget,
+            metrics.clone(),
+        ),
     );
     let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
     tasks.spawn(validator.run(cancel.clone()));
@@ -350,18 +460,19 @@ fn start_edge(
     let refresh = Refresh::new(
         app.clone(),
         upstream.clone(),
-        edge.refresh_interval,
+        (edge.refresh_interval, edge.token_revalidation_interval),
         tasks.clone(),
         cancel.clone(),
         edge.backup_folder.as_deref().map(persist::Backup::new),
     );
     let _ = app.refresh.set(refresh.clone());
-    tasks.spawn(usage::forward::run(
+    let forwarder_stop = cancel.child_token();
+    let forwarder = tasks.spawn(usage::forward::run(
         app.clone(),
         upstream.clone(),
         refresh.clone(),
         app.config.usage.interval,
-        cancel.clone(),
+        forwarder_stop.clone(),
     ));
     tracing::info!(
         upstream = %edge.upstream_url,
@@ -375,5 +486,11 @@ fn start_edge(
             let _ = fatal.send(e);
         }
     });
-    Ok((app, (upstream, refresh)))
+    let parts = EdgeParts {
+        upstream,
+        refresh,
+        forwarder_stop,
+        forwarder,
+    };
+    Ok((app, parts))
 }

@@ -58,7 +58,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(serve(config))
+    let code = runtime.block_on(serve(config));
+    // Blocking work still running (a backup write on a stuck disk) must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    code
 }
 
 /// Binds a listener; `::` accepts IPv4 too (dual stack), so IPv4 clients keep their address.

@@ -57,6 +57,9 @@ pub struct Metrics {
     pub flag_evaluations: IntCounterVec,
     pub shed: IntCounterVec,
     pub tls_reloads: IntCounterVec,
+    pub snapshot_emptied: IntCounterVec,
+    pub startup_tokens_usable: IntGaugeVec,
+    pub validate_budget_refused: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -294,6 +297,29 @@ impl Metrics {
             "Reloads of the TLS certificate after its files changed, by result (ok, failed)",
             &["result"],
         );
+        let snapshot_emptied = counter_vec(
+            &registry,
+            "flagpost_snapshot_emptied_total",
+            "Times an environment's feature list went from some features to none",
+            &["environment"],
+        );
+        let startup_tokens_usable = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "flagpost_startup_tokens_usable",
+                    "Startup client tokens upstream accepts now, by environment (0: not served)",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let validate_budget_refused = counter_vec(
+            &registry,
+            "flagpost_validate_budget_refused_total",
+            "/edge/validate requests answered 429 because their unknown tokens were over budget, by budget (caller, total)",
+            &["budget"],
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         Metrics {
             registry,
@@ -327,6 +353,9 @@ impl Metrics {
             flag_evaluations,
             shed,
             tls_reloads,
+            snapshot_emptied,
+            startup_tokens_usable,
+            validate_budget_refused,
         }
     }
 

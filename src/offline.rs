@@ -123,7 +123,7 @@ pub fn reload(app: &App, path: &Path) -> Result<usize, LoadError> {
         Ok(document) => {
             let count = document.features.len();
             for env in app.store.environments() {
-                app.publish(&env, document.clone());
+                app.publish_blocking(&env, document.clone());
             }
             Ok(count)
         }

@@ -161,8 +161,21 @@ impl Backup {
         self.write_atomic(&self.dir.join(STATE_FILE), &bytes)
     }
 
-    /// Writes one environment's features.
-    pub fn save_features(&self, environment: &str, document: &Document) -> Result<(), BackupError> {
+    /// Writes one environment's features. An empty list never replaces a non-empty backup:
+    /// an upstream that suddenly lists nothing is more often broken than right, and a restart
+    /// in that window should not boot empty. Returns whether the file was written.
+    pub fn save_features(
+        &self,
+        environment: &str,
+        document: &Document,
+    ) -> Result<bool, BackupError> {
+        if document.features.is_empty() && self.has_features(environment) {
+            tracing::warn!(
+                environment,
+                "not replacing the backed-up features with an empty list"
+            );
+            return Ok(false);
+        }
         let text = document.to_json();
         let raw = RawValue::from_string(text).map_err(|e| self.fail(e.to_string()))?;
         let file = FeaturesFile {
@@ -170,7 +183,20 @@ impl Backup {
             features: &raw,
         };
         let bytes = serde_json::to_vec(&file).map_err(|e| self.fail(e.to_string()))?;
-        self.write_atomic(&self.features_path(environment), &bytes)
+        self.write_atomic(&self.features_path(environment), &bytes)?;
+        Ok(true)
+    }
+
+    /// Whether the backup holds at least one feature for `environment`.
+    fn has_features(&self, environment: &str) -> bool {
+        std::fs::read(self.features_path(environment))
+            .ok()
+            .and_then(|bytes| {
+                let file: FeaturesFile<'_> = serde_json::from_slice(&bytes).ok()?;
+                let doc = Document::parse(file.features.get().as_bytes()).ok()?;
+                Some(!doc.features.is_empty())
+            })
+            .unwrap_or(false)
     }
 
     /// Reads the backup; `None` when there is none.
@@ -259,6 +285,19 @@ mod tests {
         );
         assert_eq!(restored.documents["development"].features[0].name, "a");
         assert_eq!(restored.documents["development"].segments.len(), 1);
+    }
+
+    #[test]
+    fn an_empty_list_never_replaces_a_non_empty_backup() {
+        let dir = tempfile::tempdir().unwrap();
+        let backup = Backup::new(dir.path());
+        let full = Document::parse(br#"{"features":[{"name":"a","enabled":true}]}"#).unwrap();
+        let empty = Document::parse(br#"{"features":[]}"#).unwrap();
+        assert!(backup.save_features("development", &empty).unwrap());
+        assert!(backup.save_features("development", &full).unwrap());
+        assert!(!backup.save_features("development", &empty).unwrap());
+        assert!(backup.has_features("development"));
+        assert!(backup.save_features("production", &empty).unwrap());
     }
 
     #[test]

@@ -54,6 +54,8 @@ pub struct Refresh {
     app: Arc<App>,
     upstream: Arc<Upstream>,
     interval: Duration,
+    /// How often a refused startup token is asked about again.
+    recheck: Duration,
     tasks: TaskTracker,
     cancel: CancellationToken,
     sources: Mutex<Vec<Source>>,
@@ -69,7 +71,7 @@ impl Refresh {
     pub fn new(
         app: Arc<App>,
         upstream: Arc<Upstream>,
-        interval: Duration,
+        (interval, recheck): (Duration, Duration),
         tasks: TaskTracker,
         cancel: CancellationToken,
         backup: Option<Backup>,
@@ -78,6 +80,7 @@ impl Refresh {
             app,
             upstream,
             interval,
+            recheck,
             tasks,
             cancel,
             sources: Mutex::new(Vec::new()),
@@ -106,7 +109,7 @@ impl Refresh {
                         if matches!(e, UpstreamError::Status(404)) {
                             tracing::error!("upstream answered 404 for /edge/validate: the upstream URL must be the Unleash server's root (without /api)");
                         }
-                        if !self.boot_from_backup(&tokens) {
+                        if !self.boot_from_backup(&tokens).await {
                             tracing::warn!("not ready until upstream answers");
                         }
                     }
@@ -169,7 +172,7 @@ impl Refresh {
 
     /// Upstream is unreachable at start: serve from the backup, if it has a scope for any
     /// startup token configured now. Never wider than those scopes.
-    fn boot_from_backup(&self, tokens: &[Token]) -> bool {
+    async fn boot_from_backup(&self, tokens: &[Token]) -> bool {
         let Some(backup) = &self.backup else {
             return false;
         };
@@ -203,13 +206,14 @@ impl Refresh {
         );
         for env in self.app.store.environments() {
             if let Some(document) = restored.documents.remove(&env) {
-                self.app.publish(&env, document);
+                self.app.publish(&env, document).await;
             }
         }
         for (token, scope) in &usable {
             tracing::info!(token = %token, scope = %scope, "upstream unreachable: serving this startup token's scope from the backup");
         }
         *self.lock() = usable.into_iter().map(Source::new).collect();
+        self.observe();
         true
     }
 
@@ -303,6 +307,10 @@ impl Refresh {
         let mut failures = 0u32;
         let mut failing: Option<&'static str> = None;
         loop {
+            let revoked = match self.still_polled(index) {
+                Some(revoked) => revoked,
+                None => return,
+            };
             let result = self
                 .upstream
                 .features(&token, etag.as_deref(), &self.app.metrics)
@@ -316,11 +324,19 @@ impl Refresh {
                     if let Fetch::Updated { etag: new, .. } = &fetch {
                         etag.clone_from(new);
                     }
-                    self.fetched(index, fetch);
+                    if revoked {
+                        self.reinstate(index);
+                    }
+                    if let Some((env, document)) = self.fetched(index, fetch) {
+                        self.publish(&env, document).await;
+                    }
                 }
                 Err(UpstreamError::Refused(status)) => {
-                    self.revoke(index, status);
-                    return;
+                    failing = Some("refused");
+                    etag = None;
+                    if !revoked {
+                        self.revoke(index, status).await;
+                    }
                 }
                 Err(e) => {
                     failures += 1;
@@ -336,7 +352,10 @@ impl Refresh {
                     }
                 }
             }
-            let delay = if failures == 0 {
+            let delay = if self.is_revoked(index) {
+                // Asked again now and then: a gateway that refused it may have been fixed.
+                self.recheck
+            } else if failures == 0 {
                 self.interval
             } else {
                 backoff(self.interval.min(Duration::from_secs(5)), failures)
@@ -348,30 +367,41 @@ impl Refresh {
         }
     }
 
-    /// Records a successful fetch; publishes the environment once all its polls have answered.
-    fn fetched(&self, index: usize, fetch: Fetch) {
+    /// Whether the poll of `index` goes on (`Some(revoked)`), or stops because another live
+    /// startup token now covers it (after a refused one was accepted again).
+    fn still_polled(&self, index: usize) -> Option<bool> {
         let mut sources = self.lock();
-        let Some(source) = sources.get_mut(index) else {
-            return;
-        };
+        let revoked = sources.get(index)?.revoked;
+        if revoked || needed_sources(&sources).contains(&index) {
+            return Some(revoked);
+        }
+        if let Some(s) = sources.get_mut(index) {
+            s.polling = false;
+        }
+        None
+    }
+
+    fn is_revoked(&self, index: usize) -> bool {
+        self.lock().get(index).is_some_and(|s| s.revoked)
+    }
+
+    /// Records a successful fetch; returns the environment's merged features to publish once
+    /// all its polls have answered.
+    fn fetched(&self, index: usize, fetch: Fetch) -> Option<(String, Document)> {
+        let mut sources = self.lock();
+        let source = sources.get_mut(index)?;
         source.last_success = Some(SystemTime::now());
         let env = source.scope.environment.clone();
         match fetch {
-            Fetch::NotModified if source.document.is_some() => return,
-            Fetch::NotModified => {
-                // A 304 before any 200 cannot happen (no ETag was sent); nothing to publish.
-                return;
-            }
+            // Nothing new (a 304 before any 200 cannot happen: no ETag was sent).
+            Fetch::NotModified => return None,
             Fetch::Updated { document, .. } => source.document = Some(document),
         }
-        if let Some(document) = merged(&sources, &env) {
-            drop(sources);
-            self.publish(&env, document);
-        }
+        merged(&sources, &env).map(|document| (env, document))
     }
 
     /// Publishes an environment's features and backs them up.
-    fn publish(&self, env: &str, document: Document) {
+    async fn publish(&self, env: &str, document: Document) {
         if let Some(backup) = self.backup.clone() {
             let (env, document) = (env.to_string(), document.clone());
             self.tasks.spawn_blocking(move || {
@@ -380,29 +410,34 @@ impl Refresh {
                 }
             });
         }
-        self.app.publish(env, document);
+        self.app.publish(env, document).await;
     }
 
-    /// A startup token was refused: stop using it, shrink the serving scope to what the
-    /// remaining tokens cover, and let a token it covered take over.
-    fn revoke(self: &Arc<Self>, index: usize, status: u16) {
+    /// The live startup tokens' projects in `env`, together.
+    fn live_projects(sources: &[Source], env: &str) -> Projects {
+        let mut projects = Projects::none();
+        for s in sources
+            .iter()
+            .filter(|s| !s.revoked && s.scope.environment == env)
+        {
+            projects.extend(&s.scope.projects);
+        }
+        projects
+    }
+
+    /// A startup token was refused: stop serving with it, shrink the serving scope to what the
+    /// remaining tokens cover, and let a token it covered take over. Its poll goes on, slowly.
+    async fn revoke(self: &Arc<Self>, index: usize, status: u16) {
         let (token, env, remaining) = {
             let mut sources = self.lock();
             let Some(source) = sources.get_mut(index) else {
                 return;
             };
             source.revoked = true;
-            source.polling = false;
             source.document = None;
             let token = source.token.clone();
             let env = source.scope.environment.clone();
-            let mut remaining = Projects::none();
-            for s in sources
-                .iter()
-                .filter(|s| !s.revoked && s.scope.environment == env)
-            {
-                remaining.extend(&s.scope.projects);
-            }
+            let remaining = Self::live_projects(&sources, &env);
             (token, env, remaining)
         };
         self.app.store.restrict(&env, &remaining);
@@ -416,13 +451,59 @@ impl Refresh {
             status,
             environment = %env,
             still_served = %remaining,
-            "upstream refused a startup token (revoked or expired); it is no longer used and flagpost serves only what the other startup tokens cover"
+            recheck_seconds = self.recheck.as_secs(),
+            "upstream refused a startup token (revoked or expired); flagpost serves only what the other startup tokens cover, and asks about this one again on the token revalidation interval"
         );
+        self.observe();
         self.save_state();
         self.start_needed_polls();
         let document = merged(&self.lock(), &env);
         if let Some(document) = document {
-            self.publish(&env, document);
+            self.publish(&env, document).await;
+        }
+    }
+
+    /// A refused startup token was accepted again: its scope is served again.
+    fn reinstate(self: &Arc<Self>, index: usize) {
+        let (token, env, serving) = {
+            let mut sources = self.lock();
+            let Some(source) = sources.get_mut(index) else {
+                return;
+            };
+            source.revoked = false;
+            let token = source.token.clone();
+            let env = source.scope.environment.clone();
+            let serving = Self::live_projects(&sources, &env);
+            (token, env, serving)
+        };
+        // Only what the live startup tokens cover, as validated at start: never wider.
+        self.app.store.serve(&env, &serving);
+        tracing::info!(token = %token, environment = %env, serving = %serving, "upstream accepts the startup token again; its scope is served again");
+        self.observe();
+        self.save_state();
+    }
+
+    /// Why flagpost cannot serve every environment it was started for, if it cannot.
+    pub fn not_usable(&self) -> Option<String> {
+        let sources = self.lock();
+        let mut unusable: Vec<&str> = sources
+            .iter()
+            .map(|s| s.scope.environment.as_str())
+            .filter(|env| {
+                !sources
+                    .iter()
+                    .any(|s| !s.revoked && s.scope.environment == *env)
+            })
+            .collect();
+        unusable.sort_unstable();
+        unusable.dedup();
+        if unusable.is_empty() {
+            None
+        } else {
+            Some(format!(
+                "upstream refuses every startup token of environment {}",
+                unusable.join(", ")
+            ))
         }
     }
 
@@ -444,6 +525,17 @@ impl Refresh {
     pub fn observe(&self) {
         let now = SystemTime::now();
         let sources = self.lock();
+        let mut usable: HashMap<&str, i64> = HashMap::new();
+        for s in sources.iter() {
+            *usable.entry(s.scope.environment.as_str()).or_default() += i64::from(!s.revoked);
+        }
+        for (env, n) in usable {
+            self.app
+                .metrics
+                .startup_tokens_usable
+                .with_label_values(&[env])
+                .set(n);
+        }
         let mut oldest: HashMap<&str, Option<SystemTime>> = HashMap::new();
         for s in sources.iter().filter(|s| s.polling && !s.revoked) {
             let entry = oldest

@@ -535,6 +535,28 @@ impl Store {
         }
     }
 
+    /// Sets what an environment may serve to `projects`: the union of its live startup tokens'
+    /// validated scopes (a refused startup token was accepted again). The caller computes it
+    /// from those tokens alone, so it is never wider than they are.
+    pub fn serve(&self, environment: &str, projects: &Projects) {
+        if let Some(slot) = self.envs.load().get(environment) {
+            slot.serving.store(Arc::new(projects.clone()));
+        }
+    }
+
+    /// The environments that have no snapshot yet (all of them before they are known).
+    pub fn unloaded(&self) -> Vec<String> {
+        let mut envs: Vec<String> = self
+            .envs
+            .load()
+            .iter()
+            .filter(|(_, s)| s.snapshot.load().is_none())
+            .map(|(env, _)| env.clone())
+            .collect();
+        envs.sort();
+        envs
+    }
+
     /// Whether the environments are known and every one has a snapshot.
     pub fn all_loaded(&self) -> bool {
         self.is_initialized()

@@ -32,6 +32,19 @@ pub enum UpstreamError {
     /// The body is not what the call returns.
     #[error("upstream sent a body flagpost cannot use: {0}")]
     BadBody(String),
+    /// The body (decompressed) passed the configured limit; reading stopped there.
+    #[error(
+        "upstream sent a body over the limit of {limit} bytes (at least {seen} bytes); if it is \
+         genuine, raise edge.upstream_max_body_size (--upstream-max-body-size)"
+    )]
+    TooLarge { seen: u64, limit: u64 },
+    /// A 3xx: redirects are never followed (a token or a configured header must not reach
+    /// another origin).
+    #[error(
+        "upstream answered {status} redirecting to {location}; flagpost does not follow \
+         redirects: set --upstream-url to the address that answers"
+    )]
+    Redirect { status: u16, location: String },
 }
 
 impl UpstreamError {
@@ -43,6 +56,8 @@ impl UpstreamError {
             UpstreamError::Status(s) if *s >= 500 => "server_error",
             UpstreamError::Status(_) => "client_error",
             UpstreamError::BadBody(_) => "bad_body",
+            UpstreamError::TooLarge { .. } => "too_large",
+            UpstreamError::Redirect { .. } => "redirect",
         }
     }
 }
@@ -80,6 +95,8 @@ pub enum Fetch {
 pub struct Upstream {
     http: reqwest::Client,
     base: String,
+    /// Largest response body read (decompressed).
+    max_body: u64,
 }
 
 /// Why the upstream client cannot be built.
@@ -135,6 +152,8 @@ impl Upstream {
             .connect_timeout(config.upstream_connect_timeout)
             .timeout(config.upstream_request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
+            // A redirect could carry the token and the custom headers to another origin.
+            .redirect(reqwest::redirect::Policy::none())
             .tcp_nodelay(true);
         if let Some(path) = &config.upstream_certificate_file {
             let err = |problem: String| UpstreamSetupError::CaBundle {
@@ -171,6 +190,7 @@ impl Upstream {
         Ok(Upstream {
             http,
             base: config.upstream_url.clone(),
+            max_body: u64::try_from(config.upstream_max_body_size).unwrap_or(u64::MAX),
         })
     }
 
@@ -274,18 +294,27 @@ impl Upstream {
     ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
         let started = Instant::now();
         let result = async {
-            let response = request.send().await?;
+            let response = request.send().await.map_err(|e| unreachable(&e))?;
             let status = response.status();
+            // 304 is an answer (nothing new); every other 3xx is a redirect.
+            if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
+                let location = response
+                    .headers()
+                    .get(reqwest::header::LOCATION)
+                    .map(|v| shown_location(&String::from_utf8_lossy(v.as_bytes())))
+                    .unwrap_or_else(|| "nowhere (no Location)".into());
+                return Err(UpstreamError::Redirect {
+                    status: status.as_u16(),
+                    location,
+                });
+            }
             let headers = response.headers().clone();
-            let bytes = response.bytes().await?;
-            Ok::<_, reqwest::Error>((status, headers, bytes))
+            let bytes = read_bounded(response, self.max_body).await?;
+            Ok((status, headers, bytes))
         }
         .await;
         metrics.upstream_latency(call, started.elapsed().as_secs_f64());
-        result.map_err(|e| {
-            metrics.upstream_outcome(call, "unreachable");
-            UpstreamError::Unreachable(describe(&e))
-        })
+        result.inspect_err(|e| metrics.upstream_outcome(call, e.outcome()))
     }
 
     fn fail(&self, call: &'static str, status: StatusCode, metrics: &Metrics) -> UpstreamError {
@@ -296,6 +325,50 @@ impl Upstream {
         metrics.upstream_outcome(call, error.outcome());
         error
     }
+}
+
+/// Reads a response body as it arrives, refusing it as soon as it passes `limit` bytes. The
+/// count is of decompressed bytes (reqwest inflates gzip before handing out chunks), so a small
+/// compressed body that unpacks to a huge one is refused just the same.
+async fn read_bounded(mut response: reqwest::Response, limit: u64) -> Result<Bytes, UpstreamError> {
+    let too_large = |seen: u64| UpstreamError::TooLarge { seen, limit };
+    let declared = response.content_length();
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        return Err(too_large(n));
+    }
+    let cap = |n: u64| usize::try_from(n.min(limit)).unwrap_or(usize::MAX);
+    let mut body: Vec<u8> = Vec::with_capacity(cap(declared.unwrap_or(0)));
+    while let Some(chunk) = response.chunk().await.map_err(|e| unreachable(&e))? {
+        let seen = (body.len() + chunk.len()) as u64;
+        if seen > limit {
+            return Err(too_large(seen));
+        }
+        if body.capacity() < body.len() + chunk.len() {
+            // Grow by doubling, but never past the limit.
+            let want = cap((body.capacity() as u64).saturating_mul(2).max(seen));
+            body.reserve_exact(want - body.len());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(body))
+}
+
+/// A `Location` as it may be logged: scheme, host, port and path; no user info, no query.
+fn shown_location(location: &str) -> String {
+    let without_query = location.split(['?', '#']).next().unwrap_or("");
+    let shown = match without_query.split_once("://") {
+        Some((scheme, rest)) => {
+            let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let host = authority.rsplit('@').next().unwrap_or("");
+            format!("{scheme}://{host}{path}")
+        }
+        None => without_query.to_string(),
+    };
+    shown.chars().take(200).collect()
+}
+
+fn unreachable(e: &reqwest::Error) -> UpstreamError {
+    UpstreamError::Unreachable(describe(e))
 }
 
 fn sensitive(value: &str) -> HeaderValue {

@@ -35,6 +35,9 @@ pub const DEFAULT_INVALID_TOKEN_TTL: &str = "60s";
 pub const DEFAULT_TOKEN_CACHE_SIZE: u64 = 10_000;
 pub const DEFAULT_UPSTREAM_REQUEST_TIMEOUT: &str = "10s";
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
+pub const DEFAULT_UPSTREAM_MAX_BODY_SIZE: &str = "32MiB";
+pub const DEFAULT_VALIDATE_CALLER_BUDGET: u64 = 100;
+pub const DEFAULT_VALIDATE_TOTAL_BUDGET: u64 = 1000;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -290,6 +293,19 @@ pub struct EdgeArgs {
     /// Longest time connecting to upstream may take (a number is seconds)
     #[arg(long, env = "UPSTREAM_SOCKET_TIMEOUT", value_parser = duration_arg, default_value = DEFAULT_UPSTREAM_CONNECT_TIMEOUT)]
     pub upstream_socket_timeout: Duration,
+
+    /// Largest upstream response body accepted, counted decompressed (larger: refused, the last
+    /// good features are kept)
+    #[arg(long, env = "UPSTREAM_MAX_BODY_SIZE", value_parser = size_arg, default_value = DEFAULT_UPSTREAM_MAX_BODY_SIZE)]
+    pub upstream_max_body_size: usize,
+
+    /// Unknown tokens one caller of /edge/validate may have checked upstream per minute (more: 429)
+    #[arg(long, env = "VALIDATE_CALLER_BUDGET", default_value_t = DEFAULT_VALIDATE_CALLER_BUDGET)]
+    pub validate_caller_budget: u64,
+
+    /// Unknown tokens all callers of /edge/validate together may have checked upstream per minute
+    #[arg(long, env = "VALIDATE_TOTAL_BUDGET", default_value_t = DEFAULT_VALIDATE_TOTAL_BUDGET)]
+    pub validate_total_budget: u64,
 
     /// Client certificate (PEM) for mutual TLS with the upstream
     #[arg(long, env = "PKCS8_CLIENT_CERTIFICATE_FILE", value_name = "FILE")]

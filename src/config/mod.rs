@@ -121,6 +121,12 @@ pub struct EdgeConfig {
     pub skip_ssl_verification: bool,
     pub upstream_request_timeout: Duration,
     pub upstream_connect_timeout: Duration,
+    /// Largest upstream response body read (decompressed).
+    pub upstream_max_body_size: usize,
+    /// Unknown tokens per minute one `/edge/validate` caller may have checked upstream.
+    pub validate_caller_budget: u64,
+    /// Unknown tokens per minute all `/edge/validate` callers together may have checked upstream.
+    pub validate_total_budget: u64,
     /// Client certificate and key (PEM) for mutual TLS with the upstream.
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// Where features and token scopes are backed up, to start from when upstream is down.

@@ -150,9 +150,19 @@ impl Config {
                 ] {
                     t.insert(key.into(), s(&format_duration(d)));
                 }
+                for (key, n) in [
+                    ("token_cache_size", edge.token_cache_size),
+                    ("validate_caller_budget", edge.validate_caller_budget),
+                    ("validate_total_budget", edge.validate_total_budget),
+                ] {
+                    t.insert(
+                        key.into(),
+                        Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+                    );
+                }
                 t.insert(
-                    "token_cache_size".into(),
-                    Value::Integer(i64::try_from(edge.token_cache_size).unwrap_or(i64::MAX)),
+                    "upstream_max_body_size".into(),
+                    s(&format_size(edge.upstream_max_body_size)),
                 );
                 t.insert(
                     "custom_client_headers".into(),

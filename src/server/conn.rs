@@ -22,7 +22,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 pub struct ConnClock {
     opened: Instant,
     active: AtomicUsize,
-    /// Milliseconds since `opened` when the last request finished (0: none yet).
+    /// Requests finished on this connection.
+    completed: AtomicU64,
+    /// Nanoseconds since `opened` when the last request finished.
     last_done: AtomicU64,
 }
 
@@ -31,14 +33,19 @@ impl ConnClock {
         Arc::new(ConnClock {
             opened: Instant::now(),
             active: AtomicUsize::new(0),
+            completed: AtomicU64::new(0),
             last_done: AtomicU64::new(0),
         })
     }
 
-    fn millis(&self) -> u64 {
-        u64::try_from(self.opened.elapsed().as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1)
+    fn nanos(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// When the last request finished, if one has.
+    fn idle_from(&self) -> Option<Instant> {
+        (self.completed.load(Ordering::Acquire) > 0)
+            .then(|| self.opened + Duration::from_nanos(self.last_done.load(Ordering::Acquire)))
     }
 
     /// A request's headers arrived: no socket deadline until it is answered.
@@ -54,7 +61,8 @@ pub struct RequestGuard(Arc<ConnClock>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.last_done.store(self.0.millis(), Ordering::Release);
+        self.0.last_done.store(self.0.nanos(), Ordering::Release);
+        self.0.completed.fetch_add(1, Ordering::AcqRel);
         self.0.active.fetch_sub(1, Ordering::AcqRel);
     }
 }
@@ -74,8 +82,9 @@ pub struct TimedIo<S> {
     idle_timeout: Duration,
     protocol: Protocol,
     preface_seen: usize,
-    /// When the first bytes of a request not yet handed to the handler arrived.
-    head_started: Option<Instant>,
+    /// When the first bytes of a request not yet handed to the handler arrived, and how many
+    /// requests had finished then (a later finish means those bytes were that request's).
+    head_started: Option<(Instant, u64)>,
     /// Last time bytes arrived (HTTP/2 idle accounting).
     last_read: Instant,
     sleep: Pin<Box<Sleep>>,
@@ -122,21 +131,32 @@ impl<S> TimedIo<S> {
         }
     }
 
+    /// The start of a request whose headers are still arriving, if there is one.
+    fn pending_head(&self) -> Option<Instant> {
+        let completed = self.clock.completed.load(Ordering::Acquire);
+        self.head_started
+            .filter(|(_, seen)| *seen == completed)
+            .map(|(at, _)| at)
+    }
+
     /// When the socket should give up waiting, if it should.
     fn deadline(&self) -> Option<Instant> {
         if self.clock.active.load(Ordering::Acquire) > 0 {
             return None;
         }
-        let last_done = self.clock.last_done.load(Ordering::Acquire);
-        let idle_from = self.clock.opened + Duration::from_millis(last_done);
+        let idle_from = self.clock.idle_from();
         match self.protocol {
-            Protocol::Http2 => Some(self.last_read.max(idle_from) + self.idle_timeout),
-            Protocol::Http1 | Protocol::Unknown => match self.head_started {
+            Protocol::Http2 => {
+                let from = idle_from.map_or(self.last_read, |t| t.max(self.last_read));
+                Some(from + self.idle_timeout)
+            }
+            Protocol::Http1 | Protocol::Unknown => match (self.pending_head(), idle_from) {
                 // Bytes of a request arrived: its headers must be complete in time.
-                Some(started) if started >= idle_from => Some(started + self.header_timeout),
+                (Some(started), _) => Some(started + self.header_timeout),
                 // A new connection must send a first request in time.
-                _ if last_done == 0 => Some(self.clock.opened + self.header_timeout),
-                _ => Some(idle_from + self.idle_timeout),
+                (None, None) => Some(self.clock.opened + self.header_timeout),
+                // Between requests: the idle timeout, from the end of the last one.
+                (None, Some(done)) => Some(done + self.idle_timeout),
             },
         }
     }
@@ -156,15 +176,20 @@ impl<S: AsyncRead + Unpin> AsyncRead for TimedIo<S> {
                 if n > 0 {
                     let now = Instant::now();
                     this.last_read = now;
-                    if let Some(bytes) = buf.filled().get(before..) {
-                        let bytes = bytes.to_vec();
-                        this.classify(&bytes);
+                    if this.protocol == Protocol::Unknown {
+                        let mut head = [0u8; H2_PREFACE.len()];
+                        let filled = buf.filled().get(before..).unwrap_or_default();
+                        let take = filled.len().min(head.len());
+                        if let (Some(dst), Some(src)) = (head.get_mut(..take), filled.get(..take)) {
+                            dst.copy_from_slice(src);
+                        }
+                        this.classify(head.get(..take).unwrap_or_default());
                     }
-                    let idle_from = this.clock.opened
-                        + Duration::from_millis(this.clock.last_done.load(Ordering::Acquire));
-                    let pending_head = this.head_started.is_some_and(|s| s >= idle_from);
-                    if this.clock.active.load(Ordering::Acquire) == 0 && !pending_head {
-                        this.head_started = Some(now);
+                    if this.clock.active.load(Ordering::Acquire) == 0
+                        && this.pending_head().is_none()
+                    {
+                        let completed = this.clock.completed.load(Ordering::Acquire);
+                        this.head_started = Some((now, completed));
                     }
                 }
                 Poll::Ready(Ok(()))
@@ -285,6 +310,52 @@ mod tests {
             "{:?}",
             started.elapsed()
         );
+    }
+
+    /// Regression: the end of a request was kept in whole milliseconds, so a request that
+    /// arrived and finished within one millisecond looked like a new request still sending its
+    /// headers, and the idle connection was closed after the header timeout.
+    #[tokio::test(start_paused = true)]
+    async fn regression_idle_after_quick_requests_lasts_the_idle_timeout() {
+        let (mut io, mut peer, clock) = pair(100, 1000).await;
+        let mut buf = [0u8; 64];
+        for _ in 0..3 {
+            // Arrives at x.3 ms, finishes at x.7 ms: the same whole millisecond.
+            tokio::time::sleep(Duration::from_micros(10_300)).await;
+            peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            assert!(io.read(&mut buf).await.unwrap() > 0);
+            let guard = clock.request_started();
+            tokio::time::sleep(Duration::from_micros(400)).await;
+            drop(guard);
+        }
+        let started = Instant::now();
+        assert_eq!(
+            io.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(1000));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_header_timeout_runs_from_the_first_byte_of_a_later_request() {
+        let (mut io, mut peer, clock) = pair(100, 1000).await;
+        let mut buf = [0u8; 64];
+        peer.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        drop(clock.request_started());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peer.write_all(b"GET / HT").await.unwrap();
+        assert!(io.read(&mut buf).await.unwrap() > 0);
+        let started = Instant::now();
+        assert_eq!(
+            io.read(&mut buf).await.unwrap_err().kind(),
+            io::ErrorKind::TimedOut
+        );
+        assert_eq!(started.elapsed(), Duration::from_millis(100));
     }
 
     #[tokio::test(start_paused = true)]

@@ -35,6 +35,11 @@ pub enum ApiError {
     AllEndpointDisabled,
     /// Too many requests in flight.
     Overloaded,
+    /// `/edge/validate` asked about more unknown tokens than its budget allows now.
+    OverBudget {
+        budget: &'static str,
+        retry_after: u32,
+    },
     /// The request body did not arrive in time.
     BodyTimeout,
     /// The request could not be answered within the deadline.
@@ -137,6 +142,19 @@ impl ApiError {
                 format!("{method} is not allowed on {path}; allowed: {allowed}."),
                 None,
             ),
+            ApiError::OverBudget {
+                budget,
+                retry_after,
+            } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!(
+                    "Too many tokens flagpost does not know yet were sent to /edge/validate \
+                     ({budget} budget); they are checked upstream only at a bounded rate. Retry \
+                     in {retry_after} s."
+                ),
+                Some(*retry_after),
+            ),
             ApiError::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "overloaded",
@@ -166,6 +184,11 @@ impl ApiError {
                 None,
             ),
         }
+    }
+
+    /// The error code of the JSON body (`token_invalid`, ...).
+    pub fn code(&self) -> &'static str {
+        self.parts().1
     }
 
     pub fn status(&self) -> StatusCode {

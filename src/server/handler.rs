@@ -30,6 +30,18 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
     let (route, result) = match route::route(&method, req.uri().path()) {
+        // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
+        Ok(matched)
+            if req.version() == http::Version::HTTP_11
+                && !req.headers().contains_key(http::header::HOST) =>
+        {
+            (
+                matched.route,
+                Err(ApiError::BadRequest(
+                    "An HTTP/1.1 request must carry a Host header (RFC 9112 section 3.2).".into(),
+                )),
+            )
+        }
         // Shed load early, but keep answering probes and scrapes.
         Ok(matched)
             if in_flight.over_limit
@@ -83,8 +95,9 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
                 // Ours or upstream's: worth an operator's attention.
                 tracing::warn!(%method, route = label, status, error = ?e, "request failed");
             } else {
-                // The client's: one line at debug.
+                // The client's: one line at debug, and counted for the summary at info.
                 tracing::debug!(%method, route = label, status, error = ?e, "request refused");
+                app.refusals.refused(e.code());
             }
             e.into_response()
         }
@@ -137,13 +150,19 @@ async fn dispatch(
 ) -> Result<HttpResponse, ApiError> {
     match matched.route {
         Route::Health => Ok(json_response(StatusCode::OK, r#"{"health":"GOOD"}"#)),
-        Route::Ready => Ok(if app.is_ready() {
-            json_response(StatusCode::OK, r#"{"health":"READY"}"#)
-        } else {
-            json_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"error":"not_ready","message":"flagpost has not loaded features for every environment yet, or is shutting down."}"#,
-            )
+        Route::Ready => Ok(match app.readiness() {
+            Ok(()) => json_response(StatusCode::OK, r#"{"health":"READY"}"#),
+            Err(why) => {
+                let body = serde_json::json!({
+                    "error": "not_ready",
+                    "message": format!("flagpost cannot serve every environment it is configured for: {why}."),
+                    "reason": why,
+                });
+                let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+                r.headers_mut().insert(CONTENT_TYPE, JSON);
+                r
+            }
         }),
         Route::Metrics => {
             app.observe();
@@ -155,7 +174,7 @@ async fn dispatch(
             Ok(r)
         }
         Route::ClientFeatures | Route::ClientFeature => client_api(app, matched, req).await,
-        Route::EdgeValidate => edge_validate(app, req).await,
+        Route::EdgeValidate => edge_validate(app, req, peer).await,
         Route::ClientMetrics | Route::ClientRegister | Route::ClientBulkMetrics => {
             usage_api(app, matched.route, req).await
         }
@@ -211,19 +230,34 @@ async fn authenticate(
             AuthError::AdminOrPersonal => "wrong_type",
             AuthError::UpstreamUnavailable => "upstream_unavailable",
         });
-        ApiError::Auth(e)
+        let error = ApiError::Auth(e);
+        if matches!(error, ApiError::Auth(AuthError::Unknown | AuthError::AdminOrPersonal)) {
+            let token = header
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .and_then(|h| crate::token::Token::parse(h).ok());
+            if let Some(token) = token.filter(|t| app.refusals.first_for(t, error.code())) {
+                tracing::info!(token = %token, error = error.code(), "token refused (logged once per token)");
+            }
+        }
+        error
     })?;
     if access.kind != expected {
         decision("wrong_type");
-        return Err(ApiError::WrongKind {
+        let error = ApiError::WrongKind {
             expected,
             got: access.kind,
-        });
+        };
+        if app.refusals.first_for(&access.token, error.code()) {
+            tracing::info!(token = %access.token, kind = access.kind.as_str(), expected = expected.as_str(), "token of the wrong kind refused (logged once per token)");
+        }
+        return Err(error);
     }
     app.store.check(&access.scope).map_err(|e| {
         if matches!(e, GateError::NotCovered { .. }) {
             decision("scope_not_covered");
-            tracing::info!(token = %access.token, scope = %access.scope, "scope not covered by the startup client tokens");
+            if app.refusals.first_for(&access.token, "scope_not_covered") {
+                tracing::info!(token = %access.token, scope = %access.scope, "scope not covered by the startup client tokens (logged once per token)");
+            }
         }
         ApiError::Gate(e)
     })?;
@@ -392,7 +426,11 @@ async fn frontend_api(
 /// `POST /edge/validate` (`{"tokens":[...]}`): the tokens flagpost itself would serve, with
 /// their type, environment and projects. Tokens outside its serving scope are left out, as
 /// unknown ones are.
-async fn edge_validate(app: &App, req: Request<Incoming>) -> Result<HttpResponse, ApiError> {
+async fn edge_validate(
+    app: &App,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, ApiError> {
     #[derive(serde::Deserialize)]
     struct Body {
         tokens: Vec<String>,
@@ -420,7 +458,19 @@ async fn edge_validate(app: &App, req: Request<Incoming>) -> Result<HttpResponse
         .filter(|t| seen.insert(t.as_str()))
         .filter_map(|t| crate::token::Token::parse(t).ok())
         .collect();
-    let results = app.auth.resolve_many(tokens).await;
+    let caller = client_ip::client_ip(
+        peer.ip(),
+        &parts.headers,
+        &app.config.server.trusted_proxies,
+    );
+    let results =
+        app.auth
+            .resolve_many(tokens, caller)
+            .await
+            .map_err(|o| ApiError::OverBudget {
+                budget: o.budget,
+                retry_after: o.retry_after,
+            })?;
     let mut out = String::from("{\"tokens\":[");
     let mut first = true;
     for access in results.into_iter().flatten() {

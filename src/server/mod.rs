@@ -7,6 +7,7 @@ pub mod conn;
 pub mod cors;
 pub mod error;
 pub mod handler;
+pub mod refusal;
 pub mod route;
 pub mod tls;
 
@@ -45,13 +46,14 @@ type Builder = auto::Builder<TokioExecutor>;
 
 /// Serves until `shutdown` completes, then drains: `/ready` turns 503 at once, connections are
 /// still accepted for the configured delay (so load balancers notice), then the listeners close,
-/// in-flight requests finish (up to the grace period), and this returns.
+/// in-flight requests finish (up to the grace period), and this returns the end of the grace
+/// period: the deadline for everything left to do before exiting.
 pub async fn serve(
     app: Arc<App>,
     listeners: Listeners,
     tls: Option<Arc<TlsReloader>>,
     shutdown: impl Future<Output = ()>,
-) {
+) -> tokio::time::Instant {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).keep_alive(true);
     builder
@@ -129,13 +131,15 @@ pub async fn serve(
     stop_connections.cancel();
     connections.close();
     let grace = app.config.server.shutdown_grace;
-    match tokio::time::timeout(grace, connections.wait()).await {
+    let deadline = tokio::time::Instant::now() + grace;
+    match tokio::time::timeout_at(deadline, connections.wait()).await {
         Ok(()) => tracing::info!("all connections finished"),
         Err(_) => tracing::warn!(
             grace_seconds = grace.as_secs_f64(),
             "grace period over; closing the connections still open"
         ),
     }
+    deadline
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

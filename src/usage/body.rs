@@ -50,7 +50,138 @@ fn bad(field: impl Into<String>, problem: impl Into<String>) -> BodyError {
     }
 }
 
+/// Most values (of any kind, at any depth) in one body. A metrics body for [`MAX_ROWS`] flags
+/// with a few variants each has well under this.
+pub const MAX_VALUES: usize = 16 * MAX_ROWS;
+/// Deepest nesting of objects and arrays accepted (a usage body needs 4).
+pub const MAX_DEPTH: usize = 16;
+
+/// Walks the body once without building anything, refusing it as soon as one object or array
+/// has more than [`MAX_ROWS`] entries, the body more than [`MAX_VALUES`] values, or nesting
+/// deeper than [`MAX_DEPTH`]. Only then is a tree built, so a body refused for its counts
+/// never costs much more than its own bytes.
+fn scan(bytes: &[u8]) -> Result<(), BodyError> {
+    use serde::de::DeserializeSeed;
+    let state = ScanState {
+        values: std::cell::Cell::new(0),
+        refused: std::cell::RefCell::new(None),
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let walked = Scan {
+        state: &state,
+        depth: 0,
+    }
+    .deserialize(&mut de)
+    .and_then(|()| de.end());
+    match walked {
+        Ok(()) => Ok(()),
+        Err(e) => Err(state
+            .refused
+            .take()
+            .unwrap_or_else(|| bad("body", format!("is not valid JSON: {e}")))),
+    }
+}
+
+struct ScanState {
+    values: std::cell::Cell<usize>,
+    refused: std::cell::RefCell<Option<BodyError>>,
+}
+
+#[derive(Clone, Copy)]
+struct Scan<'a> {
+    state: &'a ScanState,
+    depth: usize,
+}
+
+impl Scan<'_> {
+    fn refuse<E: serde::de::Error>(&self, problem: String) -> E {
+        *self.state.refused.borrow_mut() = Some(bad("body", problem.clone()));
+        E::custom(problem)
+    }
+
+    fn value<E: serde::de::Error>(&self) -> Result<(), E> {
+        let n = self.state.values.get() + 1;
+        self.state.values.set(n);
+        if n > MAX_VALUES {
+            return Err(self.refuse(format!("has more than {MAX_VALUES} values")));
+        }
+        Ok(())
+    }
+
+    fn inner<E: serde::de::Error>(&self) -> Result<Scan<'_>, E> {
+        self.value()?;
+        if self.depth >= MAX_DEPTH {
+            return Err(self.refuse(format!("nests deeper than {MAX_DEPTH} levels")));
+        }
+        Ok(Scan {
+            state: self.state,
+            depth: self.depth + 1,
+        })
+    }
+
+    fn entry<E: serde::de::Error>(&self, n: usize) -> Result<(), E> {
+        if n > MAX_ROWS {
+            return Err(self.refuse(format!(
+                "has an object or array with more than {MAX_ROWS} entries"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Scan<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Scan<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+    fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<(), E> {
+        self.value()
+    }
+    fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<(), E> {
+        self.value()
+    }
+    fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<(), E> {
+        self.value()
+    }
+    fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<(), E> {
+        self.value()
+    }
+    fn visit_str<E: serde::de::Error>(self, _: &str) -> Result<(), E> {
+        self.value()
+    }
+    fn visit_unit<E: serde::de::Error>(self) -> Result<(), E> {
+        self.value()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        let mut n = 0;
+        while seq.next_element_seed(inner)?.is_some() {
+            n += 1;
+            inner.entry(n)?;
+        }
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let inner = self.inner()?;
+        let mut n = 0;
+        while map.next_key::<serde::de::IgnoredAny>()?.is_some() {
+            map.next_value_seed(inner)?;
+            n += 1;
+            inner.entry(n)?;
+        }
+        Ok(())
+    }
+}
+
 fn object(bytes: &[u8]) -> Result<Map<String, Value>, BodyError> {
+    scan(bytes)?;
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(map),
         Ok(_) => Err(bad("body", "must be a JSON object")),
@@ -324,6 +455,47 @@ mod tests {
             registration(b"[]").unwrap_err().to_string(),
             "`body` must be a JSON object"
         );
+    }
+
+    #[test]
+    fn counts_are_refused_while_scanning() {
+        let toggles: Vec<String> = (0..=MAX_ROWS)
+            .map(|i| format!(r#""f{i}":{{"yes":1}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"appName":"a","bucket":{{"start":"2026-01-01T00:00:00Z","stop":"2026-01-01T00:01:00Z","toggles":{{{}}}}}}}"#,
+            toggles.join(",")
+        );
+        assert_eq!(
+            metrics(body.as_bytes()).unwrap_err().to_string(),
+            format!("`body` has an object or array with more than {MAX_ROWS} entries")
+        );
+        let deep = format!("{}{}", "[".repeat(40), "]".repeat(40));
+        assert!(bulk(deep.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("nests deeper"));
+        let many = format!(
+            "{{\"metrics\":[{}]}}",
+            vec!["[1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17]"; 9_500].join(",")
+        );
+        assert!(bulk(many.as_bytes())
+            .unwrap_err()
+            .to_string()
+            .contains("values"));
+        // Exactly at the limit is fine.
+        let toggles: Vec<String> = (0..MAX_ROWS)
+            .map(|i| format!(r#""f{i}":{{"yes":1}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"appName":"a","bucket":{{"start":"2026-01-01T00:00:00Z","stop":"2026-01-01T00:01:00Z","toggles":{{{}}}}}}}"#,
+            toggles.join(",")
+        );
+        assert_eq!(metrics(body.as_bytes()).unwrap().len(), MAX_ROWS);
+        assert!(metrics(b"{} x")
+            .unwrap_err()
+            .to_string()
+            .contains("not valid JSON"));
     }
 
     proptest! {

@@ -130,8 +130,27 @@ fn row_json(environment: &str, key: &RowKey, counts: &Counts) -> String {
     .to_string()
 }
 
+/// When a forwarding round must stop sending.
+#[derive(Debug, Clone, Copy)]
+pub enum Round<'a> {
+    /// A periodic round: when `cancel` fires, what is not yet delivered goes back into the
+    /// buffer (for the final flush).
+    Periodic(&'a CancellationToken),
+    /// The final flush at shutdown: what is not delivered by the deadline is dropped and
+    /// counted with reason `shutdown`.
+    Final(tokio::time::Instant),
+}
+
+/// What became of one body.
+enum Sent {
+    Delivered,
+    Rejected(u16),
+    /// Not delivered now (upstream failing, the round stopped, or the deadline passed).
+    NotNow(Option<UpstreamError>),
+}
+
 /// Forwards everything buffered now. Returns when every environment was handled.
-pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh) {
+pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh, round: Round<'_>) {
     let usage = &app.usage;
     for (environment, env_usage) in usage.take() {
         if env_usage.rows.is_empty() && env_usage.apps.is_empty() {
@@ -151,81 +170,105 @@ pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh) {
             .collect();
         let app_texts: Vec<String> = apps.iter().map(|(_, v)| v.to_string()).collect();
         let (bodies, big_apps, big_rows) = chunks(&app_texts, &row_texts, MAX_BODY);
-        if !big_rows.is_empty() || !big_apps.is_empty() {
-            let evaluations = big_rows
+        let evaluations_of = |indexes: &[usize]| -> u64 {
+            indexes
                 .iter()
                 .filter_map(|i| rows.get(*i))
                 .map(|(_, c)| c.total())
-                .sum();
+                .sum()
+        };
+        if !big_rows.is_empty() || !big_apps.is_empty() {
             tracing::warn!(
                 rows = big_rows.len(),
                 applications = big_apps.len(),
                 "usage entries too large for one bulk body were dropped"
             );
-            usage.dropped("too_large", big_rows.len() as u64, evaluations);
+            usage.dropped(
+                "too_large",
+                big_rows.len() as u64,
+                evaluations_of(&big_rows),
+            );
         }
-        let mut keep = EnvUsage::default();
-        let mut failed_from: Option<usize> = None;
+        let mut unsent: Option<usize> = None;
         for (n, chunk) in bodies.iter().enumerate() {
-            match send(app, upstream, &token, chunk.body.clone()).await {
-                Ok(()) => {
-                    let evaluations: u64 = chunk
-                        .rows
-                        .iter()
-                        .filter_map(|i| rows.get(*i))
-                        .map(|(_, c)| c.total())
-                        .sum();
+            let outcome = match round {
+                Round::Periodic(cancel) => tokio::select! {
+                    biased;
+                    _ = cancel.cancelled() => Sent::NotNow(None),
+                    r = send(app, upstream, &token, &chunk.body) => r,
+                },
+                Round::Final(deadline) => {
+                    tokio::time::timeout_at(deadline, send(app, upstream, &token, &chunk.body))
+                        .await
+                        .unwrap_or(Sent::NotNow(None))
+                }
+            };
+            match outcome {
+                Sent::Delivered => {
                     app.metrics
                         .usage_rows_forwarded
                         .inc_by(chunk.rows.len() as u64);
                     app.metrics
                         .usage_evaluations
                         .with_label_values(&["forwarded"])
-                        .inc_by(evaluations);
+                        .inc_by(evaluations_of(&chunk.rows));
                 }
-                Err(UpstreamError::Status(code @ (400 | 413))) => {
-                    let evaluations = chunk
-                        .rows
-                        .iter()
-                        .filter_map(|i| rows.get(*i))
-                        .map(|(_, c)| c.total())
-                        .sum();
+                Sent::Rejected(code) => {
                     tracing::warn!(environment = %environment, status = code, rows = chunk.rows.len(), "upstream rejected a usage body; it is dropped (400: the server found it invalid, 413: too large)");
-                    usage.dropped("rejected", chunk.rows.len() as u64, evaluations);
+                    usage.dropped(
+                        "rejected",
+                        chunk.rows.len() as u64,
+                        evaluations_of(&chunk.rows),
+                    );
                 }
-                Err(e) => {
-                    tracing::warn!(environment = %environment, error = %e, "cannot forward usage now; keeping it for the next round");
-                    failed_from = Some(n);
+                Sent::NotNow(error) => {
+                    if let Some(e) = error {
+                        tracing::warn!(environment = %environment, error = %e, "cannot forward usage now");
+                    }
+                    unsent = Some(n);
                     break;
                 }
             }
         }
-        if let Some(first) = failed_from {
-            for chunk in bodies.iter().skip(first) {
-                for i in &chunk.rows {
-                    if let Some((k, c)) = rows.get(*i) {
-                        keep.rows.insert(k.clone(), c.clone());
+        let Some(first) = unsent else {
+            continue;
+        };
+        let rest = bodies.get(first..).unwrap_or_default();
+        match round {
+            Round::Periodic(_) => {
+                let mut keep = EnvUsage::default();
+                for chunk in rest {
+                    for i in &chunk.rows {
+                        if let Some((k, c)) = rows.get(*i) {
+                            keep.rows.insert(k.clone(), c.clone());
+                        }
+                    }
+                    for i in &chunk.apps {
+                        if let Some((k, v)) = apps.get(*i) {
+                            keep.apps.insert(k.clone(), v.clone());
+                        }
                     }
                 }
-                for i in &chunk.apps {
-                    if let Some((k, v)) = apps.get(*i) {
-                        keep.apps.insert(k.clone(), v.clone());
-                    }
-                }
+                tracing::debug!(environment = %environment, rows = keep.rows.len(), "usage kept for the next round");
+                usage.restore(&environment, keep);
             }
-            usage.restore(&environment, keep);
+            Round::Final(_) => {
+                let lost: Vec<usize> = rest.iter().flat_map(|c| c.rows.iter().copied()).collect();
+                let registrations: usize = rest.iter().map(|c| c.apps.len()).sum();
+                tracing::warn!(environment = %environment, rows = lost.len(), registrations, "usage not forwarded before the shutdown deadline; dropped (counted with reason shutdown)");
+                usage.dropped("shutdown", lost.len() as u64, evaluations_of(&lost));
+                app.metrics
+                    .usage_registrations_dropped
+                    .with_label_values(&["shutdown"])
+                    .inc_by(registrations as u64);
+            }
         }
     }
 }
 
 /// Sends one body, retrying network errors, 401/403 (the token may have just been replaced),
 /// 429 and 5xx with jittered backoff.
-async fn send(
-    app: &App,
-    upstream: &Upstream,
-    token: &crate::token::Token,
-    body: Vec<u8>,
-) -> Result<(), UpstreamError> {
+async fn send(app: &App, upstream: &Upstream, token: &crate::token::Token, body: &[u8]) -> Sent {
     let mut attempt = 0;
     loop {
         attempt += 1;
@@ -234,24 +277,31 @@ async fn send(
                 "metrics",
                 "/api/client/metrics/bulk",
                 token,
-                body.clone(),
+                body.to_vec(),
                 &app.metrics,
             )
             .await;
-        let retry = match &result {
-            Ok(()) => return Ok(()),
-            Err(UpstreamError::Status(code)) => *code == 429 || *code >= 500,
-            Err(UpstreamError::Unreachable(_) | UpstreamError::Refused(_)) => true,
-            Err(UpstreamError::BadBody(_)) => false,
+        let error = match result {
+            Ok(()) => return Sent::Delivered,
+            Err(UpstreamError::Status(code @ (400 | 413))) => return Sent::Rejected(code),
+            Err(e) => e,
+        };
+        let retry = match &error {
+            UpstreamError::Status(code) => *code == 429 || *code >= 500,
+            UpstreamError::Unreachable(_) | UpstreamError::Refused(_) => true,
+            UpstreamError::BadBody(_)
+            | UpstreamError::TooLarge { .. }
+            | UpstreamError::Redirect { .. } => false,
         };
         if !retry || attempt >= ATTEMPTS {
-            return result;
+            return Sent::NotNow(Some(error));
         }
         tokio::time::sleep(backoff(Duration::from_millis(200), attempt)).await;
     }
 }
 
-/// Forwards usage every `interval` until `cancel`.
+/// Forwards usage every `interval` until `cancel`. A round under way when `cancel` fires puts
+/// back what it has not delivered, so the final flush sends it.
 pub async fn run(
     app: Arc<App>,
     upstream: Arc<Upstream>,
@@ -264,7 +314,7 @@ pub async fn run(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        forward(&app, &upstream, &refresh).await;
+        forward(&app, &upstream, &refresh, Round::Periodic(&cancel)).await;
     }
 }
 

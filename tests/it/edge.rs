@@ -12,17 +12,27 @@ pub fn edge_config(upstream: &str, tokens: &[String], extra: &str) -> String {
         .map(|t| format!("\"{t}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    // Defaults for the tests, unless `extra` sets the key itself.
+    let defaults: String = [
+        ("refresh_interval", "\"100ms\""),
+        ("upstream_request_timeout", "\"500ms\""),
+        ("upstream_connect_timeout", "\"500ms\""),
+        (
+            "custom_client_headers",
+            "[\"X-Api-Key: custom-header-secret-77\"]",
+        ),
+    ]
+    .iter()
+    .filter(|(key, _)| !extra.contains(&format!("{key} =")))
+    .map(|(key, value)| format!("{key} = {value}\n"))
+    .collect();
     format!(
         r#"
 mode = "edge"
 [edge]
 upstream_url = "{upstream}"
 tokens = [{list}]
-refresh_interval = "100ms"
-upstream_request_timeout = "500ms"
-upstream_connect_timeout = "500ms"
-custom_client_headers = ["X-Api-Key: custom-header-secret-77"]
-{extra}
+{defaults}{extra}
 "#
     )
 }

@@ -321,6 +321,16 @@ impl Binary {
     }
 }
 
+impl Drop for Binary {
+    /// A test that fails half-way leaves no flagpost running behind it.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// `POST /api/frontend` with the body `{"userId":"alice"}`, of which only the first 5 bytes are
 /// sent: the request stays in the handler, waiting for its body, until [`finish_post`].
 pub async fn half_sent_post(addr: SocketAddr, token: &str) -> tokio::net::TcpStream {

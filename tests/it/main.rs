@@ -11,6 +11,7 @@
 
 mod cli;
 mod edge;
+mod failure;
 mod hardening;
 mod harness;
 mod offline;

@@ -59,8 +59,30 @@ impl Recorded {
     }
 }
 
+/// What a script makes the fake do with a request instead of answering normally.
+pub enum Scripted {
+    Respond(Response<Full<Bytes>>),
+    /// Never answer.
+    Hang,
+}
+
+/// The request's head and body in, what to do instead of answering normally out.
+type ScriptFn = dyn Fn(&http::request::Parts, &Bytes) -> Option<Scripted> + Send + Sync;
+
+/// A function of the request deciding whether to misbehave (`None`: answer normally).
+#[derive(Clone)]
+pub struct Script(pub Arc<ScriptFn>);
+
+impl std::fmt::Debug for Script {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Script")
+    }
+}
+
 #[derive(Debug)]
 pub struct State {
+    /// Consulted first, for every request.
+    pub script: Option<Script>,
     pub tokens: Vec<FakeToken>,
     /// Features per environment (the full list), and segments.
     pub features: HashMap<String, Vec<Value>>,
@@ -140,6 +162,7 @@ impl FakeUpstream {
             );
         }
         let state = State {
+            script: None,
             tokens: fixture_tokens().into_values().collect(),
             features,
             segments,
@@ -261,6 +284,18 @@ impl FakeUpstream {
         format!("https://{}", self.addr)
     }
 
+    /// Misbehaves as `script` says (replacing any earlier script).
+    pub fn script(
+        &self,
+        script: impl Fn(&http::request::Parts, &Bytes) -> Option<Scripted> + Send + Sync + 'static,
+    ) {
+        self.state.lock().unwrap().script = Some(Script(Arc::new(script)));
+    }
+
+    pub fn unscript(&self) {
+        self.state.lock().unwrap().script = None;
+    }
+
     pub fn set(&self, behaviour: Behaviour) {
         self.state.lock().unwrap().behaviour = behaviour;
     }
@@ -311,6 +346,7 @@ impl Drop for FakeUpstream {
 
 fn empty_state() -> State {
     State {
+        script: None,
         tokens: Vec::new(),
         features: HashMap::new(),
         segments: HashMap::new(),
@@ -322,7 +358,7 @@ fn empty_state() -> State {
     }
 }
 
-fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
+pub fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
     *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r.headers_mut().insert(
@@ -351,7 +387,7 @@ async fn answer(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Fu
         .path_and_query()
         .map(|p| p.to_string())
         .unwrap_or_default();
-    let (behaviour, only_features) = {
+    let (behaviour, only_features, script) = {
         let mut s = state.lock().unwrap();
         s.requests.push(Recorded {
             method: parts.method.to_string(),
@@ -359,8 +395,13 @@ async fn answer(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Fu
             headers: parts.headers.clone(),
             body: body.clone(),
         });
-        (s.behaviour.clone(), s.only_features)
+        (s.behaviour.clone(), s.only_features, s.script.clone())
     };
+    match script.and_then(|script| (script.0)(&parts, &body)) {
+        Some(Scripted::Respond(r)) => return r,
+        Some(Scripted::Hang) => std::future::pending::<()>().await,
+        None => {}
+    }
     let is_features = parts.uri.path() == "/api/client/features";
     let misbehave = is_features || !only_features;
     if misbehave {
