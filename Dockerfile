@@ -2,6 +2,10 @@
 # non-root user. `docker build -t flagpost .`
 FROM rust:1-slim-bookworm AS build
 WORKDIR /src
+# make: jemalloc, flagpost's allocator, is built from C sources.
+RUN apt-get update -qq && apt-get install -y -qq --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
+COPY .cargo ./.cargo
 COPY Cargo.toml Cargo.lock ./
 COPY src ./src
 COPY benches ./benches

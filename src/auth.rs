@@ -191,29 +191,47 @@ impl Authenticator {
     /// Resolves several tokens at once for a `/edge/validate` caller. Tokens flagpost knows are
     /// answered from its caches; the unknown ones go upstream in one batch, on a lane of their
     /// own (SDK requests never wait behind them), and only within the caller's and the total
-    /// budget: over it, nothing is asked and the caller is told when to retry.
+    /// budget: over it, as many as the budgets allow are asked (and cached) and the caller is
+    /// told when to retry for the rest.
     pub async fn resolve_many(
         &self,
-        tokens: Vec<Token>,
+        tokens: impl IntoIterator<Item = Token>,
         caller: std::net::IpAddr,
     ) -> Result<Vec<Result<Access, AuthError>>, OverBudget> {
-        let mut lookups: Vec<(Token, Option<Lookup>)> = tokens
-            .into_iter()
-            .map(|t| {
-                let known = self.known(&t).map(Lookup::Done);
-                (t, known)
-            })
-            .collect();
-        let unknown = lookups.iter().filter(|(_, l)| l.is_none()).count();
-        if let (Some(remote), true) = (&self.remote, unknown > 0) {
-            remote.budget.take(caller, unknown)?;
+        let mut tokens = tokens.into_iter();
+        let mut lookups: Vec<(Token, Option<Lookup>)> = Vec::new();
+        let mut unknown = 0;
+        // Whole unknown tokens the budgets allow now: past them the answer is 429 whatever the
+        // rest holds, so a flood of random tokens costs one lookup more than the budget, not one
+        // per token.
+        let available = self
+            .remote
+            .as_ref()
+            .map_or(usize::MAX, |r| r.budget.available(caller));
+        let mut cut_short = false;
+        for token in tokens.by_ref() {
+            let known = self.known(&token).map(Lookup::Done);
+            if known.is_none() {
+                if unknown == available {
+                    cut_short = true;
+                    break;
+                }
+                unknown += 1;
+            }
+            lookups.push((token, known));
         }
-        for (token, lookup) in &mut lookups {
-            if lookup.is_none() {
-                *lookup = Some(match &self.remote {
-                    Some(remote) => remote.ask(token, true),
-                    None => Lookup::Done(Err(AuthError::Unknown)),
-                });
+        if let (Some(remote), true) = (&self.remote, unknown > 0 || cut_short) {
+            // Past a cut, the tokens not looked at may all be unknown: claim them all.
+            let not_looked_at = tokens.size_hint().1.unwrap_or(0) + 1;
+            let claimed = unknown + if cut_short { not_looked_at } else { 0 };
+            let (granted, over) = remote.budget.take(caller, claimed);
+            let unasked = lookups.iter_mut().filter(|(_, l)| l.is_none());
+            for (token, lookup) in unasked.take(granted) {
+                *lookup = Some(remote.ask(token, true));
+            }
+            if let Some(over) = over {
+                // The granted ones are still asked: their answers are cached for the retry.
+                return Err(over);
             }
         }
         let mut out = Vec::with_capacity(lookups.len());
@@ -498,28 +516,31 @@ struct Bucket {
 }
 
 impl Bucket {
-    fn full(capacity: u64) -> Bucket {
+    fn full(capacity: u64, now: std::time::Instant) -> Bucket {
         Bucket {
             tokens: capacity as f64,
-            last: std::time::Instant::now(),
+            last: now,
         }
     }
 
-    /// Refills for the time passed; returns the seconds until `n` are there (0: now).
-    fn wait_for(&mut self, capacity: u64, n: usize) -> u32 {
-        let now = std::time::Instant::now();
-        let per_second = capacity as f64 / 60.0;
+    /// Refills for the time passed since the last call, up to `capacity`.
+    fn refill(&mut self, capacity: u64, now: std::time::Instant) {
         let passed = now.saturating_duration_since(self.last).as_secs_f64();
-        self.tokens = (self.tokens + passed * per_second).min(capacity as f64);
+        self.tokens = (self.tokens + passed * capacity as f64 / 60.0).min(capacity as f64);
         self.last = now;
-        let missing = n as f64 - self.tokens;
-        if missing <= 0.0 {
-            0
-        } else if n as u64 > capacity {
-            60
-        } else {
-            (missing / per_second).ceil().clamp(1.0, 60.0) as u32
-        }
+    }
+
+    /// Whole tokens there now.
+    fn whole(&self) -> usize {
+        self.tokens.max(0.0).floor() as usize
+    }
+
+    /// Seconds until `n` (at most `capacity`) are there, at least 1, at most 60.
+    fn seconds_until(&self, capacity: u64, n: usize) -> u32 {
+        let n = (n as f64).min(capacity as f64);
+        let missing = n - self.tokens;
+        let per_second = (capacity as f64 / 60.0).max(f64::MIN_POSITIVE);
+        (missing / per_second).ceil().clamp(1.0, 60.0) as u32
     }
 }
 
@@ -535,39 +556,70 @@ impl Budget {
                 .max_capacity(MAX_BUDGET_CALLERS)
                 .time_to_idle(Duration::from_secs(120))
                 .build(),
-            all: std::sync::Mutex::new(Bucket::full(total)),
+            all: std::sync::Mutex::new(Bucket::full(total, std::time::Instant::now())),
             metrics,
         }
     }
 
-    /// Takes `n` from the caller's budget and the total one, or from neither.
-    fn take(&self, caller: std::net::IpAddr, n: usize) -> Result<(), OverBudget> {
+    /// Takes as many of `n` as both the caller's and the total budget allow, from both.
+    /// Returns how many were granted and, when not all, which budget ran out and when to retry
+    /// for the rest. The granted ones are asked upstream, so a caller with more unknown tokens
+    /// than its budget makes progress on every retry.
+    /// Whole tokens both the caller's and the total budget hold now.
+    fn available(&self, caller: std::net::IpAddr) -> usize {
+        let now = std::time::Instant::now();
+        let whole = |bucket: &std::sync::Mutex<Bucket>, capacity| {
+            let mut b = bucket.lock().unwrap_or_else(|p| p.into_inner());
+            b.refill(capacity, now);
+            b.whole()
+        };
+        let mine = self
+            .callers
+            .get(&caller)
+            .map_or(self.per_caller as usize, |b| whole(&b, self.per_caller));
+        mine.min(whole(&self.all, self.total))
+    }
+
+    fn take(&self, caller: std::net::IpAddr, n: usize) -> (usize, Option<OverBudget>) {
+        self.take_at(caller, n, std::time::Instant::now())
+    }
+
+    fn take_at(
+        &self,
+        caller: std::net::IpAddr,
+        n: usize,
+        now: std::time::Instant,
+    ) -> (usize, Option<OverBudget>) {
         let bucket = self.callers.get_with(caller, || {
-            Arc::new(std::sync::Mutex::new(Bucket::full(self.per_caller)))
+            Arc::new(std::sync::Mutex::new(Bucket::full(self.per_caller, now)))
         });
         let mut mine = bucket.lock().unwrap_or_else(|p| p.into_inner());
         let mut all = self.all.lock().unwrap_or_else(|p| p.into_inner());
-        let refuse = |budget: &'static str, retry_after: u32| {
-            self.metrics
-                .validate_budget_refused
-                .with_label_values(&[budget])
-                .inc();
-            Err(OverBudget {
+        mine.refill(self.per_caller, now);
+        all.refill(self.total, now);
+        let granted = n.min(mine.whole()).min(all.whole());
+        mine.tokens -= granted as f64;
+        all.tokens -= granted as f64;
+        if granted == n {
+            return (n, None);
+        }
+        let rest = n - granted;
+        let (budget, retry_after) = if mine.whole() == 0 {
+            ("caller", mine.seconds_until(self.per_caller, rest))
+        } else {
+            ("total", all.seconds_until(self.total, rest))
+        };
+        self.metrics
+            .validate_budget_refused
+            .with_label_values(&[budget])
+            .inc();
+        (
+            granted,
+            Some(OverBudget {
                 budget,
                 retry_after,
-            })
-        };
-        let wait = mine.wait_for(self.per_caller, n);
-        if wait > 0 {
-            return refuse("caller", wait);
-        }
-        let wait = all.wait_for(self.total, n);
-        if wait > 0 {
-            return refuse("total", wait);
-        }
-        mine.tokens -= n as f64;
-        all.tokens -= n as f64;
-        Ok(())
+            }),
+        )
     }
 }
 
@@ -718,6 +770,47 @@ pub async fn revalidate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn budgets_grant_what_they_hold_and_say_when_the_rest_can_come() {
+        let budget = Budget::new(50, 80, Arc::new(Metrics::new(&[])));
+        let t0 = std::time::Instant::now();
+        let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+            ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        assert_eq!(budget.take_at(a, 40, t0), (40, None));
+        // Ten left for this caller: granted, the other 30 refused until they refill (50/min).
+        let over = OverBudget {
+            budget: "caller",
+            retry_after: 36,
+        };
+        assert_eq!(budget.take_at(a, 40, t0), (10, Some(over)));
+        // Another caller has its own budget, but only 30 remain in the total one.
+        let (granted, over) = budget.take_at(b, 45, t0);
+        assert_eq!(granted, 30);
+        assert_eq!(over.unwrap().budget, "total");
+        // More than a whole budget: it is granted in parts, never refused for good.
+        let later = t0 + Duration::from_secs(60);
+        let (granted, over) = budget.take_at(a, 500, later);
+        assert_eq!(granted, 50);
+        assert_eq!(over.unwrap().retry_after, 60);
+        // Refilled evenly: 12 s give a fifth of the caller's budget.
+        assert_eq!(
+            budget.take_at(a, 10, later + Duration::from_secs(12)),
+            (10, None)
+        );
+        let refused = |b: &str| {
+            budget
+                .metrics
+                .validate_budget_refused
+                .with_label_values(&[b])
+                .get()
+        };
+        assert_eq!(
+            (refused("caller"), refused("total")),
+            (2, 1),
+            "each refusal is counted"
+        );
+    }
 
     fn table() -> Authenticator {
         let t = |raw: &str, kind, scope| ConfiguredToken {

@@ -364,7 +364,11 @@ fn shown_location(location: &str) -> String {
         }
         None => without_query.to_string(),
     };
-    shown.chars().take(200).collect()
+    shown
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect()
 }
 
 fn unreachable(e: &reqwest::Error) -> UpstreamError {
@@ -419,6 +423,20 @@ fn connection_id() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_redirect_location_is_shown_without_credentials_query_or_control_characters() {
+        use super::shown_location;
+        assert_eq!(
+            shown_location(
+                "https://user:pw@unleash.example.com:4243/api/client/features?token=s3cret#x"
+            ),
+            "https://unleash.example.com:4243/api/client/features"
+        );
+        assert_eq!(shown_location("/login?next=%2F"), "/login");
+        assert_eq!(shown_location("http://a@b@host\r\n/x"), "http://host/x");
+        assert_eq!(shown_location(&"x".repeat(1000)).len(), 200);
+    }
+
     use super::*;
 
     #[test]

@@ -300,6 +300,11 @@ fn edge_mode_from_the_command_line() {
     assert_eq!(e.refresh_interval, Duration::from_secs(30));
     assert_eq!(e.token_revalidation_interval, Duration::from_secs(3600));
     assert_eq!(e.invalid_token_ttl, Duration::from_secs(60));
+    assert_eq!(e.upstream_max_body_size, 32 * 1024 * 1024);
+    assert_eq!(
+        (e.validate_caller_budget, e.validate_total_budget),
+        (100, 1000)
+    );
     assert_eq!(
         e.custom_client_headers,
         [("X-Api-Key".to_string(), "top-secret-header".to_string())]
@@ -376,7 +381,8 @@ fn edge_mode_refuses_tokens_it_can_never_use() {
 fn edge_mode_from_the_file() {
     let f = write(
         "mode = \"edge\"\n[edge]\nupstream_url = \"http://unleash:4242\"\ntokens = [\"*:development.abc12345678\"]\n\
-         refresh_interval = \"5s\"\ntoken_cache_size = 50\n",
+         refresh_interval = \"5s\"\ntoken_cache_size = 50\nupstream_max_body_size = \"4MiB\"\n\
+         validate_caller_budget = 10\nvalidate_total_budget = 20\n",
     );
     let c = serve(&["--config", f.path().to_str().unwrap()]);
     let Mode::Edge(e) = &c.mode else {
@@ -385,6 +391,34 @@ fn edge_mode_from_the_file() {
     assert_eq!(e.refresh_interval, Duration::from_secs(5));
     assert_eq!(e.token_cache_size, 50);
     assert_eq!(e.upstream_url, "http://unleash:4242");
+    assert_eq!(e.upstream_max_body_size, 4 * 1024 * 1024);
+    assert_eq!(
+        (e.validate_caller_budget, e.validate_total_budget),
+        (10, 20)
+    );
+    // Flags override the file.
+    let c = serve(&[
+        "--config",
+        f.path().to_str().unwrap(),
+        "edge",
+        "--upstream-max-body-size",
+        "64MiB",
+        "--validate-caller-budget",
+        "5",
+        "--validate-total-budget",
+        "7",
+    ]);
+    let Mode::Edge(e) = &c.mode else {
+        panic!("not edge")
+    };
+    assert_eq!(e.upstream_max_body_size, 64 * 1024 * 1024);
+    assert_eq!((e.validate_caller_budget, e.validate_total_budget), (5, 7));
+    assert_eq!(e.token_cache_size, 50, "the file's other keys stay");
+    let text = c.to_redacted_toml();
+    assert!(
+        text.contains("upstream_max_body_size = \"64MiB\""),
+        "{text}"
+    );
 }
 
 mod fuzz {

@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// The HTTP/2 connection preface: a client speaking h2 cleartext starts with it.
-const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+pub(crate) const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// What the handler tells the socket about a connection.
 #[derive(Debug)]
@@ -247,6 +247,27 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for TimedIo<S> {
 
 use std::future::Future as _;
 
+/// Whether a plain-TCP client speaks HTTP/2 with prior knowledge: its first bytes are the
+/// HTTP/2 preface. Looks without consuming (the bytes stay for hyper), so that hyper's own
+/// buffer receives the request in one read. While the bytes seen are a strict prefix of the
+/// preface (a client sending them in pieces), looks again shortly after; the caller bounds the
+/// whole wait.
+pub async fn speaks_h2(stream: &tokio::net::TcpStream) -> io::Result<bool> {
+    let mut head = [0u8; H2_PREFACE.len()];
+    loop {
+        let n = stream.peek(&mut head).await?;
+        let seen = head.get(..n).unwrap_or_default();
+        if n == 0 || !H2_PREFACE.starts_with(seen) {
+            return Ok(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Ok(true);
+        }
+        // `peek` is ready again at once while bytes wait: pause instead of spinning.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -269,6 +290,34 @@ mod tests {
             Duration::from_millis(idle),
         );
         (io, b, clock)
+    }
+
+    /// What `speaks_h2` says of a client that writes `parts` one after another; the bytes are
+    /// still there to read afterwards.
+    async fn sniffed(parts: &[&[u8]]) -> bool {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        for part in parts {
+            client.write_all(part).await.unwrap();
+        }
+        let h2 = speaks_h2(&server).await.unwrap();
+        let mut server = server;
+        let mut first = vec![0u8; parts[0].len()];
+        server.read_exact(&mut first).await.unwrap();
+        assert_eq!(first, parts[0], "nothing was consumed");
+        h2
+    }
+
+    #[tokio::test]
+    async fn the_h2_preface_is_recognised_without_consuming_it() {
+        assert!(sniffed(&[H2_PREFACE]).await);
+        assert!(sniffed(&[b"PRI * HTTP/2.0\r\n", b"\r\nSM\r\n\r\n"]).await);
+        assert!(!sniffed(&[b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n"]).await);
+        assert!(!sniffed(&[b"PRI * HTTP/1.1\r\n"]).await);
+        assert!(!sniffed(&[b"POST /api/frontend HTTP/1.1\r\n"]).await);
     }
 
     #[tokio::test(start_paused = true)]

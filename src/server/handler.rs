@@ -451,13 +451,12 @@ async fn edge_validate(
             "At most {MAX_VALIDATE_TOKENS} tokens per request."
         )));
     }
+    // Parsed lazily: a caller over its budget is refused before the rest is looked at.
     let mut seen = std::collections::HashSet::new();
-    let tokens: Vec<crate::token::Token> = asked
-        .tokens
-        .iter()
-        .filter(|t| seen.insert(t.as_str()))
-        .filter_map(|t| crate::token::Token::parse(t).ok())
-        .collect();
+    let tokens = asked.tokens.into_iter().filter_map(move |t: String| {
+        let token = crate::token::Token::parse(&t).ok()?;
+        seen.insert(t).then_some(token)
+    });
     let caller = client_ip::client_ip(
         peer.ip(),
         &parts.headers,

@@ -18,9 +18,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +42,14 @@ const OVERLOADED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: ap
 retry-after: 1\r\nconnection: close\r\ncontent-length: 88\r\n\r\n\
 {\"error\":\"overloaded\",\"message\":\"flagpost has too many connections open; retry shortly.\"}";
 
-type Builder = auto::Builder<TokioExecutor>;
+/// The HTTP/1.1 and HTTP/2 connection settings. The protocol is chosen per connection (ALPN over
+/// TLS, the preface on plain TCP) rather than by hyper-util's auto builder, whose version
+/// sniffing hands hyper its first 24 bytes apart and so doubles hyper's read buffer, to 16 KiB,
+/// on every connection.
+struct Builder {
+    http1: http1::Builder,
+    http2: http2::Builder<TokioExecutor>,
+}
 
 /// Serves until `shutdown` completes, then drains: `/ready` turns 503 at once, connections are
 /// still accepted for the configured delay (so load balancers notice), then the listeners close,
@@ -54,14 +61,14 @@ pub async fn serve(
     tls: Option<Arc<TlsReloader>>,
     shutdown: impl Future<Output = ()>,
 ) -> tokio::time::Instant {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).keep_alive(true);
-    builder
-        .http2()
+    let mut http1 = http1::Builder::new();
+    http1.timer(TokioTimer::new()).keep_alive(true);
+    let mut http2 = http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(builder);
+    let builder = Arc::new(Builder { http1, http2 });
     let connections = TaskTracker::new();
     let stop_connections = CancellationToken::new();
     let open = Arc::new(AtomicUsize::new(0));
@@ -107,19 +114,22 @@ pub async fn serve(
         let open = open.clone();
         connections.spawn(async move {
             match tls {
-                None => serve_connection(&app, &builder, stream, peer, stop).await,
-                Some(tls) => {
-                    let handshake = tls.acceptor().accept(stream);
-                    match tokio::time::timeout(app.config.server.header_read_timeout, handshake)
-                        .await
-                    {
-                        Ok(Ok(stream)) => {
-                            serve_connection(&app, &builder, stream, peer, stop).await
+                None => {
+                    // The preface (or its absence) must come as a first request's headers do.
+                    let sniff = conn::speaks_h2(&stream);
+                    match tokio::time::timeout(app.config.server.header_read_timeout, sniff).await {
+                        Ok(Ok(h2)) => {
+                            serve_connection(&app, &builder, stream, h2, peer, stop).await
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed"),
+                        Err(_) => {
+                            tracing::debug!(%peer, "no request within the header-read timeout")
+                        }
                     }
                 }
+                // Boxed: a TLS connection's state (rustls and the handshake) is several KiB;
+                // inline, every plain-HTTP connection's task would be that large too.
+                Some(tls) => Box::pin(serve_tls(&app, &builder, &tls, stream, peer, stop)).await,
             }
             open.fetch_sub(1, Ordering::AcqRel);
             app.metrics.connections_open.dec();
@@ -165,10 +175,31 @@ async fn refuse(mut stream: TcpStream) {
     let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
 }
 
+/// The TLS handshake (bounded by the header-read timeout), then the connection.
+async fn serve_tls(
+    app: &Arc<App>,
+    builder: &Builder,
+    tls: &TlsReloader,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let handshake = tls.acceptor().accept(stream);
+    match tokio::time::timeout(app.config.server.header_read_timeout, handshake).await {
+        Ok(Ok(stream)) => {
+            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+            serve_connection(app, builder, stream, h2, peer, stop).await
+        }
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
 async fn serve_connection<S>(
     app: &Arc<App>,
     builder: &Builder,
     stream: S,
+    h2: bool,
     peer: SocketAddr,
     stop: CancellationToken,
 ) where
@@ -185,19 +216,34 @@ async fn serve_connection<S>(
     let service = service_fn(move |req| {
         let app = app_for_service.clone();
         let guard = clock.request_started();
-        async move {
+        // Boxed: hyper keeps room for the service's future for the connection's whole life,
+        // so an idle keep-alive connection holds a pointer here, not the handler's state.
+        Box::pin(async move {
             let response = handler::handle(&app, req, peer).await;
             drop(guard);
             Ok::<_, Infallible>(response)
-        }
+        })
     });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
-    tokio::pin!(connection);
-    let result = tokio::select! {
-        r = connection.as_mut() => r,
-        _ = stop.cancelled() => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
+    let io = TokioIo::new(io);
+    let result = if h2 {
+        let connection = builder.http2.serve_connection(io, service);
+        tokio::pin!(connection);
+        tokio::select! {
+            r = connection.as_mut() => r,
+            _ = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        }
+    } else {
+        let connection = builder.http1.serve_connection(io, service);
+        tokio::pin!(connection);
+        tokio::select! {
+            r = connection.as_mut() => r,
+            _ = stop.cancelled() => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
         }
     };
     if let Err(e) = result {

@@ -529,7 +529,12 @@ async fn a_revoked_startup_token_stops_being_used_and_its_scope_is_no_longer_ser
     let other = || up.requests_to("/api/client/features").len();
     let start = other();
     eventually("other polls go on", || async { other() >= start + 3 }).await;
-    assert_eq!(uses(), after, "the revoked token is not used again");
+    assert_eq!(
+        uses(),
+        after,
+        "the revoked token is not polled with the others; it is asked about again only on the \
+         token revalidation interval (1 h by default)"
+    );
     assert_eq!(
         metric(
             &s,
