@@ -771,6 +771,44 @@ pub async fn revalidate(
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_full_validation_queue_answers_unavailable_at_once() {
+        use crate::config::{Config, Invocation, Mode};
+        let args = [
+            "flagpost",
+            "--config",
+            "/dev/null",
+            "edge",
+            "-u",
+            "http://127.0.0.1:9",
+        ];
+        let Ok(Invocation::Serve(config)) =
+            Config::from_args(args.into_iter().chain(["-t", "*:development.startup-0001"]))
+        else {
+            panic!("not a config")
+        };
+        let Mode::Edge(edge) = &config.mode else {
+            panic!("not edge")
+        };
+        let upstream = Arc::new(Upstream::new(edge, "flagpost", "test").unwrap());
+        let metrics = Arc::new(Metrics::new(&[]));
+        let budget = Budget::new(1, 1, metrics.clone());
+        let caches = (100, Duration::from_secs(60));
+        // The validator is not run: nothing takes tokens off the queue.
+        let (auth, _validator) = Authenticator::edge(vec![], upstream, metrics, caches, budget);
+        let token = |i: usize| Token::parse(&format!("*:development.never-seen-{i:05}")).unwrap();
+        for i in 0..MAX_PENDING {
+            assert!(
+                matches!(auth.lookup(&token(i)), Lookup::Ask(_)),
+                "{i} queued"
+            );
+        }
+        assert!(matches!(
+            auth.lookup(&token(MAX_PENDING)),
+            Lookup::Done(Err(AuthError::UpstreamUnavailable))
+        ));
+    }
+
     #[test]
     fn budgets_grant_what_they_hold_and_say_when_the_rest_can_come() {
         let budget = Budget::new(50, 80, Arc::new(Metrics::new(&[])));

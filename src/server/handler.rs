@@ -382,6 +382,8 @@ async fn frontend_api(
     if context.environment.is_none() {
         context.environment = Some(access.scope.environment.clone());
     }
+    // The clock read once for the whole request: every date constraint sees the same instant.
+    evaluate::fix_current_time(&mut context);
     if context.remote_address.is_none() {
         let ip = client_ip::client_ip(
             peer.ip(),

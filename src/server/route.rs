@@ -273,11 +273,38 @@ mod tests {
 
     #[test]
     fn labels_line_up_with_routes() {
-        assert_eq!(ROUTE_LABELS.len(), Route::Unmatched.index() + 1);
+        use Route::*;
+        let all = [
+            ClientFeatures,
+            ClientFeature,
+            Frontend,
+            FrontendAll,
+            FrontendFeature,
+            Health,
+            Ready,
+            Metrics,
+            EdgeValidate,
+            ClientMetrics,
+            ClientRegister,
+            ClientBulkMetrics,
+            FrontendMetrics,
+            FrontendRegister,
+        ];
         assert_eq!(
-            ROUTE_LABELS[Route::FrontendFeature.index()],
-            "/api/frontend/features/{name}"
+            ROUTE_LABELS.len(),
+            all.len() + 1,
+            "one label per route and unmatched"
         );
+        for (i, r) in all.into_iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+            // Each label, as a path, is routed back to its own route.
+            let path = ROUTE_LABELS[r.index()].replace("{name}", "some.flag");
+            let method = Method::from_bytes(r.allowed().split(", ").next().unwrap().as_bytes());
+            let matched = route(&method.unwrap(), &path).unwrap();
+            assert_eq!(matched.route, r, "label {path}");
+        }
+        assert_eq!(ROUTE_LABELS[Unmatched.index()], "unmatched");
+        assert_eq!(route(&Method::GET, "unmatched"), Err(RouteError::NotFound));
     }
 
     proptest! {

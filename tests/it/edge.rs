@@ -364,8 +364,10 @@ async fn not_ready_while_upstream_is_down_at_start_then_ready() {
     let up = FakeUpstream::start().await;
     up.set(Behaviour::Down);
     let s = start_edge(&up, &["client-all-dev"], "").await;
+    // Not ready while it tries: several attempts have been made and failed.
     eventually("a few attempts", || async {
-        up.requests().len() >= 2 || get(&s, "/ready", None).await.0 == 503
+        let series = "flagpost_upstream_requests_total{call=\"validate\",outcome=\"unreachable\"}";
+        metric(&s, series).await.is_some_and(|n| n >= 2.0)
     })
     .await;
     assert_eq!(get(&s, "/ready", None).await.0, 503);

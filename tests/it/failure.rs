@@ -537,6 +537,39 @@ async fn shutdown_with_a_hanging_usage_upstream_exits_on_time_and_counts_the_los
     );
 }
 
+#[tokio::test]
+async fn a_request_past_its_deadline_is_answered_504() {
+    let up = FakeUpstream::start().await;
+    let s = start_edge(
+        &up,
+        &["client-all-dev"],
+        "upstream_request_timeout = \"5s\"\n[server]\nrequest_timeout = \"300ms\"",
+    )
+    .await;
+    s.wait_ready().await;
+    // A never-seen token waits for an upstream validation that never comes.
+    up.script(|parts, _| (parts.uri.path() == "/edge/validate").then_some(Scripted::Hang));
+    let started = Instant::now();
+    let (status, headers, body) =
+        get(&s, "/api/frontend", Some(&secret("frontend-default-dev"))).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (504, Some("timeout")),
+        "{body}"
+    );
+    assert!(
+        body["message"].as_str().unwrap().contains("in time"),
+        "{body}"
+    );
+    assert_eq!(headers["content-type"], "application/json");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(3),
+        "answered after {took:?}"
+    );
+    s.stop().await.unwrap();
+}
+
 async fn start_offline_server(server_keys: &str) -> Server {
     let s = Server::start(
         &crate::offline::config(server_keys),

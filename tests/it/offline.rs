@@ -676,3 +676,35 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     assert!(text.contains("d.users"), "{text}");
     s.stop().await.unwrap();
 }
+
+/// A date as Unleash writes it: milliseconds and `Z`.
+fn unleash_date(date: chrono::DateTime<chrono::Utc>) -> String {
+    date.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+#[tokio::test]
+async fn date_constraints_are_evaluated_at_the_time_of_the_request() {
+    let day = chrono::Duration::days(1);
+    let now = chrono::Utc::now();
+    let flag = |name: &str, date: chrono::DateTime<chrono::Utc>| {
+        serde_json::json!({"name": name, "type": "release", "enabled": true, "project": "default",
+            "strategies": [{"name": "default", "parameters": {}, "constraints": [
+                {"contextName": "currentTime", "operator": "DATE_AFTER",
+                 "value": unleash_date(date), "values": []}]}]})
+    };
+    let features = serde_json::json!({"version": 2, "features": [
+        flag("after-yesterday", now - day), flag("after-tomorrow", now + day)]});
+    let s = Server::start(&config(""), &[("features.json", &features.to_string())]).await;
+    s.wait_ready().await;
+    let (status, _, body) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(toggle_names(&body), ["after-yesterday"]);
+    // A currentTime given by the caller is used as it is.
+    let url = format!(
+        "/api/frontend?currentTime={}",
+        unleash_date(now + day + day)
+    );
+    let (_, _, body) = get(&s, &url, Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(toggle_names(&body), ["after-yesterday", "after-tomorrow"]);
+    s.stop().await.unwrap();
+}
