@@ -25,11 +25,60 @@ type HttpResponse = Response<Full<Bytes>>;
 
 /// Answers one request. Never fails: errors become responses.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
+    use tracing::Instrument as _;
+    let request_id = RequestId::of(req.headers());
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = tracing::field::Empty,
+        request_id = %request_id.0,
+    );
+    let mut response = answer(app, req, peer, &span).instrument(span.clone()).await;
+    if let Ok(value) = http::HeaderValue::from_str(&request_id.0) {
+        response.headers_mut().insert(X_REQUEST_ID, value);
+    }
+    response
+}
+
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// The request's id for logs and the `X-Request-Id` response header: the client's (or load
+/// balancer's) `X-Request-Id` when it is a sane token (1 to 128 of `A-Z a-z 0-9 - _ . :`),
+/// otherwise a new random one; never hostile bytes in a header or a log line.
+struct RequestId(String);
+
+impl RequestId {
+    fn of(headers: &http::HeaderMap) -> RequestId {
+        let given = headers
+            .get(X_REQUEST_ID)
+            .map(http::HeaderValue::as_bytes)
+            .filter(|v| {
+                (1..=128).contains(&v.len())
+                    && v.iter()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
+            });
+        match given {
+            Some(v) => RequestId(String::from_utf8_lossy(v).into_owned()),
+            None => RequestId(format!("{:016x}", rand::random::<u64>())),
+        }
+    }
+}
+
+async fn answer(
+    app: &App,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    span: &tracing::Span,
+) -> HttpResponse {
     let started = Instant::now();
     let in_flight = InFlight::enter(app);
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
-    let (route, result) = match route::route(&method, req.uri().path()) {
+    let routed = route::route(&method, req.uri().path());
+    if let Ok(Matched { route, .. }) | Err(RouteError::MethodNotAllowed(route)) = &routed {
+        span.record("route", route::ROUTE_LABELS.get(route.index()).copied());
+    }
+    let (route, result) = match routed {
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
         Ok(matched)
             if req.version() == http::Version::HTTP_11

@@ -112,28 +112,37 @@ pub async fn serve(
         let builder = builder.clone();
         let stop = stop_connections.clone();
         let open = open.clone();
-        connections.spawn(async move {
-            match tls {
-                None => {
-                    // The preface (or its absence) must come as a first request's headers do.
-                    let sniff = conn::speaks_h2(&stream);
-                    match tokio::time::timeout(app.config.server.header_read_timeout, sniff).await {
-                        Ok(Ok(h2)) => {
-                            serve_connection(&app, &builder, stream, h2, peer, stop).await
-                        }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed"),
-                        Err(_) => {
-                            tracing::debug!(%peer, "no request within the header-read timeout")
+        // Every log line about this connection or its requests carries the peer.
+        let span = tracing::info_span!("conn", %peer, tls = tls.is_some());
+        connections.spawn(tracing::Instrument::instrument(
+            async move {
+                match tls {
+                    None => {
+                        // The preface (or its absence) must come as a first request's headers do.
+                        let sniff = conn::speaks_h2(&stream);
+                        match tokio::time::timeout(app.config.server.header_read_timeout, sniff)
+                            .await
+                        {
+                            Ok(Ok(h2)) => {
+                                serve_connection(&app, &builder, stream, h2, peer, stop).await
+                            }
+                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed"),
+                            Err(_) => {
+                                tracing::debug!(%peer, "no request within the header-read timeout")
+                            }
                         }
                     }
+                    // Boxed: a TLS connection's state (rustls and the handshake) is several KiB;
+                    // inline, every plain-HTTP connection's task would be that large too.
+                    Some(tls) => {
+                        Box::pin(serve_tls(&app, &builder, &tls, stream, peer, stop)).await
+                    }
                 }
-                // Boxed: a TLS connection's state (rustls and the handshake) is several KiB;
-                // inline, every plain-HTTP connection's task would be that large too.
-                Some(tls) => Box::pin(serve_tls(&app, &builder, &tls, stream, peer, stop)).await,
-            }
-            open.fetch_sub(1, Ordering::AcqRel);
-            app.metrics.connections_open.dec();
-        });
+                open.fetch_sub(1, Ordering::AcqRel);
+                app.metrics.connections_open.dec();
+            },
+            span,
+        ));
     }
     drop(http);
     drop(https);
