@@ -15,6 +15,12 @@
 //! background, owned by one task tracker and stopped by one cancellation token:
 //!   offline: watch the features file          edge: refresh (one poll per startup scope),
 //!   auth::Validator (batched validation), auth::revalidate, usage::forward, persist (backup)
+//!
+//! where snapshots come from, and who hears of them:
+//!   features file (offline) ─┐
+//!   upstream polls (edge) ───┼─► publish::Publisher ─► snapshot::Store ─► request handlers
+//!   backup at start (edge) ──┘     (compile on the      └─► per-environment channel of
+//!                                   blocking pool)          publish::ChangeSet
 //! ```
 //!
 //! Modules, one job each:
@@ -22,6 +28,8 @@
 //! - [`token`]: token shapes, redaction, [`token::Scope`] and `covers`.
 //! - [`auth`]: token → [`auth::Access`]; upstream validation, coalesced and cached.
 //! - [`snapshot`]: immutable per-environment snapshots and the arc-swap [`snapshot::Store`].
+//! - [`publish`]: the one publish path: compile, swap, metrics, and a change set announced per
+//!   environment.
 //! - [`evaluate`]: SDK context parsing, the engine wrapper, the Frontend API response.
 //! - [`offline`]: features from a local file, watched and reloaded.
 //! - [`upstream`]: the only HTTP client (the Unleash server, another flagpost, or Edge).
@@ -41,6 +49,7 @@ pub mod evaluate;
 pub mod metrics;
 pub mod offline;
 pub mod persist;
+pub mod publish;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
@@ -52,7 +61,6 @@ pub mod watch;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::UNIX_EPOCH;
 
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -65,7 +73,7 @@ use crate::metrics::Metrics;
 use crate::refresh::Refresh;
 use crate::server::tls::TlsReloader;
 pub use crate::server::Listeners;
-use crate::snapshot::{Document, Snapshot, Store};
+use crate::snapshot::{Document, Store};
 use crate::token::TokenKind;
 use crate::upstream::{Upstream, UpstreamSetupError};
 use crate::usage::{Usage, UsageConfig};
@@ -75,7 +83,9 @@ use crate::usage::{Usage, UsageConfig};
 #[derive(Debug)]
 pub struct App {
     pub config: Config,
-    pub store: Store,
+    pub store: Arc<Store>,
+    /// The one way snapshots are served and announced.
+    pub publisher: Arc<publish::Publisher>,
     pub auth: Authenticator,
     pub metrics: Arc<Metrics>,
     pub usage: Usage,
@@ -113,9 +123,12 @@ impl App {
             },
             metrics.clone(),
         );
+        let store = Arc::new(store);
+        let publisher = Arc::new(publish::Publisher::new(store.clone(), metrics.clone()));
         App {
             config,
             store,
+            publisher,
             auth,
             metrics,
             usage,
@@ -194,62 +207,14 @@ impl App {
         }
     }
 
-    /// Compiles a snapshot of `document` for `environment` on the blocking pool (a large one
-    /// takes long enough to stall the requests on an async worker) and swaps it in.
+    /// Serves `document` for `environment`: see [`publish::Publisher::publish`].
     pub async fn publish(&self, environment: &str, document: Document) {
-        let env = environment.to_string();
-        match tokio::task::spawn_blocking(move || Snapshot::build(&env, document)).await {
-            Ok((snapshot, warnings)) => self.install(snapshot, warnings),
-            Err(e) => tracing::error!(environment, error = %e, "building a snapshot failed"),
-        }
+        self.publisher.publish(environment, document).await;
     }
 
     /// [`App::publish`] for code already on a blocking thread.
     pub fn publish_blocking(&self, environment: &str, document: Document) {
-        let (snapshot, warnings) = Snapshot::build(environment, document);
-        self.install(snapshot, warnings);
-    }
-
-    fn install(&self, snapshot: Snapshot, warnings: Vec<String>) {
-        let environment = snapshot.environment().to_string();
-        let environment = environment.as_str();
-        for w in warnings {
-            tracing::warn!(environment, warning = %w, "flag cannot be evaluated; it will be off");
-        }
-        let count = snapshot.features().len();
-        let before = self
-            .store
-            .snapshot(environment)
-            .map_or(0, |s| s.features().len());
-        if before > 0 && count == 0 {
-            // Upstream is the truth, so it is served; but an empty list where there were flags
-            // is more often a broken upstream than a real change.
-            tracing::warn!(
-                environment,
-                before,
-                now = count,
-                "upstream now lists no features for this environment where it listed some; serving the empty list (the backup keeps the last non-empty one)"
-            );
-            self.metrics
-                .snapshot_emptied
-                .with_label_values(&[environment])
-                .inc();
-        }
-        let built = snapshot
-            .built_at()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs_f64())
-            .unwrap_or(0.0);
-        if self.store.publish(snapshot) {
-            self.metrics
-                .snapshot_features
-                .with_label_values(&[environment])
-                .set(i64::try_from(count).unwrap_or(i64::MAX));
-            self.metrics
-                .snapshot_last_load
-                .with_label_values(&[environment])
-                .set(built);
-        }
+        self.publisher.publish_blocking(environment, document);
     }
 }
 

@@ -89,6 +89,10 @@ impl SegmentEntry {
     pub fn typed(&self) -> &Segment {
         &self.typed
     }
+
+    pub fn raw_json(&self) -> &str {
+        self.raw.get()
+    }
 }
 
 /// A parsed Client API document (`{"version":2,"features":[...],"segments":[...]}`).
