@@ -426,10 +426,8 @@ impl Caches {
 
 /// What `/edge/validate` says a token is.
 fn verdict_of(v: &ValidatedToken) -> Verdict {
-    let kind = match v.kind.as_str() {
-        "client" | "backend" => TokenKind::Client,
-        "frontend" => TokenKind::Frontend,
-        _ => return Verdict::Refused(AuthError::AdminOrPersonal),
+    let Some(kind) = v.kind.sdk_kind() else {
+        return Verdict::Refused(AuthError::AdminOrPersonal);
     };
     if v.environment.is_empty() || v.environment == "*" {
         return Verdict::Refused(AuthError::AdminOrPersonal);
@@ -906,7 +904,7 @@ mod tests {
     fn upstream_verdicts() {
         let v = |kind: &str, env: &str, projects: &[&str]| ValidatedToken {
             token: "t".into(),
-            kind: kind.into(),
+            kind: serde_json::from_value(serde_json::Value::from(kind)).unwrap(),
             projects: projects.iter().map(|p| p.to_string()).collect(),
             environment: env.into(),
         };
@@ -923,6 +921,19 @@ mod tests {
         }
         assert!(matches!(
             verdict_of(&v("admin", "*", &["*"])),
+            Verdict::Refused(AuthError::AdminOrPersonal)
+        ));
+        // Newer Unleash says "backend" for client tokens; a type flagpost does not know is
+        // never served.
+        assert!(matches!(
+            verdict_of(&v("backend", "development", &["*"])),
+            Verdict::Valid(Known {
+                kind: TokenKind::Client,
+                ..
+            })
+        ));
+        assert!(matches!(
+            verdict_of(&v("some-future-type", "development", &["*"])),
             Verdict::Refused(AuthError::AdminOrPersonal)
         ));
     }

@@ -28,7 +28,7 @@ pub fn digest(raw: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct BackedScope {
     token_sha256: String,
-    kind: String,
+    kind: TokenKind,
     environment: String,
     projects: Vec<String>,
 }
@@ -37,7 +37,7 @@ impl BackedScope {
     fn of(token_sha256: String, kind: TokenKind, scope: &Scope) -> BackedScope {
         BackedScope {
             token_sha256,
-            kind: kind.as_str().to_string(),
+            kind,
             environment: scope.environment.clone(),
             projects: match &scope.projects {
                 Projects::All => vec!["*".into()],
@@ -53,14 +53,6 @@ impl BackedScope {
             Projects::from_names(self.projects.iter().map(String::as_str))
         };
         Scope::new(self.environment.clone(), projects)
-    }
-
-    fn kind(&self) -> Option<TokenKind> {
-        match self.kind.as_str() {
-            "client" => Some(TokenKind::Client),
-            "frontend" => Some(TokenKind::Frontend),
-            _ => None,
-        }
     }
 }
 
@@ -221,11 +213,9 @@ impl Backup {
             restored.startup.insert(s.token_sha256.clone(), s.scope());
         }
         for t in &state.tokens {
-            if let Some(kind) = t.kind() {
-                restored
-                    .tokens
-                    .insert(t.token_sha256.clone(), (kind, t.scope()));
-            }
+            restored
+                .tokens
+                .insert(t.token_sha256.clone(), (t.kind, t.scope()));
         }
         let environments: std::collections::BTreeSet<String> = state
             .startup

@@ -18,7 +18,7 @@ use tokio_util::task::TaskTracker;
 use crate::persist::Backup;
 use crate::snapshot::Document;
 use crate::token::{Projects, Scope, Token};
-use crate::upstream::{Fetch, Upstream, UpstreamError, ValidatedToken};
+use crate::upstream::{Fetch, Upstream, UpstreamError, UpstreamKind, ValidatedToken};
 use crate::App;
 
 /// Longest wait between attempts while upstream fails.
@@ -131,12 +131,9 @@ impl Refresh {
                 tracing::error!(token = %token, "startup token is not valid upstream (unknown, expired or deleted); it is ignored");
                 continue;
             };
-            match v.kind.as_str() {
-                "client" | "backend" => {}
-                other => {
-                    tracing::error!(token = %token, kind = other, "startup token is not a client token; flagpost fetches features with client (backend) tokens only, so it is ignored");
-                    continue;
-                }
+            if v.kind != UpstreamKind::Client {
+                tracing::error!(token = %token, kind = ?v.kind, "startup token is not a client token; flagpost fetches features with client (backend) tokens only, so it is ignored");
+                continue;
             }
             let projects = Projects::from_names(v.projects.iter().map(String::as_str));
             usable.push((token, Scope::new(v.environment.clone(), projects)));
@@ -150,7 +147,7 @@ impl Refresh {
         }
         let client_tokens: Vec<ValidatedToken> = validated
             .into_iter()
-            .filter(|v| matches!(v.kind.as_str(), "client" | "backend"))
+            .filter(|v| v.kind == UpstreamKind::Client)
             .collect();
         self.app.auth.remember(&client_tokens);
         self.app.store.init(

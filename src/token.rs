@@ -233,7 +233,8 @@ fn classify(raw: &str) -> Result<(Shape, usize), TokenError> {
 }
 
 /// What a token may act as: SDK tokens only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TokenKind {
     /// Client (backend) token: the Client API.
     Client,

@@ -62,12 +62,36 @@ impl UpstreamError {
     }
 }
 
+/// A token's type as upstream names it (`"backend"` is newer Unleash's name for client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UpstreamKind {
+    #[serde(alias = "backend")]
+    Client,
+    Frontend,
+    Admin,
+    /// Any type flagpost does not serve (a future one, a personal access token, ...).
+    #[serde(other)]
+    Other,
+}
+
+impl UpstreamKind {
+    /// The SDK kind this type may act as; `None` for types never served on SDK endpoints.
+    pub fn sdk_kind(self) -> Option<crate::token::TokenKind> {
+        match self {
+            UpstreamKind::Client => Some(crate::token::TokenKind::Client),
+            UpstreamKind::Frontend => Some(crate::token::TokenKind::Frontend),
+            UpstreamKind::Admin | UpstreamKind::Other => None,
+        }
+    }
+}
+
 /// A token as `/edge/validate` describes it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ValidatedToken {
     pub token: String,
     #[serde(rename = "type")]
-    pub kind: String,
+    pub kind: UpstreamKind,
     #[serde(default)]
     pub projects: Vec<String>,
     pub environment: String,
