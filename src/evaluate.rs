@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 use unleash_types::client_features::{ClientFeature, ClientFeatures, Context};
 use unleash_yggdrasil::{EngineState, ExtendedVariantDef};
 
-use crate::snapshot::{push_json_str, Document, Snapshot};
+use crate::json;
+use crate::snapshot::{Document, Snapshot};
 use crate::token::Projects;
 
 /// Most context fields (including properties) one request may carry.
@@ -325,7 +326,7 @@ impl Engine {
             .iter()
             .map(|f| {
                 let mut name = String::with_capacity(f.name.len() + 2);
-                push_json_str(&mut name, &f.name);
+                json::push_str(&mut name, &f.name);
                 let impression_data = f.impression_data;
                 let fixed = f.context_free.then(|| {
                     let result = self.evaluate(&f.name, &empty);
@@ -401,7 +402,7 @@ fn write_prepared(out: &mut String, prepared: &Prepared, result: &Evaluation) {
 /// Writes one toggle object, as in PROTOCOL.md §4.
 pub fn write_toggle(out: &mut String, name: &str, impression_data: bool, result: &Evaluation) {
     out.push_str("{\"name\":");
-    push_json_str(out, name);
+    json::push_str(out, name);
     write_rest(out, impression_data, result);
 }
 
@@ -417,7 +418,7 @@ fn write_rest(out: &mut String, impression_data: bool, result: &Evaluation) {
     out.push_str(",\"impressionData\":");
     out.push_str(if impression_data { "true" } else { "false" });
     out.push_str(",\"variant\":{\"name\":");
-    push_json_str(out, &result.name);
+    json::push_str(out, &result.name);
     out.push_str(",\"enabled\":");
     out.push_str(if result.enabled { "true" } else { "false" });
     out.push_str(",\"feature_enabled\":");
@@ -426,9 +427,9 @@ fn write_rest(out: &mut String, impression_data: bool, result: &Evaluation) {
     out.push_str(enabled);
     if let Some(payload) = &result.payload {
         out.push_str(",\"payload\":{\"type\":");
-        push_json_str(out, &payload.payload_type);
+        json::push_str(out, &payload.payload_type);
         out.push_str(",\"value\":");
-        push_json_str(out, &payload.value);
+        json::push_str(out, &payload.value);
         out.push('}');
     }
     out.push_str("}}");

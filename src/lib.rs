@@ -37,6 +37,7 @@
 //! - [`usage`]: SDK usage metrics and registrations, bounded, forwarded upstream.
 //! - [`persist`]: the optional backup folder.
 //! - [`metrics`]: the Prometheus registry the app owns.
+//! - [`json`]: the JSON written by hand on hot paths; [`backoff`]: retry delays.
 //! - [`server`]: accept loops, TLS, connection timeouts, router, handlers, CORS, errors.
 //! - [`watch`]: noticing that a file changed.
 //!
@@ -44,8 +45,10 @@
 //! shutdown future, so tests start the real server in-process on port 0.
 
 pub mod auth;
+pub mod backoff;
 pub mod config;
 pub mod evaluate;
+pub mod json;
 pub mod metrics;
 pub mod offline;
 pub mod persist;
@@ -313,8 +316,9 @@ pub async fn run_with(
 }
 
 /// Edge mode's last work at shutdown, in order: the backup (local, quick), then the usage
-/// forwarder is stopped (a round under way puts back what it has not delivered) and the buffer
-/// is flushed upstream until `deadline`; what is still undelivered then is counted as dropped.
+/// forwarder is stopped (a round under way finishes the body on its way, until `deadline`, and
+/// puts back what it has not sent) and the buffer is flushed upstream until `deadline`; what
+/// is still undelivered then is counted as dropped.
 async fn finish_edge(app: &Arc<App>, edge: EdgeParts, deadline: tokio::time::Instant) {
     let backup_limit = deadline.max(tokio::time::Instant::now()) + BACKUP_AT_EXIT;
     let refresh = edge.refresh.clone();
@@ -322,8 +326,16 @@ async fn finish_edge(app: &Arc<App>, edge: EdgeParts, deadline: tokio::time::Ins
     if tokio::time::timeout_at(backup_limit, backup).await.is_err() {
         tracing::error!("the backup could not be written before the shutdown deadline");
     }
-    edge.forwarder_stop.cancel();
-    let _ = tokio::time::timeout_at(deadline, edge.forwarder).await;
+    edge.forwarder_stop.stop.cancel();
+    let mut forwarder = edge.forwarder;
+    if tokio::time::timeout_at(deadline, &mut forwarder)
+        .await
+        .is_err()
+    {
+        // A body still on its way at the deadline is given up and counted as dropped.
+        edge.forwarder_stop.abandon.cancel();
+        let _ = tokio::time::timeout(ABANDON_AT_EXIT, forwarder).await;
+    }
     usage::forward::forward(
         app,
         &edge.upstream,
@@ -332,6 +344,9 @@ async fn finish_edge(app: &Arc<App>, edge: EdgeParts, deadline: tokio::time::Ins
     )
     .await;
 }
+
+/// Most time the usage forwarder gets, past the deadline, to count what it gives up.
+const ABANDON_AT_EXIT: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Most time the backup at shutdown may take past the deadline (disks can be slow).
 const BACKUP_AT_EXIT: std::time::Duration = std::time::Duration::from_millis(500);
@@ -385,7 +400,7 @@ struct EdgeParts {
     upstream: Arc<Upstream>,
     refresh: Arc<Refresh>,
     /// Stops the periodic usage forwarder.
-    forwarder_stop: CancellationToken,
+    forwarder_stop: usage::forward::Stop,
     forwarder: tokio::task::JoinHandle<()>,
 }
 
@@ -431,7 +446,10 @@ fn start_edge(
         edge.backup_folder.as_deref().map(persist::Backup::new),
     );
     let _ = app.refresh.set(refresh.clone());
-    let forwarder_stop = cancel.child_token();
+    let forwarder_stop = usage::forward::Stop {
+        stop: cancel.child_token(),
+        abandon: CancellationToken::new(),
+    };
     let forwarder = tasks.spawn(usage::forward::run(
         app.clone(),
         upstream.clone(),

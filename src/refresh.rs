@@ -11,18 +11,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::backoff::backoff;
 use crate::persist::Backup;
 use crate::snapshot::Document;
 use crate::token::{Projects, Scope, Token};
 use crate::upstream::{Fetch, Upstream, UpstreamError, UpstreamKind, ValidatedToken};
 use crate::App;
-
-/// Longest wait between attempts while upstream fails.
-const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// A startup token and what it fetches.
 #[derive(Debug)]
@@ -601,15 +598,6 @@ fn merged(sources: &[Source], env: &str) -> Option<Document> {
     Some(document)
 }
 
-/// Exponential backoff from `base`, doubling per failure up to [`MAX_BACKOFF`], with jitter
-/// (between half and all of it), so many instances do not retry in step.
-pub fn backoff(base: Duration, failures: u32) -> Duration {
-    let exp = base.saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let capped = exp.min(MAX_BACKOFF);
-    let factor = rand::rng().random_range(0.5..=1.0);
-    capped.mul_f64(factor)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -636,16 +624,5 @@ mod tests {
         let mut revoked = sources;
         revoked[1].revoked = true;
         assert_eq!(needed_sources(&revoked), [0, 2, 3, 4]);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_a_cap() {
-        for failures in 1..40 {
-            let d = backoff(Duration::from_secs(1), failures);
-            let full = Duration::from_secs(1)
-                .saturating_mul(1 << (failures - 1).min(16))
-                .min(MAX_BACKOFF);
-            assert!(d >= full / 2 && d <= full, "{failures}: {d:?}");
-        }
     }
 }

@@ -3,7 +3,6 @@
 //! readers never block and a background task can replace them at any time.
 
 use std::collections::{BTreeSet, HashMap};
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,6 +14,7 @@ use serde_json::value::RawValue;
 use unleash_types::client_features::{ClientFeature, Segment};
 
 use crate::evaluate::{Engine, Prepared};
+use crate::json;
 use crate::token::{Projects, Scope};
 
 /// How many distinct Client API bodies (project filter × name prefix) one snapshot memoises.
@@ -163,21 +163,12 @@ impl Document {
                 .map(|s| s.raw.get().len() + 1)
                 .sum::<usize>();
         let mut out = String::with_capacity(size + 48);
-        out.push_str("{\"version\":2,\"features\":[");
-        for (i, f) in self.features.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(f.raw.get());
-        }
-        out.push_str("],\"segments\":[");
-        for (i, s) in self.segments.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(s.raw.get());
-        }
-        out.push_str("]}");
+        json::push_features_and_segments(
+            &mut out,
+            self.features.iter().map(|f| f.raw.get()),
+            self.segments.iter().map(|s| s.raw.get()),
+        );
+        out.push('}');
         out
     }
 
@@ -365,72 +356,33 @@ impl Snapshot {
         let used: BTreeSet<i32> = selected.iter().flat_map(|f| f.segment_ids()).collect();
         let size: usize = selected.iter().map(|f| f.raw.get().len() + 1).sum();
         let mut out = String::with_capacity(size + 256);
-        out.push_str("{\"version\":2,\"features\":[");
-        for (i, f) in selected.iter().enumerate() {
-            if i > 0 {
-                out.push(',');
-            }
-            out.push_str(f.raw.get());
-        }
-        out.push_str("],\"segments\":[");
-        let mut first = true;
-        for seg in self
-            .document
-            .segments
-            .iter()
-            .filter(|s| used.contains(&s.id))
-        {
-            if !first {
-                out.push(',');
-            }
-            first = false;
-            out.push_str(seg.raw.get());
-        }
-        out.push_str("],\"query\":{\"environment\":");
-        push_json_str(&mut out, &self.environment);
+        let segments = self.document.segments.iter();
+        json::push_features_and_segments(
+            &mut out,
+            selected.iter().map(|f| f.raw.get()),
+            segments
+                .filter(|s| used.contains(&s.id))
+                .map(|s| s.raw.get()),
+        );
+        out.push_str(",\"query\":{\"environment\":");
+        json::push_str(&mut out, &self.environment);
         if let Projects::Some(list) = projects {
             out.push_str(",\"project\":[");
             for (i, p) in list.iter().enumerate() {
                 if i > 0 {
                     out.push(',');
                 }
-                push_json_str(&mut out, p);
+                json::push_str(&mut out, p);
             }
             out.push(']');
         }
         if let Some(prefix) = name_prefix {
             out.push_str(",\"namePrefix\":");
-            push_json_str(&mut out, prefix);
+            json::push_str(&mut out, prefix);
         }
         out.push_str(",\"inlineSegmentConstraints\":false}}");
         Body::new(out.into_bytes())
     }
-}
-
-/// Appends `s` as a JSON string literal.
-pub fn push_json_str(out: &mut String, s: &str) {
-    out.push('"');
-    // Runs of characters that need no escaping are copied whole.
-    let mut start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b != b'"' && b != b'\\' && b >= 0x20 {
-            continue;
-        }
-        out.push_str(s.get(start..i).unwrap_or(""));
-        match b {
-            b'"' => out.push_str("\\\""),
-            b'\\' => out.push_str("\\\\"),
-            b'\n' => out.push_str("\\n"),
-            b'\r' => out.push_str("\\r"),
-            b'\t' => out.push_str("\\t"),
-            _ => {
-                let _ = write!(out, "\\u{b:04x}");
-            }
-        }
-        start = i + 1;
-    }
-    out.push_str(s.get(start..).unwrap_or(""));
-    out.push('"');
 }
 
 /// The state of one environment: its serving scope (the union of the startup client tokens'
@@ -653,16 +605,6 @@ mod tests {
         let prefixed = s.client_body(&Projects::All, Some("a"));
         assert_eq!(names(&prefixed), ["a", "ab"]);
         assert_ne!(all.etag, prefixed.etag);
-    }
-
-    proptest::proptest! {
-        #[test]
-        fn json_strings_round_trip(text in "\\PC{0,40}|[\\x00-\\x7f]{0,40}") {
-            let mut out = String::new();
-            push_json_str(&mut out, &text);
-            let back: String = serde_json::from_str(&out).unwrap();
-            proptest::prop_assert_eq!(back, text);
-        }
     }
 
     #[test]

@@ -8,7 +8,8 @@ use http_body_util::Full;
 
 use crate::auth::AuthError;
 use crate::config::unit::format_size;
-use crate::snapshot::{push_json_str, GateError};
+use crate::json;
+use crate::snapshot::GateError;
 use crate::token::TokenKind;
 
 /// Everything a request can fail with.
@@ -200,9 +201,9 @@ impl ApiError {
         let (status, code, message, retry_after) = self.parts();
         let mut body = String::with_capacity(message.len() + 48);
         body.push_str("{\"error\":");
-        push_json_str(&mut body, code);
+        json::push_str(&mut body, code);
         body.push_str(",\"message\":");
-        push_json_str(&mut body, &message);
+        json::push_str(&mut body, &message);
         body.push('}');
         let mut response = Response::new(Full::new(Bytes::from(body)));
         *response.status_mut() = status;

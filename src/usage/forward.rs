@@ -11,7 +11,8 @@ use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::{Counts, EnvUsage, RowKey};
-use crate::refresh::{backoff, Refresh};
+use crate::backoff::backoff;
+use crate::refresh::Refresh;
 use crate::upstream::{Upstream, UpstreamError, SDK_NAME};
 use crate::App;
 
@@ -130,12 +131,20 @@ fn row_json(environment: &str, key: &RowKey, counts: &Counts) -> String {
     .to_string()
 }
 
+/// How the periodic forwarder is stopped at shutdown: `stop` ends it between sends (what is
+/// not sent yet goes back into the buffer for the final flush); `abandon`, at the shutdown
+/// deadline, also gives up a body on its way (counted as dropped, never sent twice).
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    pub stop: CancellationToken,
+    pub abandon: CancellationToken,
+}
+
 /// When a forwarding round must stop sending.
 #[derive(Debug, Clone, Copy)]
 pub enum Round<'a> {
-    /// A periodic round: when `cancel` fires, what is not yet delivered goes back into the
-    /// buffer (for the final flush).
-    Periodic(&'a CancellationToken),
+    /// A periodic round, stopped by [`Stop`].
+    Periodic(&'a Stop),
     /// The final flush at shutdown: what is not delivered by the deadline is dropped and
     /// counted with reason `shutdown`.
     Final(tokio::time::Instant),
@@ -147,6 +156,8 @@ enum Sent {
     Rejected(u16),
     /// Not delivered now (upstream failing, the round stopped, or the deadline passed).
     NotNow(Option<UpstreamError>),
+    /// The round stopped while the body was on its way: upstream may have it.
+    InFlight,
 }
 
 /// Forwards everything buffered now. Returns when every environment was handled.
@@ -192,13 +203,11 @@ pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh, round: R
         let mut unsent: Option<usize> = None;
         for (n, chunk) in bodies.iter().enumerate() {
             let outcome = match round {
-                Round::Periodic(cancel) => tokio::select! {
-                    biased;
-                    _ = cancel.cancelled() => Sent::NotNow(None),
-                    r = send(app, upstream, &token, &chunk.body) => r,
-                },
+                Round::Periodic(stop) => send(app, upstream, &token, &chunk.body, stop).await,
                 Round::Final(deadline) => {
-                    tokio::time::timeout_at(deadline, send(app, upstream, &token, &chunk.body))
+                    let never = Stop::default();
+                    let sent = send(app, upstream, &token, &chunk.body, &never);
+                    tokio::time::timeout_at(deadline, sent)
                         .await
                         .unwrap_or(Sent::NotNow(None))
                 }
@@ -226,6 +235,21 @@ pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh, round: R
                         tracing::warn!(environment = %environment, error = %e, "cannot forward usage now");
                     }
                     unsent = Some(n);
+                    break;
+                }
+                Sent::InFlight => {
+                    // Sending it again could count it twice upstream: counted as dropped.
+                    tracing::warn!(environment = %environment, rows = chunk.rows.len(), "usage on its way upstream when flagpost stopped; dropped (counted with reason shutdown) rather than risk sending it twice");
+                    usage.dropped(
+                        "shutdown",
+                        chunk.rows.len() as u64,
+                        evaluations_of(&chunk.rows),
+                    );
+                    app.metrics
+                        .usage_registrations_dropped
+                        .with_label_values(&["shutdown"])
+                        .inc_by(chunk.apps.len() as u64);
+                    unsent = Some(n + 1);
                     break;
                 }
             }
@@ -267,20 +291,33 @@ pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh, round: R
 }
 
 /// Sends one body, retrying network errors, 401/403 (the token may have just been replaced),
-/// 429 and 5xx with jittered backoff.
-async fn send(app: &App, upstream: &Upstream, token: &crate::token::Token, body: &[u8]) -> Sent {
+/// 429 and 5xx with jittered backoff. Stopped between attempts: "not now" (nothing was
+/// sent); abandoned during one: "in flight" (upstream may have it).
+async fn send(
+    app: &App,
+    upstream: &Upstream,
+    token: &crate::token::Token,
+    body: &[u8],
+    stop: &Stop,
+) -> Sent {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let result = upstream
-            .post_json(
-                "metrics",
-                "/api/client/metrics/bulk",
-                token,
-                body.to_vec(),
-                &app.metrics,
-            )
-            .await;
+        if stop.stop.is_cancelled() {
+            return Sent::NotNow(None);
+        }
+        let post = upstream.post_json(
+            "metrics",
+            "/api/client/metrics/bulk",
+            token,
+            body.to_vec(),
+            &app.metrics,
+        );
+        let result = tokio::select! {
+            biased;
+            _ = stop.abandon.cancelled() => return Sent::InFlight,
+            r = post => r,
+        };
         let error = match result {
             Ok(()) => return Sent::Delivered,
             Err(UpstreamError::Status(code @ (400 | 413))) => return Sent::Rejected(code),
@@ -296,25 +333,27 @@ async fn send(app: &App, upstream: &Upstream, token: &crate::token::Token, body:
         if !retry || attempt >= ATTEMPTS {
             return Sent::NotNow(Some(error));
         }
-        tokio::time::sleep(backoff(Duration::from_millis(200), attempt)).await;
+        tokio::select! {
+            _ = stop.stop.cancelled() => return Sent::NotNow(None),
+            _ = tokio::time::sleep(backoff(Duration::from_millis(200), attempt)) => {}
+        }
     }
 }
 
-/// Forwards usage every `interval` until `cancel`. A round under way when `cancel` fires puts
-/// back what it has not delivered, so the final flush sends it.
+/// Forwards usage every `interval` until stopped (see [`Stop`]).
 pub async fn run(
     app: Arc<App>,
     upstream: Arc<Upstream>,
     refresh: Arc<Refresh>,
     interval: Duration,
-    cancel: CancellationToken,
+    stop: Stop,
 ) {
     loop {
         tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = stop.stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        forward(&app, &upstream, &refresh, Round::Periodic(&cancel)).await;
+        forward(&app, &upstream, &refresh, Round::Periodic(&stop)).await;
     }
 }
 

@@ -481,6 +481,29 @@ async fn a_validate_flood_neither_reaches_upstream_unbounded_nor_delays_sdk_toke
 // Multi-threaded: the fake upstream must answer while this thread blocks on the child's log.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_with_a_hanging_usage_upstream_exits_on_time_and_counts_the_loss() {
+    // The usage waits in the buffer: the final flush hangs until the deadline.
+    let line = shutdown_with_hanging_bulk("1h", false).await;
+    assert!(
+        line.contains("usage not forwarded before the shutdown deadline"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usage_on_its_way_at_shutdown_is_counted_once_never_sent_twice() {
+    // A periodic round has the usage on its way (hanging) when the signal comes.
+    let line = shutdown_with_hanging_bulk("50ms", true).await;
+    assert!(
+        line.contains("usage on its way upstream when flagpost stopped"),
+        "{line}"
+    );
+}
+
+/// Runs the binary with a bulk-metrics upstream that never answers, posts one usage row,
+/// stops it (after the row is on its way upstream, if `wait_for_send`), checks that it exits
+/// within delay 0 s + grace 1 s + a second and that the row was sent at most once; returns the
+/// log line that counted the row as dropped.
+async fn shutdown_with_hanging_bulk(interval: &str, wait_for_send: bool) -> String {
     let up = FakeUpstream::start().await;
     up.script(|parts, _| {
         (parts.uri.path() == "/api/client/metrics/bulk").then_some(Scripted::Hang)
@@ -492,9 +515,9 @@ async fn shutdown_with_a_hanging_usage_upstream_exits_on_time_and_counts_the_los
         &[secret("client-all-dev")],
         "upstream_request_timeout = \"30s\"",
     );
-    // Tables after `[edge]`: the listener, a one-second grace, no periodic forwarding.
+    // Tables after `[edge]`: the listener, a one-second grace, the forwarding interval.
     let toml = format!(
-        "{toml}\n[server]\nport = 0\ninterface = \"127.0.0.1\"\nshutdown_delay = \"0s\"\nshutdown_grace = \"1s\"\n[usage]\ninterval = \"1h\"\n"
+        "{toml}\n[server]\nport = 0\ninterface = \"127.0.0.1\"\nshutdown_delay = \"0s\"\nshutdown_grace = \"1s\"\n[usage]\ninterval = \"{interval}\"\n"
     );
     std::fs::write(&path, toml).unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flagpost"));
@@ -502,11 +525,10 @@ async fn shutdown_with_a_hanging_usage_upstream_exits_on_time_and_counts_the_los
     let mut bin = Binary::spawn(command);
     let addr = bin.listening();
     bin.wait_for("startup token validated");
-    let client = client();
     let metrics_body = json!({"appName": "shop", "instanceId": "i-1", "bucket": {
         "start": "2026-12-04T08:00:00Z", "stop": "2026-12-04T08:01:00Z",
         "toggles": {"simple.on": {"yes": 5, "no": 2, "variants": {}}}}});
-    let r = client
+    let r = client()
         .post(format!("http://{addr}/api/client/metrics"))
         .header("authorization", secret("client-all-dev"))
         .header("content-type", "application/json")
@@ -515,6 +537,12 @@ async fn shutdown_with_a_hanging_usage_upstream_exits_on_time_and_counts_the_los
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+    if wait_for_send {
+        eventually("the row is on its way", || async {
+            !up.requests_to("/api/client/metrics/bulk").is_empty()
+        })
+        .await;
+    }
     let signalled = Instant::now();
     bin.terminate();
     let status = bin.exit_within(Duration::from_secs(5));
@@ -525,16 +553,23 @@ async fn shutdown_with_a_hanging_usage_upstream_exits_on_time_and_counts_the_los
         "exit took {took:?}: delay 0 s + grace 1 s + at most a second"
     );
     let log = bin.log();
-    let line = log
+    let dropped: Vec<&str> = log
         .lines()
-        .find(|l| l.contains("usage not forwarded before the shutdown deadline"))
-        .unwrap_or_else(|| panic!("no line about the loss in:\n{log}"));
-    let v: serde_json::Value = serde_json::from_str(line).unwrap();
-    assert_eq!(v["rows"], 1, "{line}");
-    assert!(
-        !up.requests_to("/api/client/metrics/bulk").is_empty(),
-        "the flush was tried"
+        .filter(|l| l.contains("(counted with reason shutdown)"))
+        .collect();
+    assert_eq!(
+        dropped.len(),
+        1,
+        "the row is counted as dropped once:\n{log}"
     );
+    let v: serde_json::Value = serde_json::from_str(dropped[0]).unwrap();
+    assert_eq!(v["rows"], 1, "{v}");
+    assert_eq!(
+        up.requests_to("/api/client/metrics/bulk").len(),
+        1,
+        "sent once, never again by the final flush"
+    );
+    dropped[0].to_string()
 }
 
 #[tokio::test]
