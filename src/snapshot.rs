@@ -523,17 +523,9 @@ impl Store {
                 .all(|s| s.snapshot.load().is_some())
     }
 
-    /// The scope gate: the snapshot to serve `scope` from, if the serving scope covers it.
-    pub fn gate(&self, scope: &Scope) -> Result<Arc<Snapshot>, GateError> {
-        self.check(scope)?;
-        self.snapshot(&scope.environment)
-            .ok_or_else(|| GateError::NotReady {
-                environment: scope.environment.clone(),
-            })
-    }
-
-    /// The scope rule alone: whether the serving scope covers `scope` (loaded or not).
-    pub fn check(&self, scope: &Scope) -> Result<(), GateError> {
+    /// The scope rule, applied once: whether the serving scope covers `scope` and, if it does,
+    /// the environment's snapshot (`None` while none is loaded).
+    pub fn admit(&self, scope: &Scope) -> Result<Option<Arc<Snapshot>>, GateError> {
         if !self.is_initialized() {
             return Err(GateError::NotReady {
                 environment: scope.environment.clone(),
@@ -548,13 +540,25 @@ impl Store {
         };
         let serving = slot.serving.load();
         if serving.covers(&scope.projects) {
-            Ok(())
+            Ok(slot.snapshot.load_full())
         } else {
             Err(GateError::NotCovered {
                 environment: scope.environment.clone(),
                 missing: serving.missing_from(&scope.projects),
             })
         }
+    }
+
+    /// [`Store::admit`] for a request that needs the snapshot: not loaded is "not ready".
+    pub fn gate(&self, scope: &Scope) -> Result<Arc<Snapshot>, GateError> {
+        self.admit(scope)?.ok_or_else(|| GateError::NotReady {
+            environment: scope.environment.clone(),
+        })
+    }
+
+    /// The scope rule alone: whether the serving scope covers `scope` (loaded or not).
+    pub fn check(&self, scope: &Scope) -> Result<(), GateError> {
+        self.admit(scope).map(drop)
     }
 }
 

@@ -252,17 +252,22 @@ async fn authorize(
     headers: &HeaderMap,
     expected: TokenKind,
 ) -> Result<(Access, std::sync::Arc<Snapshot>), ApiError> {
-    let access = authenticate(app, headers, expected).await?;
-    let snapshot = app.store.gate(&access.scope)?;
+    let (access, snapshot) = authenticate(app, headers, expected).await?;
+    let snapshot = snapshot.ok_or_else(|| {
+        ApiError::Gate(GateError::NotReady {
+            environment: access.scope.environment.clone(),
+        })
+    })?;
     Ok((access, snapshot))
 }
 
-/// Resolves the token, checks its kind and the scope rule; counts the decision.
+/// Resolves the token, checks its kind and the scope rule (once); counts the decision. Returns
+/// the access and the environment's snapshot, if one is loaded.
 async fn authenticate(
     app: &App,
     headers: &HeaderMap,
     expected: TokenKind,
-) -> Result<Access, ApiError> {
+) -> Result<(Access, Option<std::sync::Arc<Snapshot>>), ApiError> {
     let decision = |result: &str| {
         app.metrics
             .token_decisions
@@ -301,7 +306,7 @@ async fn authenticate(
         }
         return Err(error);
     }
-    app.store.check(&access.scope).map_err(|e| {
+    let snapshot = app.store.admit(&access.scope).map_err(|e| {
         if matches!(e, GateError::NotCovered { .. }) {
             decision("scope_not_covered");
             if app.refusals.first_for(&access.token, "scope_not_covered") {
@@ -311,7 +316,7 @@ async fn authenticate(
         ApiError::Gate(e)
     })?;
     decision("allowed");
-    Ok(access)
+    Ok((access, snapshot))
 }
 
 /// SDK usage metrics and registrations: validated, then aggregated; 202.
@@ -326,7 +331,7 @@ async fn usage_api(
         Route::ClientBulkMetrics => (TokenKind::Client, Source::Bulk),
         _ => (TokenKind::Client, Source::Client),
     };
-    let access = authenticate(app, req.headers(), kind).await?;
+    let (access, _) = authenticate(app, req.headers(), kind).await?;
     let (parts, incoming) = req.into_parts();
     let bytes = read_body(
         app,
