@@ -728,8 +728,8 @@ impl Lane {
 /// Validates every known-valid token again, in batches, every `interval`, until `cancel`. A
 /// token upstream no longer knows becomes invalid.
 pub async fn revalidate(
-    app: Arc<crate::App>,
-    upstream: Arc<Upstream>,
+    auth: Arc<Authenticator>,
+    (upstream, metrics): (Arc<Upstream>, Arc<Metrics>),
     interval: Duration,
     cancel: CancellationToken,
 ) {
@@ -738,10 +738,10 @@ pub async fn revalidate(
             _ = cancel.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
         }
-        let known = app.auth.known_valid();
+        let known = auth.known_valid();
         for chunk in known.chunks(MAX_VALIDATE_BATCH) {
             let refs: Vec<&str> = chunk.iter().map(String::as_str).collect();
-            match upstream.validate(&refs, &app.metrics).await {
+            match upstream.validate(&refs, &metrics).await {
                 Ok(validated) => {
                     let dropped = chunk
                         .iter()
@@ -750,7 +750,7 @@ pub async fn revalidate(
                     if dropped > 0 {
                         tracing::info!(tokens = dropped, "tokens no longer valid upstream");
                     }
-                    app.auth.revalidated(chunk, &validated);
+                    auth.revalidated(chunk, &validated);
                 }
                 Err(UpstreamError::Unreachable(e)) => {
                     tracing::warn!(error = %e, "token revalidation skipped: upstream unreachable");

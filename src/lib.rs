@@ -89,9 +89,9 @@ pub struct App {
     pub store: Arc<Store>,
     /// The one way snapshots are served and announced.
     pub publisher: Arc<publish::Publisher>,
-    pub auth: Authenticator,
+    pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
-    pub usage: Usage,
+    pub usage: Arc<Usage>,
     draining: AtomicBool,
     aborted: AtomicBool,
     /// Refusals, logged without flooding the log.
@@ -115,7 +115,7 @@ impl App {
     }
 
     fn with(config: Config, store: Store, auth: Authenticator, metrics: Arc<Metrics>) -> App {
-        let usage = Usage::new(
+        let usage = Arc::new(Usage::new(
             UsageConfig {
                 forward: matches!(config.mode, Mode::Edge(_)),
                 max_entries: config.usage.max_entries,
@@ -125,14 +125,14 @@ impl App {
                 instance_id: config.instance_id.clone(),
             },
             metrics.clone(),
-        );
+        ));
         let store = Arc::new(store);
         let publisher = Arc::new(publish::Publisher::new(store.clone(), metrics.clone()));
         App {
             config,
             store,
             publisher,
-            auth,
+            auth: Arc::new(auth),
             metrics,
             usage,
             draining: AtomicBool::new(false),
@@ -298,7 +298,7 @@ pub async fn run_with(
     // the listeners closed, covers the requests in flight and then the final flush.
     let deadline = server::serve(app.clone(), listeners, tls, stop).await;
     if let Some(edge) = edge {
-        finish_edge(&app, edge, deadline).await;
+        finish_edge(edge, deadline).await;
     }
     cancel.cancel();
     tasks.close();
@@ -319,7 +319,7 @@ pub async fn run_with(
 /// forwarder is stopped (a round under way finishes the body on its way, until `deadline`, and
 /// puts back what it has not sent) and the buffer is flushed upstream until `deadline`; what
 /// is still undelivered then is counted as dropped.
-async fn finish_edge(app: &Arc<App>, edge: EdgeParts, deadline: tokio::time::Instant) {
+async fn finish_edge(edge: EdgeParts, deadline: tokio::time::Instant) {
     let backup_limit = deadline.max(tokio::time::Instant::now()) + BACKUP_AT_EXIT;
     let refresh = edge.refresh.clone();
     let backup = tokio::task::spawn_blocking(move || refresh.save_backup());
@@ -336,13 +336,9 @@ async fn finish_edge(app: &Arc<App>, edge: EdgeParts, deadline: tokio::time::Ins
         edge.forwarder_stop.abandon.cancel();
         let _ = tokio::time::timeout(ABANDON_AT_EXIT, forwarder).await;
     }
-    usage::forward::forward(
-        app,
-        &edge.upstream,
-        &edge.refresh,
-        usage::forward::Round::Final(deadline),
-    )
-    .await;
+    edge.forwarding
+        .forward(usage::forward::Round::Final(deadline))
+        .await;
 }
 
 /// Most time the usage forwarder gets, past the deadline, to count what it gives up.
@@ -361,7 +357,7 @@ async fn start_offline(
     let loaded = tokio::task::spawn_blocking({
         let app = app.clone();
         let path = offline.features_file.clone();
-        move || offline::reload(&app, &path)
+        move || offline::reload(&app.publisher, &path)
     })
     .await
     .unwrap_or_else(|e| {
@@ -386,7 +382,7 @@ async fn start_offline(
     }
     if let Some(interval) = offline.reload_interval {
         tasks.spawn(offline::watch(
-            app.clone(),
+            app.publisher.clone(),
             offline.features_file.clone(),
             interval,
             cancel.clone(),
@@ -397,7 +393,8 @@ async fn start_offline(
 
 /// What the final usage flush and backup at shutdown need in edge mode.
 struct EdgeParts {
-    upstream: Arc<Upstream>,
+    /// The usage forwarder (the final flush).
+    forwarding: Arc<usage::forward::Forwarder>,
     refresh: Arc<Refresh>,
     /// Stops the periodic usage forwarder.
     forwarder_stop: usage::forward::Stop,
@@ -432,13 +429,33 @@ fn start_edge(
     let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
     tasks.spawn(validator.run(cancel.clone()));
     tasks.spawn(auth::revalidate(
-        app.clone(),
-        upstream.clone(),
+        app.auth.clone(),
+        (upstream.clone(), app.metrics.clone()),
         edge.token_revalidation_interval,
         cancel.clone(),
     ));
+    let registration = usage::forward::Registration {
+        app_name: app.config.app_name.clone(),
+        instance_id: app.config.instance_id.clone(),
+        interval: app.config.usage.interval,
+    };
+    let on_polled = {
+        let (upstream, metrics, tasks) = (upstream.clone(), app.metrics.clone(), tasks.clone());
+        move |token: token::Token| {
+            let (upstream, metrics, registration) =
+                (upstream.clone(), metrics.clone(), registration.clone());
+            tasks.spawn(async move { registration.send(&upstream, &token, &metrics).await });
+        }
+    };
+    let handles = refresh::Handles {
+        store: app.store.clone(),
+        publisher: app.publisher.clone(),
+        auth: app.auth.clone(),
+        metrics: app.metrics.clone(),
+        on_polled: Box::new(on_polled),
+    };
     let refresh = Refresh::new(
-        app.clone(),
+        handles,
         upstream.clone(),
         (edge.refresh_interval, edge.token_revalidation_interval),
         tasks.clone(),
@@ -450,13 +467,17 @@ fn start_edge(
         stop: cancel.child_token(),
         abandon: CancellationToken::new(),
     };
-    let forwarder = tasks.spawn(usage::forward::run(
-        app.clone(),
-        upstream.clone(),
-        refresh.clone(),
-        app.config.usage.interval,
-        forwarder_stop.clone(),
-    ));
+    let forwarding = Arc::new(usage::forward::Forwarder {
+        usage: app.usage.clone(),
+        metrics: app.metrics.clone(),
+        upstream: upstream.clone(),
+        refresh: refresh.clone(),
+    });
+    let forwarder = tasks.spawn(
+        forwarding
+            .clone()
+            .run(app.config.usage.interval, forwarder_stop.clone()),
+    );
     tracing::info!(
         upstream = %edge.upstream_url,
         tokens = edge.tokens.len(),
@@ -470,7 +491,7 @@ fn start_edge(
         }
     });
     let parts = EdgeParts {
-        upstream,
+        forwarding,
         refresh,
         forwarder_stop,
         forwarder,

@@ -8,9 +8,9 @@ use std::time::Duration;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::publish::Publisher;
 use crate::snapshot::{Document, DocumentError};
 use crate::watch::Stamp;
-use crate::App;
 
 /// A features file that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -118,20 +118,17 @@ fn simple_to_client(flags: &Map<String, Value>) -> Result<Value, String> {
 
 /// Loads the file and publishes it for every environment. On failure the previous snapshots
 /// stay; the failure is counted.
-pub fn reload(app: &App, path: &Path) -> Result<usize, LoadError> {
+pub fn reload(publisher: &Publisher, path: &Path) -> Result<usize, LoadError> {
     match load(path) {
         Ok(document) => {
             let count = document.features.len();
-            for env in app.store.environments() {
-                app.publish_blocking(&env, document.clone());
+            for env in publisher.environments() {
+                publisher.publish_blocking(&env, document.clone());
             }
             Ok(count)
         }
         Err(e) => {
-            app.metrics
-                .snapshot_load_failures
-                .with_label_values(&["file"])
-                .inc();
+            publisher.load_failed("file");
             Err(e)
         }
     }
@@ -139,7 +136,7 @@ pub fn reload(app: &App, path: &Path) -> Result<usize, LoadError> {
 
 /// Checks the file every `interval` and reloads it when it changed. Runs until `cancel`.
 pub async fn watch(
-    app: std::sync::Arc<App>,
+    publisher: std::sync::Arc<Publisher>,
     path: PathBuf,
     interval: Duration,
     cancel: CancellationToken,
@@ -159,9 +156,9 @@ pub async fn watch(
         }
         last = now;
         let reloaded = tokio::task::spawn_blocking({
-            let app = app.clone();
+            let publisher = publisher.clone();
             let path = path.clone();
-            move || reload(&app, &path)
+            move || reload(&publisher, &path)
         })
         .await;
         match reloaded {

@@ -127,6 +127,19 @@ impl Publisher {
         }
     }
 
+    /// The environments flagpost serves.
+    pub fn environments(&self) -> Vec<String> {
+        self.store.environments()
+    }
+
+    /// A source of documents (`file`, ...) failed to give a usable one.
+    pub fn load_failed(&self, source: &str) {
+        self.metrics
+            .snapshot_load_failures
+            .with_label_values(&[source])
+            .inc();
+    }
+
     /// The change sets published for `environment` from now on.
     pub fn subscribe(&self, environment: &str) -> broadcast::Receiver<Arc<ChangeSet>> {
         self.lock()

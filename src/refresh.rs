@@ -14,12 +14,15 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::Authenticator;
 use crate::backoff::backoff;
+use crate::metrics::Metrics;
 use crate::persist::Backup;
+use crate::publish::Publisher;
 use crate::snapshot::Document;
+use crate::snapshot::Store;
 use crate::token::{Projects, Scope, Token};
 use crate::upstream::{Fetch, Upstream, UpstreamError, UpstreamKind, ValidatedToken};
-use crate::App;
 
 /// A startup token and what it fetches.
 #[derive(Debug)]
@@ -45,10 +48,27 @@ impl Source {
     }
 }
 
+/// What the refresher works on: where snapshots are published and served, the token caches
+/// (the backup's verdicts go there), the metrics, and what to do when a startup scope starts
+/// being polled (flagpost registers itself upstream with its token).
+pub struct Handles {
+    pub store: Arc<Store>,
+    pub publisher: Arc<Publisher>,
+    pub auth: Arc<Authenticator>,
+    pub metrics: Arc<Metrics>,
+    pub on_polled: Box<dyn Fn(Token) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Handles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Handles")
+    }
+}
+
 /// The startup tokens of every environment and what each last fetched.
 #[derive(Debug)]
 pub struct Refresh {
-    app: Arc<App>,
+    app: Handles,
     upstream: Arc<Upstream>,
     interval: Duration,
     /// How often a refused startup token is asked about again.
@@ -66,7 +86,7 @@ pub struct StartupError(pub String);
 
 impl Refresh {
     pub fn new(
-        app: Arc<App>,
+        app: Handles,
         upstream: Arc<Upstream>,
         (interval, recheck): (Duration, Duration),
         tasks: TaskTracker,
@@ -200,7 +220,7 @@ impl Refresh {
         );
         for env in self.app.store.environments() {
             if let Some(document) = restored.documents.remove(&env) {
-                self.app.publish(&env, document).await;
+                self.app.publisher.publish(&env, document).await;
             }
         }
         for (token, scope) in &usable {
@@ -280,11 +300,7 @@ impl Refresh {
             let me = self.clone();
             self.tasks.spawn(async move { me.poll(i).await });
             // flagpost registers itself once per startup scope it polls.
-            let me = self.clone();
-            self.tasks.spawn(async move {
-                let interval = me.app.config.usage.interval;
-                crate::usage::forward::register_self(&me.app, &me.upstream, &token, interval).await;
-            });
+            (self.app.on_polled)(token);
         }
     }
 
@@ -404,7 +420,7 @@ impl Refresh {
                 }
             });
         }
-        self.app.publish(env, document).await;
+        self.app.publisher.publish(env, document).await;
     }
 
     /// The live startup tokens' projects in `env`, together.

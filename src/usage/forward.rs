@@ -12,9 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Counts, EnvUsage, RowKey};
 use crate::backoff::backoff;
+use crate::metrics::Metrics;
 use crate::refresh::Refresh;
 use crate::upstream::{Upstream, UpstreamError, SDK_NAME};
-use crate::App;
+use crate::usage::Usage;
 
 /// Largest bulk body sent (the server's limit is 100 KiB).
 pub const MAX_BODY: usize = 95 * 1024;
@@ -160,131 +161,146 @@ enum Sent {
     InFlight,
 }
 
-/// Forwards everything buffered now. Returns when every environment was handled.
-pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh, round: Round<'_>) {
-    let usage = &app.usage;
-    for (environment, env_usage) in usage.take() {
-        if env_usage.rows.is_empty() && env_usage.apps.is_empty() {
-            continue;
-        }
-        let Some(token) = refresh.token_for(&environment) else {
-            let evaluations = env_usage.rows.values().map(Counts::total).sum();
-            tracing::warn!(environment = %environment, rows = env_usage.rows.len(), "usage dropped: no startup client token for this environment to forward it with");
-            usage.dropped("no_token", env_usage.rows.len() as u64, evaluations);
-            continue;
-        };
-        let rows: Vec<(RowKey, Counts)> = env_usage.rows.into_iter().collect();
-        let apps: Vec<((String, String), Value)> = env_usage.apps.into_iter().collect();
-        let row_texts: Vec<String> = rows
-            .iter()
-            .map(|(k, c)| row_json(&environment, k, c))
-            .collect();
-        let app_texts: Vec<String> = apps.iter().map(|(_, v)| v.to_string()).collect();
-        let (bodies, big_apps, big_rows) = chunks(&app_texts, &row_texts, MAX_BODY);
-        let evaluations_of = |indexes: &[usize]| -> u64 {
-            indexes
-                .iter()
-                .filter_map(|i| rows.get(*i))
-                .map(|(_, c)| c.total())
-                .sum()
-        };
-        if !big_rows.is_empty() || !big_apps.is_empty() {
-            tracing::warn!(
-                rows = big_rows.len(),
-                applications = big_apps.len(),
-                "usage entries too large for one bulk body were dropped"
-            );
-            usage.dropped(
-                "too_large",
-                big_rows.len() as u64,
-                evaluations_of(&big_rows),
-            );
-        }
-        let mut unsent: Option<usize> = None;
-        for (n, chunk) in bodies.iter().enumerate() {
-            let outcome = match round {
-                Round::Periodic(stop) => send(app, upstream, &token, &chunk.body, stop).await,
-                Round::Final(deadline) => {
-                    let never = Stop::default();
-                    let sent = send(app, upstream, &token, &chunk.body, &never);
-                    tokio::time::timeout_at(deadline, sent)
-                        .await
-                        .unwrap_or(Sent::NotNow(None))
-                }
+/// What the usage forwarder works with: the buffer, the metrics, the upstream, and the
+/// startup tokens (one per environment forwards its usage).
+#[derive(Debug)]
+pub struct Forwarder {
+    pub usage: Arc<Usage>,
+    pub metrics: Arc<Metrics>,
+    pub upstream: Arc<Upstream>,
+    pub refresh: Arc<Refresh>,
+}
+
+impl Forwarder {
+    /// Forwards everything buffered now. Returns when every environment was handled.
+    pub async fn forward(&self, round: Round<'_>) {
+        let usage = &self.usage;
+        let metrics = &self.metrics;
+        let (upstream, refresh) = (&self.upstream, &self.refresh);
+        for (environment, env_usage) in usage.take() {
+            if env_usage.rows.is_empty() && env_usage.apps.is_empty() {
+                continue;
+            }
+            let Some(token) = refresh.token_for(&environment) else {
+                let evaluations = env_usage.rows.values().map(Counts::total).sum();
+                tracing::warn!(environment = %environment, rows = env_usage.rows.len(), "usage dropped: no startup client token for this environment to forward it with");
+                usage.dropped("no_token", env_usage.rows.len() as u64, evaluations);
+                continue;
             };
-            match outcome {
-                Sent::Delivered => {
-                    app.metrics
-                        .usage_rows_forwarded
-                        .inc_by(chunk.rows.len() as u64);
-                    app.metrics
-                        .usage_evaluations
-                        .with_label_values(&["forwarded"])
-                        .inc_by(evaluations_of(&chunk.rows));
-                }
-                Sent::Rejected(code) => {
-                    tracing::warn!(environment = %environment, status = code, rows = chunk.rows.len(), "upstream rejected a usage body; it is dropped (400: the server found it invalid, 413: too large)");
-                    usage.dropped(
-                        "rejected",
-                        chunk.rows.len() as u64,
-                        evaluations_of(&chunk.rows),
-                    );
-                }
-                Sent::NotNow(error) => {
-                    if let Some(e) = error {
-                        tracing::warn!(environment = %environment, error = %e, "cannot forward usage now");
+            let rows: Vec<(RowKey, Counts)> = env_usage.rows.into_iter().collect();
+            let apps: Vec<((String, String), Value)> = env_usage.apps.into_iter().collect();
+            let row_texts: Vec<String> = rows
+                .iter()
+                .map(|(k, c)| row_json(&environment, k, c))
+                .collect();
+            let app_texts: Vec<String> = apps.iter().map(|(_, v)| v.to_string()).collect();
+            let (bodies, big_apps, big_rows) = chunks(&app_texts, &row_texts, MAX_BODY);
+            let evaluations_of = |indexes: &[usize]| -> u64 {
+                indexes
+                    .iter()
+                    .filter_map(|i| rows.get(*i))
+                    .map(|(_, c)| c.total())
+                    .sum()
+            };
+            if !big_rows.is_empty() || !big_apps.is_empty() {
+                tracing::warn!(
+                    rows = big_rows.len(),
+                    applications = big_apps.len(),
+                    "usage entries too large for one bulk body were dropped"
+                );
+                usage.dropped(
+                    "too_large",
+                    big_rows.len() as u64,
+                    evaluations_of(&big_rows),
+                );
+            }
+            let mut unsent: Option<usize> = None;
+            for (n, chunk) in bodies.iter().enumerate() {
+                let outcome = match round {
+                    Round::Periodic(stop) => {
+                        send(metrics, upstream, &token, &chunk.body, stop).await
                     }
-                    unsent = Some(n);
-                    break;
+                    Round::Final(deadline) => {
+                        let never = Stop::default();
+                        let sent = send(metrics, upstream, &token, &chunk.body, &never);
+                        tokio::time::timeout_at(deadline, sent)
+                            .await
+                            .unwrap_or(Sent::NotNow(None))
+                    }
+                };
+                match outcome {
+                    Sent::Delivered => {
+                        metrics.usage_rows_forwarded.inc_by(chunk.rows.len() as u64);
+                        metrics
+                            .usage_evaluations
+                            .with_label_values(&["forwarded"])
+                            .inc_by(evaluations_of(&chunk.rows));
+                    }
+                    Sent::Rejected(code) => {
+                        tracing::warn!(environment = %environment, status = code, rows = chunk.rows.len(), "upstream rejected a usage body; it is dropped (400: the server found it invalid, 413: too large)");
+                        usage.dropped(
+                            "rejected",
+                            chunk.rows.len() as u64,
+                            evaluations_of(&chunk.rows),
+                        );
+                    }
+                    Sent::NotNow(error) => {
+                        if let Some(e) = error {
+                            tracing::warn!(environment = %environment, error = %e, "cannot forward usage now");
+                        }
+                        unsent = Some(n);
+                        break;
+                    }
+                    Sent::InFlight => {
+                        // Sending it again could count it twice upstream: counted as dropped.
+                        tracing::warn!(environment = %environment, rows = chunk.rows.len(), "usage on its way upstream when flagpost stopped; dropped (counted with reason shutdown) rather than risk sending it twice");
+                        usage.dropped(
+                            "shutdown",
+                            chunk.rows.len() as u64,
+                            evaluations_of(&chunk.rows),
+                        );
+                        metrics
+                            .usage_registrations_dropped
+                            .with_label_values(&["shutdown"])
+                            .inc_by(chunk.apps.len() as u64);
+                        unsent = Some(n + 1);
+                        break;
+                    }
                 }
-                Sent::InFlight => {
-                    // Sending it again could count it twice upstream: counted as dropped.
-                    tracing::warn!(environment = %environment, rows = chunk.rows.len(), "usage on its way upstream when flagpost stopped; dropped (counted with reason shutdown) rather than risk sending it twice");
-                    usage.dropped(
-                        "shutdown",
-                        chunk.rows.len() as u64,
-                        evaluations_of(&chunk.rows),
-                    );
-                    app.metrics
+            }
+            let Some(first) = unsent else {
+                continue;
+            };
+            let rest = bodies.get(first..).unwrap_or_default();
+            match round {
+                Round::Periodic(_) => {
+                    let mut keep = EnvUsage::default();
+                    for chunk in rest {
+                        for i in &chunk.rows {
+                            if let Some((k, c)) = rows.get(*i) {
+                                keep.rows.insert(k.clone(), c.clone());
+                            }
+                        }
+                        for i in &chunk.apps {
+                            if let Some((k, v)) = apps.get(*i) {
+                                keep.apps.insert(k.clone(), v.clone());
+                            }
+                        }
+                    }
+                    tracing::debug!(environment = %environment, rows = keep.rows.len(), "usage kept for the next round");
+                    usage.restore(&environment, keep);
+                }
+                Round::Final(_) => {
+                    let lost: Vec<usize> =
+                        rest.iter().flat_map(|c| c.rows.iter().copied()).collect();
+                    let registrations: usize = rest.iter().map(|c| c.apps.len()).sum();
+                    tracing::warn!(environment = %environment, rows = lost.len(), registrations, "usage not forwarded before the shutdown deadline; dropped (counted with reason shutdown)");
+                    usage.dropped("shutdown", lost.len() as u64, evaluations_of(&lost));
+                    metrics
                         .usage_registrations_dropped
                         .with_label_values(&["shutdown"])
-                        .inc_by(chunk.apps.len() as u64);
-                    unsent = Some(n + 1);
-                    break;
+                        .inc_by(registrations as u64);
                 }
-            }
-        }
-        let Some(first) = unsent else {
-            continue;
-        };
-        let rest = bodies.get(first..).unwrap_or_default();
-        match round {
-            Round::Periodic(_) => {
-                let mut keep = EnvUsage::default();
-                for chunk in rest {
-                    for i in &chunk.rows {
-                        if let Some((k, c)) = rows.get(*i) {
-                            keep.rows.insert(k.clone(), c.clone());
-                        }
-                    }
-                    for i in &chunk.apps {
-                        if let Some((k, v)) = apps.get(*i) {
-                            keep.apps.insert(k.clone(), v.clone());
-                        }
-                    }
-                }
-                tracing::debug!(environment = %environment, rows = keep.rows.len(), "usage kept for the next round");
-                usage.restore(&environment, keep);
-            }
-            Round::Final(_) => {
-                let lost: Vec<usize> = rest.iter().flat_map(|c| c.rows.iter().copied()).collect();
-                let registrations: usize = rest.iter().map(|c| c.apps.len()).sum();
-                tracing::warn!(environment = %environment, rows = lost.len(), registrations, "usage not forwarded before the shutdown deadline; dropped (counted with reason shutdown)");
-                usage.dropped("shutdown", lost.len() as u64, evaluations_of(&lost));
-                app.metrics
-                    .usage_registrations_dropped
-                    .with_label_values(&["shutdown"])
-                    .inc_by(registrations as u64);
             }
         }
     }
@@ -294,7 +310,7 @@ pub async fn forward(app: &App, upstream: &Upstream, refresh: &Refresh, round: R
 /// 429 and 5xx with jittered backoff. Stopped between attempts: "not now" (nothing was
 /// sent); abandoned during one: "in flight" (upstream may have it).
 async fn send(
-    app: &App,
+    metrics: &Metrics,
     upstream: &Upstream,
     token: &crate::token::Token,
     body: &[u8],
@@ -311,7 +327,7 @@ async fn send(
             "/api/client/metrics/bulk",
             token,
             body.to_vec(),
-            &app.metrics,
+            metrics,
         );
         let result = tokio::select! {
             biased;
@@ -340,52 +356,47 @@ async fn send(
     }
 }
 
-/// Forwards usage every `interval` until stopped (see [`Stop`]).
-pub async fn run(
-    app: Arc<App>,
-    upstream: Arc<Upstream>,
-    refresh: Arc<Refresh>,
-    interval: Duration,
-    stop: Stop,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.stop.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
+impl Forwarder {
+    /// Forwards usage every `interval` until stopped (see [`Stop`]).
+    pub async fn run(self: Arc<Self>, interval: Duration, stop: Stop) {
+        loop {
+            tokio::select! {
+                _ = stop.stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            self.forward(Round::Periodic(&stop)).await;
         }
-        forward(&app, &upstream, &refresh, Round::Periodic(&stop)).await;
     }
 }
 
-/// Registers flagpost itself upstream with `token` (once per startup scope).
-pub async fn register_self(
-    app: &App,
-    upstream: &Upstream,
-    token: &crate::token::Token,
-    interval: Duration,
-) {
-    let body = json!({
-        "appName": app.config.app_name,
-        "instanceId": app.config.instance_id,
-        "sdkVersion": SDK_NAME,
-        "strategies": unleash_yggdrasil::KNOWN_STRATEGIES,
-        "started": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        "interval": u64::try_from(interval.as_millis()).unwrap_or(u64::MAX),
-        "platformName": "flagpost",
-        "platformVersion": env!("CARGO_PKG_VERSION"),
-        "specVersion": unleash_yggdrasil::SUPPORTED_SPEC_VERSION,
-    });
-    if let Err(e) = upstream
-        .post_json(
-            "register",
-            "/api/client/register",
-            token,
-            body.to_string().into_bytes(),
-            &app.metrics,
-        )
-        .await
-    {
-        tracing::warn!(token = %token, error = %e, "cannot register flagpost upstream");
+/// How flagpost registers itself upstream (once per startup scope it polls).
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub app_name: String,
+    pub instance_id: String,
+    /// How often flagpost forwards usage (reported as the SDK's metrics interval).
+    pub interval: Duration,
+}
+
+impl Registration {
+    /// Registers flagpost with `token`; a failure is logged, not retried.
+    pub async fn send(&self, upstream: &Upstream, token: &crate::token::Token, metrics: &Metrics) {
+        let body = json!({
+            "appName": self.app_name,
+            "instanceId": self.instance_id,
+            "sdkVersion": SDK_NAME,
+            "strategies": unleash_yggdrasil::KNOWN_STRATEGIES,
+            "started": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
+            "interval": u64::try_from(self.interval.as_millis()).unwrap_or(u64::MAX),
+            "platformName": "flagpost",
+            "platformVersion": env!("CARGO_PKG_VERSION"),
+            "specVersion": unleash_yggdrasil::SUPPORTED_SPEC_VERSION,
+        });
+        let body = body.to_string().into_bytes();
+        let sent = upstream.post_json("register", "/api/client/register", token, body, metrics);
+        if let Err(e) = sent.await {
+            tracing::warn!(token = %token, error = %e, "cannot register flagpost upstream");
+        }
     }
 }
 
