@@ -79,21 +79,36 @@ fn frontend(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
             fix_current_time(&mut ctx);
-            frontend_response(&s, &Projects::All, &ctx, Listing::Enabled)
+            frontend_response(
+                (s.frontend(), s.document()),
+                &Projects::All,
+                &ctx,
+                Listing::Enabled,
+            )
         })
     });
     c.bench_function("frontend/200 flags, POST body", |b| {
         b.iter(|| {
             let mut ctx = context_from_json(black_box(POST)).unwrap_or_default();
             fix_current_time(&mut ctx);
-            frontend_response(&s, &Projects::All, &ctx, Listing::Enabled)
+            frontend_response(
+                (s.frontend(), s.document()),
+                &Projects::All,
+                &ctx,
+                Listing::Enabled,
+            )
         })
     });
     // Without the clock formatted once: the engine formats it per date constraint.
     c.bench_function("frontend/200 flags, GET query, clock per constraint", |b| {
         b.iter(|| {
             let ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
-            frontend_response(&s, &Projects::All, &ctx, Listing::Enabled)
+            frontend_response(
+                (s.frontend(), s.document()),
+                &Projects::All,
+                &ctx,
+                Listing::Enabled,
+            )
         })
     });
 }
@@ -138,7 +153,12 @@ fn scaling(c: &mut Criterion) {
             b.iter(|| {
                 let mut ctx = context_from_query(QUERY).unwrap_or_default();
                 fix_current_time(&mut ctx);
-                frontend_response(s, &Projects::All, &ctx, Listing::Enabled)
+                frontend_response(
+                    (s.frontend(), s.document()),
+                    &Projects::All,
+                    &ctx,
+                    Listing::Enabled,
+                )
             })
         });
     }
@@ -161,7 +181,7 @@ fn scaling(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::from_parameter(count), &s, |b, s| {
             b.iter(|| {
                 for name in &names {
-                    black_box(s.engine().evaluate(name, &ctx));
+                    black_box(s.frontend().engine().evaluate(name, &ctx));
                 }
             })
         });

@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 
 use serde_json::{Map, Value};
-use unleash_types::client_features::{ClientFeature, ClientFeatures, Context};
+use unleash_types::client_features::{ClientFeatures, Context};
 use unleash_yggdrasil::{EngineState, ExtendedVariantDef};
 
+use crate::document::Document;
 use crate::json;
-use crate::snapshot::{Document, Snapshot};
 use crate::token::Projects;
 
 /// Most context fields (including properties) one request may carry.
@@ -39,6 +39,34 @@ pub enum ContextError {
 /// The compiled flags of one snapshot.
 pub struct Engine {
     state: EngineState,
+}
+
+/// A document compiled for the Frontend API: the engine, every flag prepared (in document
+/// order), and the size of a response listing them all. A snapshot holds one.
+pub struct FrontendView {
+    engine: Engine,
+    prepared: Vec<Prepared>,
+    size_hint: usize,
+}
+
+impl FrontendView {
+    /// Compiles `document`. Returns the warnings for flags the engine could not compile (they
+    /// evaluate as off).
+    pub fn compile(document: &Document) -> (FrontendView, Vec<String>) {
+        let (engine, warnings) = Engine::compile(document);
+        let prepared = engine.prepare(document);
+        let size_hint = 64 + prepared.iter().map(|p| p.size_hint()).sum::<usize>();
+        let view = FrontendView {
+            engine,
+            prepared,
+            size_hint,
+        };
+        (view, warnings)
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
 }
 
 /// One flag's result: `enabled` and the variant come from a single evaluation, so they agree
@@ -296,27 +324,6 @@ pub struct Prepared {
     fixed: Option<(bool, Box<str>)>,
 }
 
-/// Whether a flag's result is the same for every context: it is off, or its first strategy is
-/// an unconditional `default` (no constraints, segments or strategy variants) and it has no
-/// variants and no dependencies.
-pub(crate) fn context_free(feature: &ClientFeature) -> bool {
-    if !feature.enabled {
-        return true;
-    }
-    if feature.dependencies.as_ref().is_some_and(|d| !d.is_empty())
-        || feature.variants.as_ref().is_some_and(|v| !v.is_empty())
-    {
-        return false;
-    }
-    let Some(first) = feature.strategies.as_ref().and_then(|s| s.first()) else {
-        return false;
-    };
-    first.name == "default"
-        && first.constraints.as_ref().is_none_or(|c| c.is_empty())
-        && first.segments.as_ref().is_none_or(|s| s.is_empty())
-        && first.variants.as_ref().is_none_or(|v| v.is_empty())
-}
-
 impl Engine {
     /// Prepares every flag of `document` for the Frontend API (in document order).
     pub fn prepare(&self, document: &Document) -> Vec<Prepared> {
@@ -347,15 +354,15 @@ impl Engine {
 /// Writes `{"toggles":[...]}` for the flags of `projects`, each evaluated at most once (not at
 /// all when its result cannot depend on the context).
 pub fn frontend_response(
-    snapshot: &Snapshot,
+    (view, document): (&FrontendView, &Document),
     projects: &Projects,
     context: &Context,
     listing: Listing,
 ) -> Vec<u8> {
-    let mut out = String::with_capacity(snapshot.frontend_size_hint());
+    let mut out = String::with_capacity(view.size_hint);
     out.push_str("{\"toggles\":[");
     let mut first = true;
-    for (feature, prepared) in snapshot.features().iter().zip(snapshot.prepared()) {
+    for (feature, prepared) in document.features.iter().zip(&view.prepared) {
         if !projects.contains(&feature.project) {
             continue;
         }
@@ -369,7 +376,7 @@ pub fn frontend_response(
             }
             continue;
         }
-        let result = snapshot.engine().evaluate(&feature.name, context);
+        let result = view.engine.evaluate(&feature.name, context);
         if listing == Listing::Enabled && !result.feature_enabled {
             continue;
         }
@@ -581,11 +588,11 @@ mod tests {
               {"name":"off","enabled":false,"strategies":[{"name":"default"}]}]}"#,
         )
         .unwrap();
-        let (snapshot, warnings) = Snapshot::build("development", doc);
+        let (view, warnings) = FrontendView::compile(&doc);
         assert!(warnings.is_empty());
         let ctx = empty_context();
         let all: Value = serde_json::from_slice(&frontend_response(
-            &snapshot,
+            (&view, &doc),
             &Projects::All,
             &ctx,
             Listing::All,
@@ -602,7 +609,7 @@ mod tests {
             ]})
         );
         let enabled: Value = serde_json::from_slice(&frontend_response(
-            &snapshot,
+            (&view, &doc),
             &Projects::All,
             &ctx,
             Listing::Enabled,
@@ -610,7 +617,7 @@ mod tests {
         .unwrap();
         assert_eq!(enabled["toggles"].as_array().unwrap().len(), 1);
         let none: Value = serde_json::from_slice(&frontend_response(
-            &snapshot,
+            (&view, &doc),
             &Projects::from_names(["other"]),
             &ctx,
             Listing::All,
@@ -628,11 +635,11 @@ mod tests {
                   "variants":[{"name":"x","weight":1000,"stickiness":"random"}]}]}]}"#,
         )
         .unwrap();
-        let (snapshot, _) = Snapshot::build("development", doc);
+        let (view, _) = FrontendView::compile(&doc);
         let ctx = empty_context();
         let (mut on, mut off) = (0, 0);
         for _ in 0..400 {
-            let r = snapshot.engine().evaluate("r", &ctx);
+            let r = view.engine().evaluate("r", &ctx);
             assert_eq!(
                 r.feature_enabled, r.enabled,
                 "variant disagrees with enabled: {r:?}"
@@ -685,8 +692,8 @@ mod tests {
             let Ok(document) = Document::parse(state.to_string().as_bytes()) else {
                 continue;
             };
-            let (snapshot, _) = Snapshot::build("development", document);
-            for (feature, prepared) in snapshot.features().iter().zip(snapshot.prepared()) {
+            let (view, _) = FrontendView::compile(&document);
+            for (feature, prepared) in document.features.iter().zip(&view.prepared) {
                 checked += 1;
                 let Some((enabled, json)) = &prepared.fixed else {
                     continue;
@@ -694,7 +701,7 @@ mod tests {
                 context_free += 1;
                 for ctx in &contexts {
                     for _ in 0..5 {
-                        let result = snapshot.engine().evaluate(&feature.name, ctx);
+                        let result = view.engine().evaluate(&feature.name, ctx);
                         let mut out = String::new();
                         write_toggle(&mut out, &feature.name, feature.impression_data, &result);
                         assert_eq!(

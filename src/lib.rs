@@ -27,6 +27,7 @@
 //! - [`config`]: `config.toml` < environment < flags, validated into one [`config::Config`].
 //! - [`token`]: token shapes, redaction, [`token::Scope`] and `covers`.
 //! - [`auth`]: token → [`auth::Access`]; upstream validation, coalesced and cached.
+//! - [`document`]: a Client API document as received (features, segments, merge, compact).
 //! - [`snapshot`]: immutable per-environment snapshots and the arc-swap [`snapshot::Store`].
 //! - [`publish`]: the one publish path: compile, swap, metrics, and a change set announced per
 //!   environment.
@@ -47,6 +48,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod document;
 pub mod evaluate;
 pub mod json;
 pub mod metrics;

@@ -7,219 +7,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::{ArcSwap, ArcSwapOption};
-use bytes::Bytes;
-use serde::Deserialize;
-use serde_json::value::RawValue;
-use unleash_types::client_features::{ClientFeature, Segment};
-
-use crate::evaluate::{Engine, Prepared};
+pub use crate::document::{Document, DocumentError, Feature, SegmentEntry};
+use crate::evaluate::FrontendView;
 use crate::json;
 use crate::token::{Projects, Scope};
+use arc_swap::{ArcSwap, ArcSwapOption};
+use bytes::Bytes;
 
 /// How many distinct Client API bodies (project filter × name prefix) one snapshot memoises.
 const BODY_CACHE_ENTRIES: u64 = 256;
-
-/// A features document that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum DocumentError {
-    #[error("not a features document: {0}")]
-    Json(#[from] serde_json::Error),
-    #[error("feature {0:?} appears more than once")]
-    DuplicateFeature(String),
-    #[error("feature #{0} has an empty name")]
-    EmptyName(usize),
-}
-
-/// One feature: the JSON exactly as received (served as is, and parsed again only to compile a
-/// snapshot), and the few facts read from it that requests need. Keeping no typed copy halves
-/// the memory a large flag set takes (the engine keeps its own).
-#[derive(Debug, Clone)]
-pub struct Feature {
-    pub name: String,
-    pub project: String,
-    pub impression_data: bool,
-    /// Whether every context gets the same result (see `evaluate::context_free`).
-    pub context_free: bool,
-    segments: Arc<[i32]>,
-    raw: Arc<RawValue>,
-}
-
-impl Feature {
-    fn new(typed: &ClientFeature, raw: Arc<RawValue>) -> Feature {
-        let segments: Vec<i32> = typed
-            .strategies
-            .iter()
-            .flatten()
-            .flat_map(|s| s.segments.iter().flatten().copied())
-            .collect();
-        Feature {
-            name: typed.name.clone(),
-            project: typed.project.clone().unwrap_or_else(|| "default".into()),
-            impression_data: typed.impression_data.unwrap_or(false),
-            context_free: crate::evaluate::context_free(typed),
-            segments: Arc::from(segments),
-            raw,
-        }
-    }
-
-    pub fn raw_json(&self) -> &str {
-        self.raw.get()
-    }
-
-    /// The typed form, parsed from the JSON.
-    pub fn typed(&self) -> Result<ClientFeature, serde_json::Error> {
-        serde_json::from_str(self.raw.get())
-    }
-
-    fn segment_ids(&self) -> impl Iterator<Item = i32> + '_ {
-        self.segments.iter().copied()
-    }
-}
-
-/// A segment, raw and typed.
-#[derive(Debug, Clone)]
-pub struct SegmentEntry {
-    pub id: i32,
-    raw: Arc<RawValue>,
-    typed: Arc<Segment>,
-}
-
-impl SegmentEntry {
-    pub fn typed(&self) -> &Segment {
-        &self.typed
-    }
-
-    pub fn raw_json(&self) -> &str {
-        self.raw.get()
-    }
-}
-
-/// A parsed Client API document (`{"version":2,"features":[...],"segments":[...]}`).
-#[derive(Debug, Clone, Default)]
-pub struct Document {
-    pub features: Vec<Feature>,
-    pub segments: Vec<SegmentEntry>,
-}
-
-#[derive(Deserialize)]
-struct RawDocument<'a> {
-    #[serde(borrow)]
-    features: Vec<&'a RawValue>,
-    #[serde(default, borrow)]
-    segments: Option<Vec<&'a RawValue>>,
-}
-
-#[derive(Deserialize)]
-struct TypedDocument {
-    features: Vec<ClientFeature>,
-    #[serde(default)]
-    segments: Option<Vec<Segment>>,
-}
-
-impl Document {
-    /// Parses a Client API response body. Every feature must have a unique name.
-    pub fn parse(bytes: &[u8]) -> Result<Document, DocumentError> {
-        let raw: RawDocument<'_> = serde_json::from_slice(bytes)?;
-        let typed: TypedDocument = serde_json::from_slice(bytes)?;
-        let mut seen = BTreeSet::new();
-        let mut features = Vec::with_capacity(typed.features.len());
-        for (i, (raw, typed)) in raw.features.into_iter().zip(typed.features).enumerate() {
-            if typed.name.is_empty() {
-                return Err(DocumentError::EmptyName(i));
-            }
-            if !seen.insert(typed.name.clone()) {
-                return Err(DocumentError::DuplicateFeature(typed.name));
-            }
-            features.push(Feature::new(&typed, compact(raw)?));
-        }
-        let segments = raw
-            .segments
-            .unwrap_or_default()
-            .into_iter()
-            .zip(typed.segments.unwrap_or_default())
-            .map(|(raw, typed)| {
-                Ok(SegmentEntry {
-                    id: typed.id,
-                    raw: compact(raw)?,
-                    typed: Arc::new(typed),
-                })
-            })
-            .collect::<Result<_, DocumentError>>()?;
-        Ok(Document { features, segments })
-    }
-
-    /// The document as Client API JSON (`{"version":2,"features":[...],"segments":[...]}`),
-    /// features and segments exactly as received.
-    pub fn to_json(&self) -> String {
-        let size: usize = self
-            .features
-            .iter()
-            .map(|f| f.raw.get().len() + 1)
-            .sum::<usize>()
-            + self
-                .segments
-                .iter()
-                .map(|s| s.raw.get().len() + 1)
-                .sum::<usize>();
-        let mut out = String::with_capacity(size + 48);
-        json::push_features_and_segments(
-            &mut out,
-            self.features.iter().map(|f| f.raw.get()),
-            self.segments.iter().map(|s| s.raw.get()),
-        );
-        out.push('}');
-        out
-    }
-
-    /// Replaces the features of `projects` with those of `other` (all of them when `projects`
-    /// is `All`), keeping the others: how answers for several project-scoped tokens of one
-    /// environment become one view. Segments are merged by id, `other` winning.
-    pub fn merge(&mut self, other: &Document, projects: &Projects) {
-        self.features.retain(|f| !projects.contains(&f.project));
-        self.features.extend(
-            other
-                .features
-                .iter()
-                .filter(|f| projects.contains(&f.project))
-                .cloned(),
-        );
-        for seg in &other.segments {
-            match self.segments.iter_mut().find(|s| s.id == seg.id) {
-                Some(existing) => *existing = seg.clone(),
-                None => self.segments.push(seg.clone()),
-            }
-        }
-    }
-}
-
-/// The JSON text of `raw` without the whitespace between tokens (a pretty-printed file is
-/// served compact), field order and string contents untouched.
-fn compact(raw: &RawValue) -> Result<Arc<RawValue>, DocumentError> {
-    let text = raw.get();
-    if !text.contains(['\n', '\r', '\t', ' ']) {
-        return Ok(Arc::from(raw.to_owned()));
-    }
-    let mut out = String::with_capacity(text.len());
-    let (mut in_string, mut escaped) = (false, false);
-    for c in text.chars() {
-        if in_string {
-            out.push(c);
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-        } else if c == '"' {
-            in_string = true;
-            out.push(c);
-        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
-            out.push(c);
-        }
-    }
-    Ok(Arc::from(RawValue::from_string(out)?))
-}
 
 /// A Client API body, serialised once, with its strong ETag.
 #[derive(Debug)]
@@ -254,10 +50,8 @@ pub struct Snapshot {
     environment: Arc<str>,
     document: Document,
     by_name: HashMap<String, usize>,
-    engine: Engine,
-    prepared: Vec<Prepared>,
-    /// Roughly the size of a Frontend API response listing every flag.
-    frontend_size: usize,
+    /// The flags compiled and prepared for the Frontend API.
+    frontend: FrontendView,
     bodies: moka::sync::Cache<BodyKey, Arc<Body>>,
     built_at: SystemTime,
 }
@@ -281,16 +75,12 @@ impl Snapshot {
             .enumerate()
             .map(|(i, f)| (f.name.clone(), i))
             .collect();
-        let (engine, warnings) = Engine::compile(&document);
-        let prepared = engine.prepare(&document);
-        let frontend_size = 64 + prepared.iter().map(|p| p.size_hint()).sum::<usize>();
+        let (frontend, warnings) = FrontendView::compile(&document);
         let snapshot = Snapshot {
             environment: Arc::from(environment),
             document,
             by_name,
-            engine,
-            prepared,
-            frontend_size,
+            frontend,
             bodies: moka::sync::Cache::new(BODY_CACHE_ENTRIES),
             built_at: SystemTime::now(),
         };
@@ -315,18 +105,9 @@ impl Snapshot {
             .and_then(|&i| self.document.features.get(i))
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    /// The flags prepared for the Frontend API, in document order.
-    pub fn prepared(&self) -> &[Prepared] {
-        &self.prepared
-    }
-
-    /// A buffer size that holds a Frontend API response listing every flag.
-    pub fn frontend_size_hint(&self) -> usize {
-        self.frontend_size
+    /// The flags compiled and prepared for the Frontend API.
+    pub fn frontend(&self) -> &FrontendView {
+        &self.frontend
     }
 
     pub fn built_at(&self) -> SystemTime {
@@ -354,15 +135,15 @@ impl Snapshot {
             .filter(|f| name_prefix.is_none_or(|p| f.name.starts_with(p)))
             .collect();
         let used: BTreeSet<i32> = selected.iter().flat_map(|f| f.segment_ids()).collect();
-        let size: usize = selected.iter().map(|f| f.raw.get().len() + 1).sum();
+        let size: usize = selected.iter().map(|f| f.raw_json().len() + 1).sum();
         let mut out = String::with_capacity(size + 256);
         let segments = self.document.segments.iter();
         json::push_features_and_segments(
             &mut out,
-            selected.iter().map(|f| f.raw.get()),
+            selected.iter().map(|f| f.raw_json()),
             segments
                 .filter(|s| used.contains(&s.id))
-                .map(|s| s.raw.get()),
+                .map(|s| s.raw_json()),
         );
         out.push_str(",\"query\":{\"environment\":");
         json::push_str(&mut out, &self.environment);

@@ -458,7 +458,10 @@ async fn frontend_api(
                 .feature(&name)
                 .filter(|f| access.scope.projects.contains(&f.project))
                 .ok_or_else(missing)?;
-            let result = snapshot.engine().evaluate(&feature.name, &context);
+            let result = snapshot
+                .frontend()
+                .engine()
+                .evaluate(&feature.name, &context);
             if !result.feature_enabled {
                 return Err(missing());
             }
@@ -466,11 +469,14 @@ async fn frontend_api(
             evaluate::write_toggle(&mut out, &feature.name, feature.impression_data, &result);
             out.into_bytes()
         }
-        Route::FrontendAll => {
-            evaluate::frontend_response(&snapshot, &access.scope.projects, &context, Listing::All)
-        }
+        Route::FrontendAll => evaluate::frontend_response(
+            (snapshot.frontend(), snapshot.document()),
+            &access.scope.projects,
+            &context,
+            Listing::All,
+        ),
         _ => evaluate::frontend_response(
-            &snapshot,
+            (snapshot.frontend(), snapshot.document()),
             &access.scope.projects,
             &context,
             Listing::Enabled,

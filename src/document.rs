@@ -1,0 +1,236 @@
+//! A Client API document as received: each feature's and segment's JSON kept as sent
+//! (compacted), with the few facts read from it that requests need; parsing, merging the
+//! answers of several project tokens, and writing it back. A leaf: it imports no other part of
+//! flagpost but the JSON writer.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use unleash_types::client_features::{ClientFeature, Segment};
+
+use crate::json;
+use crate::token::Projects;
+
+/// A features document that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum DocumentError {
+    #[error("not a features document: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("feature {0:?} appears more than once")]
+    DuplicateFeature(String),
+    #[error("feature #{0} has an empty name")]
+    EmptyName(usize),
+}
+
+/// One feature: the JSON exactly as received (served as is, and parsed again only to compile a
+/// snapshot), and the few facts read from it that requests need. Keeping no typed copy halves
+/// the memory a large flag set takes (the engine keeps its own).
+#[derive(Debug, Clone)]
+pub struct Feature {
+    pub name: String,
+    pub project: String,
+    pub impression_data: bool,
+    /// Whether every context gets the same result (see [`context_free`]).
+    pub context_free: bool,
+    segments: Arc<[i32]>,
+    raw: Arc<RawValue>,
+}
+
+impl Feature {
+    fn new(typed: &ClientFeature, raw: Arc<RawValue>) -> Feature {
+        let segments: Vec<i32> = typed
+            .strategies
+            .iter()
+            .flatten()
+            .flat_map(|s| s.segments.iter().flatten().copied())
+            .collect();
+        Feature {
+            name: typed.name.clone(),
+            project: typed.project.clone().unwrap_or_else(|| "default".into()),
+            impression_data: typed.impression_data.unwrap_or(false),
+            context_free: context_free(typed),
+            segments: Arc::from(segments),
+            raw,
+        }
+    }
+
+    pub fn raw_json(&self) -> &str {
+        self.raw.get()
+    }
+
+    /// The typed form, parsed from the JSON.
+    pub fn typed(&self) -> Result<ClientFeature, serde_json::Error> {
+        serde_json::from_str(self.raw.get())
+    }
+
+    pub fn segment_ids(&self) -> impl Iterator<Item = i32> + '_ {
+        self.segments.iter().copied()
+    }
+}
+
+/// A segment, raw and typed.
+#[derive(Debug, Clone)]
+pub struct SegmentEntry {
+    pub id: i32,
+    raw: Arc<RawValue>,
+    typed: Arc<Segment>,
+}
+
+impl SegmentEntry {
+    pub fn typed(&self) -> &Segment {
+        &self.typed
+    }
+
+    pub fn raw_json(&self) -> &str {
+        self.raw.get()
+    }
+}
+
+/// A parsed Client API document (`{"version":2,"features":[...],"segments":[...]}`).
+#[derive(Debug, Clone, Default)]
+pub struct Document {
+    pub features: Vec<Feature>,
+    pub segments: Vec<SegmentEntry>,
+}
+
+#[derive(Deserialize)]
+struct RawDocument<'a> {
+    #[serde(borrow)]
+    features: Vec<&'a RawValue>,
+    #[serde(default, borrow)]
+    segments: Option<Vec<&'a RawValue>>,
+}
+
+#[derive(Deserialize)]
+struct TypedDocument {
+    features: Vec<ClientFeature>,
+    #[serde(default)]
+    segments: Option<Vec<Segment>>,
+}
+
+impl Document {
+    /// Parses a Client API response body. Every feature must have a unique name.
+    pub fn parse(bytes: &[u8]) -> Result<Document, DocumentError> {
+        let raw: RawDocument<'_> = serde_json::from_slice(bytes)?;
+        let typed: TypedDocument = serde_json::from_slice(bytes)?;
+        let mut seen = BTreeSet::new();
+        let mut features = Vec::with_capacity(typed.features.len());
+        for (i, (raw, typed)) in raw.features.into_iter().zip(typed.features).enumerate() {
+            if typed.name.is_empty() {
+                return Err(DocumentError::EmptyName(i));
+            }
+            if !seen.insert(typed.name.clone()) {
+                return Err(DocumentError::DuplicateFeature(typed.name));
+            }
+            features.push(Feature::new(&typed, compact(raw)?));
+        }
+        let segments = raw
+            .segments
+            .unwrap_or_default()
+            .into_iter()
+            .zip(typed.segments.unwrap_or_default())
+            .map(|(raw, typed)| {
+                Ok(SegmentEntry {
+                    id: typed.id,
+                    raw: compact(raw)?,
+                    typed: Arc::new(typed),
+                })
+            })
+            .collect::<Result<_, DocumentError>>()?;
+        Ok(Document { features, segments })
+    }
+
+    /// The document as Client API JSON (`{"version":2,"features":[...],"segments":[...]}`),
+    /// features and segments exactly as received.
+    pub fn to_json(&self) -> String {
+        let size: usize = self
+            .features
+            .iter()
+            .map(|f| f.raw.get().len() + 1)
+            .sum::<usize>()
+            + self
+                .segments
+                .iter()
+                .map(|s| s.raw.get().len() + 1)
+                .sum::<usize>();
+        let mut out = String::with_capacity(size + 48);
+        json::push_features_and_segments(
+            &mut out,
+            self.features.iter().map(|f| f.raw.get()),
+            self.segments.iter().map(|s| s.raw.get()),
+        );
+        out.push('}');
+        out
+    }
+
+    /// Replaces the features of `projects` with those of `other` (all of them when `projects`
+    /// is `All`), keeping the others: how answers for several project-scoped tokens of one
+    /// environment become one view. Segments are merged by id, `other` winning.
+    pub fn merge(&mut self, other: &Document, projects: &Projects) {
+        self.features.retain(|f| !projects.contains(&f.project));
+        self.features.extend(
+            other
+                .features
+                .iter()
+                .filter(|f| projects.contains(&f.project))
+                .cloned(),
+        );
+        for seg in &other.segments {
+            match self.segments.iter_mut().find(|s| s.id == seg.id) {
+                Some(existing) => *existing = seg.clone(),
+                None => self.segments.push(seg.clone()),
+            }
+        }
+    }
+}
+
+/// The JSON text of `raw` without the whitespace between tokens (a pretty-printed file is
+/// served compact), field order and string contents untouched.
+fn compact(raw: &RawValue) -> Result<Arc<RawValue>, DocumentError> {
+    let text = raw.get();
+    if !text.contains(['\n', '\r', '\t', ' ']) {
+        return Ok(Arc::from(raw.to_owned()));
+    }
+    let mut out = String::with_capacity(text.len());
+    let (mut in_string, mut escaped) = (false, false);
+    for c in text.chars() {
+        if in_string {
+            out.push(c);
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+        } else if c == '"' {
+            in_string = true;
+            out.push(c);
+        } else if !matches!(c, ' ' | '\n' | '\r' | '\t') {
+            out.push(c);
+        }
+    }
+    Ok(Arc::from(RawValue::from_string(out)?))
+}
+
+/// Whether a flag's result is the same for every context: it is off, or its first strategy is
+/// an unconditional `default` (no constraints, segments or strategy variants) and it has no
+/// variants and no dependencies.
+pub fn context_free(feature: &ClientFeature) -> bool {
+    if !feature.enabled {
+        return true;
+    }
+    if feature.dependencies.as_ref().is_some_and(|d| !d.is_empty())
+        || feature.variants.as_ref().is_some_and(|v| !v.is_empty())
+    {
+        return false;
+    }
+    let Some(first) = feature.strategies.as_ref().and_then(|s| s.first()) else {
+        return false;
+    };
+    first.name == "default"
+        && first.constraints.as_ref().is_none_or(|c| c.is_empty())
+        && first.segments.as_ref().is_none_or(|s| s.is_empty())
+        && first.variants.as_ref().is_none_or(|v| v.is_empty())
+}
