@@ -171,138 +171,177 @@ pub struct Forwarder {
     pub refresh: Arc<Refresh>,
 }
 
+/// One environment's usage taken from the buffer, as rows and registrations by index.
+struct Batch {
+    environment: String,
+    rows: Vec<(RowKey, Counts)>,
+    apps: Vec<((String, String), Value)>,
+}
+
+impl Batch {
+    fn new(environment: String, usage: EnvUsage) -> Batch {
+        Batch {
+            environment,
+            rows: usage.rows.into_iter().collect(),
+            apps: usage.apps.into_iter().collect(),
+        }
+    }
+
+    /// The bodies to send, and the registrations and rows too large for any body.
+    fn bodies(&self) -> (Vec<Chunk>, Vec<usize>, Vec<usize>) {
+        let row_texts: Vec<String> = self
+            .rows
+            .iter()
+            .map(|(k, c)| row_json(&self.environment, k, c))
+            .collect();
+        let app_texts: Vec<String> = self.apps.iter().map(|(_, v)| v.to_string()).collect();
+        chunks(&app_texts, &row_texts, MAX_BODY)
+    }
+
+    /// The evaluations (yes + no) of these rows.
+    fn evaluations(&self, rows: &[usize]) -> u64 {
+        rows.iter()
+            .filter_map(|i| self.rows.get(*i))
+            .map(|(_, c)| c.total())
+            .sum()
+    }
+
+    /// What these chunks hold, to put back into the buffer.
+    fn kept(&self, chunks: &[Chunk]) -> EnvUsage {
+        let mut keep = EnvUsage::default();
+        for chunk in chunks {
+            let rows = chunk.rows.iter().filter_map(|i| self.rows.get(*i));
+            keep.rows.extend(rows.cloned());
+            let apps = chunk.apps.iter().filter_map(|i| self.apps.get(*i));
+            keep.apps.extend(apps.cloned());
+        }
+        keep
+    }
+}
+
 impl Forwarder {
     /// Forwards everything buffered now. Returns when every environment was handled.
     pub async fn forward(&self, round: Round<'_>) {
-        let usage = &self.usage;
-        let metrics = &self.metrics;
-        let (upstream, refresh) = (&self.upstream, &self.refresh);
-        for (environment, env_usage) in usage.take() {
+        for (environment, env_usage) in self.usage.take() {
             if env_usage.rows.is_empty() && env_usage.apps.is_empty() {
                 continue;
             }
-            let Some(token) = refresh.token_for(&environment) else {
+            let Some(token) = self.refresh.token_for(&environment) else {
                 let evaluations = env_usage.rows.values().map(Counts::total).sum();
                 tracing::warn!(environment = %environment, rows = env_usage.rows.len(), "usage dropped: no startup client token for this environment to forward it with");
-                usage.dropped("no_token", env_usage.rows.len() as u64, evaluations);
+                self.usage
+                    .dropped("no_token", env_usage.rows.len() as u64, evaluations);
                 continue;
             };
-            let rows: Vec<(RowKey, Counts)> = env_usage.rows.into_iter().collect();
-            let apps: Vec<((String, String), Value)> = env_usage.apps.into_iter().collect();
-            let row_texts: Vec<String> = rows
-                .iter()
-                .map(|(k, c)| row_json(&environment, k, c))
-                .collect();
-            let app_texts: Vec<String> = apps.iter().map(|(_, v)| v.to_string()).collect();
-            let (bodies, big_apps, big_rows) = chunks(&app_texts, &row_texts, MAX_BODY);
-            let evaluations_of = |indexes: &[usize]| -> u64 {
-                indexes
-                    .iter()
-                    .filter_map(|i| rows.get(*i))
-                    .map(|(_, c)| c.total())
-                    .sum()
-            };
-            if !big_rows.is_empty() || !big_apps.is_empty() {
-                tracing::warn!(
-                    rows = big_rows.len(),
-                    applications = big_apps.len(),
-                    "usage entries too large for one bulk body were dropped"
-                );
-                usage.dropped(
-                    "too_large",
-                    big_rows.len() as u64,
-                    evaluations_of(&big_rows),
-                );
-            }
-            let mut unsent: Option<usize> = None;
-            for (n, chunk) in bodies.iter().enumerate() {
-                let outcome = match round {
-                    Round::Periodic(stop) => {
-                        send(metrics, upstream, &token, &chunk.body, stop).await
-                    }
-                    Round::Final(deadline) => {
-                        let never = Stop::default();
-                        let sent = send(metrics, upstream, &token, &chunk.body, &never);
-                        tokio::time::timeout_at(deadline, sent)
-                            .await
-                            .unwrap_or(Sent::NotNow(None))
-                    }
-                };
-                match outcome {
-                    Sent::Delivered => {
-                        metrics.usage_rows_forwarded.inc_by(chunk.rows.len() as u64);
-                        metrics
-                            .usage_evaluations
-                            .with_label_values(&["forwarded"])
-                            .inc_by(evaluations_of(&chunk.rows));
-                    }
-                    Sent::Rejected(code) => {
-                        tracing::warn!(environment = %environment, status = code, rows = chunk.rows.len(), "upstream rejected a usage body; it is dropped (400: the server found it invalid, 413: too large)");
-                        usage.dropped(
-                            "rejected",
-                            chunk.rows.len() as u64,
-                            evaluations_of(&chunk.rows),
-                        );
-                    }
-                    Sent::NotNow(error) => {
-                        if let Some(e) = error {
-                            tracing::warn!(environment = %environment, error = %e, "cannot forward usage now");
-                        }
-                        unsent = Some(n);
-                        break;
-                    }
-                    Sent::InFlight => {
-                        // Sending it again could count it twice upstream: counted as dropped.
-                        tracing::warn!(environment = %environment, rows = chunk.rows.len(), "usage on its way upstream when flagpost stopped; dropped (counted with reason shutdown) rather than risk sending it twice");
-                        usage.dropped(
-                            "shutdown",
-                            chunk.rows.len() as u64,
-                            evaluations_of(&chunk.rows),
-                        );
-                        metrics
-                            .usage_registrations_dropped
-                            .with_label_values(&["shutdown"])
-                            .inc_by(chunk.apps.len() as u64);
-                        unsent = Some(n + 1);
-                        break;
-                    }
-                }
-            }
-            let Some(first) = unsent else {
-                continue;
-            };
-            let rest = bodies.get(first..).unwrap_or_default();
-            match round {
-                Round::Periodic(_) => {
-                    let mut keep = EnvUsage::default();
-                    for chunk in rest {
-                        for i in &chunk.rows {
-                            if let Some((k, c)) = rows.get(*i) {
-                                keep.rows.insert(k.clone(), c.clone());
-                            }
-                        }
-                        for i in &chunk.apps {
-                            if let Some((k, v)) = apps.get(*i) {
-                                keep.apps.insert(k.clone(), v.clone());
-                            }
-                        }
-                    }
-                    tracing::debug!(environment = %environment, rows = keep.rows.len(), "usage kept for the next round");
-                    usage.restore(&environment, keep);
-                }
-                Round::Final(_) => {
-                    let lost: Vec<usize> =
-                        rest.iter().flat_map(|c| c.rows.iter().copied()).collect();
-                    let registrations: usize = rest.iter().map(|c| c.apps.len()).sum();
-                    tracing::warn!(environment = %environment, rows = lost.len(), registrations, "usage not forwarded before the shutdown deadline; dropped (counted with reason shutdown)");
-                    usage.dropped("shutdown", lost.len() as u64, evaluations_of(&lost));
+            let batch = Batch::new(environment, env_usage);
+            self.forward_batch(&batch, &token, round).await;
+        }
+    }
+
+    /// Sends one environment's bodies in order until one cannot be sent now; what is left is
+    /// kept for the next round or, at shutdown, counted as dropped.
+    async fn forward_batch(&self, batch: &Batch, token: &crate::token::Token, round: Round<'_>) {
+        let environment = batch.environment.as_str();
+        let (bodies, big_apps, big_rows) = batch.bodies();
+        if !big_rows.is_empty() || !big_apps.is_empty() {
+            tracing::warn!(
+                rows = big_rows.len(),
+                applications = big_apps.len(),
+                "usage entries too large for one bulk body were dropped"
+            );
+            self.dropped(batch, "too_large", &big_rows);
+        }
+        let mut unsent: Option<usize> = None;
+        for (n, chunk) in bodies.iter().enumerate() {
+            match self.send_chunk(token, chunk, round).await {
+                Sent::Delivered => {
+                    let metrics = &self.metrics;
+                    metrics.usage_rows_forwarded.inc_by(chunk.rows.len() as u64);
                     metrics
-                        .usage_registrations_dropped
-                        .with_label_values(&["shutdown"])
-                        .inc_by(registrations as u64);
+                        .usage_evaluations
+                        .with_label_values(&["forwarded"])
+                        .inc_by(batch.evaluations(&chunk.rows));
+                }
+                Sent::Rejected(code) => {
+                    tracing::warn!(environment, status = code, rows = chunk.rows.len(), "upstream rejected a usage body; it is dropped (400: the server found it invalid, 413: too large)");
+                    self.dropped(batch, "rejected", &chunk.rows);
+                }
+                Sent::NotNow(error) => {
+                    if let Some(e) = error {
+                        tracing::warn!(environment, error = %e, "cannot forward usage now");
+                    }
+                    unsent = Some(n);
+                    break;
+                }
+                Sent::InFlight => {
+                    // Sending it again could count it twice upstream: counted as dropped.
+                    tracing::warn!(environment, rows = chunk.rows.len(), "usage on its way upstream when flagpost stopped; dropped (counted with reason shutdown) rather than risk sending it twice");
+                    self.dropped_at_shutdown(batch, std::slice::from_ref(chunk));
+                    unsent = Some(n + 1);
+                    break;
                 }
             }
         }
+        let rest = unsent
+            .and_then(|first| bodies.get(first..))
+            .unwrap_or_default();
+        if rest.is_empty() {
+            return;
+        }
+        match round {
+            Round::Periodic(_) => {
+                let keep = batch.kept(rest);
+                tracing::debug!(
+                    environment,
+                    rows = keep.rows.len(),
+                    "usage kept for the next round"
+                );
+                self.usage.restore(environment, keep);
+            }
+            Round::Final(_) => {
+                let rows: usize = rest.iter().map(|c| c.rows.len()).sum();
+                let registrations: usize = rest.iter().map(|c| c.apps.len()).sum();
+                tracing::warn!(environment, rows, registrations, "usage not forwarded before the shutdown deadline; dropped (counted with reason shutdown)");
+                self.dropped_at_shutdown(batch, rest);
+            }
+        }
+    }
+
+    /// Sends one body: in a periodic round until stopped, in the final one until its deadline.
+    async fn send_chunk(
+        &self,
+        token: &crate::token::Token,
+        chunk: &Chunk,
+        round: Round<'_>,
+    ) -> Sent {
+        let (metrics, upstream) = (&self.metrics, &self.upstream);
+        match round {
+            Round::Periodic(stop) => send(metrics, upstream, token, &chunk.body, stop).await,
+            Round::Final(deadline) => {
+                let never = Stop::default();
+                let sent = send(metrics, upstream, token, &chunk.body, &never);
+                tokio::time::timeout_at(deadline, sent)
+                    .await
+                    .unwrap_or(Sent::NotNow(None))
+            }
+        }
+    }
+
+    /// Counts these rows (and their evaluations) as dropped for `reason`.
+    fn dropped(&self, batch: &Batch, reason: &'static str, rows: &[usize]) {
+        let evaluations = batch.evaluations(rows);
+        self.usage.dropped(reason, rows.len() as u64, evaluations);
+    }
+
+    /// Counts the rows and registrations of these chunks as dropped at shutdown.
+    fn dropped_at_shutdown(&self, batch: &Batch, chunks: &[Chunk]) {
+        let rows: Vec<usize> = chunks.iter().flat_map(|c| c.rows.iter().copied()).collect();
+        self.dropped(batch, "shutdown", &rows);
+        let registrations: usize = chunks.iter().map(|c| c.apps.len()).sum();
+        self.metrics
+            .usage_registrations_dropped
+            .with_label_values(&["shutdown"])
+            .inc_by(registrations as u64);
     }
 }
 
