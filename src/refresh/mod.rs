@@ -15,6 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
+mod backup;
+mod sources;
+
+use sources::{merged, needed_sources, Source};
+
 use crate::backoff::backoff;
 use crate::metrics::Metrics;
 use crate::persist::Backup;
@@ -23,30 +28,6 @@ use crate::snapshot::Document;
 use crate::snapshot::Store;
 use crate::token::{Projects, Scope, Token};
 use crate::upstream::{Fetch, Upstream, UpstreamError, UpstreamKind, ValidatedToken};
-
-/// A startup token and what it fetches.
-#[derive(Debug)]
-struct Source {
-    token: Token,
-    scope: Scope,
-    document: Option<Document>,
-    last_success: Option<SystemTime>,
-    polling: bool,
-    revoked: bool,
-}
-
-impl Source {
-    fn new((token, scope): (Token, Scope)) -> Source {
-        Source {
-            token,
-            scope,
-            document: None,
-            last_success: None,
-            polling: false,
-            revoked: false,
-        }
-    }
-}
 
 /// What the refresher works on: where snapshots are published and served, the token caches
 /// (the backup's verdicts go there), the metrics, and what to do when a startup scope starts
@@ -182,97 +163,6 @@ impl Refresh {
         self.save_state();
         self.start_needed_polls();
         Ok(())
-    }
-
-    /// Upstream is unreachable at start: serve from the backup, if it has a scope for any
-    /// startup token configured now. Never wider than those scopes.
-    async fn boot_from_backup(&self, tokens: &[Token]) -> bool {
-        let Some(backup) = &self.backup else {
-            return false;
-        };
-        let mut restored = match backup.load() {
-            Ok(Some(r)) => r,
-            Ok(None) => {
-                tracing::info!("no backup to start from yet");
-                return false;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot start from the backup");
-                return false;
-            }
-        };
-        let usable: Vec<(Token, Scope)> = tokens
-            .iter()
-            .filter_map(|t| {
-                let scope = restored.startup.get(&crate::persist::digest(t.expose()))?;
-                Some((t.clone(), scope.clone()))
-            })
-            .collect();
-        if usable.is_empty() {
-            tracing::warn!("the backup holds no scope for the startup tokens configured now");
-            return false;
-        }
-        self.app.auth.restore(std::mem::take(&mut restored.tokens));
-        self.app.store.init(
-            usable
-                .iter()
-                .map(|(_, s)| (s.environment.clone(), s.projects.clone())),
-        );
-        for env in self.app.store.environments() {
-            if let Some(document) = restored.documents.remove(&env) {
-                self.app.publisher.publish(&env, document).await;
-            }
-        }
-        for (token, scope) in &usable {
-            tracing::info!(token = %token, scope = %scope, "upstream unreachable: serving this startup token's scope from the backup");
-        }
-        *self.lock() = usable.into_iter().map(Source::new).collect();
-        self.observe();
-        true
-    }
-
-    /// Writes the startup scopes and token verdicts to the backup (in the background).
-    fn save_state(&self) {
-        let Some(backup) = self.backup.clone() else {
-            return;
-        };
-        let startup = self.live_scopes();
-        let verdicts = self.app.auth.verdicts();
-        self.tasks.spawn_blocking(move || {
-            if let Err(e) = backup.save_state(&startup, &verdicts) {
-                tracing::error!(error = %e, "cannot write the backup");
-            }
-        });
-    }
-
-    fn live_scopes(&self) -> Vec<(Token, Scope)> {
-        self.lock()
-            .iter()
-            .filter(|s| !s.revoked)
-            .map(|s| (s.token.clone(), s.scope.clone()))
-            .collect()
-    }
-
-    /// Writes everything to the backup now (at shutdown).
-    pub fn save_backup(&self) {
-        let Some(backup) = &self.backup else {
-            return;
-        };
-        if !self.app.store.is_initialized() {
-            return;
-        }
-        let startup = self.live_scopes();
-        if let Err(e) = backup.save_state(&startup, &self.app.auth.verdicts()) {
-            tracing::error!(error = %e, "cannot write the backup");
-        }
-        for env in self.app.store.environments() {
-            if let Some(snapshot) = self.app.store.snapshot(&env) {
-                if let Err(e) = backup.save_features(&env, snapshot.document()) {
-                    tracing::error!(error = %e, "cannot write the backup");
-                }
-            }
-        }
-        tracing::info!("backup written");
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Source>> {
@@ -574,71 +464,5 @@ impl Refresh {
                     .set(age);
             }
         }
-    }
-}
-
-/// The indexes of the live sources that no other live source covers (of equal scopes, the
-/// first).
-fn needed_sources(sources: &[Source]) -> Vec<usize> {
-    let live: Vec<(usize, &Source)> = sources
-        .iter()
-        .enumerate()
-        .filter(|(_, s)| !s.revoked)
-        .collect();
-    live.iter()
-        .filter(|(i, s)| {
-            !live.iter().any(|(j, t)| {
-                j != i && t.scope.covers(&s.scope) && (!s.scope.covers(&t.scope) || j < i)
-            })
-        })
-        .map(|(i, _)| *i)
-        .collect()
-}
-
-/// The environment's features from all its polling sources, merged by project; `None` until
-/// every one of them has answered.
-fn merged(sources: &[Source], env: &str) -> Option<Document> {
-    let polling: Vec<&Source> = sources
-        .iter()
-        .filter(|s| s.polling && !s.revoked && s.scope.environment == env)
-        .collect();
-    if polling.is_empty() || polling.iter().any(|s| s.document.is_none()) {
-        return None;
-    }
-    let mut document = Document::default();
-    for s in polling {
-        if let Some(d) = &s.document {
-            document.merge(d, &s.scope.projects);
-        }
-    }
-    Some(document)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn source(env: &str, projects: Projects) -> Source {
-        Source::new((
-            Token::parse("*:development.x").unwrap(),
-            Scope::new(env, projects),
-        ))
-    }
-
-    #[test]
-    fn one_poll_per_distinct_scope() {
-        let p = |names: &[&str]| Projects::from_names(names.iter().copied());
-        let sources = vec![
-            source("dev", p(&["a"])),
-            source("dev", Projects::All),
-            source("dev", p(&["b"])),
-            source("prod", p(&["a", "b"])),
-            source("prod", p(&["b", "c"])),
-            source("prod", p(&["a", "b"])),
-        ];
-        assert_eq!(needed_sources(&sources), [1, 3, 4]);
-        let mut revoked = sources;
-        revoked[1].revoked = true;
-        assert_eq!(needed_sources(&revoked), [0, 2, 3, 4]);
     }
 }

@@ -1,0 +1,98 @@
+//! The refresher and the backup folder: booting from it while upstream is unreachable, and
+//! writing it after a change and at shutdown.
+
+use super::{Refresh, Source};
+use crate::token::{Scope, Token};
+
+impl Refresh {
+    /// Upstream is unreachable at start: serve from the backup, if it has a scope for any
+    /// startup token configured now. Never wider than those scopes.
+    pub(super) async fn boot_from_backup(&self, tokens: &[Token]) -> bool {
+        let Some(backup) = &self.backup else {
+            return false;
+        };
+        let mut restored = match backup.load() {
+            Ok(Some(r)) => r,
+            Ok(None) => {
+                tracing::info!("no backup to start from yet");
+                return false;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot start from the backup");
+                return false;
+            }
+        };
+        let usable: Vec<(Token, Scope)> = tokens
+            .iter()
+            .filter_map(|t| {
+                let scope = restored.startup.get(&crate::persist::digest(t.expose()))?;
+                Some((t.clone(), scope.clone()))
+            })
+            .collect();
+        if usable.is_empty() {
+            tracing::warn!("the backup holds no scope for the startup tokens configured now");
+            return false;
+        }
+        self.app.auth.restore(std::mem::take(&mut restored.tokens));
+        self.app.store.init(
+            usable
+                .iter()
+                .map(|(_, s)| (s.environment.clone(), s.projects.clone())),
+        );
+        for env in self.app.store.environments() {
+            if let Some(document) = restored.documents.remove(&env) {
+                self.app.publisher.publish(&env, document).await;
+            }
+        }
+        for (token, scope) in &usable {
+            tracing::info!(token = %token, scope = %scope, "upstream unreachable: serving this startup token's scope from the backup");
+        }
+        *self.lock() = usable.into_iter().map(Source::new).collect();
+        self.observe();
+        true
+    }
+
+    /// Writes the startup scopes and token verdicts to the backup (in the background).
+    pub(super) fn save_state(&self) {
+        let Some(backup) = self.backup.clone() else {
+            return;
+        };
+        let startup = self.live_scopes();
+        let verdicts = self.app.auth.verdicts();
+        self.tasks.spawn_blocking(move || {
+            if let Err(e) = backup.save_state(&startup, &verdicts) {
+                tracing::error!(error = %e, "cannot write the backup");
+            }
+        });
+    }
+
+    pub(super) fn live_scopes(&self) -> Vec<(Token, Scope)> {
+        self.lock()
+            .iter()
+            .filter(|s| !s.revoked)
+            .map(|s| (s.token.clone(), s.scope.clone()))
+            .collect()
+    }
+
+    /// Writes everything to the backup now (at shutdown).
+    pub fn save_backup(&self) {
+        let Some(backup) = &self.backup else {
+            return;
+        };
+        if !self.app.store.is_initialized() {
+            return;
+        }
+        let startup = self.live_scopes();
+        if let Err(e) = backup.save_state(&startup, &self.app.auth.verdicts()) {
+            tracing::error!(error = %e, "cannot write the backup");
+        }
+        for env in self.app.store.environments() {
+            if let Some(snapshot) = self.app.store.snapshot(&env) {
+                if let Err(e) = backup.save_features(&env, snapshot.document()) {
+                    tracing::error!(error = %e, "cannot write the backup");
+                }
+            }
+        }
+        tracing::info!("backup written");
+    }
+}

@@ -1,0 +1,98 @@
+//! The startup tokens as sources of features: which of them must be polled (one per distinct
+//! scope), and an environment's document merged from their answers.
+
+use std::time::SystemTime;
+
+use crate::snapshot::Document;
+use crate::token::{Scope, Token};
+
+/// A startup token and what it fetches.
+#[derive(Debug)]
+pub(super) struct Source {
+    pub(super) token: Token,
+    pub(super) scope: Scope,
+    pub(super) document: Option<Document>,
+    pub(super) last_success: Option<SystemTime>,
+    pub(super) polling: bool,
+    pub(super) revoked: bool,
+}
+
+impl Source {
+    pub(super) fn new((token, scope): (Token, Scope)) -> Source {
+        Source {
+            token,
+            scope,
+            document: None,
+            last_success: None,
+            polling: false,
+            revoked: false,
+        }
+    }
+}
+
+/// The indexes of the live sources that no other live source covers (of equal scopes, the
+/// first).
+pub(super) fn needed_sources(sources: &[Source]) -> Vec<usize> {
+    let live: Vec<(usize, &Source)> = sources
+        .iter()
+        .enumerate()
+        .filter(|(_, s)| !s.revoked)
+        .collect();
+    live.iter()
+        .filter(|(i, s)| {
+            !live.iter().any(|(j, t)| {
+                j != i && t.scope.covers(&s.scope) && (!s.scope.covers(&t.scope) || j < i)
+            })
+        })
+        .map(|(i, _)| *i)
+        .collect()
+}
+
+/// The environment's features from all its polling sources, merged by project; `None` until
+/// every one of them has answered.
+pub(super) fn merged(sources: &[Source], env: &str) -> Option<Document> {
+    let polling: Vec<&Source> = sources
+        .iter()
+        .filter(|s| s.polling && !s.revoked && s.scope.environment == env)
+        .collect();
+    if polling.is_empty() || polling.iter().any(|s| s.document.is_none()) {
+        return None;
+    }
+    let mut document = Document::default();
+    for s in polling {
+        if let Some(d) = &s.document {
+            document.merge(d, &s.scope.projects);
+        }
+    }
+    Some(document)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::Projects;
+
+    fn source(env: &str, projects: Projects) -> Source {
+        Source::new((
+            Token::parse("*:development.x").unwrap(),
+            Scope::new(env, projects),
+        ))
+    }
+
+    #[test]
+    fn one_poll_per_distinct_scope() {
+        let p = |names: &[&str]| Projects::from_names(names.iter().copied());
+        let sources = vec![
+            source("dev", p(&["a"])),
+            source("dev", Projects::All),
+            source("dev", p(&["b"])),
+            source("prod", p(&["a", "b"])),
+            source("prod", p(&["b", "c"])),
+            source("prod", p(&["a", "b"])),
+        ];
+        assert_eq!(needed_sources(&sources), [1, 3, 4]);
+        let mut revoked = sources;
+        revoked[1].revoked = true;
+        assert_eq!(needed_sources(&revoked), [0, 2, 3, 4]);
+    }
+}
