@@ -1,0 +1,249 @@
+//! The API handlers: usage and registrations, the Client API, the Frontend API, and
+//! `/edge/validate`. Each goes through the parent module's one gate.
+
+use super::*;
+
+/// SDK usage metrics and registrations: validated, then aggregated; 202.
+pub(super) async fn usage_api(
+    app: &App,
+    route: Route,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    use crate::usage::{body, Source};
+    let (kind, source) = match route {
+        Route::FrontendMetrics | Route::FrontendRegister => (TokenKind::Frontend, Source::Frontend),
+        Route::ClientBulkMetrics => (TokenKind::Client, Source::Bulk),
+        _ => (TokenKind::Client, Source::Client),
+    };
+    let (access, _) = authenticate(app, req.headers(), kind).await?;
+    let (parts, incoming) = req.into_parts();
+    let bytes = read_body(
+        app,
+        &parts.headers,
+        incoming,
+        app.config.server.max_metrics_body_size,
+    )
+    .await?;
+    let bad = |e: body::BodyError| ApiError::BadRequest(format!("Bad usage body: {e}."));
+    let env = access.scope.environment.as_str();
+    let snapshot = app.store.snapshot(env);
+    let known = |flag: &str| snapshot.as_ref().is_some_and(|s| s.feature(flag).is_some());
+    match route {
+        Route::ClientMetrics | Route::FrontendMetrics => {
+            let rows = body::metrics(&bytes).map_err(bad)?;
+            app.usage.record(env, source, rows, known);
+        }
+        Route::ClientBulkMetrics => {
+            let (registrations, rows) = body::bulk(&bytes).map_err(bad)?;
+            app.usage.record(env, source, rows, known);
+            for r in registrations {
+                app.usage.register(env, &access.scope.projects, source, r);
+            }
+        }
+        _ => {
+            let registration = body::registration(&bytes).map_err(bad)?;
+            app.usage
+                .register(env, &access.scope.projects, source, registration);
+        }
+    }
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::ACCEPTED;
+    Ok(r)
+}
+
+pub(super) async fn client_api(
+    app: &App,
+    matched: Matched,
+    req: Request<Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Client).await?;
+    if let Some(name) = matched.name {
+        let feature = snapshot
+            .feature(&name)
+            .filter(|f| access.scope.projects.contains(&f.project))
+            .ok_or_else(|| ApiError::NotFound(format!("Could not find feature flag {name:?}.")))?;
+        let body = feature.raw_json().as_bytes().to_vec();
+        return Ok(conditional(req.headers(), body, false));
+    }
+    let mut name_prefix = None;
+    let mut asked: Option<Projects> = None;
+    let pairs = evaluate::query_pairs(req.uri().query().unwrap_or(""))
+        .map_err(|e| ApiError::BadRequest(e.to_string()))?;
+    for (key, value) in pairs {
+        match key.as_str() {
+            "namePrefix" if !value.is_empty() => name_prefix = Some(value),
+            "project" | "project[]" => {
+                let names =
+                    Projects::from_names(value.split(',').map(str::trim).filter(|p| !p.is_empty()));
+                match &mut asked {
+                    Some(p) => p.extend(&names),
+                    None => asked = Some(names),
+                }
+            }
+            _ => {}
+        }
+    }
+    let projects = match asked {
+        Some(asked) => access.scope.projects.intersect(&asked),
+        None => access.scope.projects.clone(),
+    };
+    let body = snapshot.client_body(&projects, name_prefix.as_deref());
+    if etag_matches(req.headers(), &body.etag) {
+        return Ok(not_modified(&body.etag, false));
+    }
+    let mut r = Response::new(Full::new(body.bytes.clone()));
+    let h = r.headers_mut();
+    h.insert(CONTENT_TYPE, JSON);
+    insert_etag(h, &body.etag);
+    Ok(r)
+}
+
+pub(super) async fn frontend_api(
+    app: &App,
+    matched: Matched,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, ApiError> {
+    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Frontend).await?;
+    let (parts, body) = req.into_parts();
+    let mut context = if parts.method == Method::POST {
+        let bytes = read_body(app, &parts.headers, body, app.config.server.max_body_size).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            evaluate::context_from_query(parts.uri.query().unwrap_or(""))
+        } else {
+            evaluate::context_from_json(&bytes)
+        }
+    } else {
+        evaluate::context_from_query(parts.uri.query().unwrap_or(""))
+    }
+    .map_err(|e| ApiError::BadRequest(format!("Bad context: {e}.")))?;
+    if context.environment.is_none() {
+        context.environment = Some(access.scope.environment.clone());
+    }
+    // The clock read once for the whole request: every date constraint sees the same instant.
+    evaluate::fix_current_time(&mut context);
+    if context.remote_address.is_none() {
+        let ip = client_ip::client_ip(
+            peer.ip(),
+            &parts.headers,
+            &app.config.server.trusted_proxies,
+        );
+        context.remote_address = Some(ip.to_string());
+    }
+    let body = match matched.route {
+        Route::FrontendFeature => {
+            let name = matched.name.unwrap_or_default();
+            let missing = || {
+                ApiError::NotFound(format!(
+                    "Feature flag {name:?} is not enabled or does not exist."
+                ))
+            };
+            let feature = snapshot
+                .feature(&name)
+                .filter(|f| access.scope.projects.contains(&f.project))
+                .ok_or_else(missing)?;
+            let result = snapshot
+                .frontend()
+                .engine()
+                .evaluate(&feature.name, &context);
+            if !result.feature_enabled {
+                return Err(missing());
+            }
+            let mut out = String::with_capacity(256);
+            evaluate::write_toggle(&mut out, &feature.name, feature.impression_data, &result);
+            out.into_bytes()
+        }
+        Route::FrontendAll => evaluate::frontend_response(
+            (snapshot.frontend(), snapshot.document()),
+            &access.scope.projects,
+            &context,
+            Listing::All,
+        ),
+        _ => evaluate::frontend_response(
+            (snapshot.frontend(), snapshot.document()),
+            &access.scope.projects,
+            &context,
+            Listing::Enabled,
+        ),
+    };
+    Ok(conditional(&parts.headers, body, true))
+}
+
+/// `POST /edge/validate` (`{"tokens":[...]}`): the tokens flagpost itself would serve, with
+/// their type, environment and projects. Tokens outside its serving scope are left out, as
+/// unknown ones are.
+pub(super) async fn edge_validate(
+    app: &App,
+    req: Request<Incoming>,
+    peer: SocketAddr,
+) -> Result<HttpResponse, ApiError> {
+    #[derive(serde::Deserialize)]
+    struct Body {
+        tokens: Vec<String>,
+    }
+    let (parts, body) = req.into_parts();
+    let bytes = read_body(
+        app,
+        &parts.headers,
+        body,
+        app.config.server.max_metrics_body_size,
+    )
+    .await?;
+    let asked: Body = serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::BadRequest(format!("Expected {{\"tokens\": [\"<token>\", ...]}}: {e}."))
+    })?;
+    if asked.tokens.len() > MAX_VALIDATE_TOKENS {
+        return Err(ApiError::BadRequest(format!(
+            "At most {MAX_VALIDATE_TOKENS} tokens per request."
+        )));
+    }
+    // Parsed lazily: a caller over its budget is refused before the rest is looked at.
+    let mut seen = std::collections::HashSet::new();
+    let tokens = asked.tokens.into_iter().filter_map(move |t: String| {
+        let token = crate::token::Token::parse(&t).ok()?;
+        seen.insert(t).then_some(token)
+    });
+    let caller = client_ip::client_ip(
+        peer.ip(),
+        &parts.headers,
+        &app.config.server.trusted_proxies,
+    );
+    let results =
+        app.auth
+            .resolve_many(tokens, caller)
+            .await
+            .map_err(|o| ApiError::OverBudget {
+                budget: o.budget,
+                retry_after: o.retry_after,
+            })?;
+    // Not a hot path: serde writes it, in the shape Unleash's /edge/validate answers.
+    let tokens: Vec<crate::upstream::ValidatedToken> = results
+        .into_iter()
+        .flatten()
+        .filter(|access| app.store.check(&access.scope).is_ok())
+        .map(|access| crate::upstream::ValidatedToken {
+            token: access.token.expose().to_string(),
+            kind: match access.kind {
+                TokenKind::Client => crate::upstream::UpstreamKind::Client,
+                TokenKind::Frontend => crate::upstream::UpstreamKind::Frontend,
+            },
+            projects: match &access.scope.projects {
+                Projects::All => vec!["*".into()],
+                Projects::Some(set) => set.iter().cloned().collect(),
+            },
+            environment: access.scope.environment.clone(),
+        })
+        .collect();
+    #[derive(serde::Serialize)]
+    struct Answer {
+        tokens: Vec<crate::upstream::ValidatedToken>,
+    }
+    // Strings in vectors: serde_json cannot fail on them.
+    let out = serde_json::to_vec(&Answer { tokens }).unwrap_or_default();
+    let mut r = Response::new(Full::new(Bytes::from(out)));
+    r.headers_mut().insert(CONTENT_TYPE, JSON);
+    Ok(r)
+}
+
+/// Most tokens one `/edge/validate` request may ask about.
+pub const MAX_VALIDATE_TOKENS: usize = 1000;
