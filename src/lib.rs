@@ -1,46 +1,52 @@
 //! flagpost: a validating edge proxy for Unleash feature flags.
 //!
-//! SDKs call flagpost instead of the Unleash server. Every request flows the same way:
+//! SDKs call flagpost instead of the Unleash server. The source follows the flow:
 //!
 //! ```text
-//! SDK ─► server (accept, TLS, timeouts, limits) ─► server::route ─► auth: Authorization → Access{kind, scope}
-//!        (configured table, or a bounded cache in front of upstream /edge/validate)
-//!     ─► scope gate (snapshot::Store::gate): do the startup client tokens cover the scope? else 403
-//!     ─► handler reads the environment's Arc<Snapshot> (lock-free)
-//!          Client API   → body serialised once per snapshot and project filter, with its ETag
-//!          Frontend API → evaluate (unleash-yggdrasil), one evaluation per flag → JSON → ETag
-//!          usage        → usage::Usage (bounded aggregation)
-//!     ─► response (server::error maps every error to status + JSON)
+//! WHERE SNAPSHOTS COME FROM                WHERE THEY ARE KEPT          WHERE REQUESTS ARE SERVED
+//! offline: features file (offline.rs) ─┐
+//! edge: startup tokens validated and   ├─► publish::Publisher ─► snapshot::Store ◄─ server::handler
+//!   polled (refresh/), merged          │   compiles (blocking     one Arc<Snapshot>   (one gate:
+//!   (refresh/sources.rs)               │   pool), swaps, counts,  per environment,    Store::admit)
+//! edge: backup at start (refresh/      ┘   announces a ChangeSet  read lock-free
+//!   backup.rs, persist.rs)                 per environment
 //!
-//! background, owned by one task tracker and stopped by one cancellation token:
-//!   offline: watch the features file          edge: refresh (one poll per startup scope),
-//!   auth::Validator (batched validation), auth::revalidate, usage::forward, persist (backup)
+//! A request: server (accept, TLS, timeouts, limits, spans) ─► server::route ─► auth (token →
+//! Access{kind, scope}: the configured table, or caches in front of upstream /edge/validate)
+//! ─► the scope gate, once ─► server::handler::api: Client API (body memoised per snapshot and
+//! filter, ETag) · Frontend API (evaluate: context, one evaluation per flag) · usage (bounded
+//! aggregation, forwarded by usage::forward) ─► server::error maps every refusal to JSON.
 //!
-//! where snapshots come from, and who hears of them:
-//!   features file (offline) ─┐
-//!   upstream polls (edge) ───┼─► publish::Publisher ─► snapshot::Store ─► request handlers
-//!   backup at start (edge) ──┘     (compile on the      └─► per-environment channel of
-//!                                   blocking pool)          publish::ChangeSet
+//! Background work, owned by one task tracker and stopped by one cancellation token, gets
+//! narrow handles (the store, the publisher, the authenticator, the usage buffer, the metrics),
+//! never the request handlers' `App`: the offline file watcher, refresh (one poll per startup
+//! scope), auth::Validator (the validation lanes) and auth::revalidate, usage::forward.
 //! ```
 //!
 //! Modules, one job each:
-//! - [`config`]: `config.toml` < environment < flags, validated into one [`config::Config`].
-//! - [`token`]: token shapes, redaction, [`token::Scope`] and `covers`.
-//! - [`auth`]: token → [`auth::Access`]; upstream validation, coalesced and cached.
+//! - [`config`]: `config.toml` < environment < flags, validated into one [`config::Config`]
+//!   (`config/mode.rs`: the offline and edge sections).
+//! - [`token`]: token shapes and redaction; `token/scope.rs`: [`token::Scope`] and the scope
+//!   rule (`covers`).
 //! - [`document`]: a Client API document as received (features, segments, merge, compact).
-//! - [`snapshot`]: immutable per-environment snapshots and the arc-swap [`snapshot::Store`].
-//! - [`publish`]: the one publish path: compile, swap, metrics, and a change set announced per
-//!   environment.
-//! - [`evaluate`]: SDK context parsing, the engine wrapper, the Frontend API response.
 //! - [`offline`]: features from a local file, watched and reloaded.
 //! - [`upstream`]: the only HTTP client (the Unleash server, another flagpost, or Edge).
-//! - [`refresh`]: edge mode's startup validation and polls; serving scopes that only shrink.
-//! - [`usage`]: SDK usage metrics and registrations, bounded, forwarded upstream.
-//! - [`persist`]: the optional backup folder.
-//! - [`metrics`]: the Prometheus registry the app owns.
-//! - [`json`]: the JSON written by hand on hot paths; [`backoff`]: retry delays.
-//! - [`server`]: accept loops, TLS, connection timeouts, router, handlers, CORS, errors.
-//! - [`watch`]: noticing that a file changed.
+//! - [`refresh`]: edge mode's startup validation and polls; `refresh/sources.rs`: which
+//!   startup tokens are polled and how their answers merge; `refresh/backup.rs`: the backup.
+//! - [`persist`]: the backup folder's files.
+//! - [`publish`]: the one publish path: compile, swap, metrics, change sets.
+//! - [`snapshot`]: immutable per-environment snapshots, the serving scopes, and the arc-swap
+//!   [`snapshot::Store`].
+//! - [`auth`]: token → [`auth::Access`]; `auth/remote.rs` the verdict caches, `auth/budget.rs`
+//!   the `/edge/validate` budgets, `auth/validator.rs` the validation lanes.
+//! - [`evaluate`]: the engine wrapper and the Frontend API response; `evaluate/context.rs`:
+//!   the SDK context from a query or a body.
+//! - [`usage`]: SDK usage metrics and registrations, bounded (`usage/body.rs` reads them),
+//!   forwarded upstream (`usage/forward.rs`).
+//! - [`server`]: accept loops, TLS, connection timeouts, the router, CORS, errors;
+//!   `server/handler/` the request pipeline and the API handlers.
+//! - [`metrics`]: the Prometheus registry; [`json`]: the JSON written by hand on hot paths;
+//!   [`backoff`]: retry delays; [`watch`]: noticing that a file changed.
 //!
 //! [`run`] (and [`run_with`], for HTTPS too) takes the configuration, bound listeners and a
 //! shutdown future, so tests start the real server in-process on port 0.

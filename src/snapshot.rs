@@ -166,11 +166,41 @@ impl Snapshot {
     }
 }
 
-/// The state of one environment: its serving scope (the union of the startup client tokens'
-/// projects; it may shrink, never grow) and its current snapshot.
+/// What one environment may serve: the union of the projects of its live startup client
+/// tokens. It narrows when a startup token is refused and is set again, from the live tokens'
+/// validated scopes alone, when one is accepted again; nothing else changes it.
+#[derive(Debug)]
+pub struct ServingScope(ArcSwap<Projects>);
+
+impl ServingScope {
+    fn new(projects: Projects) -> ServingScope {
+        ServingScope(ArcSwap::from_pointee(projects))
+    }
+
+    /// Whether `projects` are all served; if not, the ones missing, for the error message.
+    fn admits(&self, projects: &Projects) -> Result<(), String> {
+        let serving = self.0.load();
+        if serving.covers(projects) {
+            Ok(())
+        } else {
+            Err(serving.missing_from(projects))
+        }
+    }
+
+    fn narrow(&self, projects: &Projects) {
+        let narrowed = self.0.load().intersect(projects);
+        self.0.store(Arc::new(narrowed));
+    }
+
+    fn set(&self, projects: &Projects) {
+        self.0.store(Arc::new(projects.clone()));
+    }
+}
+
+/// The state of one environment: its serving scope and its current snapshot.
 #[derive(Debug)]
 pub struct EnvSlot {
-    serving: ArcSwap<Projects>,
+    serving: ServingScope,
     snapshot: ArcSwapOption<Snapshot>,
 }
 
@@ -225,7 +255,7 @@ impl Store {
             .map(|(env, projects)| {
                 let kept = old.get(&env).and_then(|s| s.snapshot.load_full());
                 let slot = EnvSlot {
-                    serving: ArcSwap::from_pointee(projects),
+                    serving: ServingScope::new(projects),
                     snapshot: ArcSwapOption::new(kept),
                 };
                 (env, Arc::new(slot))
@@ -267,8 +297,7 @@ impl Store {
     /// revoked). Never widens.
     pub fn restrict(&self, environment: &str, projects: &Projects) {
         if let Some(slot) = self.envs.load().get(environment) {
-            let narrowed = slot.serving.load().intersect(projects);
-            slot.serving.store(Arc::new(narrowed));
+            slot.serving.narrow(projects);
         }
     }
 
@@ -277,7 +306,7 @@ impl Store {
     /// from those tokens alone, so it is never wider than they are.
     pub fn serve(&self, environment: &str, projects: &Projects) {
         if let Some(slot) = self.envs.load().get(environment) {
-            slot.serving.store(Arc::new(projects.clone()));
+            slot.serving.set(projects);
         }
     }
 
@@ -319,14 +348,12 @@ impl Store {
                 missing: "any project".into(),
             });
         };
-        let serving = slot.serving.load();
-        if serving.covers(&scope.projects) {
-            Ok(slot.snapshot.load_full())
-        } else {
-            Err(GateError::NotCovered {
+        match slot.serving.admits(&scope.projects) {
+            Ok(()) => Ok(slot.snapshot.load_full()),
+            Err(missing) => Err(GateError::NotCovered {
                 environment: scope.environment.clone(),
-                missing: serving.missing_from(&scope.projects),
-            })
+                missing,
+            }),
         }
     }
 

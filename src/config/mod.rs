@@ -7,6 +7,7 @@ mod cli;
 mod file;
 mod layer;
 mod merge;
+mod mode;
 mod redact;
 pub mod unit;
 

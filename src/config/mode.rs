@@ -1,0 +1,284 @@
+//! The mode sections: offline (a features file and configured tokens) and edge (an upstream
+//! and startup tokens), each merged from its three layers and validated.
+
+use std::time::Duration;
+
+use super::check::{
+    check_offline_tokens, client_key, configured_token, edge_token, normalize_upstream_url,
+};
+use super::cli;
+use super::file::{self, RawToken};
+use super::layer::Layers;
+use super::merge::MIN_PERIOD;
+use super::{invalid, ConfigError, EdgeConfig, OfflineConfig};
+use crate::token::{Token, TokenKind};
+
+pub(super) fn offline(
+    args: &cli::OfflineArgs,
+    l: &Layers<'_>,
+    raw: Option<file::RawOffline>,
+) -> Result<OfflineConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let features_file = l
+        .path("bootstrap_file", &args.bootstrap_file, &raw.features_file)
+        .ok_or_else(|| {
+            invalid(
+                "offline.features_file (--bootstrap-file / BOOTSTRAP_FILE)",
+                "offline mode needs a features file",
+            )
+        })?;
+    let reload = l.duration(
+        "reload_interval",
+        "offline.reload_interval",
+        args.reload_interval,
+        raw.reload_interval.as_ref(),
+        Duration::ZERO,
+    )?;
+    // The command line gives plain tokens; the file may give `[]` tokens with their projects.
+    let tokens_of = |id: &str, cli: &[String], file: Option<Vec<RawToken>>| {
+        if l.explicit(id) {
+            l.list(id, cli, None)
+                .into_iter()
+                .map(RawToken::Plain)
+                .collect()
+        } else {
+            file.unwrap_or_default()
+        }
+    };
+    let client: Vec<RawToken> = tokens_of("client_tokens", &args.client_tokens, raw.client_tokens);
+    let frontend: Vec<RawToken> = tokens_of(
+        "frontend_tokens",
+        &args.frontend_tokens,
+        raw.frontend_tokens,
+    );
+    let keys = l.client_keys(&args.client_keys, raw.client_keys)?;
+
+    let mut tokens = Vec::new();
+    for (i, entry) in client.iter().enumerate() {
+        let key = format!("offline.client_tokens[{i}] (--client-tokens / CLIENT_TOKENS)");
+        tokens.push(configured_token(&key, entry, TokenKind::Client)?);
+    }
+    for (i, entry) in frontend.iter().enumerate() {
+        let key = format!("offline.frontend_tokens[{i}] (--frontend-tokens / FRONTEND_TOKENS)");
+        tokens.push(configured_token(&key, entry, TokenKind::Frontend)?);
+    }
+    for (i, entry) in keys.iter().enumerate() {
+        tokens.push(client_key(&format!("offline.client_keys[{i}]"), entry)?);
+    }
+    check_offline_tokens(&tokens)?;
+    Ok(OfflineConfig {
+        features_file,
+        reload_interval: (!reload.is_zero()).then_some(reload),
+        tokens,
+    })
+}
+
+pub(super) fn edge(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: Option<file::RawEdge>,
+) -> Result<EdgeConfig, ConfigError> {
+    let raw = raw.unwrap_or_default();
+    let url = l
+        .pick(
+            "upstream_url",
+            args.upstream_url.clone(),
+            raw.upstream_url.clone().map(Some),
+        )
+        .ok_or_else(|| {
+            invalid(
+                "edge.upstream_url (--upstream-url / UPSTREAM_URL)",
+                "edge mode needs the Unleash server's URL",
+            )
+        })?;
+    let upstream_url = normalize_upstream_url(&url)?;
+    let mut notes = Vec::new();
+    if url.trim().trim_end_matches('/').ends_with("/api") {
+        notes.push(format!(
+            "upstream_url {:?} ends in /api; flagpost adds the API paths itself, so it uses {upstream_url:?}",
+            url.trim()
+        ));
+    }
+    let tokens = startup_tokens(args, l, &raw)?;
+    let period =
+        |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
+    let custom_client_headers = custom_headers(args, l, &raw)?;
+    let client_identity = client_identity(args, l, &raw)?;
+    let client_keys = l
+        .client_keys(&args.client_keys, raw.client_keys)?
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| client_key(&format!("edge.client_keys[{i}]"), entry))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(EdgeConfig {
+        upstream_url,
+        tokens,
+        refresh_interval: period(
+            "features_refresh_interval_seconds",
+            "edge.refresh_interval",
+            args.features_refresh_interval_seconds,
+            raw.refresh_interval.as_ref(),
+        )?,
+        token_revalidation_interval: period(
+            "token_revalidation_interval_seconds",
+            "edge.token_revalidation_interval",
+            args.token_revalidation_interval_seconds,
+            raw.token_revalidation_interval.as_ref(),
+        )?,
+        invalid_token_ttl: l.duration(
+            "invalid_token_ttl",
+            "edge.invalid_token_ttl",
+            args.invalid_token_ttl,
+            raw.invalid_token_ttl.as_ref(),
+            Duration::ZERO,
+        )?,
+        token_cache_size: l.count(
+            "token_cache_size",
+            "edge.token_cache_size",
+            args.token_cache_size,
+            raw.token_cache_size,
+        )?,
+        custom_client_headers,
+        upstream_certificate_file: l.path(
+            "upstream_certificate_file",
+            &args.upstream_certificate_file,
+            &raw.upstream_certificate_file,
+        ),
+        skip_ssl_verification: l.pick(
+            "skip_ssl_verification",
+            args.skip_ssl_verification,
+            raw.skip_ssl_verification,
+        ),
+        upstream_request_timeout: period(
+            "upstream_request_timeout",
+            "edge.upstream_request_timeout",
+            args.upstream_request_timeout,
+            raw.upstream_request_timeout.as_ref(),
+        )?,
+        upstream_connect_timeout: period(
+            "upstream_socket_timeout",
+            "edge.upstream_connect_timeout",
+            args.upstream_socket_timeout,
+            raw.upstream_connect_timeout.as_ref(),
+        )?,
+        upstream_max_body_size: l.size(
+            "upstream_max_body_size",
+            "edge.upstream_max_body_size",
+            args.upstream_max_body_size,
+            raw.upstream_max_body_size.as_ref(),
+        )?,
+        validate_caller_budget: l.count(
+            "validate_caller_budget",
+            "edge.validate_caller_budget",
+            args.validate_caller_budget,
+            raw.validate_caller_budget,
+        )?,
+        validate_total_budget: l.count(
+            "validate_total_budget",
+            "edge.validate_total_budget",
+            args.validate_total_budget,
+            raw.validate_total_budget,
+        )?,
+        client_identity,
+        backup_folder: l.path("backup_folder", &args.backup_folder, &raw.backup_folder),
+        client_keys,
+        notes,
+    })
+}
+
+/// The startup tokens: each a client token, none twice, at least one.
+fn startup_tokens(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<Vec<Token>, ConfigError> {
+    let mut tokens: Vec<Token> = Vec::new();
+    for (i, text) in l
+        .list("tokens", &args.tokens, raw.tokens.as_ref())
+        .iter()
+        .enumerate()
+    {
+        let key = format!("edge.tokens[{i}] (--tokens / TOKENS)");
+        let token = edge_token(&key, text)?;
+        if tokens.iter().any(|t| t.ct_eq(token.expose())) {
+            return Err(invalid(key, format!("{token} is given twice")));
+        }
+        tokens.push(token);
+    }
+    if tokens.is_empty() {
+        return Err(invalid(
+            "edge.tokens (--tokens / TOKENS)",
+            "edge mode needs at least one client token: flagpost serves only within the scope \
+             of its startup client tokens",
+        ));
+    }
+    Ok(tokens)
+}
+
+/// `Name: value` headers sent with every upstream request.
+fn custom_headers(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut custom_client_headers = Vec::new();
+    for (i, text) in l
+        .list(
+            "custom_client_headers",
+            &args.custom_client_headers,
+            raw.custom_client_headers.as_ref(),
+        )
+        .iter()
+        .enumerate()
+    {
+        let key = format!(
+            "edge.custom_client_headers[{i}] (--custom-client-headers / CUSTOM_CLIENT_HEADERS)"
+        );
+        let Some((name, value)) = text.split_once(':') else {
+            return Err(invalid(key, "write each header as `Name: value`"));
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+            return Err(invalid(key, format!("{name:?} is not a header name")));
+        }
+        if http::HeaderValue::from_str(value).is_err() {
+            return Err(invalid(
+                key,
+                "the value has characters a header cannot carry",
+            ));
+        }
+        custom_client_headers.push((name.to_string(), value.to_string()));
+    }
+    Ok(custom_client_headers)
+}
+
+/// The client certificate and key for mutual TLS with the upstream: both or neither.
+fn client_identity(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
+    Ok(
+        match (
+            l.path(
+                "pkcs8_client_certificate_file",
+                &args.pkcs8_client_certificate_file,
+                &raw.client_certificate_file,
+            ),
+            l.path(
+                "pkcs8_client_key_file",
+                &args.pkcs8_client_key_file,
+                &raw.client_key_file,
+            ),
+        ) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => {
+                return Err(invalid(
+                    "edge.client_certificate_file / edge.client_key_file",
+                    "mutual TLS needs both the client certificate and its key",
+                ))
+            }
+        },
+    )
+}
