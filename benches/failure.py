@@ -47,7 +47,7 @@ import load  # noqa: E402  (helpers shared with the load benchmark)
 ROOT = load.ROOT
 BIN = load.BIN
 SECTION = "## Failure and hostile input"
-PORT, UPSTREAM_PORT = 39730, 39740
+PORT, UPSTREAM_PORT = 19730, 19740  # below the ephemeral range, as in load.py
 DEV_CLIENT = "*:development.fail0client0dev00000000000000000000000000000000000000000"
 PROD_CLIENT = "*:production.fail0client0prod0000000000000000000000000000000000000000000"
 DEV_FRONT = "*:development.fail0frontend0dev000000000000000000000000000000000000000000"

@@ -33,7 +33,9 @@ CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
 CLIENT = "*:development.bench0client0token0000000000000000000000000000000000000000"
 FRONTEND = "*:development.bench0frontend0token00000000000000000000000000000000000000"
 INVALID = "*:development.not0a0known0token000000000000000000000000000000000000000000"
-FLAGPOST_PORT, CEILING_PORT, EDGE_PORT = 39630, 39640, 39650
+# Below the ephemeral range (32768-60999 on Linux): probing a port in it before the server
+# listens can connect a socket to itself and hold the port in TIME-WAIT.
+FLAGPOST_PORT, CEILING_PORT, EDGE_PORT = 19630, 19640, 19650
 CONTEXT = {"context": {"userId": "123", "appName": "bench", "sessionId": "s-42",
                        "properties": {"country": "NO", "tier": "pro", "appVersion": "2.3.1"}}}
 

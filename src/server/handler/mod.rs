@@ -32,13 +32,21 @@ type HttpResponse = Response<Full<Bytes>>;
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
     use tracing::Instrument as _;
     let request_id = RequestId::of(req.headers());
+    // Routed before the span is made, so its fields are formatted once.
+    let routed = route::route(req.method(), req.uri().path());
+    let label = match &routed {
+        Ok(Matched { route, .. }) | Err(RouteError::MethodNotAllowed(route)) => {
+            route::ROUTE_LABELS.get(route.index()).copied()
+        }
+        Err(_) => None,
+    };
     let span = tracing::info_span!(
         "request",
         method = %req.method(),
-        route = tracing::field::Empty,
+        route = label,
         request_id = %request_id.0,
     );
-    let mut response = answer(app, req, peer, &span).instrument(span.clone()).await;
+    let mut response = answer(app, req, peer, routed).instrument(span).await;
     if let Ok(value) = http::HeaderValue::from_str(&request_id.0) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
@@ -73,16 +81,12 @@ async fn answer(
     app: &App,
     req: Request<Incoming>,
     peer: SocketAddr,
-    span: &tracing::Span,
+    routed: Result<Matched, RouteError>,
 ) -> HttpResponse {
     let started = Instant::now();
     let in_flight = InFlight::enter(app);
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
-    let routed = route::route(&method, req.uri().path());
-    if let Ok(Matched { route, .. }) | Err(RouteError::MethodNotAllowed(route)) = &routed {
-        span.record("route", route::ROUTE_LABELS.get(route.index()).copied());
-    }
     let (route, result) = match routed {
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
         Ok(matched)
