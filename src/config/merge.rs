@@ -17,6 +17,42 @@ pub(super) const MIN_PERIOD: Duration = Duration::from_millis(10);
 
 pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Config, ConfigError> {
     let l = layers;
+    let server = server(cli, l, &raw)?;
+    let (cors, frontend) = cors_and_frontend(cli, l, &raw)?;
+    let log_format = log_format(cli, l, &raw)?;
+    let app_name = l.pick("app_name", cli.app_name.clone(), raw.app_name.clone());
+    if app_name.trim().is_empty() {
+        return Err(invalid("app_name", "must not be empty"));
+    }
+    let instance_id = cli
+        .instance_id
+        .clone()
+        .or(raw.instance_id.clone())
+        .unwrap_or_else(default_instance_id);
+
+    let usage = usage(cli, l, &raw)?;
+    let mode = match &cli.command {
+        Some(Command::Offline(args)) => Mode::Offline(offline(args, &l.sub(), raw.offline)?),
+        Some(Command::Edge(args)) => Mode::Edge(Box::new(edge(args, &l.sub(), raw.edge)?)),
+        Some(Command::CheckConfig | Command::Health(_) | Command::Ready(_)) | None => {
+            return Err(invalid("mode", "no mode given (offline or edge)"));
+        }
+    };
+
+    Ok(Config {
+        server,
+        cors,
+        frontend,
+        log_format,
+        app_name,
+        instance_id,
+        usage,
+        mode,
+    })
+}
+
+/// `[server]` and `[tls]`: where and how flagpost listens.
+fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, ConfigError> {
     let interface_text = l.pick(
         "interface",
         cli.interface.clone(),
@@ -94,26 +130,76 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         cli.max_in_flight,
         rs.max_in_flight,
     )?;
-    let trusted_proxies = l
-        .list(
-            "proxy_trusted_servers",
-            &cli.proxy_trusted_servers,
-            rs.trusted_proxies.as_ref(),
-        )
-        .iter()
-        .map(|t| {
-            t.parse::<ipnet::IpNet>()
-                .or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from))
-                .map_err(|_| {
-                    invalid(
-                        "server.trusted_proxies (--proxy-trusted-servers / PROXY_TRUSTED_SERVERS)",
-                        format!("{t:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
-                    )
-                })
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let trusted_proxies = trusted_proxies(cli, l, raw)?;
+    let tls = tls(cli, l, raw, interface)?;
+    let plain_http = !l.pick(
+        "tls_disable_http",
+        cli.tls_disable_http,
+        raw.tls.plain_http.map(|p| !p),
+    );
+    if tls.is_none() && !plain_http {
+        return Err(invalid(
+            "tls.plain_http",
+            "plain HTTP can only be turned off when TLS is on",
+        ));
+    }
+    if let Some(t) = &tls {
+        if plain_http && t.listen.port() == port && port != 0 {
+            return Err(invalid("tls.port", "HTTPS and HTTP cannot share a port"));
+        }
+    }
 
-    let tls = if l.pick("tls_enable", cli.tls_enable, raw.tls.enabled) {
+    Ok(ServerConfig {
+        listen: plain_http.then(|| SocketAddr::new(interface, port)),
+        header_read_timeout,
+        idle_timeout,
+        body_read_timeout,
+        request_timeout,
+        max_body_size,
+        max_metrics_body_size,
+        max_connections,
+        max_in_flight,
+        trusted_proxies,
+        shutdown_delay,
+        shutdown_grace,
+        tls,
+    })
+}
+
+/// The proxies whose forwarding headers are believed.
+fn trusted_proxies(
+    cli: &Cli,
+    l: &Layers<'_>,
+    raw: &RawFile,
+) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    let rs = &raw.server;
+    l.list(
+        "proxy_trusted_servers",
+        &cli.proxy_trusted_servers,
+        rs.trusted_proxies.as_ref(),
+    )
+    .iter()
+    .map(|t| {
+        t.parse::<ipnet::IpNet>()
+            .or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                invalid(
+                    "server.trusted_proxies (--proxy-trusted-servers / PROXY_TRUSTED_SERVERS)",
+                    format!("{t:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                )
+            })
+    })
+    .collect()
+}
+
+/// HTTPS, when enabled: its port on `interface`, the certificate and the key.
+fn tls(
+    cli: &Cli,
+    l: &Layers<'_>,
+    raw: &RawFile,
+    interface: IpAddr,
+) -> Result<Option<TlsConfig>, ConfigError> {
+    Ok(if l.pick("tls_enable", cli.tls_enable, raw.tls.enabled) {
         let needed = |key: &str, path: Option<std::path::PathBuf>| {
             path.ok_or_else(|| {
                 invalid(
@@ -138,24 +224,15 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         })
     } else {
         None
-    };
-    let plain_http = !l.pick(
-        "tls_disable_http",
-        cli.tls_disable_http,
-        raw.tls.plain_http.map(|p| !p),
-    );
-    if tls.is_none() && !plain_http {
-        return Err(invalid(
-            "tls.plain_http",
-            "plain HTTP can only be turned off when TLS is on",
-        ));
-    }
-    if let Some(t) = &tls {
-        if plain_http && t.listen.port() == port && port != 0 {
-            return Err(invalid("tls.port", "HTTPS and HTTP cannot share a port"));
-        }
-    }
+    })
+}
 
+/// `[cors]` and `[frontend]`.
+fn cors_and_frontend(
+    cli: &Cli,
+    l: &Layers<'_>,
+    raw: &RawFile,
+) -> Result<(CorsConfig, FrontendConfig), ConfigError> {
     let allowed_origins = cors_origins(l.pick(
         "cors_origin",
         cli.cors_origin.clone(),
@@ -173,35 +250,44 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         cli.disable_all_endpoint,
         raw.frontend.all_endpoint.map(|on| !on),
     );
+    Ok((
+        CorsConfig {
+            allowed_origins,
+            max_age,
+        },
+        FrontendConfig { all_endpoint },
+    ))
+}
+
+/// `[log] format`.
+fn log_format(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<LogFormat, ConfigError> {
     let cli_format = match cli.log_format {
         LogFormatArg::Plain => "plain",
         LogFormatArg::Json => "json",
     };
-    let log_format = match l
-        .pick("log_format", cli_format.to_string(), raw.log.format.clone())
-        .as_str()
-    {
-        "plain" => LogFormat::Plain,
-        "json" => LogFormat::Json,
-        other => {
-            return Err(invalid(
-                "log.format",
-                format!("{other:?} is not a log format: use \"plain\" or \"json\""),
-            ))
-        }
-    };
-    let app_name = l.pick("app_name", cli.app_name.clone(), raw.app_name.clone());
-    if app_name.trim().is_empty() {
-        return Err(invalid("app_name", "must not be empty"));
-    }
-    let instance_id = cli
-        .instance_id
-        .clone()
-        .or(raw.instance_id.clone())
-        .unwrap_or_else(default_instance_id);
+    Ok(
+        match l
+            .pick("log_format", cli_format.to_string(), raw.log.format.clone())
+            .as_str()
+        {
+            "plain" => LogFormat::Plain,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?} is not a log format: use \"plain\" or \"json\""),
+                ))
+            }
+        },
+    )
+}
 
+/// `[usage]`.
+fn usage(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<UsageSettings, ConfigError> {
+    let period =
+        |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
     let ru = &raw.usage;
-    let usage = UsageSettings {
+    Ok(UsageSettings {
         interval: period(
             "metrics_interval_seconds",
             "usage.interval",
@@ -225,41 +311,6 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
             cli.per_flag_metrics,
             ru.per_flag_metrics,
         ),
-    };
-    let mode = match &cli.command {
-        Some(Command::Offline(args)) => Mode::Offline(offline(args, &l.sub(), raw.offline)?),
-        Some(Command::Edge(args)) => Mode::Edge(Box::new(edge(args, &l.sub(), raw.edge)?)),
-        Some(Command::CheckConfig | Command::Health(_) | Command::Ready(_)) | None => {
-            return Err(invalid("mode", "no mode given (offline or edge)"));
-        }
-    };
-
-    Ok(Config {
-        server: ServerConfig {
-            listen: plain_http.then(|| SocketAddr::new(interface, port)),
-            header_read_timeout,
-            idle_timeout,
-            body_read_timeout,
-            request_timeout,
-            max_body_size,
-            max_metrics_body_size,
-            max_connections,
-            max_in_flight,
-            trusted_proxies,
-            shutdown_delay,
-            shutdown_grace,
-            tls,
-        },
-        cors: CorsConfig {
-            allowed_origins,
-            max_age,
-        },
-        frontend: FrontendConfig { all_endpoint },
-        log_format,
-        app_name,
-        instance_id,
-        usage,
-        mode,
     })
 }
 
