@@ -1,0 +1,265 @@
+//! Per-environment immutable [`Snapshot`]s (features as received, their compiled engine,
+//! memoised Client API bodies) and the [`Store`] that swaps them whole behind arc-swap, so
+//! readers never block and a background task can replace them at any time.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+pub use crate::document::{Document, DocumentError, Feature, SegmentEntry};
+use crate::evaluate::FrontendView;
+use crate::json;
+
+mod store;
+
+use crate::token::Projects;
+use bytes::Bytes;
+pub use store::{EnvSlot, GateError, ServingScope, Store};
+
+/// How many distinct Client API bodies (project filter × name prefix) one snapshot memoises.
+const BODY_CACHE_ENTRIES: u64 = 256;
+
+/// A Client API body, serialised once, with its strong ETag.
+#[derive(Debug)]
+pub struct Body {
+    pub bytes: Bytes,
+    pub etag: String,
+}
+
+impl Body {
+    pub fn new(bytes: Vec<u8>) -> Body {
+        let etag = etag_of(&bytes);
+        Body {
+            bytes: Bytes::from(bytes),
+            etag,
+        }
+    }
+}
+
+/// A strong ETag computed from the bytes of a body.
+pub fn etag_of(bytes: &[u8]) -> String {
+    format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct BodyKey {
+    projects: Projects,
+    name_prefix: Option<String>,
+}
+
+/// Everything served for one environment, immutable once built.
+pub struct Snapshot {
+    environment: Arc<str>,
+    document: Document,
+    by_name: HashMap<String, usize>,
+    /// The flags compiled and prepared for the Frontend API.
+    frontend: FrontendView,
+    bodies: moka::sync::Cache<BodyKey, Arc<Body>>,
+    built_at: SystemTime,
+}
+
+impl std::fmt::Debug for Snapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Snapshot")
+            .field("environment", &self.environment)
+            .field("features", &self.document.features.len())
+            .finish()
+    }
+}
+
+impl Snapshot {
+    /// Compiles `document` for `environment`. Returns the snapshot and the engine's warnings
+    /// (flags it could not compile: those evaluate as off).
+    pub fn build(environment: &str, document: Document) -> (Snapshot, Vec<String>) {
+        let by_name = document
+            .features
+            .iter()
+            .enumerate()
+            .map(|(i, f)| (f.name.clone(), i))
+            .collect();
+        let (frontend, warnings) = FrontendView::compile(&document);
+        let snapshot = Snapshot {
+            environment: Arc::from(environment),
+            document,
+            by_name,
+            frontend,
+            bodies: moka::sync::Cache::new(BODY_CACHE_ENTRIES),
+            built_at: SystemTime::now(),
+        };
+        (snapshot, warnings)
+    }
+
+    pub fn environment(&self) -> &str {
+        &self.environment
+    }
+
+    pub fn features(&self) -> &[Feature] {
+        &self.document.features
+    }
+
+    pub fn document(&self) -> &Document {
+        &self.document
+    }
+
+    pub fn feature(&self, name: &str) -> Option<&Feature> {
+        self.by_name
+            .get(name)
+            .and_then(|&i| self.document.features.get(i))
+    }
+
+    /// The flags compiled and prepared for the Frontend API.
+    pub fn frontend(&self) -> &FrontendView {
+        &self.frontend
+    }
+
+    pub fn built_at(&self) -> SystemTime {
+        self.built_at
+    }
+
+    /// The Client API body for a project filter (and optional name prefix), built on first use
+    /// and memoised for the life of this snapshot.
+    pub fn client_body(&self, projects: &Projects, name_prefix: Option<&str>) -> Arc<Body> {
+        let key = BodyKey {
+            projects: projects.clone(),
+            name_prefix: name_prefix.map(str::to_string),
+        };
+        self.bodies.get_with(key, || {
+            Arc::new(self.render_client_body(projects, name_prefix))
+        })
+    }
+
+    fn render_client_body(&self, projects: &Projects, name_prefix: Option<&str>) -> Body {
+        let selected: Vec<&Feature> = self
+            .document
+            .features
+            .iter()
+            .filter(|f| projects.contains(&f.project))
+            .filter(|f| name_prefix.is_none_or(|p| f.name.starts_with(p)))
+            .collect();
+        let used: BTreeSet<i32> = selected.iter().flat_map(|f| f.segment_ids()).collect();
+        let size: usize = selected.iter().map(|f| f.raw_json().len() + 1).sum();
+        let mut out = String::with_capacity(size + 256);
+        let segments = self.document.segments.iter();
+        json::push_features_and_segments(
+            &mut out,
+            selected.iter().map(|f| f.raw_json()),
+            segments
+                .filter(|s| used.contains(&s.id))
+                .map(|s| s.raw_json()),
+        );
+        out.push_str(",\"query\":{\"environment\":");
+        json::push_str(&mut out, &self.environment);
+        if let Projects::Some(list) = projects {
+            out.push_str(",\"project\":[");
+            for (i, p) in list.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                json::push_str(&mut out, p);
+            }
+            out.push(']');
+        }
+        if let Some(prefix) = name_prefix {
+            out.push_str(",\"namePrefix\":");
+            json::push_str(&mut out, prefix);
+        }
+        out.push_str(",\"inlineSegmentConstraints\":false}}");
+        Body::new(out.into_bytes())
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+
+    const DOC: &str = r#"{"version":2,"features":[
+        {"name":"a","project":"default","enabled":true,"strategies":[{"name":"default","segments":[1]}],"extra":{"kept":true}},
+        {"name":"b","project":"checkout","enabled":false,"strategies":[]},
+        {"name":"ab","project":"default","enabled":true}
+      ],
+      "segments":[{"id":1,"constraints":[]},{"id":2,"constraints":[]}]}"#;
+
+    pub(crate) fn snapshot() -> Snapshot {
+        Snapshot::build("development", Document::parse(DOC.as_bytes()).unwrap()).0
+    }
+
+    fn names(body: &Body) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_slice(&body.bytes).unwrap();
+        v["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["name"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn client_body_keeps_features_as_received_and_filters() {
+        let s = snapshot();
+        let all = s.client_body(&Projects::All, None);
+        assert_eq!(names(&all), ["a", "b", "ab"]);
+        let v: serde_json::Value = serde_json::from_slice(&all.bytes).unwrap();
+        assert_eq!(v["features"][0]["extra"]["kept"], true);
+        assert_eq!(
+            v["segments"].as_array().unwrap().len(),
+            1,
+            "only used segments"
+        );
+        assert_eq!(v["query"]["environment"], "development");
+        let checkout = s.client_body(&Projects::from_names(["checkout"]), None);
+        assert_eq!(names(&checkout), ["b"]);
+        assert_eq!(
+            serde_json::from_slice::<serde_json::Value>(&checkout.bytes).unwrap()["segments"],
+            serde_json::json!([])
+        );
+        let prefixed = s.client_body(&Projects::All, Some("a"));
+        assert_eq!(names(&prefixed), ["a", "ab"]);
+        assert_ne!(all.etag, prefixed.etag);
+    }
+
+    #[test]
+    fn pretty_printed_documents_are_served_compact() {
+        let doc = Document::parse(
+            b"{\"features\": [\n  {\"name\": \"a b\", \"enabled\" : true,\n \"description\": \"two  spaces \\\" q\"}\n]}",
+        )
+        .unwrap();
+        assert_eq!(
+            doc.features[0].raw_json(),
+            r#"{"name":"a b","enabled":true,"description":"two  spaces \" q"}"#
+        );
+    }
+
+    #[test]
+    fn client_body_is_built_once_per_filter() {
+        let s = snapshot();
+        let first = s.client_body(&Projects::All, None);
+        let second = s.client_body(&Projects::All, None);
+        assert!(Arc::ptr_eq(&first, &second));
+    }
+
+    #[test]
+    fn rejects_duplicate_and_broken_documents() {
+        let dup = r#"{"features":[{"name":"x","enabled":true},{"name":"x","enabled":false}]}"#;
+        assert!(matches!(
+            Document::parse(dup.as_bytes()),
+            Err(DocumentError::DuplicateFeature(n)) if n == "x"
+        ));
+        assert!(Document::parse(b"{\"features\":[").is_err());
+        assert!(Document::parse(b"[]").is_err());
+    }
+
+    #[test]
+    fn merge_replaces_only_the_given_projects() {
+        let mut base = Document::parse(DOC.as_bytes()).unwrap();
+        let other = Document::parse(
+            br#"{"features":[{"name":"c","project":"checkout","enabled":true},{"name":"z","project":"default","enabled":true}]}"#,
+        )
+        .unwrap();
+        base.merge(&other, &Projects::from_names(["checkout"]));
+        let names: Vec<_> = base.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["a", "ab", "c"]);
+        base.merge(&other, &Projects::All);
+        let names: Vec<_> = base.features.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["c", "z"]);
+    }
+}

@@ -1,0 +1,214 @@
+//! Starting and finishing a mode: offline (load and watch the file), edge (the upstream
+//! client, validation, the refresher, the usage forwarder), and edge mode's last work at
+//! shutdown.
+
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::{self, Authenticator, Validator};
+use crate::config::{Config, EdgeConfig, OfflineConfig};
+use crate::metrics::Metrics;
+use crate::refresh::{self, Refresh};
+use crate::snapshot::Store;
+use crate::upstream::Upstream;
+use crate::{offline, persist, token, usage, App, RunError};
+
+/// Edge mode's last work at shutdown, in order: the backup (local, quick), then the usage
+/// forwarder is stopped (a round under way finishes the body on its way, until `deadline`, and
+/// puts back what it has not sent) and the buffer is flushed upstream until `deadline`; what
+/// is still undelivered then is counted as dropped.
+pub(crate) async fn finish_edge(edge: EdgeParts, deadline: tokio::time::Instant) {
+    let backup_limit = deadline.max(tokio::time::Instant::now()) + BACKUP_AT_EXIT;
+    let refresh = edge.refresh.clone();
+    let backup = tokio::task::spawn_blocking(move || refresh.save_backup());
+    if tokio::time::timeout_at(backup_limit, backup).await.is_err() {
+        tracing::error!("the backup could not be written before the shutdown deadline");
+    }
+    edge.forwarder_stop.stop.cancel();
+    let mut forwarder = edge.forwarder;
+    if tokio::time::timeout_at(deadline, &mut forwarder)
+        .await
+        .is_err()
+    {
+        // A body still on its way at the deadline is given up and counted as dropped.
+        edge.forwarder_stop.abandon.cancel();
+        let _ = tokio::time::timeout(ABANDON_AT_EXIT, forwarder).await;
+    }
+    edge.forwarding
+        .forward(usage::forward::Round::Final(deadline))
+        .await;
+}
+
+/// Most time the usage forwarder gets, past the deadline, to count what it gives up.
+const ABANDON_AT_EXIT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Most time the backup at shutdown may take past the deadline (disks can be slow).
+const BACKUP_AT_EXIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Offline mode: loads the features file (on the blocking pool) and watches it.
+pub(crate) async fn start_offline(
+    app: &Arc<App>,
+    offline: &OfflineConfig,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Result<(), RunError> {
+    let loaded = tokio::task::spawn_blocking({
+        let app = app.clone();
+        let path = offline.features_file.clone();
+        move || offline::reload(&app.publisher, &path)
+    })
+    .await
+    .unwrap_or_else(|e| {
+        Err(offline::LoadError::Format {
+            path: offline.features_file.clone(),
+            problem: format!("loading failed: {e}"),
+        })
+    });
+    match loaded {
+        Ok(count) => tracing::info!(
+            path = %offline.features_file.display(),
+            features = count,
+            environments = ?app.store.environments(),
+            "offline mode: features loaded"
+        ),
+        // Watched: stay up, not ready, and load the file once it is fixed.
+        Err(e) if offline.reload_interval.is_some() => tracing::error!(
+            error = %e,
+            "offline mode: the features file cannot be used; not ready until it is fixed"
+        ),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(interval) = offline.reload_interval {
+        tasks.spawn(offline::watch(
+            app.publisher.clone(),
+            offline.features_file.clone(),
+            interval,
+            cancel.clone(),
+        ));
+    }
+    Ok(())
+}
+
+/// What the final usage flush and backup at shutdown need in edge mode.
+pub(crate) struct EdgeParts {
+    /// The usage forwarder (the final flush).
+    forwarding: Arc<usage::forward::Forwarder>,
+    refresh: Arc<Refresh>,
+    /// Stops the periodic usage forwarder.
+    forwarder_stop: usage::forward::Stop,
+    forwarder: tokio::task::JoinHandle<()>,
+}
+
+/// Edge mode: the upstream client, token validation, the startup-token polls and the usage
+/// forwarding, all owned by `tasks`. Returns what the final flush at shutdown needs.
+pub(crate) fn start_edge(
+    config: Config,
+    edge: &EdgeConfig,
+    metrics: Arc<Metrics>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+    fatal: oneshot::Sender<refresh::StartupError>,
+) -> Result<(Arc<App>, EdgeParts), RunError> {
+    let upstream = Arc::new(Upstream::new(edge, &config.app_name, &config.instance_id)?);
+    if edge.skip_ssl_verification {
+        tracing::warn!("TLS verification of the upstream is OFF (skip_ssl_verification): anyone on the network path can impersonate it");
+    }
+    let (auth, validator): (Authenticator, Validator) = Authenticator::edge(
+        edge.client_keys.clone(),
+        upstream.clone(),
+        metrics.clone(),
+        (edge.token_cache_size, edge.invalid_token_ttl),
+        auth::Budget::new(
+            edge.validate_caller_budget,
+            edge.validate_total_budget,
+            metrics.clone(),
+        ),
+    );
+    let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
+    tasks.spawn(validator.run(cancel.clone()));
+    tasks.spawn(auth::revalidate(
+        app.auth.clone(),
+        (upstream.clone(), app.metrics.clone()),
+        edge.token_revalidation_interval,
+        cancel.clone(),
+    ));
+    let refresh = edge_refresh(&app, &upstream, edge, tasks, cancel);
+    let _ = app.refresh.set(refresh.clone());
+    let forwarder_stop = usage::forward::Stop {
+        stop: cancel.child_token(),
+        abandon: CancellationToken::new(),
+    };
+    let forwarding = Arc::new(usage::forward::Forwarder {
+        usage: app.usage.clone(),
+        metrics: app.metrics.clone(),
+        upstream: upstream.clone(),
+        refresh: refresh.clone(),
+    });
+    let forwarder = tasks.spawn(
+        forwarding
+            .clone()
+            .run(app.config.usage.interval, forwarder_stop.clone()),
+    );
+    tracing::info!(
+        upstream = %edge.upstream_url,
+        tokens = edge.tokens.len(),
+        "edge mode: validating the startup tokens"
+    );
+    let starting = refresh.clone();
+    let tokens = edge.tokens.clone();
+    tasks.spawn(async move {
+        if let Err(e) = starting.start(tokens).await {
+            let _ = fatal.send(e);
+        }
+    });
+    let parts = EdgeParts {
+        forwarding,
+        refresh,
+        forwarder_stop,
+        forwarder,
+    };
+    Ok((app, parts))
+}
+
+/// The edge refresher, with the handles it works on; flagpost registers itself upstream for
+/// each startup scope it starts polling.
+fn edge_refresh(
+    app: &Arc<App>,
+    upstream: &Arc<Upstream>,
+    edge: &EdgeConfig,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> Arc<Refresh> {
+    let registration = usage::forward::Registration {
+        app_name: app.config.app_name.clone(),
+        instance_id: app.config.instance_id.clone(),
+        interval: app.config.usage.interval,
+    };
+    let on_polled = {
+        let (upstream, metrics, tasks) = (upstream.clone(), app.metrics.clone(), tasks.clone());
+        move |token: token::Token| {
+            let (upstream, metrics, registration) =
+                (upstream.clone(), metrics.clone(), registration.clone());
+            tasks.spawn(async move { registration.send(&upstream, &token, &metrics).await });
+        }
+    };
+    let handles = refresh::Handles {
+        store: app.store.clone(),
+        publisher: app.publisher.clone(),
+        auth: app.auth.clone(),
+        metrics: app.metrics.clone(),
+        on_polled: Box::new(on_polled),
+    };
+    let refresh = Refresh::new(
+        handles,
+        upstream.clone(),
+        (edge.refresh_interval, edge.token_revalidation_interval),
+        tasks.clone(),
+        cancel.clone(),
+        edge.backup_folder.as_deref().map(persist::Backup::new),
+    );
+    refresh
+}
