@@ -61,14 +61,7 @@ pub async fn serve(
     tls: Option<Arc<TlsReloader>>,
     shutdown: impl Future<Output = ()>,
 ) -> tokio::time::Instant {
-    let mut http1 = http1::Builder::new();
-    http1.timer(TokioTimer::new()).keep_alive(true);
-    let mut http2 = http2::Builder::new(TokioExecutor::new());
-    http2
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(256)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    let builder = Arc::new(Builder { http1, http2 });
+    let builder = Arc::new(Builder::new());
     let connections = TaskTracker::new();
     let stop_connections = CancellationToken::new();
     let open = Arc::new(AtomicUsize::new(0));
@@ -117,21 +110,7 @@ pub async fn serve(
         connections.spawn(tracing::Instrument::instrument(
             async move {
                 match tls {
-                    None => {
-                        // The preface (or its absence) must come as a first request's headers do.
-                        let sniff = conn::speaks_h2(&stream);
-                        match tokio::time::timeout(app.config.server.header_read_timeout, sniff)
-                            .await
-                        {
-                            Ok(Ok(h2)) => {
-                                serve_connection(&app, &builder, stream, h2, peer, stop).await
-                            }
-                            Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed"),
-                            Err(_) => {
-                                tracing::debug!(%peer, "no request within the header-read timeout")
-                            }
-                        }
-                    }
+                    None => serve_plain(&app, &builder, stream, peer, stop).await,
                     // Boxed: a TLS connection's state (rustls and the handshake) is several KiB;
                     // inline, every plain-HTTP connection's task would be that large too.
                     Some(tls) => {
@@ -148,8 +127,12 @@ pub async fn serve(
     drop(https);
     tracing::info!("listeners closed; finishing the requests in flight");
     stop_connections.cancel();
+    finish(&connections, app.config.server.shutdown_grace).await
+}
+
+/// Waits up to `grace` for the connections still open; returns the end of the grace period.
+async fn finish(connections: &TaskTracker, grace: Duration) -> tokio::time::Instant {
     connections.close();
-    let grace = app.config.server.shutdown_grace;
     let deadline = tokio::time::Instant::now() + grace;
     match tokio::time::timeout_at(deadline, connections.wait()).await {
         Ok(()) => tracing::info!("all connections finished"),
@@ -159,6 +142,36 @@ pub async fn serve(
         ),
     }
     deadline
+}
+
+impl Builder {
+    fn new() -> Builder {
+        let mut http1 = http1::Builder::new();
+        http1.timer(TokioTimer::new()).keep_alive(true);
+        let mut http2 = http2::Builder::new(TokioExecutor::new());
+        http2
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(256)
+            .keep_alive_interval(Some(Duration::from_secs(30)));
+        Builder { http1, http2 }
+    }
+}
+
+/// A plain-TCP connection: HTTP/2 by prior knowledge or HTTP/1.1, told apart by its first
+/// bytes, which must come as a first request's headers do.
+async fn serve_plain(
+    app: &Arc<App>,
+    builder: &Builder,
+    stream: TcpStream,
+    peer: SocketAddr,
+    stop: CancellationToken,
+) {
+    let sniff = conn::speaks_h2(&stream);
+    match tokio::time::timeout(app.config.server.header_read_timeout, sniff).await {
+        Ok(Ok(h2)) => serve_connection(app, builder, stream, h2, peer, stop).await,
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed"),
+        Err(_) => tracing::debug!(%peer, "no request within the header-read timeout"),
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {

@@ -117,27 +117,7 @@ async fn answer(
             (route, result)
         }
         Err(e) => {
-            let path: String = req.uri().path().chars().take(200).collect();
-            let (route, error) = match e {
-                RouteError::NotFound => (
-                    Route::Unmatched,
-                    ApiError::NotFound(format!("There is no {method} {path} here.")),
-                ),
-                RouteError::MethodNotAllowed(route) => (
-                    route,
-                    ApiError::MethodNotAllowed {
-                        method: method.to_string(),
-                        path,
-                        allowed: route.allowed(),
-                    },
-                ),
-                RouteError::BadPath => (
-                    Route::Unmatched,
-                    ApiError::BadRequest(
-                        "The path is not valid UTF-8 once percent-decoded.".into(),
-                    ),
-                ),
-            };
+            let (route, error) = route_error(e, &method, req.uri().path());
             (route, Err(error))
         }
     };
@@ -169,6 +149,29 @@ async fn answer(
         .observe_request(route.index(), &method, status, elapsed.as_secs_f64());
     tracing::debug!(%method, route = label, status, micros = elapsed.as_micros() as u64, "request");
     response
+}
+
+/// The route (for the metrics label) and the error for a path the router did not match.
+fn route_error(e: RouteError, method: &Method, path: &str) -> (Route, ApiError) {
+    let path: String = path.chars().take(200).collect();
+    match e {
+        RouteError::NotFound => (
+            Route::Unmatched,
+            ApiError::NotFound(format!("There is no {method} {path} here.")),
+        ),
+        RouteError::MethodNotAllowed(route) => (
+            route,
+            ApiError::MethodNotAllowed {
+                method: method.to_string(),
+                path,
+                allowed: route.allowed(),
+            },
+        ),
+        RouteError::BadPath => (
+            Route::Unmatched,
+            ApiError::BadRequest("The path is not valid UTF-8 once percent-decoded.".into()),
+        ),
+    }
 }
 
 /// Counts a request as in flight until dropped (also when the client goes away mid-request).
