@@ -53,18 +53,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
 
 /// `[server]` and `[tls]`: where and how flagpost listens.
 fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, ConfigError> {
-    let interface_text = l.pick(
-        "interface",
-        cli.interface.clone(),
-        raw.server.interface.clone(),
-    );
-    let interface: IpAddr = interface_text.trim().parse().map_err(|_| {
-        invalid(
-            "server.interface (--interface / INTERFACE)",
-            format!("{interface_text:?} is not an IP address (use e.g. 0.0.0.0, 127.0.0.1 or ::)"),
-        )
-    })?;
-    let port = l.pick("port", cli.port, raw.server.port);
+    let (interface, port) = listen_address(cli, l, raw)?;
     let rs = &raw.server;
     let period =
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
@@ -132,23 +121,7 @@ fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, Conf
     )?;
     let trusted_proxies = trusted_proxies(cli, l, raw)?;
     let tls = tls(cli, l, raw, interface)?;
-    let plain_http = !l.pick(
-        "tls_disable_http",
-        cli.tls_disable_http,
-        raw.tls.plain_http.map(|p| !p),
-    );
-    if tls.is_none() && !plain_http {
-        return Err(invalid(
-            "tls.plain_http",
-            "plain HTTP can only be turned off when TLS is on",
-        ));
-    }
-    if let Some(t) = &tls {
-        if plain_http && t.listen.port() == port && port != 0 {
-            return Err(invalid("tls.port", "HTTPS and HTTP cannot share a port"));
-        }
-    }
-
+    let plain_http = plain_http(cli, l, raw, tls.as_ref(), port)?;
     Ok(ServerConfig {
         listen: plain_http.then(|| SocketAddr::new(interface, port)),
         header_read_timeout,
@@ -164,6 +137,52 @@ fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, Conf
         shutdown_grace,
         tls,
     })
+}
+
+/// The address plain HTTP listens on (and HTTPS, on its own port).
+fn listen_address(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<(IpAddr, u16), ConfigError> {
+    let interface_text = l.pick(
+        "interface",
+        cli.interface.clone(),
+        raw.server.interface.clone(),
+    );
+    let interface: IpAddr = interface_text.trim().parse().map_err(|_| {
+        invalid(
+            "server.interface (--interface / INTERFACE)",
+            format!("{interface_text:?} is not an IP address (use e.g. 0.0.0.0, 127.0.0.1 or ::)"),
+        )
+    })?;
+    let port = l.pick("port", cli.port, raw.server.port);
+    Ok((interface, port))
+}
+
+/// Whether plain HTTP is served beside HTTPS: it can be turned off only when TLS is on, and
+/// the two cannot share a port.
+fn plain_http(
+    cli: &Cli,
+    l: &Layers<'_>,
+    raw: &RawFile,
+    tls: Option<&TlsConfig>,
+    port: u16,
+) -> Result<bool, ConfigError> {
+    let plain_http = !l.pick(
+        "tls_disable_http",
+        cli.tls_disable_http,
+        raw.tls.plain_http.map(|p| !p),
+    );
+    if tls.is_none() && !plain_http {
+        return Err(invalid(
+            "tls.plain_http",
+            "plain HTTP can only be turned off when TLS is on",
+        ));
+    }
+    if let Some(t) = tls {
+        if plain_http && t.listen.port() == port && port != 0 {
+            return Err(invalid("tls.port", "HTTPS and HTTP cannot share a port"));
+        }
+    }
+
+    Ok(plain_http)
 }
 
 /// The proxies whose forwarding headers are believed.

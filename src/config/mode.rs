@@ -79,37 +79,13 @@ pub(super) fn edge(
     raw: Option<file::RawEdge>,
 ) -> Result<EdgeConfig, ConfigError> {
     let raw = raw.unwrap_or_default();
-    let url = l
-        .pick(
-            "upstream_url",
-            args.upstream_url.clone(),
-            raw.upstream_url.clone().map(Some),
-        )
-        .ok_or_else(|| {
-            invalid(
-                "edge.upstream_url (--upstream-url / UPSTREAM_URL)",
-                "edge mode needs the Unleash server's URL",
-            )
-        })?;
-    let upstream_url = normalize_upstream_url(&url)?;
-    let mut notes = Vec::new();
-    if url.trim().trim_end_matches('/').ends_with("/api") {
-        notes.push(format!(
-            "upstream_url {:?} ends in /api; flagpost adds the API paths itself, so it uses {upstream_url:?}",
-            url.trim()
-        ));
-    }
+    let (upstream_url, notes) = upstream_url(args, l, &raw)?;
     let tokens = startup_tokens(args, l, &raw)?;
     let period =
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
     let custom_client_headers = custom_headers(args, l, &raw)?;
     let client_identity = client_identity(args, l, &raw)?;
-    let client_keys = l
-        .client_keys(&args.client_keys, raw.client_keys)?
-        .iter()
-        .enumerate()
-        .map(|(i, entry)| client_key(&format!("edge.client_keys[{i}]"), entry))
-        .collect::<Result<Vec<_>, _>>()?;
+    let client_keys = edge_client_keys(args, l, raw.client_keys)?;
     Ok(EdgeConfig {
         upstream_url,
         tokens,
@@ -281,4 +257,46 @@ fn client_identity(
             }
         },
     )
+}
+
+/// The upstream URL, normalized, and a note when a trailing `/api` was removed.
+fn upstream_url(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<(String, Vec<String>), ConfigError> {
+    let url = l
+        .pick(
+            "upstream_url",
+            args.upstream_url.clone(),
+            raw.upstream_url.clone().map(Some),
+        )
+        .ok_or_else(|| {
+            invalid(
+                "edge.upstream_url (--upstream-url / UPSTREAM_URL)",
+                "edge mode needs the Unleash server's URL",
+            )
+        })?;
+    let upstream_url = normalize_upstream_url(&url)?;
+    let mut notes = Vec::new();
+    if url.trim().trim_end_matches('/').ends_with("/api") {
+        notes.push(format!(
+            "upstream_url {:?} ends in /api; flagpost adds the API paths itself, so it uses {upstream_url:?}",
+            url.trim()
+        ));
+    }
+    Ok((upstream_url, notes))
+}
+
+/// Edge mode's locally configured client keys.
+fn edge_client_keys(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: Option<Vec<file::RawClientKey>>,
+) -> Result<Vec<crate::config::ConfiguredToken>, ConfigError> {
+    l.client_keys(&args.client_keys, raw)?
+        .iter()
+        .enumerate()
+        .map(|(i, entry)| client_key(&format!("edge.client_keys[{i}]"), entry))
+        .collect()
 }
