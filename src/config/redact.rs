@@ -15,6 +15,56 @@ impl Config {
         root.insert("mode".into(), s(self.mode.name()));
         root.insert("app_name".into(), s(&self.app_name));
         root.insert("instance_id".into(), s(&self.instance_id));
+        root.insert("server".into(), Value::Table(self.server_table()));
+        root.insert("tls".into(), Value::Table(self.tls_table()));
+        let mut cors = Table::new();
+        let origins = match &self.cors.allowed_origins {
+            AllowedOrigins::Any => vec![s("*")],
+            AllowedOrigins::List(list) => list.iter().map(|o| s(o)).collect(),
+        };
+        cors.insert("allowed_origins".into(), Value::Array(origins));
+        cors.insert("max_age".into(), s(&format_duration(self.cors.max_age)));
+        root.insert("cors".into(), Value::Table(cors));
+        let mut frontend = Table::new();
+        frontend.insert(
+            "all_endpoint".into(),
+            Value::Boolean(self.frontend.all_endpoint),
+        );
+        root.insert("frontend".into(), Value::Table(frontend));
+        let mut usage = Table::new();
+        usage.insert("interval".into(), s(&format_duration(self.usage.interval)));
+        usage.insert(
+            "max_entries".into(),
+            Value::Integer(i64::try_from(self.usage.max_entries).unwrap_or(i64::MAX)),
+        );
+        usage.insert("max_bytes".into(), s(&format_size(self.usage.max_bytes)));
+        usage.insert(
+            "per_flag_metrics".into(),
+            Value::Boolean(self.usage.per_flag_metrics),
+        );
+        root.insert("usage".into(), Value::Table(usage));
+        let mut log = Table::new();
+        let format = match self.log_format {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        };
+        log.insert("format".into(), s(format));
+        root.insert("log".into(), Value::Table(log));
+        match &self.mode {
+            Mode::Offline(offline) => {
+                root.insert("offline".into(), Value::Table(offline_table(offline)));
+            }
+            Mode::Edge(edge) => {
+                root.insert("edge".into(), Value::Table(edge_table(edge)));
+            }
+        }
+        root
+    }
+
+    /// `[server]`, redacted form.
+    fn server_table(&self) -> toml::Table {
+        use toml::{Table, Value};
+        let s = |v: &str| Value::String(v.to_string());
         let mut server = Table::new();
         let ip = self
             .server
@@ -54,7 +104,14 @@ impl Config {
                     .collect(),
             ),
         );
-        root.insert("server".into(), Value::Table(server));
+        server
+    }
+
+    /// `[tls]`, redacted form.
+    fn tls_table(&self) -> toml::Table {
+        use toml::{Table, Value};
+        let s = |v: &str| Value::String(v.to_string());
+        let sv = &self.server;
         let mut tls = Table::new();
         tls.insert("enabled".into(), Value::Boolean(sv.tls.is_some()));
         if let Some(t) = &sv.tls {
@@ -63,143 +120,115 @@ impl Config {
             tls.insert("port".into(), Value::Integer(i64::from(t.listen.port())));
             tls.insert("plain_http".into(), Value::Boolean(sv.listen.is_some()));
         }
-        root.insert("tls".into(), Value::Table(tls));
-        let mut cors = Table::new();
-        let origins = match &self.cors.allowed_origins {
-            AllowedOrigins::Any => vec![s("*")],
-            AllowedOrigins::List(list) => list.iter().map(|o| s(o)).collect(),
-        };
-        cors.insert("allowed_origins".into(), Value::Array(origins));
-        cors.insert("max_age".into(), s(&format_duration(self.cors.max_age)));
-        root.insert("cors".into(), Value::Table(cors));
-        let mut frontend = Table::new();
-        frontend.insert(
-            "all_endpoint".into(),
-            Value::Boolean(self.frontend.all_endpoint),
-        );
-        root.insert("frontend".into(), Value::Table(frontend));
-        let mut usage = Table::new();
-        usage.insert("interval".into(), s(&format_duration(self.usage.interval)));
-        usage.insert(
-            "max_entries".into(),
-            Value::Integer(i64::try_from(self.usage.max_entries).unwrap_or(i64::MAX)),
-        );
-        usage.insert("max_bytes".into(), s(&format_size(self.usage.max_bytes)));
-        usage.insert(
-            "per_flag_metrics".into(),
-            Value::Boolean(self.usage.per_flag_metrics),
-        );
-        root.insert("usage".into(), Value::Table(usage));
-        let mut log = Table::new();
-        let format = match self.log_format {
-            LogFormat::Plain => "plain",
-            LogFormat::Json => "json",
-        };
-        log.insert("format".into(), s(format));
-        root.insert("log".into(), Value::Table(log));
-        match &self.mode {
-            Mode::Offline(offline) => {
-                let mut t = Table::new();
-                t.insert(
-                    "features_file".into(),
-                    s(&offline.features_file.display().to_string()),
-                );
-                let reload = offline.reload_interval.unwrap_or(Duration::ZERO);
-                t.insert("reload_interval".into(), s(&format_duration(reload)));
-                let projects = projects_value;
-                let mut client = Vec::new();
-                let mut frontend = Vec::new();
-                let mut keys = Vec::new();
-                for c in &offline.tokens {
-                    let mut entry = Table::new();
-                    if *c.token.shape() == Shape::Opaque {
-                        entry.insert("key".into(), s(&c.token.redacted()));
-                        entry.insert("environment".into(), s(&c.scope.environment));
-                        entry.insert("projects".into(), projects(&c.scope.projects));
-                        keys.push(Value::Table(entry));
-                        continue;
-                    }
-                    entry.insert("token".into(), s(&c.token.redacted()));
-                    entry.insert("projects".into(), projects(&c.scope.projects));
-                    match c.kind {
-                        TokenKind::Client => client.push(Value::Table(entry)),
-                        TokenKind::Frontend => frontend.push(Value::Table(entry)),
-                    }
-                }
-                t.insert("client_tokens".into(), Value::Array(client));
-                t.insert("frontend_tokens".into(), Value::Array(frontend));
-                t.insert("client_keys".into(), Value::Array(keys));
-                root.insert("offline".into(), Value::Table(t));
-            }
-            Mode::Edge(edge) => {
-                let mut t = Table::new();
-                t.insert("upstream_url".into(), s(&edge.upstream_url));
-                t.insert(
-                    "tokens".into(),
-                    Value::Array(edge.tokens.iter().map(|tk| s(&tk.redacted())).collect()),
-                );
-                for (key, d) in [
-                    ("refresh_interval", edge.refresh_interval),
-                    (
-                        "token_revalidation_interval",
-                        edge.token_revalidation_interval,
-                    ),
-                    ("invalid_token_ttl", edge.invalid_token_ttl),
-                    ("upstream_request_timeout", edge.upstream_request_timeout),
-                    ("upstream_connect_timeout", edge.upstream_connect_timeout),
-                ] {
-                    t.insert(key.into(), s(&format_duration(d)));
-                }
-                for (key, n) in [
-                    ("token_cache_size", edge.token_cache_size),
-                    ("validate_caller_budget", edge.validate_caller_budget),
-                    ("validate_total_budget", edge.validate_total_budget),
-                ] {
-                    t.insert(
-                        key.into(),
-                        Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
-                    );
-                }
-                t.insert(
-                    "upstream_max_body_size".into(),
-                    s(&format_size(edge.upstream_max_body_size)),
-                );
-                t.insert(
-                    "custom_client_headers".into(),
-                    Value::Array(
-                        edge.custom_client_headers
-                            .iter()
-                            .map(|(name, _)| s(&format!("{name}: <redacted>")))
-                            .collect(),
-                    ),
-                );
-                if let Some(f) = &edge.upstream_certificate_file {
-                    t.insert(
-                        "upstream_certificate_file".into(),
-                        s(&f.display().to_string()),
-                    );
-                }
-                t.insert(
-                    "skip_ssl_verification".into(),
-                    Value::Boolean(edge.skip_ssl_verification),
-                );
-                let keys = edge
-                    .client_keys
-                    .iter()
-                    .map(|c| {
-                        let mut entry = Table::new();
-                        entry.insert("key".into(), s(&c.token.redacted()));
-                        entry.insert("environment".into(), s(&c.scope.environment));
-                        entry.insert("projects".into(), projects_value(&c.scope.projects));
-                        Value::Table(entry)
-                    })
-                    .collect();
-                t.insert("client_keys".into(), Value::Array(keys));
-                root.insert("edge".into(), Value::Table(t));
-            }
-        }
-        root
+        tls
     }
+}
+
+/// `[offline]`, redacted form: tokens and keys shown redacted.
+fn offline_table(offline: &super::OfflineConfig) -> toml::Table {
+    use toml::{Table, Value};
+    let s = |v: &str| Value::String(v.to_string());
+    let mut t = Table::new();
+    t.insert(
+        "features_file".into(),
+        s(&offline.features_file.display().to_string()),
+    );
+    let reload = offline.reload_interval.unwrap_or(Duration::ZERO);
+    t.insert("reload_interval".into(), s(&format_duration(reload)));
+    let projects = projects_value;
+    let mut client = Vec::new();
+    let mut frontend = Vec::new();
+    let mut keys = Vec::new();
+    for c in &offline.tokens {
+        let mut entry = Table::new();
+        if *c.token.shape() == Shape::Opaque {
+            entry.insert("key".into(), s(&c.token.redacted()));
+            entry.insert("environment".into(), s(&c.scope.environment));
+            entry.insert("projects".into(), projects(&c.scope.projects));
+            keys.push(Value::Table(entry));
+            continue;
+        }
+        entry.insert("token".into(), s(&c.token.redacted()));
+        entry.insert("projects".into(), projects(&c.scope.projects));
+        match c.kind {
+            TokenKind::Client => client.push(Value::Table(entry)),
+            TokenKind::Frontend => frontend.push(Value::Table(entry)),
+        }
+    }
+    t.insert("client_tokens".into(), Value::Array(client));
+    t.insert("frontend_tokens".into(), Value::Array(frontend));
+    t.insert("client_keys".into(), Value::Array(keys));
+    t
+}
+
+/// `[edge]`, redacted form: tokens redacted, custom header values never shown.
+fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
+    use toml::{Table, Value};
+    let s = |v: &str| Value::String(v.to_string());
+    let mut t = Table::new();
+    t.insert("upstream_url".into(), s(&edge.upstream_url));
+    t.insert(
+        "tokens".into(),
+        Value::Array(edge.tokens.iter().map(|tk| s(&tk.redacted())).collect()),
+    );
+    for (key, d) in [
+        ("refresh_interval", edge.refresh_interval),
+        (
+            "token_revalidation_interval",
+            edge.token_revalidation_interval,
+        ),
+        ("invalid_token_ttl", edge.invalid_token_ttl),
+        ("upstream_request_timeout", edge.upstream_request_timeout),
+        ("upstream_connect_timeout", edge.upstream_connect_timeout),
+    ] {
+        t.insert(key.into(), s(&format_duration(d)));
+    }
+    for (key, n) in [
+        ("token_cache_size", edge.token_cache_size),
+        ("validate_caller_budget", edge.validate_caller_budget),
+        ("validate_total_budget", edge.validate_total_budget),
+    ] {
+        t.insert(
+            key.into(),
+            Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
+        );
+    }
+    t.insert(
+        "upstream_max_body_size".into(),
+        s(&format_size(edge.upstream_max_body_size)),
+    );
+    t.insert(
+        "custom_client_headers".into(),
+        Value::Array(
+            edge.custom_client_headers
+                .iter()
+                .map(|(name, _)| s(&format!("{name}: <redacted>")))
+                .collect(),
+        ),
+    );
+    if let Some(f) = &edge.upstream_certificate_file {
+        t.insert(
+            "upstream_certificate_file".into(),
+            s(&f.display().to_string()),
+        );
+    }
+    t.insert(
+        "skip_ssl_verification".into(),
+        Value::Boolean(edge.skip_ssl_verification),
+    );
+    let keys = edge
+        .client_keys
+        .iter()
+        .map(|c| {
+            let mut entry = Table::new();
+            entry.insert("key".into(), s(&c.token.redacted()));
+            entry.insert("environment".into(), s(&c.scope.environment));
+            entry.insert("projects".into(), projects_value(&c.scope.projects));
+            Value::Table(entry)
+        })
+        .collect();
+    t.insert("client_keys".into(), Value::Array(keys));
+    t
 }
 
 fn projects_value(p: &Projects) -> toml::Value {
