@@ -51,42 +51,7 @@ impl ApiError {
     /// Status, error code, message and the seconds for `Retry-After`, if any.
     fn parts(&self) -> (StatusCode, &'static str, String, Option<u32>) {
         match self {
-            ApiError::Auth(AuthError::Missing) => (
-                StatusCode::UNAUTHORIZED,
-                "token_missing",
-                "This endpoint needs an API token in the Authorization header.".into(),
-                None,
-            ),
-            ApiError::Auth(AuthError::Malformed(e)) => (
-                StatusCode::UNAUTHORIZED,
-                "token_invalid",
-                format!("The Authorization header does not hold a valid token: {e}."),
-                None,
-            ),
-            ApiError::Auth(AuthError::Unknown) => (
-                StatusCode::UNAUTHORIZED,
-                "token_invalid",
-                "The token is not known to flagpost. Check that it is an active client or \
-                 frontend token (or a configured client key)."
-                    .into(),
-                None,
-            ),
-            ApiError::Auth(AuthError::AdminOrPersonal) => (
-                StatusCode::FORBIDDEN,
-                "token_wrong_type",
-                "Admin tokens and personal access tokens cannot be used on SDK endpoints: use a \
-                 client token (Client API) or a frontend token (Frontend API)."
-                    .into(),
-                None,
-            ),
-            ApiError::Auth(AuthError::UpstreamUnavailable) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "upstream_unavailable",
-                "flagpost has not seen this token before and cannot reach the Unleash server to \
-                 check it; retry shortly."
-                    .into(),
-                Some(10),
-            ),
+            ApiError::Auth(e) => auth_parts(e),
             ApiError::WrongKind { expected, got } => (
                 StatusCode::FORBIDDEN,
                 "token_wrong_type",
@@ -97,26 +62,7 @@ impl ApiError {
                 ),
                 None,
             ),
-            ApiError::Gate(GateError::NotCovered {
-                environment,
-                missing,
-            }) => (
-                StatusCode::FORBIDDEN,
-                "scope_not_covered",
-                format!(
-                    "flagpost does not serve environment {environment:?} for {missing}: none of \
-                     its client tokens covers that scope. Give flagpost a client token that does."
-                ),
-                None,
-            ),
-            ApiError::Gate(GateError::NotReady { environment }) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                "not_ready",
-                format!(
-                    "Features for environment {environment:?} are not loaded yet; retry shortly."
-                ),
-                Some(5),
-            ),
+            ApiError::Gate(e) => gate_parts(e),
             ApiError::BadRequest(problem) => (
                 StatusCode::BAD_REQUEST,
                 "bad_request",
@@ -216,6 +162,72 @@ impl ApiError {
             headers.insert(ALLOW, HeaderValue::from_static(allowed));
         }
         response
+    }
+}
+
+/// The parts of a scope the gate refused.
+fn gate_parts(e: &GateError) -> (StatusCode, &'static str, String, Option<u32>) {
+    match e {
+        GateError::NotCovered {
+            environment,
+            missing,
+        } => (
+            StatusCode::FORBIDDEN,
+            "scope_not_covered",
+            format!(
+                "flagpost does not serve environment {environment:?} for {missing}: none of \
+                 its client tokens covers that scope. Give flagpost a client token that does."
+            ),
+            None,
+        ),
+        GateError::NotReady { environment } => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("Features for environment {environment:?} are not loaded yet; retry shortly."),
+            Some(5),
+        ),
+    }
+}
+
+/// The parts of a refused token's answer.
+fn auth_parts(e: &AuthError) -> (StatusCode, &'static str, String, Option<u32>) {
+    match e {
+        AuthError::Missing => (
+            StatusCode::UNAUTHORIZED,
+            "token_missing",
+            "This endpoint needs an API token in the Authorization header.".into(),
+            None,
+        ),
+        AuthError::Malformed(e) => (
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+            format!("The Authorization header does not hold a valid token: {e}."),
+            None,
+        ),
+        AuthError::Unknown => (
+            StatusCode::UNAUTHORIZED,
+            "token_invalid",
+            "The token is not known to flagpost. Check that it is an active client or \
+             frontend token (or a configured client key)."
+                .into(),
+            None,
+        ),
+        AuthError::AdminOrPersonal => (
+            StatusCode::FORBIDDEN,
+            "token_wrong_type",
+            "Admin tokens and personal access tokens cannot be used on SDK endpoints: use a \
+             client token (Client API) or a frontend token (Frontend API)."
+                .into(),
+            None,
+        ),
+        AuthError::UpstreamUnavailable => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "upstream_unavailable",
+            "flagpost has not seen this token before and cannot reach the Unleash server to \
+             check it; retry shortly."
+                .into(),
+            Some(10),
+        ),
     }
 }
 
