@@ -47,7 +47,8 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
         request_id = %request_id.0,
     );
     let mut response = answer(app, req, peer, routed).instrument(span).await;
-    if let Ok(value) = http::HeaderValue::from_str(&request_id.0) {
+    // The id's own buffer becomes the header value: no copy.
+    if let Ok(value) = http::HeaderValue::from_maybe_shared(Bytes::from(request_id.0)) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
