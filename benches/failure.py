@@ -70,7 +70,6 @@ class Upstream:
         self.churn = {}  # env -> [bytes, bytes]: alternate on every poll
         self.validate_delay = 0.0
         self.asked = 0  # tokens asked about on /edge/validate
-        self.features_polls = 0
         self.served = {"development": 0, "production": 0}  # 200s with a body, per environment
         self.lock = threading.Lock()
         upstream = self
@@ -119,7 +118,6 @@ class Upstream:
                 token = self.headers.get("Authorization", "")
                 env = token.split(":", 1)[1].split(".", 1)[0] if ":" in token else ""
                 with upstream.lock:
-                    upstream.features_polls += 1
                     churn = upstream.churn.get(env)
                     if churn:
                         churn.reverse()
@@ -297,8 +295,6 @@ def upstream_bodies(work, up, small, five_k):
     up.features = {"development": small}
     p, _ = load.start([BIN, "--config", edge_config(work, [DEV_CLIENT])], PORT)
     try:
-        base = status_kib(p, "VmHWM")
-        idle = status_kib(p, "VmRSS")
         for name, respond, wire in [
             ("200 MiB JSON body, no Content-Length", stream_huge(200 * MIB), "200 MiB"),
             ("gzip bomb", *gzip_bomb_cached),
@@ -318,7 +314,6 @@ def upstream_bodies(work, up, small, five_k):
             rows.append((name, wire_size, base, peak, after, took, served))
             log(f"{name}: peak {peak / 1024:.1f} MiB (before {base / 1024:.1f}), after {after / 1024:.1f}, "
                 f"refused in {took:.2f} s, still serving {served} flags")
-        del idle
     finally:
         load.stop(p)
 
@@ -509,7 +504,6 @@ def publish_latency(work, up, small, big_a, big_b, seconds):
     for churn in (False, True):
         up.features = {"development": small, "production": big_a}
         up.churn = {"production": [big_a, big_b]} if churn else {}
-        polls0 = up.features_polls
         p, _ = load.start([BIN, "--config", edge_config(work, [DEV_CLIENT, PROD_CLIENT])], PORT)
         try:
             http("GET", "/api/frontend", DEV_FRONT)
@@ -519,7 +513,7 @@ def publish_latency(work, up, small, big_a, big_b, seconds):
             published = up.served["production"] - published0
         finally:
             load.stop(p)
-        results[churn] = (r, published, up.features_polls - polls0)
+        results[churn] = (r, published)
         log(f"churn={churn}: p50 {r['p50']:.2f} ms p99 {r['p99']:.2f} ms, {r['rps']:.0f} req/s, "
             f"{published:.0f} production publishes")
     up.churn = {}
@@ -625,7 +619,7 @@ def main():
           "unchanged, or alternating between two versions so that every poll publishes it.", "",
           "| production | publishes during the run | req/s | p50 | p99 |", "|---|---|---|---|---|"]
     for churn, label in ((False, "unchanged"), (True, "republished on every poll")):
-        r, published, _ = publish[churn]
+        r, published = publish[churn]
         s.append(f"| {label} | {published:.0f} | {r['rps']:,.0f} | {r['p50']:.2f} ms | {r['p99']:.2f} ms |")
     s += ["", "flagpost is pinned to one core here: the compile of each publish (on the blocking pool)",
           "shares that core with the request workers, so the tail grows by the scheduler's time",

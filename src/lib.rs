@@ -87,7 +87,7 @@ use crate::metrics::Metrics;
 use crate::refresh::Refresh;
 use crate::server::tls::TlsReloader;
 pub use crate::server::Listeners;
-use crate::snapshot::{Document, Store};
+use crate::snapshot::Store;
 use crate::start::{finish_edge, start_edge, start_offline};
 use crate::token::TokenKind;
 use crate::upstream::UpstreamSetupError;
@@ -220,16 +220,6 @@ impl App {
         if let Some(refresh) = self.refresh.get() {
             refresh.observe();
         }
-    }
-
-    /// Serves `document` for `environment`: see [`publish::Publisher::publish`].
-    pub async fn publish(&self, environment: &str, document: Document) {
-        self.publisher.publish(environment, document).await;
-    }
-
-    /// [`App::publish`] for code already on a blocking thread.
-    pub fn publish_blocking(&self, environment: &str, document: Document) {
-        self.publisher.publish_blocking(environment, document);
     }
 }
 

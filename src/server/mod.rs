@@ -21,6 +21,7 @@ use std::time::Duration;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulConnection;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -157,6 +158,21 @@ impl Builder {
     }
 }
 
+/// Serves `connection` until it ends or `stop` fires; then lets it finish its requests.
+async fn until_stopped<C: GracefulConnection>(
+    connection: C,
+    stop: CancellationToken,
+) -> Result<(), C::Error> {
+    tokio::pin!(connection);
+    tokio::select! {
+        r = connection.as_mut() => r,
+        _ = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    }
+}
+
 /// A plain-TCP connection: HTTP/2 by prior knowledge or HTTP/1.1, told apart by its first
 /// bytes, which must come as a first request's headers do.
 async fn serve_plain(
@@ -248,25 +264,9 @@ async fn serve_connection<S>(
     });
     let io = TokioIo::new(io);
     let result = if h2 {
-        let connection = builder.http2.serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            r = connection.as_mut() => r,
-            _ = stop.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        }
+        until_stopped(builder.http2.serve_connection(io, service), stop).await
     } else {
-        let connection = builder.http1.serve_connection(io, service);
-        tokio::pin!(connection);
-        tokio::select! {
-            r = connection.as_mut() => r,
-            _ = stop.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        }
+        until_stopped(builder.http1.serve_connection(io, service), stop).await
     };
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection closed with an error");

@@ -155,7 +155,8 @@ impl Store {
         }
     }
 
-    /// The environments that have no snapshot yet (all of them before they are known).
+    /// The environments that have no snapshot yet (none before they are known: check
+    /// [`Store::is_initialized`] first).
     pub fn unloaded(&self) -> Vec<String> {
         let mut envs: Vec<String> = self
             .envs
@@ -166,16 +167,6 @@ impl Store {
             .collect();
         envs.sort();
         envs
-    }
-
-    /// Whether the environments are known and every one has a snapshot.
-    pub fn all_loaded(&self) -> bool {
-        self.is_initialized()
-            && self
-                .envs
-                .load()
-                .values()
-                .all(|s| s.snapshot.load().is_some())
     }
 
     /// The scope rule, applied once: whether the serving scope covers `scope` and, if it does,
@@ -228,11 +219,11 @@ mod tests {
             store.gate(&scope),
             Err(GateError::NotReady { .. })
         ));
-        assert!(!store.all_loaded());
+        assert!(!store.is_initialized());
         store.init([("development".to_string(), Projects::All)]);
-        assert!(!store.all_loaded());
+        assert_eq!(store.unloaded(), ["development"]);
         assert!(store.publish(snapshot()));
-        assert!(store.all_loaded());
+        assert!(store.unloaded().is_empty());
         assert!(store.gate(&scope).is_ok());
     }
 
