@@ -1,0 +1,440 @@
+//! Prometheus metrics from a registry the app owns (no global registry), names in base units,
+//! labels bounded: route templates, methods, status classes, environments from configuration.
+//! Never tokens, never raw paths.
+
+use std::sync::OnceLock;
+
+use prometheus::{
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+/// Latency buckets, in seconds: an in-memory proxy answers in microseconds to milliseconds.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// Upstream latency buckets, in seconds: a remote server over a network.
+const UPSTREAM_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Methods given their own label value; anything else is "other".
+const METHODS: [&str; 5] = ["GET", "HEAD", "POST", "OPTIONS", "other"];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+pub struct Metrics {
+    registry: Registry,
+    http_requests: IntCounterVec,
+    http_duration: HistogramVec,
+    /// Pre-resolved children of the vectors above, filled on first use: the hot path does no
+    /// label hashing and no locking.
+    request_counters: Vec<OnceLock<IntCounter>>,
+    duration_histograms: Vec<OnceLock<Histogram>>,
+    route_labels: &'static [&'static str],
+    pub token_decisions: IntCounterVec,
+    pub snapshot_features: IntGaugeVec,
+    pub snapshot_last_load: GaugeVec,
+    pub snapshot_load_failures: IntCounterVec,
+    pub connections_open: IntGauge,
+    pub requests_in_flight: IntGauge,
+    pub ready: Gauge,
+    upstream_requests: IntCounterVec,
+    upstream_duration: HistogramVec,
+    pub token_cache_entries: IntGaugeVec,
+    pub token_validations: IntCounterVec,
+    pub refresh_failures: IntCounterVec,
+    pub last_sync: GaugeVec,
+    pub snapshot_age: GaugeVec,
+    pub usage_rows_received: IntCounterVec,
+    pub usage_rows_forwarded: IntCounter,
+    pub usage_rows_dropped: IntCounterVec,
+    pub usage_evaluations: IntCounterVec,
+    pub usage_registrations: IntCounterVec,
+    pub usage_registrations_dropped: IntCounterVec,
+    pub usage_buffer_entries: IntGauge,
+    pub usage_buffer_bytes: IntGauge,
+    pub flag_evaluations: IntCounterVec,
+    pub shed: IntCounterVec,
+    pub tls_reloads: IntCounterVec,
+    pub snapshot_emptied: IntCounterVec,
+    pub startup_tokens_usable: IntGaugeVec,
+    pub validate_budget_refused: IntCounterVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels)
+        // Static names and labels: this cannot fail (tested by `renders_every_family`).
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    registry
+        .register(Box::new(v.clone()))
+        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    v
+}
+
+fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .unwrap_or_else(|e| unreachable!("metric registration: {e}"));
+    c
+}
+
+impl Metrics {
+    /// `routes` are the route templates used as the `route` label, indexed by route id.
+    pub fn new(routes: &'static [&'static str]) -> Metrics {
+        let registry = Registry::new();
+        let http_requests = counter_vec(
+            &registry,
+            "flagpost_http_requests_total",
+            "HTTP requests answered, by route template, method and status class",
+            &["route", "method", "status"],
+        );
+        let http_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "flagpost_http_request_duration_seconds",
+                    "Time from request head to response, by route template",
+                )
+                .buckets(LATENCY_BUCKETS.to_vec()),
+                &["route"],
+            )
+            .unwrap_or_else(|e| unreachable!("histogram: {e}")),
+        );
+        let token_decisions = counter_vec(
+            &registry,
+            "flagpost_token_decisions_total",
+            "Token checks on SDK endpoints, by result",
+            &["result"],
+        );
+        let snapshot_features = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "flagpost_snapshot_features",
+                    "Features in the snapshot served for each environment",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let snapshot_last_load = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "flagpost_snapshot_last_load_timestamp_seconds",
+                    "Unix time of the last successful load of each environment's features",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let snapshot_load_failures = counter_vec(
+            &registry,
+            "flagpost_snapshot_load_failures_total",
+            "Failed attempts to load features, by source",
+            &["source"],
+        );
+        let connections_open = register(
+            &registry,
+            IntGauge::new("flagpost_connections_open", "Client connections open now")
+                .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let requests_in_flight = register(
+            &registry,
+            IntGauge::new(
+                "flagpost_http_requests_in_flight",
+                "Requests being answered now",
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let ready = register(
+            &registry,
+            Gauge::new(
+                "flagpost_ready",
+                "1 when every environment has features and flagpost is not draining",
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let upstream_requests = counter_vec(
+            &registry,
+            "flagpost_upstream_requests_total",
+            "Calls to the upstream server, by call and outcome",
+            &["call", "outcome"],
+        );
+        let upstream_duration = register(
+            &registry,
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "flagpost_upstream_request_duration_seconds",
+                    "Time upstream calls took, by call",
+                )
+                .buckets(UPSTREAM_BUCKETS.to_vec()),
+                &["call"],
+            )
+            .unwrap_or_else(|e| unreachable!("histogram: {e}")),
+        );
+        let token_cache_entries = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "flagpost_token_cache_entries",
+                    "Request tokens remembered, by state (valid, invalid)",
+                ),
+                &["state"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let token_validations = counter_vec(
+            &registry,
+            "flagpost_token_validations_total",
+            "Verdicts on request tokens asked of upstream, by result",
+            &["result"],
+        );
+        let refresh_failures = counter_vec(
+            &registry,
+            "flagpost_refresh_failures_total",
+            "Failed feature fetches, by environment and reason",
+            &["environment", "reason"],
+        );
+        let last_sync = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "flagpost_last_sync_timestamp_seconds",
+                    "Unix time upstream last confirmed each environment's features (200 or 304)",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let snapshot_age = register(
+            &registry,
+            GaugeVec::new(
+                Opts::new(
+                    "flagpost_snapshot_age_seconds",
+                    "Seconds since upstream last confirmed each environment's features",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let usage_rows_received = counter_vec(
+            &registry,
+            "flagpost_usage_rows_received_total",
+            "Usage rows (one flag of one app) received from SDKs, by source",
+            &["source"],
+        );
+        let usage_rows_forwarded = register(
+            &registry,
+            IntCounter::new(
+                "flagpost_usage_rows_forwarded_total",
+                "Aggregated usage rows delivered upstream",
+            )
+            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+        );
+        let usage_rows_dropped = counter_vec(
+            &registry,
+            "flagpost_usage_rows_dropped_total",
+            "Usage rows not delivered, by reason",
+            &["reason"],
+        );
+        let usage_evaluations = counter_vec(
+            &registry,
+            "flagpost_usage_evaluations_total",
+            "Flag evaluations (yes + no) in usage rows, by stage: received, forwarded, dropped",
+            &["stage"],
+        );
+        let usage_registrations = counter_vec(
+            &registry,
+            "flagpost_usage_registrations_received_total",
+            "SDK registrations received, by source",
+            &["source"],
+        );
+        let usage_registrations_dropped = counter_vec(
+            &registry,
+            "flagpost_usage_registrations_dropped_total",
+            "SDK registrations not kept, by reason",
+            &["reason"],
+        );
+        let usage_buffer_entries = register(
+            &registry,
+            IntGauge::new(
+                "flagpost_usage_buffer_entries",
+                "Usage rows and registrations waiting to be forwarded",
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let usage_buffer_bytes = register(
+            &registry,
+            IntGauge::new(
+                "flagpost_usage_buffer_bytes",
+                "Estimated bytes of usage waiting to be forwarded",
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let flag_evaluations = counter_vec(
+            &registry,
+            "flagpost_flag_evaluations_total",
+            "Evaluations SDKs reported per known flag (only with usage.per_flag_metrics)",
+            &["environment", "flag", "result"],
+        );
+        let shed = counter_vec(
+            &registry,
+            "flagpost_shed_total",
+            "Requests and connections refused with 503 overloaded, by limit (connections, in_flight)",
+            &["limit"],
+        );
+        let tls_reloads = counter_vec(
+            &registry,
+            "flagpost_tls_reloads_total",
+            "Reloads of the TLS certificate after its files changed, by result (ok, failed)",
+            &["result"],
+        );
+        let snapshot_emptied = counter_vec(
+            &registry,
+            "flagpost_snapshot_emptied_total",
+            "Times an environment's feature list went from some features to none",
+            &["environment"],
+        );
+        let startup_tokens_usable = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "flagpost_startup_tokens_usable",
+                    "Startup client tokens upstream accepts now, by environment (0: not served)",
+                ),
+                &["environment"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let validate_budget_refused = counter_vec(
+            &registry,
+            "flagpost_validate_budget_refused_total",
+            "/edge/validate requests answered 429 because their unknown tokens were over budget, by budget (caller, total)",
+            &["budget"],
+        );
+        let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
+        Metrics {
+            registry,
+            http_requests,
+            http_duration,
+            request_counters: (0..slots).map(|_| OnceLock::new()).collect(),
+            duration_histograms: (0..routes.len()).map(|_| OnceLock::new()).collect(),
+            route_labels: routes,
+            token_decisions,
+            snapshot_features,
+            snapshot_last_load,
+            snapshot_load_failures,
+            connections_open,
+            requests_in_flight,
+            ready,
+            upstream_requests,
+            upstream_duration,
+            token_cache_entries,
+            token_validations,
+            refresh_failures,
+            last_sync,
+            snapshot_age,
+            usage_rows_received,
+            usage_rows_forwarded,
+            usage_rows_dropped,
+            usage_evaluations,
+            usage_registrations,
+            usage_registrations_dropped,
+            usage_buffer_entries,
+            usage_buffer_bytes,
+            flag_evaluations,
+            shed,
+            tls_reloads,
+            snapshot_emptied,
+            startup_tokens_usable,
+            validate_budget_refused,
+        }
+    }
+
+    /// Counts one answered request and its duration.
+    pub fn observe_request(&self, route: usize, method: &http::Method, status: u16, seconds: f64) {
+        let m = match *method {
+            http::Method::GET => 0,
+            http::Method::HEAD => 1,
+            http::Method::POST => 2,
+            http::Method::OPTIONS => 3,
+            _ => 4,
+        };
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        let label = self.route_labels.get(route).copied().unwrap_or("unknown");
+        let slot = (route * METHODS.len() + m) * STATUS_CLASSES.len() + class;
+        if let Some(cell) = self.request_counters.get(slot) {
+            cell.get_or_init(|| {
+                self.http_requests.with_label_values(&[
+                    label,
+                    METHODS.get(m).copied().unwrap_or("other"),
+                    STATUS_CLASSES.get(class).copied().unwrap_or("5xx"),
+                ])
+            })
+            .inc();
+        }
+        if let Some(cell) = self.duration_histograms.get(route) {
+            cell.get_or_init(|| self.http_duration.with_label_values(&[label]))
+                .observe(seconds);
+        }
+    }
+
+    /// Counts one upstream call's outcome.
+    pub fn upstream_outcome(&self, call: &'static str, outcome: &'static str) {
+        self.upstream_requests
+            .with_label_values(&[call, outcome])
+            .inc();
+    }
+
+    /// Records how long one upstream call took.
+    pub fn upstream_latency(&self, call: &'static str, seconds: f64) {
+        self.upstream_duration
+            .with_label_values(&[call])
+            .observe(seconds);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        let families = self.registry.gather();
+        if let Err(e) = TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family() {
+        let m = Metrics::new(&["/a", "/b"]);
+        m.observe_request(1, &http::Method::GET, 200, 0.001);
+        m.observe_request(1, &http::Method::GET, 204, 0.001);
+        m.observe_request(0, &http::Method::PATCH, 503, 0.001);
+        m.token_decisions.with_label_values(&["allowed"]).inc();
+        m.snapshot_features
+            .with_label_values(&["development"])
+            .set(3);
+        let text = String::from_utf8(m.render()).unwrap();
+        assert!(text.contains(
+            "flagpost_http_requests_total{method=\"GET\",route=\"/b\",status=\"2xx\"} 2"
+        ));
+        assert!(text.contains(
+            "flagpost_http_requests_total{method=\"other\",route=\"/a\",status=\"5xx\"} 1"
+        ));
+        assert!(text.contains("flagpost_http_request_duration_seconds_count{route=\"/b\"} 2"));
+        assert!(text.contains("flagpost_token_decisions_total{result=\"allowed\"} 1"));
+        assert!(text.contains("flagpost_snapshot_features{environment=\"development\"} 3"));
+    }
+}
