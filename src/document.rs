@@ -22,6 +22,8 @@ pub enum DocumentError {
     DuplicateFeature(String),
     #[error("feature #{0} has an empty name")]
     EmptyName(usize),
+    #[error("bad delta event: {0}")]
+    Event(String),
 }
 
 /// One feature: the JSON exactly as received (served as is, and parsed again only to compile a
@@ -93,6 +95,15 @@ impl SegmentEntry {
 pub struct Document {
     pub features: Vec<Feature>,
     pub segments: Vec<SegmentEntry>,
+    /// Upstream's `meta.revisionId`, when it sent one: the id of the last change it includes
+    /// (the same numbers as Unleash's delta event ids).
+    pub revision: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    #[serde(default, rename = "revisionId")]
+    revision_id: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +112,8 @@ struct RawDocument<'a> {
     features: Vec<&'a RawValue>,
     #[serde(default, borrow)]
     segments: Option<Vec<&'a RawValue>>,
+    #[serde(default, borrow)]
+    meta: Option<&'a RawValue>,
 }
 
 #[derive(Deserialize)]
@@ -139,7 +152,17 @@ impl Document {
                 })
             })
             .collect::<Result<_, DocumentError>>()?;
-        Ok(Document { features, segments })
+        // A `meta` that is not what Unleash sends is ignored, not an error: the revision only
+        // names events.
+        let revision = raw
+            .meta
+            .and_then(|m| serde_json::from_str::<Meta>(m.get()).ok())
+            .and_then(|m| m.revision_id);
+        Ok(Document {
+            features,
+            segments,
+            revision,
+        })
     }
 
     /// The document as Client API JSON (`{"version":2,"features":[...],"segments":[...]}`),
@@ -161,6 +184,11 @@ impl Document {
             self.features.iter().map(|f| f.raw.get()),
             self.segments.iter().map(|s| s.raw.get()),
         );
+        if let Some(revision) = self.revision {
+            out.push_str(",\"meta\":{\"revisionId\":");
+            out.push_str(&revision.to_string());
+            out.push('}');
+        }
         out.push('}');
         out
     }
@@ -183,6 +211,102 @@ impl Document {
                 None => self.segments.push(seg.clone()),
             }
         }
+        self.revision = self.revision.max(other.revision);
+    }
+}
+
+/// One delta event as sent (PROTOCOL.md §6); fields by type.
+#[derive(Deserialize)]
+struct RawEvent<'a> {
+    #[serde(rename = "type")]
+    kind: String,
+    #[serde(default, rename = "eventId")]
+    event_id: Option<u64>,
+    #[serde(default, borrow)]
+    features: Option<Vec<&'a RawValue>>,
+    #[serde(default, borrow)]
+    segments: Option<Vec<&'a RawValue>>,
+    #[serde(default, borrow)]
+    feature: Option<&'a RawValue>,
+    #[serde(default, rename = "featureName")]
+    feature_name: Option<String>,
+    #[serde(default, borrow)]
+    segment: Option<&'a RawValue>,
+    #[serde(default, rename = "segmentId")]
+    segment_id: Option<i32>,
+}
+
+#[derive(Deserialize)]
+struct RawEvents<'a> {
+    #[serde(borrow)]
+    events: Vec<RawEvent<'a>>,
+}
+
+impl Document {
+    /// Applies the delta events of `{"events":[...]}` in order (a hydration replaces
+    /// everything); the document's revision becomes the last `eventId`. Either every event
+    /// applies or the document is left as it was. Unknown event types are skipped.
+    pub fn apply_events(&mut self, data: &[u8]) -> Result<usize, DocumentError> {
+        let parsed: RawEvents<'_> = serde_json::from_slice(data)?;
+        let mut next = self.clone();
+        for event in &parsed.events {
+            let missing =
+                |what: &str| DocumentError::Event(format!("a {} event without {what}", event.kind));
+            match event.kind.as_str() {
+                "hydration" => {
+                    let features = event.features.as_ref().ok_or_else(|| missing("features"))?;
+                    let mut text = String::from("{\"features\":[");
+                    json::push_joined(&mut text, features.iter().map(|f| f.get()));
+                    text.push_str("],\"segments\":[");
+                    let segments = event.segments.iter().flatten().map(|s| s.get());
+                    json::push_joined(&mut text, segments);
+                    text.push_str("]}");
+                    next = Document::parse(text.as_bytes())?;
+                }
+                "feature-updated" => {
+                    let raw = event.feature.ok_or_else(|| missing("feature"))?;
+                    let typed: ClientFeature = serde_json::from_str(raw.get())?;
+                    if typed.name.is_empty() {
+                        return Err(missing("a feature name"));
+                    }
+                    let feature = Feature::new(&typed, compact(raw)?);
+                    match next.features.iter_mut().find(|f| f.name == feature.name) {
+                        Some(existing) => *existing = feature,
+                        None => next.features.push(feature),
+                    }
+                }
+                "feature-removed" => {
+                    let name = event
+                        .feature_name
+                        .as_ref()
+                        .ok_or_else(|| missing("featureName"))?;
+                    next.features.retain(|f| &f.name != name);
+                }
+                "segment-updated" => {
+                    let raw = event.segment.ok_or_else(|| missing("segment"))?;
+                    let typed: Segment = serde_json::from_str(raw.get())?;
+                    let entry = SegmentEntry {
+                        id: typed.id,
+                        raw: compact(raw)?,
+                        typed: Arc::new(typed),
+                    };
+                    match next.segments.iter_mut().find(|s| s.id == entry.id) {
+                        Some(existing) => *existing = entry,
+                        None => next.segments.push(entry),
+                    }
+                }
+                "segment-removed" => {
+                    let id = event.segment_id.ok_or_else(|| missing("segmentId"))?;
+                    next.segments.retain(|s| s.id != id);
+                }
+                _ => continue,
+            }
+            if let Some(id) = event.event_id {
+                next.revision = Some(next.revision.map_or(id, |r| r.max(id)));
+            }
+        }
+        *self = next;
+        Ok(parsed.events.len())
     }
 }
 

@@ -44,7 +44,7 @@ pub fn push_features_and_segments<'a>(
 }
 
 /// Appends raw JSON values separated by commas.
-fn push_joined<'a>(out: &mut String, values: impl Iterator<Item = &'a str>) {
+pub fn push_joined<'a>(out: &mut String, values: impl Iterator<Item = &'a str>) {
     for (i, value) in values.enumerate() {
         if i > 0 {
             out.push(',');

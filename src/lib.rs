@@ -55,6 +55,7 @@
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod delta;
 pub mod document;
 pub mod evaluate;
 pub mod json;
@@ -65,6 +66,8 @@ pub mod publish;
 pub mod refresh;
 pub mod server;
 pub mod snapshot;
+pub mod sse;
+pub mod stream;
 pub mod token;
 pub mod upstream;
 pub mod usage;
@@ -101,6 +104,8 @@ pub struct App {
     pub store: Arc<Store>,
     /// The one way snapshots are served and announced.
     pub publisher: Arc<publish::Publisher>,
+    /// The Server-Sent Events streams open to SDKs.
+    pub streams: Arc<stream::Streams>,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
     pub usage: Arc<Usage>,
@@ -139,11 +144,17 @@ impl App {
             metrics.clone(),
         ));
         let store = Arc::new(store);
-        let publisher = Arc::new(publish::Publisher::new(store.clone(), metrics.clone()));
+        let publisher = Arc::new(publish::Publisher::new(
+            store.clone(),
+            metrics.clone(),
+            config.streaming.history,
+        ));
+        let streams = stream::Streams::new(config.streaming.clone(), metrics.clone());
         App {
             config,
             store,
             publisher,
+            streams,
             auth: Arc::new(auth),
             metrics,
             usage,
@@ -211,6 +222,7 @@ impl App {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::Relaxed);
         self.metrics.ready.set(0.0);
+        self.streams.drain();
     }
 
     /// Brings the gauges computed on demand up to date (before a scrape).
@@ -281,6 +293,11 @@ pub async fn run_with(
         }
     };
     app.is_ready();
+    tasks.spawn(app.streams.clone().run(
+        app.auth.revisions(),
+        app.store.scope_changes(),
+        cancel.clone(),
+    ));
     let fatal = Arc::new(std::sync::Mutex::new(None));
     let fatal_slot = fatal.clone();
     let app_for_stop = app.clone();

@@ -60,6 +60,11 @@ pub struct Metrics {
     pub snapshot_emptied: IntCounterVec,
     pub startup_tokens_usable: IntGaugeVec,
     pub validate_budget_refused: IntCounterVec,
+    pub streams_open: IntGauge,
+    pub stream_events: IntCounter,
+    pub stream_bytes: IntCounter,
+    pub streams_closed: IntCounterVec,
+    pub upstream_stream_events: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -320,6 +325,44 @@ impl Metrics {
             "/edge/validate requests answered 429 because their unknown tokens were over budget, by budget (caller, total)",
             &["budget"],
         );
+        let streams_open = register(
+            &registry,
+            IntGauge::new(
+                "flagpost_streams_open",
+                "Server-Sent Events streams open to SDKs now",
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let stream_events = register(
+            &registry,
+            IntCounter::new(
+                "flagpost_stream_events_sent_total",
+                "unleash-connected and unleash-updated events written to SDK streams",
+            )
+            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+        );
+        let stream_bytes = register(
+            &registry,
+            IntCounter::new(
+                "flagpost_stream_bytes_sent_total",
+                "Bytes written to SDK streams (events and heartbeats)",
+            )
+            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+        );
+        let streams_closed = counter_vec(
+            &registry,
+            "flagpost_streams_closed_total",
+            "SDK streams ended, by reason (client, slow, revoked, scope, drain, shutdown)",
+            &["reason"],
+        );
+        let upstream_stream_events = register(
+            &registry,
+            IntCounter::new(
+                "flagpost_upstream_stream_events_total",
+                "Events received on the upstream stream (edge --streaming)",
+            )
+            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         Metrics {
             registry,
@@ -356,6 +399,11 @@ impl Metrics {
             snapshot_emptied,
             startup_tokens_usable,
             validate_budget_refused,
+            streams_open,
+            stream_events,
+            stream_bytes,
+            streams_closed,
+            upstream_stream_events,
         }
     }
 

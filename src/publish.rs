@@ -14,33 +14,50 @@
 //! grows, one step per publish that changed something. A publish that changes nothing swaps the
 //! snapshot (its build time moves) but announces nothing.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::UNIX_EPOCH;
 
 use tokio::sync::broadcast;
 
+use crate::delta::Memo;
 use crate::metrics::Metrics;
-use crate::snapshot::{Document, Snapshot, Store};
+use crate::snapshot::{Document, Feature, SegmentEntry, Snapshot, Store};
 
 /// Change sets kept for a subscriber that has not read them yet; one that falls further behind
 /// gets `RecvError::Lagged` and must start again from the current snapshot.
 const CHANNEL_CAPACITY: usize = 64;
 
+/// A feature a change added or updated.
+#[derive(Debug, Clone)]
+pub struct Updated {
+    pub feature: Feature,
+    /// The project it was in before, when it moved to another one.
+    pub moved_from: Option<String>,
+}
+
 /// What one publish changed in one environment.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Default)]
 pub struct ChangeSet {
     pub environment: String,
-    /// The environment's revision after this change (1 for the first snapshot).
+    /// The environment's revision after this change: the event id. Upstream's
+    /// `meta.revisionId` when it sent one greater than the last, otherwise the last plus one.
     pub revision: u64,
-    /// Names of the features that are new or whose definition changed, in document order.
-    pub features_updated: Vec<String>,
-    /// Names of the features no longer listed, sorted.
-    pub features_removed: Vec<String>,
+    /// The features that are new or whose definition changed, in document order.
+    pub features_updated: Vec<Updated>,
+    /// The features no longer listed, as they were, sorted by name.
+    pub features_removed: Vec<Feature>,
     /// Ids of the segments that are new or changed, in document order.
     pub segments_updated: Vec<i32>,
     /// Ids of the segments no longer listed, sorted.
     pub segments_removed: Vec<i32>,
+    /// The segments a client may need with this change: the updated ones and those the
+    /// updated features use.
+    pub segments: HashMap<i32, SegmentEntry>,
+    /// For each updated segment, the features (project, name) that use it now.
+    pub segment_users: HashMap<i32, Vec<(String, String)>>,
+    /// This change rendered per filter, once.
+    pub rendered: Memo,
 }
 
 impl ChangeSet {
@@ -51,62 +68,121 @@ impl ChangeSet {
             && self.segments_updated.is_empty()
             && self.segments_removed.is_empty()
     }
+
+    /// Names of the updated features (document order).
+    pub fn updated_names(&self) -> Vec<&str> {
+        self.features_updated
+            .iter()
+            .map(|u| u.feature.name.as_str())
+            .collect()
+    }
 }
 
 /// What changed from `before` (nothing, for a first snapshot) to `after`, by comparing each
 /// feature's and segment's JSON as upstream sent it (compacted).
 pub fn diff(before: Option<&Document>, after: &Document) -> ChangeSet {
-    let old_features: HashMap<&str, &str> = before
-        .map(|d| {
-            d.features
-                .iter()
-                .map(|f| (f.name.as_str(), f.raw_json()))
-                .collect()
-        })
+    let old_features: HashMap<&str, &Feature> = before
+        .map(|d| d.features.iter().map(|f| (f.name.as_str(), f)).collect())
         .unwrap_or_default();
     let old_segments: HashMap<i32, &str> = before
         .map(|d| d.segments.iter().map(|s| (s.id, s.raw_json())).collect())
         .unwrap_or_default();
-    let features_updated = after
+    let features_updated: Vec<Updated> = after
         .features
         .iter()
-        .filter(|f| old_features.get(f.name.as_str()) != Some(&f.raw_json()))
-        .map(|f| f.name.clone())
+        .filter_map(|f| match old_features.get(f.name.as_str()) {
+            Some(old) if old.raw_json() == f.raw_json() => None,
+            old => Some(Updated {
+                feature: f.clone(),
+                moved_from: old
+                    .filter(|o| o.project != f.project)
+                    .map(|o| o.project.clone()),
+            }),
+        })
         .collect();
-    let listed: std::collections::HashSet<&str> =
-        after.features.iter().map(|f| f.name.as_str()).collect();
-    let mut features_removed: Vec<String> = old_features
-        .keys()
-        .filter(|name| !listed.contains(*name))
-        .map(|name| name.to_string())
+    let listed: HashSet<&str> = after.features.iter().map(|f| f.name.as_str()).collect();
+    let mut features_removed: Vec<Feature> = old_features
+        .values()
+        .filter(|f| !listed.contains(f.name.as_str()))
+        .map(|f| (*f).clone())
         .collect();
-    features_removed.sort();
-    let segments_updated = after
+    features_removed.sort_by(|a, b| a.name.cmp(&b.name));
+    let segments_updated: Vec<i32> = after
         .segments
         .iter()
         .filter(|s| old_segments.get(&s.id) != Some(&s.raw_json()))
         .map(|s| s.id)
         .collect();
+    let current: HashSet<i32> = after.segments.iter().map(|s| s.id).collect();
     let mut segments_removed: Vec<i32> = old_segments
         .keys()
-        .filter(|id| !after.segments.iter().any(|s| s.id == **id))
+        .filter(|id| !current.contains(id))
         .copied()
         .collect();
     segments_removed.sort_unstable();
+    let wanted: HashSet<i32> = segments_updated
+        .iter()
+        .copied()
+        .chain(
+            features_updated
+                .iter()
+                .flat_map(|u| u.feature.segment_ids()),
+        )
+        .collect();
+    let segments = after
+        .segments
+        .iter()
+        .filter(|s| wanted.contains(&s.id))
+        .map(|s| (s.id, s.clone()))
+        .collect();
+    let mut segment_users: HashMap<i32, Vec<(String, String)>> = HashMap::new();
+    if !segments_updated.is_empty() {
+        let updated: HashSet<i32> = segments_updated.iter().copied().collect();
+        for f in &after.features {
+            for id in f.segment_ids().filter(|id| updated.contains(id)) {
+                segment_users
+                    .entry(id)
+                    .or_default()
+                    .push((f.project.clone(), f.name.clone()));
+            }
+        }
+    }
     ChangeSet {
         features_updated,
         features_removed,
         segments_updated,
         segments_removed,
+        segments,
+        segment_users,
         ..ChangeSet::default()
     }
 }
 
-/// Per environment: its announcement channel and revision.
+/// The first revision of an environment whose upstream sends no revision ids: the time in
+/// microseconds, so that an id another instance (or this one before a restart) gave a client is
+/// not taken for one of this instance's.
+fn first_counter_revision() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1))
+}
+
+/// Per environment: its announcement channel, revision and recent changes.
 #[derive(Debug)]
 struct Channel {
     tx: broadcast::Sender<Arc<ChangeSet>>,
     revision: u64,
+    history: VecDeque<Arc<ChangeSet>>,
+}
+
+/// Where a client that last saw some revision stands (see [`Publisher::since`]).
+#[derive(Debug)]
+pub struct Since {
+    /// The environment's current snapshot.
+    pub snapshot: Arc<Snapshot>,
+    /// The changes after the client's revision, oldest first, when they are all still held
+    /// (empty when it is current); `None`: it needs a hydration.
+    pub missed: Option<Vec<Arc<ChangeSet>>>,
 }
 
 /// Owns publishing: see the module documentation.
@@ -114,15 +190,18 @@ struct Channel {
 pub struct Publisher {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
+    /// Changes kept per environment for clients that resume.
+    history: usize,
     /// Held while a snapshot is swapped and announced, so change sets go out in revision order.
     channels: Mutex<HashMap<String, Channel>>,
 }
 
 impl Publisher {
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>) -> Publisher {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, history: usize) -> Publisher {
         Publisher {
             store,
             metrics,
+            history,
             channels: Mutex::new(HashMap::new()),
         }
     }
@@ -152,6 +231,56 @@ impl Publisher {
     /// The environment's current revision (0: nothing published yet).
     pub fn revision(&self, environment: &str) -> u64 {
         self.lock().get(environment).map_or(0, |c| c.revision)
+    }
+
+    /// Where a client that last saw revision `last` stands in `environment` (`None`: nothing
+    /// is served there yet).
+    pub fn since(&self, environment: &str, last: Option<u64>) -> Option<Since> {
+        let channels = self.lock();
+        self.since_locked(&channels, environment, last)
+    }
+
+    /// [`Publisher::since`] and a subscription to the changes after it, taken together so that
+    /// nothing is missed or sent twice.
+    pub fn open(
+        &self,
+        environment: &str,
+        last: Option<u64>,
+    ) -> Option<(Since, broadcast::Receiver<Arc<ChangeSet>>)> {
+        let mut channels = self.lock();
+        let rx = channels
+            .entry(environment.to_string())
+            .or_insert_with(Channel::new)
+            .tx
+            .subscribe();
+        let since = self.since_locked(&channels, environment, last)?;
+        Some((since, rx))
+    }
+
+    fn since_locked(
+        &self,
+        channels: &HashMap<String, Channel>,
+        environment: &str,
+        last: Option<u64>,
+    ) -> Option<Since> {
+        let snapshot = self.store.snapshot(environment)?;
+        let current = snapshot.revision();
+        let held = |last: u64| {
+            let history = &channels.get(environment)?.history;
+            if last == current {
+                return Some(Vec::new());
+            }
+            // Held: the client's revision is one this instance announced and still keeps.
+            history.iter().any(|c| c.revision == last).then(|| {
+                history
+                    .iter()
+                    .filter(|c| c.revision > last && c.revision <= current)
+                    .cloned()
+                    .collect()
+            })
+        };
+        let missed = last.filter(|_| current > 0).and_then(held);
+        Some(Since { snapshot, missed })
     }
 
     /// Compiles `document` for `environment` on the blocking pool (a large one takes long
@@ -188,21 +317,30 @@ impl Publisher {
     fn swap(
         &self,
         environment: &str,
-        snapshot: Snapshot,
+        mut snapshot: Snapshot,
     ) -> (Option<Arc<ChangeSet>>, Option<Arc<Snapshot>>) {
         let mut channels = self.lock();
         let previous = self.store.snapshot(environment);
         let mut changes = diff(previous.as_ref().map(|s| s.document()), snapshot.document());
         let count = snapshot.features().len();
-        self.warn_if_emptied(environment, previous.as_deref(), count);
         let built = snapshot
             .built_at()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_secs_f64())
             .unwrap_or(0.0);
+        let last = channels.get(environment).map_or(0, |c| c.revision);
+        let announce = previous.is_none() || !changes.is_empty();
+        let revision = match snapshot.document().revision {
+            _ if !announce => last,
+            Some(upstream) if upstream > last => upstream,
+            _ if last == 0 => first_counter_revision(),
+            _ => last + 1,
+        };
+        snapshot.set_revision(revision);
         if !self.store.publish(snapshot) {
             return (None, previous);
         }
+        self.warn_if_emptied(environment, previous.as_deref(), count);
         self.metrics
             .snapshot_features
             .with_label_values(&[environment])
@@ -214,14 +352,15 @@ impl Publisher {
         let channel = channels
             .entry(environment.to_string())
             .or_insert_with(Channel::new);
-        let announce = previous.is_none() || !changes.is_empty();
-        if announce {
-            channel.revision += 1;
-        }
+        channel.revision = revision;
         changes.environment = environment.to_string();
-        changes.revision = channel.revision;
+        changes.revision = revision;
         let changes = Arc::new(changes);
         if announce {
+            channel.history.push_back(changes.clone());
+            while channel.history.len() > self.history {
+                channel.history.pop_front();
+            }
             // No subscriber is not an error: nobody is listening yet.
             let _ = channel.tx.send(changes.clone());
         }
@@ -256,6 +395,7 @@ impl Channel {
         Channel {
             tx: broadcast::channel(CHANNEL_CAPACITY).0,
             revision: 0,
+            history: VecDeque::new(),
         }
     }
 }
@@ -290,6 +430,10 @@ mod tests {
         Document::parse(text.as_bytes()).unwrap()
     }
 
+    fn removed(c: &ChangeSet) -> Vec<&str> {
+        c.features_removed.iter().map(|f| f.name.as_str()).collect()
+    }
+
     #[test]
     fn diff_names_what_was_added_changed_and_removed() {
         let a = doc(
@@ -301,20 +445,29 @@ mod tests {
             &[(2, "z"), (3, "w")],
         );
         let changes = diff(Some(&a), &b);
-        assert_eq!(changes.features_updated, ["d", "b"]);
-        assert_eq!(changes.features_removed, ["c"]);
+        assert_eq!(changes.updated_names(), ["d", "b"]);
+        assert_eq!(removed(&changes), ["c"]);
         assert_eq!(changes.segments_updated, [2, 3]);
         assert_eq!(changes.segments_removed, [1]);
         let first = diff(None, &a);
-        assert_eq!(first.features_updated, ["a", "b", "c"]);
+        assert_eq!(first.updated_names(), ["a", "b", "c"]);
         assert_eq!(first.segments_updated, [1, 2]);
         assert!(diff(Some(&a), &a).is_empty());
     }
 
+    fn publisher(history: usize) -> (Arc<Store>, Arc<Publisher>) {
+        let store = Arc::new(Store::new([("development".to_string(), Projects::All)]));
+        let publisher = Arc::new(Publisher::new(
+            store.clone(),
+            Arc::new(Metrics::new(&[])),
+            history,
+        ));
+        (store, publisher)
+    }
+
     #[tokio::test]
     async fn every_change_is_announced_once_in_revision_order() {
-        let store = Arc::new(Store::new([("development".to_string(), Projects::All)]));
-        let publisher = Arc::new(Publisher::new(store.clone(), Arc::new(Metrics::new(&[]))));
+        let (store, publisher) = publisher(10);
         let mut rx = publisher.subscribe("development");
         publisher
             .publish("development", doc(&[("a", true)], &[]))
@@ -326,21 +479,71 @@ mod tests {
             .publish("development", doc(&[("a", false), ("b", true)], &[]))
             .await;
         let first = rx.recv().await.unwrap();
-        assert_eq!(
-            (first.revision, first.features_updated.clone()),
-            (1, vec!["a".into()])
-        );
-        // The unchanged publish announced nothing: the next one is revision 2.
+        assert_eq!(first.updated_names(), ["a"]);
+        // Without upstream revision ids, the counter starts at the time in microseconds.
+        assert!(first.revision > 1_600_000_000_000_000, "{}", first.revision);
+        // The unchanged publish announced nothing: the next one is one more.
         let second = rx.recv().await.unwrap();
-        assert_eq!(second.revision, 2);
-        assert_eq!(second.features_updated, ["a", "b"]);
+        assert_eq!(second.revision, first.revision + 1);
+        assert_eq!(second.updated_names(), ["a", "b"]);
         assert!(rx.try_recv().is_err(), "nothing else was announced");
-        assert_eq!(publisher.revision("development"), 2);
-        assert_eq!(store.snapshot("development").unwrap().features().len(), 2);
+        assert_eq!(publisher.revision("development"), second.revision);
+        let snapshot = store.snapshot("development").unwrap();
+        assert_eq!(snapshot.features().len(), 2);
+        assert_eq!(snapshot.revision(), second.revision);
         // An environment flagpost does not serve is neither served nor announced.
         assert!(publisher
             .publish_blocking("staging", doc(&[("a", true)], &[]))
             .is_none());
         assert_eq!(publisher.revision("staging"), 0);
+    }
+
+    fn with_revision(mut d: Document, revision: u64) -> Document {
+        d.revision = Some(revision);
+        d
+    }
+
+    #[test]
+    fn upstream_revisions_are_the_ids_and_ids_only_grow() {
+        let (_, publisher) = publisher(10);
+        let p = |d| {
+            publisher
+                .publish_blocking("development", d)
+                .unwrap()
+                .revision
+        };
+        assert_eq!(p(with_revision(doc(&[("a", true)], &[]), 64)), 64);
+        assert_eq!(p(with_revision(doc(&[("a", false)], &[]), 75)), 75);
+        // Unchanged: no new id, whatever upstream says.
+        assert_eq!(p(with_revision(doc(&[("a", false)], &[]), 80)), 75);
+        // Upstream went back (a restored database): the id still grows.
+        assert_eq!(p(with_revision(doc(&[("a", true)], &[]), 12)), 76);
+        assert_eq!(p(doc(&[("b", true)], &[])), 77);
+    }
+
+    #[test]
+    fn a_held_revision_gets_what_was_missed_and_any_other_a_hydration() {
+        let (_, publisher) = publisher(2);
+        for (i, on) in [(10, true), (11, false), (12, true), (13, false)] {
+            publisher.publish_blocking("development", with_revision(doc(&[("a", on)], &[]), i));
+        }
+        let since = |last| {
+            publisher
+                .since("development", last)
+                .unwrap()
+                .missed
+                .map(|m| m.iter().map(|c| c.revision).collect::<Vec<_>>())
+        };
+        assert_eq!(since(Some(13)), Some(vec![]), "current");
+        assert_eq!(since(Some(12)), Some(vec![13]));
+        // 11 fell out of the history of 2.
+        assert_eq!(since(Some(11)), None);
+        assert_eq!(since(Some(99)), None);
+        assert_eq!(since(None), None);
+        assert!(publisher.since("staging", Some(13)).is_none());
+        let (opened, mut rx) = publisher.open("development", Some(12)).unwrap();
+        assert_eq!(opened.snapshot.revision(), 13);
+        publisher.publish_blocking("development", with_revision(doc(&[("b", true)], &[]), 14));
+        assert_eq!(rx.try_recv().unwrap().revision, 14);
     }
 }

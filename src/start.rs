@@ -208,7 +208,10 @@ fn edge_refresh(
         (edge.refresh_interval, edge.token_revalidation_interval),
         tasks.clone(),
         cancel.clone(),
-        edge.backup_folder.as_deref().map(persist::Backup::new),
+        (
+            edge.backup_folder.as_deref().map(persist::Backup::new),
+            edge.streaming,
+        ),
     );
     refresh
 }

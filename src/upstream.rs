@@ -118,6 +118,8 @@ pub enum Fetch {
 #[derive(Debug)]
 pub struct Upstream {
     http: reqwest::Client,
+    /// The client for `/api/client/streaming` (`--streaming` only).
+    streaming: Option<reqwest::Client>,
     base: String,
     /// Largest response body read (decompressed).
     max_body: u64,
@@ -170,11 +172,46 @@ impl Upstream {
             v.set_sensitive(true);
             headers.insert(n, v);
         }
+        let http = client(config, headers.clone())?
+            .timeout(config.upstream_request_timeout)
+            .build()
+            .map_err(|e| UpstreamSetupError::Client(e.to_string()))?;
+        // A stream has no overall deadline, only one between bytes: upstream sends a heartbeat
+        // well within it, so silence means the connection is gone.
+        let streaming = config
+            .streaming
+            .then(|| {
+                let mut stream_headers = headers;
+                stream_headers.insert(
+                    HeaderName::from_static("unleash-sdk-type"),
+                    HeaderValue::from_static("edge"),
+                );
+                client(config, stream_headers)?
+                    .read_timeout(STREAM_SILENCE)
+                    .build()
+                    .map_err(|e| UpstreamSetupError::Client(e.to_string()))
+            })
+            .transpose()?;
+        Ok(Upstream {
+            http,
+            streaming,
+            base: config.upstream_url.clone(),
+            max_body: u64::try_from(config.upstream_max_body_size).unwrap_or(u64::MAX),
+        })
+    }
+}
+
+/// The HTTP client's settings common to polls and streams: identifying and custom headers,
+/// connect timeout, no redirects, TLS roots and identity.
+fn client(
+    config: &EdgeConfig,
+    headers: HeaderMap,
+) -> Result<reqwest::ClientBuilder, UpstreamSetupError> {
+    {
         let mut builder = reqwest::Client::builder()
             .user_agent(concat!("flagpost/", env!("CARGO_PKG_VERSION")))
             .default_headers(headers)
             .connect_timeout(config.upstream_connect_timeout)
-            .timeout(config.upstream_request_timeout)
             .pool_idle_timeout(Duration::from_secs(30))
             // A redirect could carry the token and the custom headers to another origin.
             .redirect(reqwest::redirect::Policy::none())
@@ -208,16 +245,11 @@ impl Upstream {
         if config.skip_ssl_verification {
             builder = builder.danger_accept_invalid_certs(true);
         }
-        let http = builder
-            .build()
-            .map_err(|e| UpstreamSetupError::Client(e.to_string()))?;
-        Ok(Upstream {
-            http,
-            base: config.upstream_url.clone(),
-            max_body: u64::try_from(config.upstream_max_body_size).unwrap_or(u64::MAX),
-        })
+        Ok(builder)
     }
+}
 
+impl Upstream {
     pub fn base_url(&self) -> &str {
         &self.base
     }
@@ -286,6 +318,56 @@ impl Upstream {
         }
     }
 
+    /// `GET /api/client/streaming` with the token, resuming after `last_id`. Returns the open
+    /// stream, or the status upstream answered instead.
+    pub async fn stream(
+        &self,
+        token: &Token,
+        last_id: Option<&str>,
+        metrics: &Metrics,
+    ) -> Result<EventStream, UpstreamError> {
+        let Some(http) = &self.streaming else {
+            return Err(UpstreamError::Status(501));
+        };
+        let mut request = http
+            .get(format!("{}/api/client/streaming", self.base))
+            .header(AUTHORIZATION, sensitive(token.expose()))
+            .header(reqwest::header::ACCEPT, "text/event-stream");
+        if let Some(id) = last_id.and_then(|id| HeaderValue::from_str(id).ok()) {
+            request = request.header("last-event-id", id);
+        }
+        let started = Instant::now();
+        let response = request.send().await.map_err(|e| {
+            let e = unreachable(&e);
+            metrics.upstream_outcome("streaming", e.outcome());
+            e
+        })?;
+        metrics.upstream_latency("streaming", started.elapsed().as_secs_f64());
+        let status = response.status();
+        let is_events = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if status != StatusCode::OK {
+            let error = UpstreamError::Status(status.as_u16());
+            metrics.upstream_outcome("streaming", error.outcome());
+            return Err(error);
+        }
+        if !is_events {
+            metrics.upstream_outcome("streaming", "bad_body");
+            return Err(UpstreamError::BadBody(
+                "the streaming answer is not text/event-stream".into(),
+            ));
+        }
+        metrics.upstream_outcome("streaming", "ok");
+        let limit = usize::try_from(self.max_body).unwrap_or(usize::MAX);
+        Ok(EventStream {
+            response,
+            parser: crate::sse::Parser::new(limit),
+        })
+    }
+
     /// `POST` a JSON body with a client token; success is any 2xx.
     pub async fn post_json(
         &self,
@@ -348,6 +430,35 @@ impl Upstream {
         };
         metrics.upstream_outcome(call, error.outcome());
         error
+    }
+}
+
+/// How long a stream may stay silent (no event, no heartbeat) before it is given up.
+pub const STREAM_SILENCE: Duration = Duration::from_secs(90);
+
+/// An open upstream stream.
+#[derive(Debug)]
+pub struct EventStream {
+    response: reqwest::Response,
+    parser: crate::sse::Parser,
+}
+
+impl EventStream {
+    /// The events the next bytes complete (often none: a heartbeat); `None` when upstream
+    /// ended the stream.
+    pub async fn next(&mut self) -> Result<Option<Vec<crate::sse::Event>>, UpstreamError> {
+        match self.response.chunk().await.map_err(|e| unreachable(&e))? {
+            None => Ok(None),
+            Some(bytes) => self
+                .parser
+                .feed(&bytes)
+                .map(Some)
+                .map_err(|e| UpstreamError::BadBody(e.to_string())),
+        }
+    }
+
+    pub fn last_id(&self) -> Option<&str> {
+        self.parser.last_id()
     }
 }
 

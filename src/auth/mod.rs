@@ -60,6 +60,9 @@ struct Known {
 pub struct Authenticator {
     local: Vec<ConfiguredToken>,
     remote: Option<RemoteTokens>,
+    /// Bumped when verdicts were revised (a revalidation), so that long-lived streams check
+    /// their tokens again.
+    revised: tokio::sync::watch::Sender<u64>,
 }
 
 impl Authenticator {
@@ -68,6 +71,7 @@ impl Authenticator {
         Authenticator {
             local: tokens,
             remote: None,
+            revised: Default::default(),
         }
     }
 
@@ -116,6 +120,7 @@ impl Authenticator {
             Authenticator {
                 local,
                 remote: Some(remote),
+                revised: Default::default(),
             },
             validator,
         )
@@ -331,6 +336,12 @@ impl Authenticator {
         if let Some(remote) = &self.remote {
             remote.caches.record(validated, asked);
         }
+        self.revised.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever verdicts were revised.
+    pub fn revisions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.revised.subscribe()
     }
 }
 

@@ -38,6 +38,9 @@ pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT: &str = "5s";
 pub const DEFAULT_UPSTREAM_MAX_BODY_SIZE: &str = "32MiB";
 pub const DEFAULT_VALIDATE_CALLER_BUDGET: u64 = 100;
 pub const DEFAULT_VALIDATE_TOTAL_BUDGET: u64 = 1000;
+pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+pub const DEFAULT_STREAM_HEARTBEAT: &str = "20s";
+pub const DEFAULT_STREAM_HISTORY: usize = 100;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -179,6 +182,22 @@ pub struct Cli {
     #[arg(long, env = "PER_FLAG_METRICS", global = true)]
     pub per_flag_metrics: bool,
 
+    /// Most Server-Sent Events streams open at once (more: 429); 0 turns streaming off
+    #[arg(long, env = "STREAMING_MAX_STREAMS", global = true, default_value_t = DEFAULT_MAX_STREAMS)]
+    pub streaming_max_streams: usize,
+
+    /// Time between heartbeat comments on an idle stream (keep it well under the SDKs' 60 s)
+    #[arg(long, env = "STREAMING_HEARTBEAT_INTERVAL", global = true, value_parser = duration_arg, default_value = DEFAULT_STREAM_HEARTBEAT)]
+    pub streaming_heartbeat_interval: Duration,
+
+    /// Changes kept per environment for streams and delta clients that resume
+    #[arg(long, env = "STREAMING_HISTORY", global = true, default_value_t = DEFAULT_STREAM_HISTORY)]
+    pub streaming_history: usize,
+
+    /// Answer `fetch-mode: streaming` on /api/client/features, so polling SDKs switch to streaming
+    #[arg(long, env = "STREAMING_ADVERTISE", global = true)]
+    pub streaming_advertise: bool,
+
     /// Instance id flagpost reports upstream [default: flagpost-<host>-<pid>]
     #[arg(long, env = "INSTANCE_ID", global = true)]
     pub instance_id: Option<String>,
@@ -314,6 +333,11 @@ pub struct EdgeArgs {
     /// Private key (PEM, PKCS#8) of the client certificate
     #[arg(long, env = "PKCS8_CLIENT_KEY_FILE", value_name = "FILE")]
     pub pkcs8_client_key_file: Option<PathBuf>,
+
+    /// Follow the upstream's /api/client/streaming instead of polling (falls back to polling
+    /// when the upstream does not stream)
+    #[arg(long, env = "STREAMING")]
+    pub streaming: bool,
 
     /// Folder for a backup of the features and token scopes, to start from when upstream is down
     #[arg(short, long, env = "BACKUP_FOLDER", value_name = "DIR")]

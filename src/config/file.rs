@@ -21,6 +21,8 @@ pub struct RawFile {
     pub log: RawLog,
     #[serde(default)]
     pub usage: RawUsage,
+    #[serde(default)]
+    pub streaming: RawStreaming,
     pub offline: Option<RawOffline>,
     pub edge: Option<RawEdge>,
 }
@@ -77,6 +79,15 @@ pub struct RawUsage {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawStreaming {
+    pub max_streams: Option<usize>,
+    pub heartbeat_interval: Option<RawDuration>,
+    pub history: Option<usize>,
+    pub advertise: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub format: Option<String>,
 }
@@ -111,6 +122,7 @@ pub struct RawEdge {
     pub client_certificate_file: Option<String>,
     pub client_key_file: Option<String>,
     pub backup_folder: Option<String>,
+    pub streaming: Option<bool>,
     pub client_keys: Option<Vec<RawClientKey>>,
 }
 

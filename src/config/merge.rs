@@ -9,7 +9,7 @@ use super::layer::Layers;
 use super::mode::{edge, offline};
 use super::{
     invalid, AllowedOrigins, Config, ConfigError, CorsConfig, FrontendConfig, LogFormat, Mode,
-    ServerConfig, TlsConfig, UsageSettings,
+    ServerConfig, StreamingSettings, TlsConfig, UsageSettings,
 };
 
 /// The shortest timeout or interval accepted: below it, flagpost would spin.
@@ -31,6 +31,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         .unwrap_or_else(default_instance_id);
 
     let usage = usage(cli, l, &raw)?;
+    let streaming = streaming(cli, l, &raw)?;
     let mode = match &cli.command {
         Some(Command::Offline(args)) => Mode::Offline(offline(args, &l.sub(), raw.offline)?),
         Some(Command::Edge(args)) => Mode::Edge(Box::new(edge(args, &l.sub(), raw.edge)?)),
@@ -47,6 +48,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         app_name,
         instance_id,
         usage,
+        streaming,
         mode,
     })
 }
@@ -330,6 +332,46 @@ fn usage(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<UsageSettings, Conf
             cli.per_flag_metrics,
             ru.per_flag_metrics,
         ),
+    })
+}
+
+/// `[streaming]`.
+fn streaming(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<StreamingSettings, ConfigError> {
+    let rs = &raw.streaming;
+    let heartbeat_interval = l.duration(
+        "streaming_heartbeat_interval",
+        "streaming.heartbeat_interval",
+        cli.streaming_heartbeat_interval,
+        rs.heartbeat_interval.as_ref(),
+        MIN_PERIOD,
+    )?;
+    if heartbeat_interval > Duration::from_secs(50) {
+        return Err(invalid(
+            "streaming.heartbeat_interval (--streaming-heartbeat-interval / STREAMING_HEARTBEAT_INTERVAL)",
+            "must be at most 50s: SDKs drop a stream after 60 s without a byte",
+        ));
+    }
+    let history = l.count(
+        "streaming_history",
+        "streaming.history",
+        cli.streaming_history,
+        rs.history,
+    )?;
+    if history > 100_000 {
+        return Err(invalid(
+            "streaming.history (--streaming-history / STREAMING_HISTORY)",
+            "must be at most 100000",
+        ));
+    }
+    Ok(StreamingSettings {
+        max_streams: l.pick(
+            "streaming_max_streams",
+            cli.streaming_max_streams,
+            rs.max_streams,
+        ),
+        heartbeat_interval,
+        history,
+        advertise: l.pick("streaming_advertise", cli.streaming_advertise, rs.advertise),
     })
 }
 

@@ -25,6 +25,18 @@ use file::RawFile;
 use layer::Layers;
 
 /// Everything flagpost needs to run, validated.
+/// `[streaming]`: Server-Sent Events and deltas to server SDKs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamingSettings {
+    /// Streams open at once beyond which a new one is refused (429); 0: streaming is off.
+    pub max_streams: usize,
+    pub heartbeat_interval: Duration,
+    /// Changes kept per environment for resuming clients.
+    pub history: usize,
+    /// `fetch-mode: streaming` on Client API answers.
+    pub advertise: bool,
+}
+
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
@@ -34,6 +46,7 @@ pub struct Config {
     pub app_name: String,
     pub instance_id: String,
     pub usage: UsageSettings,
+    pub streaming: StreamingSettings,
     pub mode: Mode,
 }
 
@@ -132,6 +145,8 @@ pub struct EdgeConfig {
     pub client_identity: Option<(PathBuf, PathBuf)>,
     /// Where features and token scopes are backed up, to start from when upstream is down.
     pub backup_folder: Option<PathBuf>,
+    /// Follow the upstream's stream instead of polling (`--streaming`).
+    pub streaming: bool,
     /// Locally configured client keys (frontend kind).
     pub client_keys: Vec<ConfiguredToken>,
     /// Things worth a line in the log at start (e.g. a `/api` removed from the URL).

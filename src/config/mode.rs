@@ -157,6 +157,7 @@ pub(super) fn edge(
         )?,
         client_identity,
         backup_folder: l.path("backup_folder", &args.backup_folder, &raw.backup_folder),
+        streaming: l.pick("streaming", args.streaming, raw.streaming),
         client_keys,
         notes,
     })

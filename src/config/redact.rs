@@ -43,6 +43,22 @@ impl Config {
             Value::Boolean(self.usage.per_flag_metrics),
         );
         root.insert("usage".into(), Value::Table(usage));
+        let mut streaming = Table::new();
+        let st = &self.streaming;
+        streaming.insert(
+            "max_streams".into(),
+            Value::Integer(i64::try_from(st.max_streams).unwrap_or(i64::MAX)),
+        );
+        streaming.insert(
+            "heartbeat_interval".into(),
+            s(&format_duration(st.heartbeat_interval)),
+        );
+        streaming.insert(
+            "history".into(),
+            Value::Integer(i64::try_from(st.history).unwrap_or(i64::MAX)),
+        );
+        streaming.insert("advertise".into(), Value::Boolean(st.advertise));
+        root.insert("streaming".into(), Value::Table(streaming));
         let mut log = Table::new();
         let format = match self.log_format {
             LogFormat::Plain => "plain",
@@ -216,6 +232,7 @@ fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
         "skip_ssl_verification".into(),
         Value::Boolean(edge.skip_ssl_verification),
     );
+    t.insert("streaming".into(), Value::Boolean(edge.streaming));
     let keys = edge
         .client_keys
         .iter()

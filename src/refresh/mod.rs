@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::Authenticator;
 mod backup;
+mod follow;
 mod sources;
 
 use sources::{merged, needed_sources, Source};
@@ -58,6 +59,8 @@ pub struct Refresh {
     cancel: CancellationToken,
     sources: Mutex<Vec<Source>>,
     backup: Option<Backup>,
+    /// Follow the upstream's stream instead of polling, while it serves one.
+    streaming: bool,
 }
 
 /// Why edge mode cannot start.
@@ -72,7 +75,7 @@ impl Refresh {
         (interval, recheck): (Duration, Duration),
         tasks: TaskTracker,
         cancel: CancellationToken,
-        backup: Option<Backup>,
+        (backup, streaming): (Option<Backup>, bool),
     ) -> Arc<Refresh> {
         Arc::new(Refresh {
             app,
@@ -83,6 +86,7 @@ impl Refresh {
             cancel,
             sources: Mutex::new(Vec::new()),
             backup,
+            streaming,
         })
     }
 
@@ -206,7 +210,25 @@ impl Refresh {
         let mut etag: Option<String> = None;
         let mut failures = 0u32;
         let mut failing: Option<&'static str> = None;
+        // When to try following the upstream stream (again).
+        let mut stream_at = self.streaming.then(tokio::time::Instant::now);
+        let mut fell_back: Option<String> = None;
         loop {
+            if let Some(at) = stream_at.filter(|at| *at <= tokio::time::Instant::now()) {
+                match self.follow(index, &token).await {
+                    follow::Followed::Cancelled | follow::Followed::NotNeeded => return,
+                    follow::Followed::Fallback(reason) => {
+                        if fell_back.as_ref() != Some(&reason) {
+                            tracing::warn!(environment = %env, token = %token, reason = %reason, retry_seconds = follow::STREAM_RETRY.as_secs(), "polling instead of following the upstream stream");
+                        }
+                        fell_back = Some(reason);
+                        stream_at =
+                            Some(at.max(tokio::time::Instant::now()) + follow::STREAM_RETRY);
+                        // The poll starts from a full answer.
+                        etag = None;
+                    }
+                }
+            }
             let revoked = match self.still_polled(index) {
                 Some(revoked) => revoked,
                 None => return,

@@ -2,14 +2,13 @@
 //! configuration (any origin by default), `ETag` exposed so browser SDKs can send
 //! `If-None-Match`.
 
-use bytes::Bytes;
+use super::body::Reply;
 use http::header::{
     ACCESS_CONTROL_ALLOW_HEADERS, ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN,
     ACCESS_CONTROL_EXPOSE_HEADERS, ACCESS_CONTROL_MAX_AGE, ACCESS_CONTROL_REQUEST_HEADERS, ORIGIN,
     VARY,
 };
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::config::{AllowedOrigins, CorsConfig};
 
@@ -29,11 +28,7 @@ fn allow_origin(config: &CorsConfig, origin: Option<&HeaderValue>) -> Option<Hea
 }
 
 /// Adds the CORS headers of an actual (non-preflight) Frontend API response.
-pub fn decorate(
-    config: &CorsConfig,
-    origin: Option<&HeaderValue>,
-    response: &mut Response<Full<Bytes>>,
-) {
+pub fn decorate(config: &CorsConfig, origin: Option<&HeaderValue>, response: &mut Response<Reply>) {
     let headers = response.headers_mut();
     headers.append(VARY, HeaderValue::from_static("Origin"));
     if let Some(allowed) = allow_origin(config, origin) {
@@ -46,8 +41,8 @@ pub fn decorate(
 }
 
 /// Answers an `OPTIONS` preflight. No token is needed: browsers never send one here.
-pub fn preflight(config: &CorsConfig, request: &HeaderMap) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::new()));
+pub fn preflight(config: &CorsConfig, request: &HeaderMap) -> Response<Reply> {
+    let mut response = Response::new(Reply::empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
     let origin = request.get(ORIGIN);
     let headers = response.headers_mut();
@@ -119,11 +114,11 @@ mod tests {
         let c = cfg(AllowedOrigins::List(vec!["https://app.example.com".into()]));
         let ok = HeaderValue::from_static("https://app.example.com");
         let bad = HeaderValue::from_static("https://evil.example.com");
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Reply::empty());
         decorate(&c, Some(&ok), &mut r);
         assert_eq!(r.headers()[ACCESS_CONTROL_ALLOW_ORIGIN], ok);
         assert_eq!(r.headers()[VARY], "Origin");
-        let mut r = Response::new(Full::new(Bytes::new()));
+        let mut r = Response::new(Reply::empty());
         decorate(&c, Some(&bad), &mut r);
         assert!(r.headers().get(ACCESS_CONTROL_ALLOW_ORIGIN).is_none());
         assert_eq!(r.headers()[VARY], "Origin");

@@ -1,10 +1,10 @@
 //! Request errors and the one exhaustive mapping from them to status, headers and JSON body
 //! (PROTOCOL.md §5). Messages say what happened and what to do; they never contain a secret.
 
+use super::body::Reply;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
-use http_body_util::Full;
 
 use crate::auth::AuthError;
 use crate::config::unit::format_size;
@@ -36,6 +36,10 @@ pub enum ApiError {
     AllEndpointDisabled,
     /// Too many requests in flight.
     Overloaded,
+    /// As many streams are open as `streaming.max_streams` allows (0: streaming is off).
+    TooManyStreams {
+        limit: usize,
+    },
     /// `/edge/validate` asked about more unknown tokens than its budget allows now.
     OverBudget {
         budget: &'static str,
@@ -108,6 +112,21 @@ impl ApiError {
                 "flagpost is answering as many requests as it is allowed to; retry shortly.".into(),
                 Some(1),
             ),
+            ApiError::TooManyStreams { limit } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_streams",
+                if *limit == 0 {
+                    "Streaming is turned off on this flagpost (streaming.max_streams = 0); poll \
+                     /api/client/features instead."
+                        .into()
+                } else {
+                    format!(
+                        "flagpost already has {limit} streams open (streaming.max_streams); poll \
+                         /api/client/features instead."
+                    )
+                },
+                None,
+            ),
             ApiError::BodyTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
@@ -143,7 +162,7 @@ impl ApiError {
     }
 
     /// The response for this error.
-    pub fn into_response(self) -> Response<Full<Bytes>> {
+    pub fn into_response(self) -> Response<Reply> {
         let (status, code, message, retry_after) = self.parts();
         let mut body = String::with_capacity(message.len() + 48);
         body.push_str("{\"error\":");
@@ -151,7 +170,7 @@ impl ApiError {
         body.push_str(",\"message\":");
         json::push_str(&mut body, &message);
         body.push('}');
-        let mut response = Response::new(Full::new(Bytes::from(body)));
+        let mut response = Response::new(Reply::full(Bytes::from(body)));
         *response.status_mut() = status;
         let headers = response.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

@@ -2,6 +2,7 @@
 //! HTTP/2), connection limits and timeouts, and the drain on shutdown. The only module that
 //! touches hyper types.
 
+pub mod body;
 pub mod client_ip;
 pub mod conn;
 pub mod cors;
@@ -127,6 +128,7 @@ pub async fn serve(
     drop(http);
     drop(https);
     tracing::info!("listeners closed; finishing the requests in flight");
+    app.streams.stop();
     stop_connections.cancel();
     finish(&connections, app.config.server.shutdown_grace).await
 }
@@ -257,8 +259,9 @@ async fn serve_connection<S>(
         // Boxed: hyper keeps room for the service's future for the connection's whole life,
         // so an idle keep-alive connection holds a pointer here, not the handler's state.
         Box::pin(async move {
-            let response = handler::handle(&app, req, peer).await;
-            drop(guard);
+            let mut response = handler::handle(&app, req, peer).await;
+            // A stream keeps the connection busy for as long as it lasts.
+            response.body_mut().hold(guard);
             Ok::<_, Infallible>(response)
         })
     });

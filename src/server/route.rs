@@ -20,6 +20,10 @@ pub enum Route {
     ClientBulkMetrics,
     FrontendMetrics,
     FrontendRegister,
+    /// `GET /api/client/streaming`: Server-Sent Events of flag changes.
+    ClientStreaming,
+    /// `GET /api/client/delta`: the changes since an event id.
+    ClientDelta,
     /// No route: the label for 404s.
     Unmatched,
 }
@@ -40,6 +44,8 @@ pub const ROUTE_LABELS: &[&str] = &[
     "/api/client/metrics/bulk",
     "/api/frontend/client/metrics",
     "/api/frontend/client/register",
+    "/api/client/streaming",
+    "/api/client/delta",
     "unmatched",
 ];
 
@@ -51,7 +57,10 @@ impl Route {
     /// The methods the route answers (HEAD wherever GET is).
     pub fn allowed(self) -> &'static str {
         match self {
-            Route::ClientFeatures | Route::ClientFeature => "GET, HEAD",
+            Route::ClientFeatures
+            | Route::ClientFeature
+            | Route::ClientStreaming
+            | Route::ClientDelta => "GET, HEAD",
             Route::Frontend | Route::FrontendAll | Route::FrontendFeature => {
                 "GET, HEAD, POST, OPTIONS"
             }
@@ -121,6 +130,8 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, RouteError> {
     let mut name = None;
     let route = match path {
         "/api/client/features" => Route::ClientFeatures,
+        "/api/client/streaming" => Route::ClientStreaming,
+        "/api/client/delta" => Route::ClientDelta,
         "/api/frontend" | "/api/proxy" => Route::Frontend,
         "/api/frontend/all" | "/api/proxy/all" => Route::FrontendAll,
         "/health" | "/internal-backstage/health" => Route::Health,
@@ -289,6 +300,8 @@ mod tests {
             ClientBulkMetrics,
             FrontendMetrics,
             FrontendRegister,
+            ClientStreaming,
+            ClientDelta,
         ];
         assert_eq!(
             ROUTE_LABELS.len(),

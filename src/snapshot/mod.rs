@@ -41,10 +41,37 @@ pub fn etag_of(bytes: &[u8]) -> String {
     format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(bytes))
 }
 
+/// What one client asks for within an environment: the projects its token (and `project`
+/// query) allow, and an optional name prefix. A Client API body, a hydration and an update are
+/// rendered once per filter.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct BodyKey {
-    projects: Projects,
-    name_prefix: Option<String>,
+pub struct Filter {
+    pub projects: Projects,
+    pub name_prefix: Option<String>,
+}
+
+impl Filter {
+    pub fn new(projects: Projects, name_prefix: Option<String>) -> Filter {
+        Filter {
+            projects,
+            name_prefix,
+        }
+    }
+
+    /// Whether a feature of `project` named `name` is in this filter.
+    pub fn admits(&self, project: &str, name: &str) -> bool {
+        self.projects.contains(project)
+            && self
+                .name_prefix
+                .as_deref()
+                .is_none_or(|p| name.starts_with(p))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum BodyKind {
+    Client,
+    Hydration,
 }
 
 /// Everything served for one environment, immutable once built.
@@ -54,8 +81,11 @@ pub struct Snapshot {
     by_name: HashMap<String, usize>,
     /// The flags compiled and prepared for the Frontend API.
     frontend: FrontendView,
-    bodies: moka::sync::Cache<BodyKey, Arc<Body>>,
+    bodies: moka::sync::Cache<(BodyKind, Filter), Arc<Body>>,
     built_at: SystemTime,
+    /// The environment's revision (the id of the last change event) this snapshot is at; set
+    /// when it is published.
+    revision: u64,
 }
 
 impl std::fmt::Debug for Snapshot {
@@ -85,6 +115,7 @@ impl Snapshot {
             frontend,
             bodies: moka::sync::Cache::new(BODY_CACHE_ENTRIES),
             built_at: SystemTime::now(),
+            revision: 0,
         };
         (snapshot, warnings)
     }
@@ -116,36 +147,75 @@ impl Snapshot {
         self.built_at
     }
 
+    /// The revision this snapshot is at (0 before it is published).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// Sets the revision, before the snapshot is published.
+    pub fn set_revision(&mut self, revision: u64) {
+        self.revision = revision;
+    }
+
     /// The Client API body for a project filter (and optional name prefix), built on first use
     /// and memoised for the life of this snapshot.
     pub fn client_body(&self, projects: &Projects, name_prefix: Option<&str>) -> Arc<Body> {
-        let key = BodyKey {
-            projects: projects.clone(),
-            name_prefix: name_prefix.map(str::to_string),
-        };
-        self.bodies.get_with(key, || {
+        let filter = Filter::new(projects.clone(), name_prefix.map(str::to_string));
+        self.bodies.get_with((BodyKind::Client, filter), || {
             Arc::new(self.render_client_body(projects, name_prefix))
         })
     }
 
-    fn render_client_body(&self, projects: &Projects, name_prefix: Option<&str>) -> Body {
+    /// `{"events":[{"type":"hydration",...}]}` for a filter: the same features and segments as
+    /// its Client API body, as the first event of a stream or a delta answer. Memoised like
+    /// [`Snapshot::client_body`]; its ETag is the revision.
+    pub fn hydration(&self, filter: &Filter) -> Arc<Body> {
+        self.bodies
+            .get_with((BodyKind::Hydration, filter.clone()), || {
+                let (features, segments) = self.select(filter);
+                let size: usize = features.iter().map(|f| f.raw_json().len() + 1).sum();
+                let mut out = String::with_capacity(size + 128);
+                out.push_str("{\"events\":[{\"type\":\"hydration\",\"eventId\":");
+                out.push_str(&self.revision.to_string());
+                out.push_str(",\"features\":[");
+                json::push_joined(&mut out, features.iter().map(|f| f.raw_json()));
+                out.push_str("],\"segments\":[");
+                json::push_joined(&mut out, segments.iter().map(|s| s.raw_json()));
+                out.push_str("]}]}");
+                Arc::new(Body {
+                    bytes: Bytes::from(out),
+                    etag: format!("\"{}\"", self.revision),
+                })
+            })
+    }
+
+    /// The features in `filter` (document order) and the segments they use.
+    fn select(&self, filter: &Filter) -> (Vec<&Feature>, Vec<&SegmentEntry>) {
         let selected: Vec<&Feature> = self
             .document
             .features
             .iter()
-            .filter(|f| projects.contains(&f.project))
-            .filter(|f| name_prefix.is_none_or(|p| f.name.starts_with(p)))
+            .filter(|f| filter.admits(&f.project, &f.name))
             .collect();
         let used: BTreeSet<i32> = selected.iter().flat_map(|f| f.segment_ids()).collect();
+        let segments = self
+            .document
+            .segments
+            .iter()
+            .filter(|s| used.contains(&s.id))
+            .collect();
+        (selected, segments)
+    }
+
+    fn render_client_body(&self, projects: &Projects, name_prefix: Option<&str>) -> Body {
+        let filter = Filter::new(projects.clone(), name_prefix.map(str::to_string));
+        let (selected, segments) = self.select(&filter);
         let size: usize = selected.iter().map(|f| f.raw_json().len() + 1).sum();
         let mut out = String::with_capacity(size + 256);
-        let segments = self.document.segments.iter();
         json::push_features_and_segments(
             &mut out,
             selected.iter().map(|f| f.raw_json()),
-            segments
-                .filter(|s| used.contains(&s.id))
-                .map(|s| s.raw_json()),
+            segments.iter().map(|s| s.raw_json()),
         );
         out.push_str(",\"query\":{\"environment\":");
         json::push_str(&mut out, &self.environment);

@@ -68,6 +68,8 @@ pub enum GateError {
 pub struct Store {
     envs: ArcSwap<HashMap<String, Arc<EnvSlot>>>,
     initialized: AtomicBool,
+    /// Bumped whenever a serving scope changes, so that long-lived streams check theirs again.
+    scopes_changed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Store {
@@ -144,6 +146,12 @@ impl Store {
         if let Some(slot) = self.envs.load().get(environment) {
             slot.serving.narrow(projects);
         }
+        self.scopes_changed.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever a serving scope may have changed.
+    pub fn scope_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.scopes_changed.subscribe()
     }
 
     /// Sets what an environment may serve to `projects`: the union of its live startup tokens'
@@ -153,6 +161,7 @@ impl Store {
         if let Some(slot) = self.envs.load().get(environment) {
             slot.serving.set(projects);
         }
+        self.scopes_changed.send_modify(|n| *n += 1);
     }
 
     /// The environments that have no snapshot yet (none before they are known: check

@@ -17,5 +17,6 @@ mod harness;
 mod offline;
 mod sdk;
 mod spec;
+mod streaming;
 mod upstream;
 mod usage;

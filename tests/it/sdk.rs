@@ -150,3 +150,118 @@ async fn real_sdks_against_flagpost() {
         "{apps:?}"
     );
 }
+
+/// Runs `tests/sdk/stream.mjs` (the real server SDK in `mode`) against `url` with `token`: waits
+/// until it is synchronised, checks it has `features` flags, calls `change`, and returns how long
+/// the SDK took to see `flag` become `expect`.
+async fn node_sdk_sees_a_change(
+    mode: &str,
+    url: &str,
+    token: &str,
+    (flag, expect): (&str, bool),
+    features: u64,
+    change: impl FnOnce(),
+) -> Duration {
+    use tokio::io::AsyncBufReadExt;
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    let mut child = tokio::process::Command::new("node")
+        .arg(dir.join("stream.mjs"))
+        .current_dir(&dir)
+        .env("FLAGPOST_URL", url)
+        .env("CLIENT_TOKEN", token)
+        .env("MODE", mode)
+        .env("FLAG", flag)
+        .env("EXPECT", expect.to_string())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    async fn next(
+        lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    ) -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .expect("the SDK script answered in time")
+            .unwrap()
+            .expect("a line from the SDK script");
+        serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
+    }
+    let ready = next(&mut lines).await;
+    assert_eq!(ready["phase"], "ready", "{mode}: {ready}");
+    assert_eq!(ready["features"], features, "{mode}: {ready}");
+    assert_eq!(ready["enabled"], !expect, "{mode}: {ready}");
+    let started = std::time::Instant::now();
+    change();
+    let changed = next(&mut lines).await;
+    let seen = started.elapsed();
+    assert_eq!(changed["phase"], "changed", "{mode}: {changed}");
+    assert_eq!(
+        changed["fellBack"],
+        serde_json::json!([]),
+        "{mode}: {changed}"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{mode}: {changed}");
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_edge_mode() {
+    let up = FakeUpstream::start().await;
+    let token = secret("client-all-dev");
+    let s = Server::start(
+        &edge_config(&up.url(), std::slice::from_ref(&token), ""),
+        &[],
+    )
+    .await;
+    s.wait_ready().await;
+    let mut on = false;
+    for mode in ["streaming", "delta"] {
+        let seen = node_sdk_sees_a_change(mode, &s.url(""), &token, ("simple.on", on), 13, || {
+            up.set_enabled("development", "simple.on", on)
+        })
+        .await;
+        eprintln!("edge, {mode}: the SDK saw the change upstream after {seen:?}");
+        on = !on;
+    }
+    assert!(metric(&s, "flagpost_http_requests_total{method=\"GET\",route=\"/api/client/delta\",status=\"2xx\"}").await.unwrap() >= 1.0);
+    assert!(
+        metric(&s, "flagpost_stream_events_sent_total")
+            .await
+            .unwrap()
+            >= 2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_offline_mode() {
+    use crate::offline::{config, CLIENT_DEFAULT_DEV, FEATURES};
+    let s = Server::start(&config(""), &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    let path = s.path("features.json");
+    let mut on = true;
+    for mode in ["streaming", "delta"] {
+        let text = if on {
+            FEATURES.replace(
+                r#""d.off","project":"default","enabled":false"#,
+                r#""d.off","project":"default","enabled":true"#,
+            )
+        } else {
+            FEATURES.to_string()
+        };
+        node_sdk_sees_a_change(
+            mode,
+            &s.url(""),
+            CLIENT_DEFAULT_DEV,
+            ("d.off", on),
+            4,
+            || std::fs::write(&path, text).unwrap(),
+        )
+        .await;
+        on = !on;
+    }
+}

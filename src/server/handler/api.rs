@@ -46,7 +46,7 @@ pub(super) async fn usage_api(
                 .register(env, &access.scope.projects, source, registration);
         }
     }
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Reply::empty());
     *r.status_mut() = StatusCode::ACCEPTED;
     Ok(r)
 }
@@ -65,9 +65,33 @@ pub(super) async fn client_api(
         let body = feature.raw_json().as_bytes().to_vec();
         return Ok(conditional(req.headers(), body, false));
     }
+    let filter = client_filter(&access, req.uri().query())?;
+    let body = snapshot.client_body(&filter.projects, filter.name_prefix.as_deref());
+    let mut r = if etag_matches(req.headers(), &body.etag) {
+        not_modified(&body.etag, false)
+    } else {
+        let mut r = Response::new(Reply::full(body.bytes.clone()));
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, JSON);
+        insert_etag(h, &body.etag);
+        r
+    };
+    if app.streams.settings().advertise {
+        // Polling SDKs that stream switch to /api/client/streaming.
+        r.headers_mut()
+            .insert(FETCH_MODE, HeaderValue::from_static("streaming"));
+    }
+    Ok(r)
+}
+
+const FETCH_MODE: http::HeaderName = http::HeaderName::from_static("fetch-mode");
+
+/// The filter of a Client API request: the token's projects, narrowed by `project` (repeated,
+/// comma-separated or `project[]`), and `namePrefix`.
+pub(super) fn client_filter(access: &Access, query: Option<&str>) -> Result<Filter, ApiError> {
     let mut name_prefix = None;
     let mut asked: Option<Projects> = None;
-    let pairs = evaluate::query_pairs(req.uri().query().unwrap_or(""))
+    let pairs = evaluate::query_pairs(query.unwrap_or(""))
         .map_err(|e| ApiError::BadRequest(e.to_string()))?;
     for (key, value) in pairs {
         match key.as_str() {
@@ -87,15 +111,7 @@ pub(super) async fn client_api(
         Some(asked) => access.scope.projects.intersect(&asked),
         None => access.scope.projects.clone(),
     };
-    let body = snapshot.client_body(&projects, name_prefix.as_deref());
-    if etag_matches(req.headers(), &body.etag) {
-        return Ok(not_modified(&body.etag, false));
-    }
-    let mut r = Response::new(Full::new(body.bytes.clone()));
-    let h = r.headers_mut();
-    h.insert(CONTENT_TYPE, JSON);
-    insert_etag(h, &body.etag);
-    Ok(r)
+    Ok(Filter::new(projects, name_prefix))
 }
 
 pub(super) async fn frontend_api(
@@ -240,7 +256,7 @@ pub(super) async fn edge_validate(
     }
     // Strings in vectors: serde_json cannot fail on them.
     let out = serde_json::to_vec(&Answer { tokens }).unwrap_or_default();
-    let mut r = Response::new(Full::new(Bytes::from(out)));
+    let mut r = Response::new(Reply::full(Bytes::from(out)));
     r.headers_mut().insert(CONTENT_TYPE, JSON);
     Ok(r)
 }

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
+use super::body::Reply;
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_NONE_MATCH, ORIGIN};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
@@ -15,18 +16,20 @@ use super::route::{self, Matched, Route, RouteError};
 use super::{client_ip, cors};
 use crate::auth::{Access, AuthError};
 use crate::evaluate::{self, Listing};
-use crate::snapshot::{etag_of, GateError, Snapshot};
+use crate::snapshot::{etag_of, Filter, GateError, Snapshot};
 use crate::token::{Projects, TokenKind};
 use crate::App;
 
 mod api;
+mod stream;
 
 pub use api::MAX_VALIDATE_TOKENS;
 use api::{client_api, edge_validate, frontend_api, usage_api};
+use stream::{client_delta, client_streaming};
 
 const JSON: HeaderValue = HeaderValue::from_static("application/json");
 
-type HttpResponse = Response<Full<Bytes>>;
+pub(crate) type HttpResponse = Response<Reply>;
 
 /// Answers one request. Never fails: errors become responses.
 pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> HttpResponse {
@@ -220,7 +223,7 @@ async fn dispatch(
                     "message": format!("flagpost cannot serve every environment it is configured for: {why}."),
                     "reason": why,
                 });
-                let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+                let mut r = Response::new(Reply::full(Bytes::from(body.to_string())));
                 *r.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
                 r.headers_mut().insert(CONTENT_TYPE, JSON);
                 r
@@ -228,7 +231,7 @@ async fn dispatch(
         }),
         Route::Metrics => {
             app.observe();
-            let mut r = Response::new(Full::new(Bytes::from(app.metrics.render())));
+            let mut r = Response::new(Reply::full(Bytes::from(app.metrics.render())));
             r.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
@@ -236,6 +239,8 @@ async fn dispatch(
             Ok(r)
         }
         Route::ClientFeatures | Route::ClientFeature => client_api(app, matched, req).await,
+        Route::ClientStreaming => client_streaming(app, req).await,
+        Route::ClientDelta => client_delta(app, req).await,
         Route::EdgeValidate => edge_validate(app, req, peer).await,
         Route::ClientMetrics | Route::ClientRegister | Route::ClientBulkMetrics => {
             usage_api(app, matched.route, req).await
@@ -368,7 +373,7 @@ fn conditional(headers: &HeaderMap, body: Vec<u8>, no_cache: bool) -> HttpRespon
     if etag_matches(headers, &etag) {
         return not_modified(&etag, no_cache);
     }
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let mut r = Response::new(Reply::full(Bytes::from(body)));
     let h = r.headers_mut();
     h.insert(CONTENT_TYPE, JSON);
     insert_etag(h, &etag);
@@ -379,7 +384,7 @@ fn conditional(headers: &HeaderMap, body: Vec<u8>, no_cache: bool) -> HttpRespon
 }
 
 fn not_modified(etag: &str, no_cache: bool) -> HttpResponse {
-    let mut r = Response::new(Full::new(Bytes::new()));
+    let mut r = Response::new(Reply::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
     let h = r.headers_mut();
     insert_etag(h, etag);
@@ -408,7 +413,7 @@ pub fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
 }
 
 fn json_response(status: StatusCode, body: &'static str) -> HttpResponse {
-    let mut r = Response::new(Full::new(Bytes::from_static(body.as_bytes())));
+    let mut r = Response::new(Reply::full(Bytes::from_static(body.as_bytes())));
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, JSON);
     r

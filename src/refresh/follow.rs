@@ -1,0 +1,160 @@
+//! `edge --streaming`: following the upstream's `/api/client/streaming` instead of polling.
+//!
+//! The stream's events are applied to the startup token's document, which is merged and
+//! published like a poll's answer, with upstream's event ids as revisions. A stream that ends
+//! or fails is reopened with backoff, resuming after the last event id (or with a hydration,
+//! after an event that could not be applied). Upstream answering 401, 403, 404, 429 or 501,
+//! asking for polling, or five failures within a minute, mean polling instead (the poll also
+//! handles a refused token); the stream is tried again after [`STREAM_RETRY`].
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::time::Instant;
+
+use super::Refresh;
+use crate::backoff::backoff;
+use crate::snapshot::Document;
+use crate::token::Token;
+use crate::upstream::UpstreamError;
+
+/// How long flagpost polls after falling back before it tries the stream again.
+pub(super) const STREAM_RETRY: Duration = Duration::from_secs(300);
+
+/// Failures within [`FAILURE_WINDOW`] after which flagpost polls instead.
+const MAX_FAILURES: usize = 5;
+const FAILURE_WINDOW: Duration = Duration::from_secs(60);
+
+/// How following a stream ended.
+pub(super) enum Followed {
+    /// flagpost is stopping.
+    Cancelled,
+    /// Another startup token's poll covers this one now.
+    NotNeeded,
+    /// Poll instead, for this reason.
+    Fallback(String),
+}
+
+impl Refresh {
+    pub(super) async fn follow(self: &Arc<Self>, index: usize, token: &Token) -> Followed {
+        let mut failures: VecDeque<Instant> = VecDeque::new();
+        let mut last_id: Option<String> = None;
+        let mut failing: Option<String> = None;
+        loop {
+            match self.still_polled(index) {
+                None => return Followed::NotNeeded,
+                Some(true) => return Followed::Fallback("upstream refused the token".into()),
+                Some(false) => {}
+            }
+            let has_document = self.lock().get(index).is_some_and(|s| s.document.is_some());
+            let resume = last_id.as_deref().filter(|_| has_document);
+            let opened = tokio::select! {
+                _ = self.cancel.cancelled() => return Followed::Cancelled,
+                opened = self.upstream.stream(token, resume, &self.app.metrics) => opened,
+            };
+            let problem = match opened {
+                Ok(mut stream) => {
+                    if let Some(before) = failing.take() {
+                        tracing::info!(token = %token, after = %before, "following the upstream stream again");
+                    } else {
+                        tracing::info!(token = %token, resumed = resume.is_some(), "following the upstream stream");
+                    }
+                    loop {
+                        let next = tokio::select! {
+                            _ = self.cancel.cancelled() => return Followed::Cancelled,
+                            next = stream.next() => next,
+                        };
+                        let events = match next {
+                            Ok(Some(events)) => events,
+                            Ok(None) => break "upstream ended the stream".to_string(),
+                            Err(e) => break e.to_string(),
+                        };
+                        self.touch(index);
+                        let mut bad = false;
+                        for event in events {
+                            match event.name.as_str() {
+                                "unleash-connected" | "unleash-updated" => {
+                                    self.app.metrics.upstream_stream_events.inc();
+                                    if let Err(e) = self.apply(index, event.data.as_bytes()).await {
+                                        // Start again from a hydration, as the SDKs do.
+                                        last_id = None;
+                                        bad = true;
+                                        tracing::warn!(token = %token, error = %e, "an upstream stream event cannot be applied; reconnecting for a full copy");
+                                        break;
+                                    }
+                                    last_id = event.id;
+                                }
+                                "fetch-mode" if event.data.trim() == "polling" => {
+                                    return Followed::Fallback(
+                                        "upstream asked its clients to poll".into(),
+                                    );
+                                }
+                                _ => {}
+                            }
+                        }
+                        if bad {
+                            break "an event could not be applied".to_string();
+                        }
+                    }
+                }
+                Err(UpstreamError::Status(code @ (401 | 403 | 404 | 429 | 501)))
+                | Err(UpstreamError::Refused(code)) => {
+                    return Followed::Fallback(format!(
+                        "upstream answered {code} for /api/client/streaming"
+                    ));
+                }
+                Err(e) => e.to_string(),
+            };
+            let now = Instant::now();
+            failures.push_back(now);
+            while failures.front().is_some_and(|t| now - *t > FAILURE_WINDOW) {
+                failures.pop_front();
+            }
+            if failures.len() >= MAX_FAILURES {
+                return Followed::Fallback(format!(
+                    "{MAX_FAILURES} stream failures within a minute, the last: {problem}"
+                ));
+            }
+            if failing.is_none() {
+                tracing::warn!(token = %token, problem = %problem, "the upstream stream failed; reconnecting");
+            }
+            failing = Some(problem);
+            let delay = backoff(
+                Duration::from_secs(1),
+                u32::try_from(failures.len()).unwrap_or(1),
+            );
+            tokio::select! {
+                _ = self.cancel.cancelled() => return Followed::Cancelled,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Upstream showed it is alive (an event or a heartbeat).
+    fn touch(&self, index: usize) {
+        if let Some(s) = self.lock().get_mut(index) {
+            s.last_success = Some(SystemTime::now());
+        }
+    }
+
+    /// Applies one event's data to the token's document and publishes the environment.
+    async fn apply(&self, index: usize, data: &[u8]) -> Result<(), crate::document::DocumentError> {
+        let merged = {
+            let mut sources = self.lock();
+            let Some(source) = sources.get_mut(index) else {
+                return Ok(());
+            };
+            source
+                .document
+                .get_or_insert_with(Document::default)
+                .apply_events(data)?;
+            let env = source.scope.environment.clone();
+            super::merged(&sources, &env).map(|d| (env, d))
+        };
+        if let Some((env, document)) = merged {
+            self.publish(&env, document).await;
+        }
+        Ok(())
+    }
+}
