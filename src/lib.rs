@@ -6,10 +6,13 @@
 //! WHERE SNAPSHOTS COME FROM                WHERE THEY ARE KEPT          WHERE REQUESTS ARE SERVED
 //! offline: features file (offline.rs) ─┐
 //! edge: startup tokens validated and   ├─► publish::Publisher ─► snapshot::Store ◄─ server::handler
-//!   polled (refresh/), merged          │   compiles (blocking     one Arc<Snapshot>   (one gate:
-//!   (refresh/sources.rs)               │   pool), swaps, counts,  per environment,    Store::admit)
-//! edge: backup at start (refresh/      ┘   announces a ChangeSet  read lock-free
-//!   backup.rs, persist.rs)                 per environment
+//!   polled (refresh/), or the upstream │   compiles (blocking     one Arc<Snapshot>   (one gate:
+//!   stream followed (refresh/follow.rs)│   pool), swaps, counts,  per environment,    Store::admit)
+//!   merged (refresh/sources.rs)        │   announces a ChangeSet  read lock-free
+//! edge: backup at start (refresh/      ┘   per environment, keeps
+//!   backup.rs, persist.rs)                 a short history ─────► stream::Streams: SSE to SDKs
+//!                                          (delta: rendered once  and /api/client/delta
+//!                                           per filter)            (server::handler::stream)
 //!
 //! A request: server (accept, TLS, timeouts, limits, spans) ─► server::route ─► auth (token →
 //! Access{kind, scope}: the configured table, or caches in front of upstream /edge/validate)
@@ -20,7 +23,8 @@
 //! Background work, owned by one task tracker and stopped by one cancellation token, gets
 //! narrow handles (the store, the publisher, the authenticator, the usage buffer, the metrics),
 //! never the request handlers' `App`: the offline file watcher, refresh (one poll per startup
-//! scope), auth::Validator (the validation lanes) and auth::revalidate, usage::forward.
+//! scope), auth::Validator (the validation lanes) and auth::revalidate, usage::forward, and
+//! the streams' ticker (heartbeats, token checks when verdicts or scopes change).
 //! ```
 //!
 //! Modules, one job each:
@@ -34,7 +38,11 @@
 //! - [`refresh`]: edge mode's startup validation and polls; `refresh/sources.rs`: which
 //!   startup tokens are polled and how their answers merge; `refresh/backup.rs`: the backup.
 //! - [`persist`]: the backup folder's files.
-//! - [`publish`]: the one publish path: compile, swap, metrics, change sets.
+//! - [`publish`]: the one publish path: compile, swap, metrics, change sets and their ids, the
+//!   history clients resume from.
+//! - [`delta`]: a change set as the delta events one filter sees, rendered once; SSE frames.
+//! - [`stream`]: the open SDK streams: their limit, tasks, heartbeats and why they end.
+//! - [`sse`]: the Server-Sent Events parser (the upstream stream, and the tests' client).
 //! - [`snapshot`]: immutable per-environment snapshots, the serving scopes, and the arc-swap
 //!   [`snapshot::Store`].
 //! - [`auth`]: token → [`auth::Access`]; `auth/remote.rs` the verdict caches, `auth/budget.rs`

@@ -421,6 +421,62 @@ fn edge_mode_from_the_file() {
     );
 }
 
+#[test]
+fn streaming_from_the_file_and_flags() {
+    let c = serve(&["--config", write(BASE).path().to_str().unwrap()]);
+    assert_eq!(
+        c.streaming,
+        StreamingSettings {
+            max_streams: 10_000,
+            heartbeat_interval: Duration::from_secs(20),
+            history: 100,
+            advertise: false,
+        }
+    );
+    let f = write(&format!(
+        "{BASE}[streaming]\nmax_streams = 5\nheartbeat_interval = \"2s\"\nhistory = 7\nadvertise = true\n"
+    ));
+    let path = f.path().to_str().unwrap();
+    let c = serve(&["--config", path]);
+    assert_eq!(
+        c.streaming,
+        StreamingSettings {
+            max_streams: 5,
+            heartbeat_interval: Duration::from_secs(2),
+            history: 7,
+            advertise: true,
+        }
+    );
+    let c = serve(&[
+        "--config",
+        path,
+        "--streaming-max-streams",
+        "0",
+        "--streaming-heartbeat-interval",
+        "30",
+    ]);
+    assert_eq!(c.streaming.max_streams, 0, "0 turns streaming off");
+    assert_eq!(c.streaming.heartbeat_interval, Duration::from_secs(30));
+    assert_eq!(c.streaming.history, 7, "the file's other keys stay");
+    assert!(c.to_redacted_toml().contains("[streaming]"));
+    let e = error(&["--config", path, "--streaming-heartbeat-interval", "61s"]);
+    assert!(e.contains("streaming.heartbeat_interval"), "{e}");
+    let e = error(&["--config", path, "--streaming-history", "0"]);
+    assert!(e.contains("streaming.history"), "{e}");
+    let c = serve(&[
+        "edge",
+        "--upstream-url",
+        "http://unleash:4242",
+        "--tokens",
+        "*:development.abc12345678",
+        "--streaming",
+    ]);
+    let Mode::Edge(e) = &c.mode else {
+        panic!("not edge")
+    };
+    assert!(e.streaming);
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

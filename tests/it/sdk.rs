@@ -253,7 +253,7 @@ async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_offline_mode(
         } else {
             FEATURES.to_string()
         };
-        node_sdk_sees_a_change(
+        let seen = node_sdk_sees_a_change(
             mode,
             &s.url(""),
             CLIENT_DEFAULT_DEV,
@@ -262,6 +262,36 @@ async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_offline_mode(
             || std::fs::write(&path, text).unwrap(),
         )
         .await;
+        eprintln!("offline, {mode}: the SDK saw the file change after {seen:?}");
         on = !on;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_polling_node_sdk_switches_to_streaming_when_flagpost_advertises_it() {
+    use crate::offline::{config, CLIENT_DEFAULT_DEV, FEATURES};
+    let config = config("").replacen("[server]", "[streaming]\nadvertise = true\n[server]", 1);
+    let s = Server::start(&config, &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    let path = s.path("features.json");
+    let text = FEATURES.replace(
+        r#""d.off","project":"default","enabled":false"#,
+        r#""d.off","project":"default","enabled":true"#,
+    );
+    node_sdk_sees_a_change(
+        "polling",
+        &s.url(""),
+        CLIENT_DEFAULT_DEV,
+        ("d.off", true),
+        4,
+        || std::fs::write(&path, text).unwrap(),
+    )
+    .await;
+    // The SDK's first poll told it to stream: the change came on a stream.
+    assert!(
+        metric(&s, "flagpost_stream_events_sent_total")
+            .await
+            .unwrap()
+            >= 2.0
+    );
 }

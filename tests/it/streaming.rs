@@ -14,6 +14,8 @@ use crate::offline::{
 };
 use crate::upstream::{secret, FakeUpstream};
 
+const HEARTBEAT: &[u8] = b": keep-alive\n\n";
+
 /// An SSE client: one `GET`, events parsed as they arrive.
 pub struct Sse {
     pub status: u16,
@@ -21,6 +23,8 @@ pub struct Sse {
     response: reqwest::Response,
     parser: Parser,
     queued: std::collections::VecDeque<Event>,
+    /// Heartbeat comments seen so far.
+    pub heartbeats: usize,
 }
 
 impl Sse {
@@ -40,6 +44,7 @@ impl Sse {
             response,
             parser: Parser::new(16 << 20),
             queued: Default::default(),
+            heartbeats: 0,
         }
     }
 
@@ -61,7 +66,13 @@ impl Sse {
                 .await
                 .ok()?;
             match chunk {
-                Ok(Some(bytes)) => self.queued.extend(self.parser.feed(&bytes).unwrap()),
+                Ok(Some(bytes)) => {
+                    self.heartbeats += bytes
+                        .windows(HEARTBEAT.len())
+                        .filter(|w| *w == HEARTBEAT)
+                        .count();
+                    self.queued.extend(self.parser.feed(&bytes).unwrap());
+                }
                 _ => return None,
             }
         }
@@ -448,5 +459,60 @@ async fn a_chained_flagpost_follows_the_upstream_stream_and_falls_back_to_pollin
         json!(up.requests_to("/api/client/streaming").len()),
         json!(1),
         "a 404 is not retried at once"
+    );
+}
+
+#[tokio::test]
+async fn streams_outlive_the_request_and_idle_timeouts_and_do_not_count_in_flight() {
+    let config = offline::config(
+        "request_timeout = \"200ms\"\nidle_timeout = \"300ms\"\nheader_read_timeout = \"200ms\"\nmax_in_flight = 1",
+    )
+    .replacen("[server]", "[streaming]\nheartbeat_interval = \"100ms\"\n[server]", 1);
+    let s = Server::start(&config, &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    let url = s.url("/api/client/streaming");
+    let mut a = Sse::open(&url, CLIENT_DEFAULT_DEV, None).await;
+    let mut b = Sse::open(&url, CLIENT_CHECKOUT_DEV, None).await;
+    assert_eq!(
+        (a.status, b.status),
+        (200, 200),
+        "in-flight limit 1, two streams"
+    );
+    a.next().await;
+    b.next().await;
+    // Nothing but heartbeats for well past the request and idle timeouts.
+    let started = Instant::now();
+    assert!(a.try_next(Duration::from_millis(1000)).await.is_none());
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    assert!(a.heartbeats >= 5, "{} heartbeats", a.heartbeats);
+    assert_eq!(
+        get(&s, "/api/client/features", Some(CLIENT_DEFAULT_DEV))
+            .await
+            .0,
+        200
+    );
+    std::fs::write(s.path("features.json"), changed_features()).unwrap();
+    assert_eq!(a.next().await.name, "unleash-updated", "still open");
+    assert_eq!(b.next().await.name, "unleash-updated", "still open");
+}
+
+#[tokio::test]
+async fn a_stream_ends_when_its_scope_is_no_longer_served() {
+    let up = FakeUpstream::start().await;
+    let s = start_edge(&up, &["client-all-dev"], "").await;
+    s.wait_ready().await;
+    let mut stream = Sse::open(
+        &s.url("/api/client/streaming"),
+        &secret("client-default-dev"),
+        None,
+    )
+    .await;
+    stream.next().await;
+    // The only startup token of the environment is refused upstream: nothing is served there.
+    up.revoke(&secret("client-all-dev"));
+    assert!(stream.ended().await);
+    assert_eq!(
+        metric(&s, "flagpost_streams_closed_total{reason=\"scope\"}").await,
+        Some(1.0)
     );
 }

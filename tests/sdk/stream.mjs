@@ -1,4 +1,4 @@
-// The real server SDK (unleash-client) in streaming or delta-polling mode against a running
+// The real server SDK (unleash-client) in streaming, delta-polling or polling mode against a running
 // flagpost. Started by the integration tests in `sdk.rs`, which read what this prints, one JSON
 // object per line:
 //   {"phase":"ready", ...}    synchronised: the number of features and FLAG's state
@@ -15,8 +15,12 @@ const env = (name) => {
 const mode = env('MODE');
 const flag = env('FLAG');
 const expect = env('EXPECT') === 'true';
-const experimentalMode =
-  mode === 'streaming' ? { type: 'streaming' } : { type: 'polling', format: 'delta' };
+// "polling": the default full polling, which switches to streaming when told to.
+const experimentalMode = {
+  streaming: { type: 'streaming' },
+  delta: { type: 'polling', format: 'delta' },
+  polling: undefined,
+}[mode];
 
 const warnings = [];
 const unleash = new Unleash({
