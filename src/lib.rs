@@ -66,6 +66,7 @@ pub mod config;
 pub mod delta;
 pub mod document;
 pub mod evaluate;
+pub mod fleet;
 pub mod json;
 pub mod metrics;
 pub mod offline;
@@ -124,6 +125,8 @@ pub struct App {
     /// Requests being answered now (for the in-flight limit).
     pub(crate) in_flight: AtomicUsize,
     refresh: OnceLock<Arc<Refresh>>,
+    /// The fleet this instance shares a store with, if any.
+    fleet: OnceLock<Arc<fleet::Fleet>>,
 }
 
 impl App {
@@ -171,6 +174,7 @@ impl App {
             in_flight: AtomicUsize::new(0),
             refusals: Default::default(),
             refresh: OnceLock::new(),
+            fleet: OnceLock::new(),
         }
     }
 
@@ -240,6 +244,9 @@ impl App {
         if let Some(refresh) = self.refresh.get() {
             refresh.observe();
         }
+        if let Some(fleet) = self.fleet.get() {
+            fleet.observe();
+        }
     }
 }
 
@@ -254,6 +261,8 @@ pub enum RunError {
     Startup(#[from] refresh::StartupError),
     #[error("{0}")]
     Tls(#[from] server::tls::TlsError),
+    #[error("cannot set up the shared store: {0}")]
+    Store(#[from] fleet::StoreError),
 }
 
 /// Runs flagpost on `listener` (plain HTTP) until `shutdown` completes (or edge mode finds no

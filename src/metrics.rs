@@ -65,6 +65,9 @@ pub struct Metrics {
     pub stream_bytes: IntCounter,
     pub streams_closed: IntCounterVec,
     pub upstream_stream_events: IntCounter,
+    pub fleet_role: IntGaugeVec,
+    pub fleet_lease_changes: IntCounterVec,
+    pub store_operations: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -363,6 +366,29 @@ impl Metrics {
             )
             .unwrap_or_else(|e| unreachable!("counter: {e}")),
         );
+        let fleet_role = register(
+            &registry,
+            IntGaugeVec::new(
+                Opts::new(
+                    "flagpost_fleet_role",
+                    "1 for this instance's role in the fleet (poller, follower, solo)",
+                ),
+                &["role"],
+            )
+            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+        );
+        let fleet_lease_changes = counter_vec(
+            &registry,
+            "flagpost_fleet_lease_changes_total",
+            "Changes of the fleet's polling lease seen by this instance (acquired, lost, released)",
+            &["change"],
+        );
+        let store_operations = counter_vec(
+            &registry,
+            "flagpost_store_operations_total",
+            "Calls to the shared store (Redis), by operation (lease, read, write, verdict, publish, subscribe) and outcome (ok, error, timeout, bad_data)",
+            &["operation", "outcome"],
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         Metrics {
             registry,
@@ -404,6 +430,9 @@ impl Metrics {
             stream_bytes,
             streams_closed,
             upstream_stream_events,
+            fleet_role,
+            fleet_lease_changes,
+            store_operations,
         }
     }
 

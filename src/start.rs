@@ -10,6 +10,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, Authenticator, Validator};
 use crate::config::{Config, EdgeConfig, OfflineConfig};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::refresh::{self, Refresh};
 use crate::snapshot::Store;
@@ -116,7 +117,7 @@ pub(crate) fn start_edge(
     if edge.skip_ssl_verification {
         tracing::warn!("TLS verification of the upstream is OFF (skip_ssl_verification): anyone on the network path can impersonate it");
     }
-    let (auth, validator): (Authenticator, Validator) = Authenticator::edge(
+    let (auth, mut validator): (Authenticator, Validator) = Authenticator::edge(
         edge.client_keys.clone(),
         upstream.clone(),
         metrics.clone(),
@@ -128,14 +129,33 @@ pub(crate) fn start_edge(
         ),
     );
     let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
+    let fleet = match &edge.store {
+        Some(_) => {
+            let fleet = Fleet::new(
+                edge,
+                &app.config.instance_id,
+                (
+                    app.publisher.clone(),
+                    app.store.clone(),
+                    app.metrics.clone(),
+                ),
+            )?;
+            validator.share_with(fleet.clone());
+            tasks.spawn(fleet.clone().run_lease(cancel.clone()));
+            tasks.spawn(fleet.clone().run_follow(app.auth.clone(), cancel.clone()));
+            let _ = app.fleet.set(fleet.clone());
+            Some(fleet)
+        }
+        None => None,
+    };
     tasks.spawn(validator.run(cancel.clone()));
     tasks.spawn(auth::revalidate(
         app.auth.clone(),
-        (upstream.clone(), app.metrics.clone()),
+        (upstream.clone(), app.metrics.clone(), fleet.clone()),
         edge.token_revalidation_interval,
         cancel.clone(),
     ));
-    let refresh = edge_refresh(&app, &upstream, edge, tasks, cancel);
+    let refresh = edge_refresh(&app, &upstream, edge, (tasks, cancel), fleet);
     let _ = app.refresh.set(refresh.clone());
     let forwarder_stop = usage::forward::Stop {
         stop: cancel.child_token(),
@@ -179,8 +199,8 @@ fn edge_refresh(
     app: &Arc<App>,
     upstream: &Arc<Upstream>,
     edge: &EdgeConfig,
-    tasks: &TaskTracker,
-    cancel: &CancellationToken,
+    (tasks, cancel): (&TaskTracker, &CancellationToken),
+    fleet: Option<Arc<Fleet>>,
 ) -> Arc<Refresh> {
     let registration = usage::forward::Registration {
         app_name: app.config.app_name.clone(),
@@ -201,6 +221,7 @@ fn edge_refresh(
         auth: app.auth.clone(),
         metrics: app.metrics.clone(),
         on_polled: Box::new(on_polled),
+        fleet,
     };
     let refresh = Refresh::new(
         handles,

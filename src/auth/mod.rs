@@ -33,6 +33,16 @@ pub struct Access {
     pub scope: Scope,
 }
 
+/// A verdict as the fleet shares it (see [`crate::fleet`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedVerdict {
+    Valid(TokenKind, Scope),
+    /// Unknown to upstream (or expired, deleted).
+    Invalid,
+    /// An admin token or personal access token.
+    WrongType,
+}
+
 /// Why a request's token is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum AuthError {
@@ -101,12 +111,14 @@ impl Authenticator {
                 caches: caches.clone(),
                 upstream: upstream.clone(),
                 metrics: metrics.clone(),
+                fleet: None,
             },
             relay: Lane {
                 rx: relay_rx,
                 caches: caches.clone(),
                 upstream,
                 metrics,
+                fleet: None,
             },
         };
         let remote = RemoteTokens {
@@ -300,6 +312,14 @@ impl Authenticator {
         }
     }
 
+    /// What upstream said about these tokens, in the form the fleet shares.
+    pub fn shared_verdicts(validated: &[ValidatedToken]) -> Vec<(String, SharedVerdict)> {
+        validated
+            .iter()
+            .filter_map(|v| Some((v.token.clone(), remote::verdict_of(v).shared()?)))
+            .collect()
+    }
+
     /// Refreshes the token-cache gauges.
     pub fn observe(&self, metrics: &Metrics) {
         if let Some(remote) = &self.remote {
@@ -337,6 +357,32 @@ impl Authenticator {
             remote.caches.record(validated, asked);
         }
         self.revised.send_modify(|n| *n += 1);
+    }
+
+    /// A token the fleet found revoked (by its SHA-256): refused here too from now on. Returns
+    /// how many known tokens it was (0 or 1).
+    pub fn revoke_digest(&self, digest: &str) -> usize {
+        let Some(remote) = &self.remote else {
+            return 0;
+        };
+        let matching: Vec<String> = remote
+            .caches
+            .valid
+            .iter()
+            .map(|(raw, _)| raw.as_ref().clone())
+            .filter(|raw| crate::persist::digest(raw) == digest)
+            .collect();
+        for raw in &matching {
+            remote.caches.valid.invalidate(raw);
+            remote
+                .caches
+                .invalid
+                .insert(raw.clone(), AuthError::Unknown);
+        }
+        if !matching.is_empty() {
+            self.revised.send_modify(|n| *n += 1);
+        }
+        matching.len()
     }
 
     /// Changes whenever verdicts were revised.

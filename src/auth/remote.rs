@@ -36,6 +36,32 @@ impl Caches {
         self.invalid.get(raw).map(Verdict::Refused)
     }
 
+    /// Stores a verdict the fleet shared; returns it as a local verdict.
+    pub(super) fn put_shared(&self, raw: &str, shared: &super::SharedVerdict) -> Verdict {
+        use super::SharedVerdict;
+        match shared {
+            SharedVerdict::Valid(kind, scope) => {
+                let known = Known {
+                    kind: *kind,
+                    scope: scope.clone(),
+                };
+                self.invalid.invalidate(raw);
+                self.valid.insert(raw.to_string(), known.clone());
+                Verdict::Valid(known)
+            }
+            SharedVerdict::Invalid | SharedVerdict::WrongType => {
+                let e = if *shared == SharedVerdict::WrongType {
+                    AuthError::AdminOrPersonal
+                } else {
+                    AuthError::Unknown
+                };
+                self.valid.invalidate(raw);
+                self.invalid.insert(raw.to_string(), e.clone());
+                Verdict::Refused(e)
+            }
+        }
+    }
+
     /// Stores upstream's answer. Tokens in `asked` but not in `validated` are invalid.
     pub(super) fn record(
         &self,
@@ -66,6 +92,19 @@ impl Caches {
             }
         }
         verdicts
+    }
+}
+
+impl Verdict {
+    /// The verdict to share with the fleet (`None`: nothing to share).
+    pub(super) fn shared(&self) -> Option<super::SharedVerdict> {
+        use super::SharedVerdict;
+        match self {
+            Verdict::Valid(k) => Some(SharedVerdict::Valid(k.kind, k.scope.clone())),
+            Verdict::Refused(AuthError::AdminOrPersonal) => Some(SharedVerdict::WrongType),
+            Verdict::Refused(_) => Some(SharedVerdict::Invalid),
+            Verdict::Unavailable => None,
+        }
     }
 }
 

@@ -9,6 +9,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::{AuthError, Authenticator, Caches, Pending, Verdict, MAX_VALIDATE_BATCH};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -27,6 +28,13 @@ impl std::fmt::Debug for Validator {
 }
 
 impl Validator {
+    /// Shares verdicts with a fleet: a token the fleet knows is not asked about upstream, and
+    /// one new to the fleet is asked about by one instance.
+    pub fn share_with(&mut self, fleet: Arc<Fleet>) {
+        self.sdk.fleet = Some(fleet.clone());
+        self.relay.fleet = Some(fleet);
+    }
+
     /// Runs both lanes until `cancel`.
     pub async fn run(self, cancel: CancellationToken) {
         tokio::join!(self.sdk.run(cancel.clone()), self.relay.run(cancel));
@@ -38,9 +46,61 @@ pub(super) struct Lane {
     pub(super) caches: Caches,
     pub(super) upstream: Arc<Upstream>,
     pub(super) metrics: Arc<Metrics>,
+    pub(super) fleet: Option<Arc<Fleet>>,
 }
 
+/// How often a lane looks for the verdict another instance of the fleet is getting.
+const FLEET_WAIT_STEP: Duration = Duration::from_millis(25);
+
 impl Lane {
+    /// Answers the tokens the fleet already has a verdict for, and waits (up to a claim's
+    /// lifetime) for those another instance is asking upstream about; leaves the rest.
+    async fn ask_fleet(
+        &self,
+        fleet: &Fleet,
+        waiting: &mut HashMap<String, Vec<oneshot::Sender<Verdict>>>,
+    ) {
+        let raws: Vec<String> = waiting.keys().cloned().collect();
+        let found = fleet.verdicts(&raws).await;
+        self.answer_shared(found, waiting);
+        if waiting.is_empty() {
+            return;
+        }
+        let raws: Vec<String> = waiting.keys().cloned().collect();
+        let claims = fleet.claim(&raws).await;
+        let mut others: Vec<String> = raws
+            .into_iter()
+            .zip(claims)
+            .filter(|(_, mine)| !mine)
+            .map(|(raw, _)| raw)
+            .collect();
+        let deadline = tokio::time::Instant::now() + fleet.claim_ttl();
+        while !others.is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(FLEET_WAIT_STEP).await;
+            let found = fleet.verdicts(&others).await;
+            others.retain(|raw| !found.contains_key(raw));
+            self.answer_shared(found, waiting);
+        }
+    }
+
+    fn answer_shared(
+        &self,
+        found: HashMap<String, super::SharedVerdict>,
+        waiting: &mut HashMap<String, Vec<oneshot::Sender<Verdict>>>,
+    ) {
+        for (raw, shared) in found {
+            let verdict = self.caches.put_shared(&raw, &shared);
+            let replies = waiting.remove(&raw).unwrap_or_default();
+            self.metrics
+                .token_validations
+                .with_label_values(&["from_fleet"])
+                .inc_by(replies.len() as u64);
+            for reply in replies {
+                let _ = reply.send(verdict.clone());
+            }
+        }
+    }
+
     /// Runs until `cancel`: takes every validation waiting, asks upstream once for the tokens
     /// not yet known, answers every waiter.
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -70,6 +130,12 @@ impl Lane {
             if waiting.is_empty() {
                 continue;
             }
+            if let Some(fleet) = &self.fleet {
+                self.ask_fleet(fleet, &mut waiting).await;
+                if waiting.is_empty() {
+                    continue;
+                }
+            }
             let asked: Vec<String> = waiting.keys().cloned().collect();
             let refs: Vec<&str> = asked.iter().map(String::as_str).collect();
             match self.upstream.validate(&refs, &self.metrics).await {
@@ -79,6 +145,13 @@ impl Lane {
                         failing = false;
                     }
                     let verdicts = self.caches.record(&validated, &asked);
+                    if let Some(fleet) = &self.fleet {
+                        let shared: Vec<_> = verdicts
+                            .iter()
+                            .filter_map(|(raw, v)| Some((raw.clone(), v.shared()?)))
+                            .collect();
+                        fleet.share(&shared, &[]).await;
+                    }
                     for (raw, replies) in waiting {
                         let verdict = verdicts.get(&raw).cloned().unwrap_or(Verdict::Unavailable);
                         let result = match &verdict {
@@ -120,7 +193,7 @@ impl Lane {
 /// token upstream no longer knows becomes invalid.
 pub async fn revalidate(
     auth: Arc<Authenticator>,
-    (upstream, metrics): (Arc<Upstream>, Arc<Metrics>),
+    (upstream, metrics, fleet): (Arc<Upstream>, Arc<Metrics>, Option<Arc<Fleet>>),
     interval: Duration,
     cancel: CancellationToken,
 ) {
@@ -142,6 +215,25 @@ pub async fn revalidate(
                         tracing::info!(tokens = dropped, "tokens no longer valid upstream");
                     }
                     auth.revalidated(chunk, &validated);
+                    if let Some(fleet) = &fleet {
+                        // The fleet learns the verdicts, and every instance drops the revoked.
+                        let mut shared = Vec::new();
+                        let mut revoked = Vec::new();
+                        for raw in chunk {
+                            match validated.iter().find(|v| &v.token == raw) {
+                                Some(v) => {
+                                    if let Some(s) = super::remote::verdict_of(v).shared() {
+                                        shared.push((raw.clone(), s));
+                                    }
+                                }
+                                None => {
+                                    shared.push((raw.clone(), super::SharedVerdict::Invalid));
+                                    revoked.push(raw.clone());
+                                }
+                            }
+                        }
+                        fleet.share(&shared, &revoked).await;
+                    }
                 }
                 Err(UpstreamError::Unreachable(e)) => {
                     tracing::warn!(error = %e, "token revalidation skipped: upstream unreachable");

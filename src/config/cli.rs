@@ -39,6 +39,9 @@ pub const DEFAULT_UPSTREAM_MAX_BODY_SIZE: &str = "32MiB";
 pub const DEFAULT_VALIDATE_CALLER_BUDGET: u64 = 100;
 pub const DEFAULT_VALIDATE_TOTAL_BUDGET: u64 = 1000;
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+pub const DEFAULT_STORE_MAX_AGE: &str = "7d";
+pub const DEFAULT_STORE_LEASE: &str = "10s";
+pub const DEFAULT_STORE_TIMEOUT: &str = "2s";
 pub const DEFAULT_STREAM_HEARTBEAT: &str = "20s";
 pub const DEFAULT_STREAM_HISTORY: usize = 100;
 
@@ -214,7 +217,7 @@ pub enum Command {
     /// Serve features from a local file, with tokens from configuration (no Unleash server)
     Offline(OfflineArgs),
     /// Serve features kept in sync with an Unleash server (or another flagpost or Unleash Edge)
-    Edge(EdgeArgs),
+    Edge(Box<EdgeArgs>),
     /// Validate the configuration, print it with secrets redacted, and exit
     CheckConfig,
     /// Check a running flagpost's /health (exit 0 when healthy, 1 otherwise), for containers
@@ -333,6 +336,31 @@ pub struct EdgeArgs {
     /// Private key (PEM, PKCS#8) of the client certificate
     #[arg(long, env = "PKCS8_CLIENT_KEY_FILE", value_name = "FILE")]
     pub pkcs8_client_key_file: Option<PathBuf>,
+
+    /// Redis shared by a fleet of flagposts (`redis://` or `rediss://`, user and password in the
+    /// URL): one instance polls upstream, the others follow; token verdicts are shared
+    #[arg(long, env = "REDIS_URL", value_name = "URL")]
+    pub redis_url: Option<String>,
+
+    /// Redis deployment: `single` (a single server or a primary behind a proxy)
+    #[arg(long, env = "REDIS_MODE", default_value = "single")]
+    pub redis_mode: String,
+
+    /// Key prefix of this fleet in Redis [default: derived from the upstream URL and the startup tokens]
+    #[arg(long, env = "STORE_NAMESPACE")]
+    pub store_namespace: Option<String>,
+
+    /// A snapshot in Redis older than this is not used
+    #[arg(long, env = "STORE_MAX_AGE", value_parser = duration_arg, default_value = DEFAULT_STORE_MAX_AGE)]
+    pub store_max_age: Duration,
+
+    /// How long the poller's lease lasts without renewal (another instance takes over after it)
+    #[arg(long, env = "STORE_LEASE", value_parser = duration_arg, default_value = DEFAULT_STORE_LEASE)]
+    pub store_lease: Duration,
+
+    /// Longest a Redis call may take
+    #[arg(long, env = "STORE_TIMEOUT", value_parser = duration_arg, default_value = DEFAULT_STORE_TIMEOUT)]
+    pub store_timeout: Duration,
 
     /// Follow the upstream's /api/client/streaming instead of polling (falls back to polling
     /// when the upstream does not stream)

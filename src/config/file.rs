@@ -23,6 +23,7 @@ pub struct RawFile {
     pub usage: RawUsage,
     #[serde(default)]
     pub streaming: RawStreaming,
+    pub store: Option<RawStore>,
     pub offline: Option<RawOffline>,
     pub edge: Option<RawEdge>,
 }
@@ -84,6 +85,17 @@ pub struct RawStreaming {
     pub heartbeat_interval: Option<RawDuration>,
     pub history: Option<usize>,
     pub advertise: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub redis_url: Option<String>,
+    pub mode: Option<String>,
+    pub namespace: Option<String>,
+    pub max_age: Option<RawDuration>,
+    pub lease: Option<RawDuration>,
+    pub timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

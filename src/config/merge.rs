@@ -33,8 +33,18 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
     let usage = usage(cli, l, &raw)?;
     let streaming = streaming(cli, l, &raw)?;
     let mode = match &cli.command {
-        Some(Command::Offline(args)) => Mode::Offline(offline(args, &l.sub(), raw.offline)?),
-        Some(Command::Edge(args)) => Mode::Edge(Box::new(edge(args, &l.sub(), raw.edge)?)),
+        Some(Command::Offline(args)) => {
+            if raw.store.as_ref().is_some_and(|s| s.redis_url.is_some()) {
+                return Err(invalid(
+                    "store.redis_url",
+                    "a shared store is for edge mode only (offline instances have nothing to share)",
+                ));
+            }
+            Mode::Offline(offline(args, &l.sub(), raw.offline)?)
+        }
+        Some(Command::Edge(args)) => {
+            Mode::Edge(Box::new(edge(args, &l.sub(), raw.edge, raw.store)?))
+        }
         Some(Command::CheckConfig | Command::Health(_) | Command::Ready(_)) | None => {
             return Err(invalid("mode", "no mode given (offline or edge)"));
         }

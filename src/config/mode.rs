@@ -10,7 +10,7 @@ use super::cli;
 use super::file::{self, RawToken};
 use super::layer::Layers;
 use super::merge::MIN_PERIOD;
-use super::{invalid, ConfigError, EdgeConfig, OfflineConfig};
+use super::{invalid, ConfigError, EdgeConfig, OfflineConfig, RedisUrl, StoreConfig};
 use crate::token::{Token, TokenKind};
 
 pub(super) fn offline(
@@ -77,10 +77,18 @@ pub(super) fn edge(
     args: &cli::EdgeArgs,
     l: &Layers<'_>,
     raw: Option<file::RawEdge>,
+    raw_store: Option<file::RawStore>,
 ) -> Result<EdgeConfig, ConfigError> {
     let raw = raw.unwrap_or_default();
     let (upstream_url, notes) = upstream_url(args, l, &raw)?;
     let tokens = startup_tokens(args, l, &raw)?;
+    let store = store(
+        args,
+        l,
+        raw_store.unwrap_or_default(),
+        &upstream_url,
+        &tokens,
+    )?;
     let period =
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
     let custom_client_headers = custom_headers(args, l, &raw)?;
@@ -158,9 +166,130 @@ pub(super) fn edge(
         client_identity,
         backup_folder: l.path("backup_folder", &args.backup_folder, &raw.backup_folder),
         streaming: l.pick("streaming", args.streaming, raw.streaming),
+        store,
         client_keys,
         notes,
     })
+}
+
+/// `[store]`: the fleet's Redis, when a URL is given.
+fn store(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: file::RawStore,
+    upstream_url: &str,
+    tokens: &[Token],
+) -> Result<Option<StoreConfig>, ConfigError> {
+    let url_key = "store.redis_url (--redis-url / REDIS_URL)";
+    let Some(url) = l.pick("redis_url", args.redis_url.clone(), raw.redis_url.map(Some)) else {
+        return Ok(None);
+    };
+    let url = url.trim().to_string();
+    let shown = RedisUrl::new(url.clone()).redacted();
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(""));
+    if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        || host.is_none_or(|h| h.is_empty() || h.starts_with('/'))
+    {
+        return Err(invalid(
+            url_key,
+            format!("{shown:?} is not a Redis URL like \"redis://host:6379\" or \"rediss://user:password@host:6380/0\""),
+        ));
+    }
+    let mode = l.pick("redis_mode", args.redis_mode.clone(), raw.mode);
+    match mode.as_str() {
+        "single" => {}
+        "cluster" => {
+            return Err(invalid(
+                "store.mode (--redis-mode / REDIS_MODE)",
+                "Redis Cluster is not supported yet; use \"single\" (a single server, or a primary behind a proxy)",
+            ))
+        }
+        other => {
+            return Err(invalid(
+                "store.mode (--redis-mode / REDIS_MODE)",
+                format!("{other:?} is not a Redis mode: use \"single\""),
+            ))
+        }
+    }
+    let namespace = match l.pick(
+        "store_namespace",
+        args.store_namespace.clone(),
+        raw.namespace.map(Some),
+    ) {
+        Some(ns) => {
+            let ok = (1..=64).contains(&ns.len())
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "store.namespace (--store-namespace / STORE_NAMESPACE)",
+                    "1 to 64 of A-Z a-z 0-9 - _ .",
+                ));
+            }
+            ns
+        }
+        None => default_namespace(upstream_url, tokens),
+    };
+    let duration = |id: &str, key: &str, cli: Duration, file: Option<&file::RawDuration>, min| {
+        l.duration(id, key, cli, file, min)
+    };
+    let lease = duration(
+        "store_lease",
+        "store.lease",
+        args.store_lease,
+        raw.lease.as_ref(),
+        Duration::from_secs(1),
+    )?;
+    let timeout = duration(
+        "store_timeout",
+        "store.timeout",
+        args.store_timeout,
+        raw.timeout.as_ref(),
+        MIN_PERIOD,
+    )?;
+    if timeout * 3 > lease {
+        return Err(invalid(
+            "store.timeout (--store-timeout / STORE_TIMEOUT)",
+            "must be at most a third of store.lease, so the lease is renewed in time",
+        ));
+    }
+    Ok(Some(StoreConfig {
+        redis_url: RedisUrl::new(url),
+        namespace,
+        max_age: duration(
+            "store_max_age",
+            "store.max_age",
+            args.store_max_age,
+            raw.max_age.as_ref(),
+            Duration::from_secs(1),
+        )?,
+        lease,
+        timeout,
+    }))
+}
+
+/// A namespace two fleets share only when they have the same upstream and startup tokens.
+fn default_namespace(upstream_url: &str, tokens: &[Token]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digests: Vec<String> = tokens
+        .iter()
+        .map(|t| crate::persist::digest(t.expose()))
+        .collect();
+    digests.sort();
+    let mut h = Sha256::new();
+    h.update(upstream_url.as_bytes());
+    for d in &digests {
+        h.update(b"\n");
+        h.update(d.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// The startup tokens: each a client token, none twice, at least one.

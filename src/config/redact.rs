@@ -72,6 +72,9 @@ impl Config {
             }
             Mode::Edge(edge) => {
                 root.insert("edge".into(), Value::Table(edge_table(edge)));
+                if let Some(store) = &edge.store {
+                    root.insert("store".into(), Value::Table(store_table(store)));
+                }
             }
         }
         root
@@ -233,6 +236,7 @@ fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
         Value::Boolean(edge.skip_ssl_verification),
     );
     t.insert("streaming".into(), Value::Boolean(edge.streaming));
+
     let keys = edge
         .client_keys
         .iter()
@@ -253,4 +257,22 @@ fn projects_value(p: &Projects) -> toml::Value {
         Projects::All => vec![toml::Value::String("*".into())],
         Projects::Some(set) => set.iter().map(|n| toml::Value::String(n.clone())).collect(),
     })
+}
+
+/// `[store]`, redacted form.
+fn store_table(store: &super::StoreConfig) -> toml::Table {
+    use toml::Value;
+    let s = |v: &str| Value::String(v.to_string());
+    let mut st = toml::Table::new();
+    st.insert("redis_url".into(), s(&store.redis_url.redacted()));
+    st.insert("mode".into(), s("single"));
+    st.insert("namespace".into(), s(&store.namespace));
+    for (key, d) in [
+        ("max_age", store.max_age),
+        ("lease", store.lease),
+        ("timeout", store.timeout),
+    ] {
+        st.insert(key.into(), s(&format_duration(d)));
+    }
+    st
 }

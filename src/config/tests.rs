@@ -477,6 +477,66 @@ fn streaming_from_the_file_and_flags() {
     assert!(e.streaming);
 }
 
+#[test]
+fn the_store_from_the_file_and_flags_redacted() {
+    let edge = "mode = \"edge\"\n[edge]\nupstream_url = \"http://unleash:4242\"\ntokens = [\"*:development.abc12345678\"]\n";
+    let store = |c: &Config| match &c.mode {
+        Mode::Edge(e) => e.store.clone(),
+        Mode::Offline(_) => panic!("offline"),
+    };
+    assert!(store(&serve(&["--config", write(edge).path().to_str().unwrap()])).is_none());
+    let f = write(&format!(
+        "{edge}[store]\nredis_url = \"rediss://fleet:s3cr3t-pw@redis.example:6380/2\"\nlease = \"6s\"\n"
+    ));
+    let path = f.path().to_str().unwrap();
+    let c = serve(&["--config", path]);
+    let s = store(&c).unwrap();
+    assert_eq!(
+        s.redis_url.expose(),
+        "rediss://fleet:s3cr3t-pw@redis.example:6380/2"
+    );
+    assert_eq!(s.redis_url.redacted(), "rediss://***@redis.example:6380/2");
+    assert_eq!(
+        (s.lease, s.timeout),
+        (Duration::from_secs(6), Duration::from_secs(2))
+    );
+    assert_eq!(s.max_age, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(s.namespace.len(), 16, "derived: {}", s.namespace);
+    let text = c.to_redacted_toml();
+    assert!(
+        !text.contains("s3cr3t-pw") && text.contains("***@redis.example"),
+        "{text}"
+    );
+    assert!(!format!("{c:?}").contains("s3cr3t-pw"));
+    // The derived namespace changes with the tokens (and the upstream).
+    let other = serve(&[
+        "--config",
+        path,
+        "edge",
+        "--tokens",
+        "*:development.other12345678",
+    ]);
+    assert_ne!(store(&other).unwrap().namespace, s.namespace);
+    let named = serve(&["--config", path, "edge", "--store-namespace", "team-a"]);
+    assert_eq!(store(&named).unwrap().namespace, "team-a");
+    for (args, key) in [
+        (vec!["edge", "--redis-mode", "cluster"], "store.mode"),
+        (
+            vec!["edge", "--redis-url", "http://redis:6379"],
+            "store.redis_url",
+        ),
+        (vec!["edge", "--store-namespace", "a:b"], "store.namespace"),
+        (vec!["edge", "--store-timeout", "3s"], "store.timeout"),
+    ] {
+        let mut all = vec!["--config", path];
+        all.extend(args);
+        let e = error(&all);
+        assert!(e.contains(key) && !e.contains("s3cr3t-pw"), "{e}");
+    }
+    let offline = write(&format!("{BASE}[store]\nredis_url = \"redis://x:1\"\n"));
+    assert!(error(&["--config", offline.path().to_str().unwrap()]).contains("edge mode only"));
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

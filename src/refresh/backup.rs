@@ -52,6 +52,41 @@ impl Refresh {
         true
     }
 
+    /// Upstream is unreachable at start: serve from the fleet's store, if it has a scope for any
+    /// startup token configured now and a snapshot for its environment. Never wider than those
+    /// tokens' scopes.
+    pub(super) async fn boot_from_store(&self, tokens: &[Token]) -> bool {
+        let Some(fleet) = &self.app.fleet else {
+            return false;
+        };
+        let usable = fleet.startup_scopes(tokens).await;
+        if usable.is_empty() {
+            tracing::info!("the shared store has no scope for the startup tokens configured now");
+            return false;
+        }
+        self.app.store.init(
+            usable
+                .iter()
+                .map(|(_, s)| (s.environment.clone(), s.projects.clone())),
+        );
+        let mut loaded = 0;
+        for env in self.app.store.environments() {
+            loaded += usize::from(fleet.pull(&env).await);
+        }
+        if loaded == 0 {
+            tracing::warn!(
+                "the shared store has no usable snapshot for the startup tokens' environments"
+            );
+            return false;
+        }
+        for (token, scope) in &usable {
+            tracing::info!(token = %token, scope = %scope, "upstream unreachable: serving this startup token's scope from the shared store");
+        }
+        *self.lock() = usable.into_iter().map(Source::new).collect();
+        self.observe();
+        true
+    }
+
     /// Writes the startup scopes and token verdicts to the backup (in the background).
     pub(super) fn save_state(&self) {
         let Some(backup) = self.backup.clone() else {

@@ -34,6 +34,8 @@ pub(super) enum Followed {
     NotNeeded,
     /// Poll instead, for this reason.
     Fallback(String),
+    /// Another instance of the fleet polls now.
+    Paused,
 }
 
 impl Refresh {
@@ -42,6 +44,9 @@ impl Refresh {
         let mut last_id: Option<String> = None;
         let mut failing: Option<String> = None;
         loop {
+            if self.app.fleet.as_ref().is_some_and(|f| !f.may_poll()) {
+                return Followed::Paused;
+            }
             match self.still_polled(index) {
                 None => return Followed::NotNeeded,
                 Some(true) => return Followed::Fallback("upstream refused the token".into()),
@@ -60,9 +65,20 @@ impl Refresh {
                     } else {
                         tracing::info!(token = %token, resumed = resume.is_some(), "following the upstream stream");
                     }
+                    let mut roles = self.app.fleet.as_ref().map(|f| f.roles());
                     loop {
+                        let demoted = async {
+                            match roles.as_mut() {
+                                Some(r) => {
+                                    let _ =
+                                        r.wait_for(|r| *r == crate::fleet::Role::Follower).await;
+                                }
+                                None => std::future::pending().await,
+                            }
+                        };
                         let next = tokio::select! {
                             _ = self.cancel.cancelled() => return Followed::Cancelled,
+                            _ = demoted => return Followed::Paused,
                             next = stream.next() => next,
                         };
                         let events = match next {

@@ -22,6 +22,7 @@ mod sources;
 use sources::{merged, needed_sources, Source};
 
 use crate::backoff::backoff;
+use crate::fleet::{Fleet, Role};
 use crate::metrics::Metrics;
 use crate::persist::Backup;
 use crate::publish::Publisher;
@@ -39,6 +40,8 @@ pub struct Handles {
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
     pub on_polled: Box<dyn Fn(Token) + Send + Sync>,
+    /// The fleet sharing a store, if any: only its poller polls.
+    pub fleet: Option<Arc<Fleet>>,
 }
 
 impl std::fmt::Debug for Handles {
@@ -111,7 +114,9 @@ impl Refresh {
                         if matches!(e, UpstreamError::Status(404)) {
                             tracing::error!("upstream answered 404 for /edge/validate: the upstream URL must be the Unleash server's root (without /api)");
                         }
-                        if !self.boot_from_backup(&tokens).await {
+                        if !self.boot_from_store(&tokens).await
+                            && !self.boot_from_backup(&tokens).await
+                        {
                             tracing::warn!("not ready until upstream answers");
                         }
                     }
@@ -159,6 +164,16 @@ impl Refresh {
         );
         for (token, scope) in &usable {
             tracing::info!(token = %token, scope = %scope, "startup token validated");
+        }
+        if let Some(fleet) = &self.app.fleet {
+            fleet.save_startup(&usable).await;
+            // The startup tokens are request tokens too (and an instance booting from the
+            // store while upstream is down knows them only from there).
+            fleet
+                .share(&Authenticator::shared_verdicts(&client_tokens), &[])
+                .await;
+            // A follower is ready from the fleet's snapshots at once.
+            fleet.sync_all().await;
         }
         {
             let mut sources = self.lock();
@@ -214,9 +229,23 @@ impl Refresh {
         let mut stream_at = self.streaming.then(tokio::time::Instant::now);
         let mut fell_back: Option<String> = None;
         loop {
+            if let Some(fleet) = &self.app.fleet {
+                if !fleet.may_poll() {
+                    // Another instance polls for the fleet; wait until this one must.
+                    let mut roles = fleet.roles();
+                    tokio::select! {
+                        _ = self.cancel.cancelled() => return,
+                        _ = roles.wait_for(|r| *r != Role::Follower) => {}
+                    }
+                    // Start from a full answer: the fleet's snapshots may have moved on.
+                    etag = None;
+                    continue;
+                }
+            }
             if let Some(at) = stream_at.filter(|at| *at <= tokio::time::Instant::now()) {
                 match self.follow(index, &token).await {
                     follow::Followed::Cancelled | follow::Followed::NotNeeded => return,
+                    follow::Followed::Paused => continue,
                     follow::Followed::Fallback(reason) => {
                         if fell_back.as_ref() != Some(&reason) {
                             tracing::warn!(environment = %env, token = %token, reason = %reason, retry_seconds = follow::STREAM_RETRY.as_secs(), "polling instead of following the upstream stream");
@@ -249,8 +278,13 @@ impl Refresh {
                     if revoked {
                         self.reinstate(index);
                     }
+                    let unchanged = matches!(fetch, Fetch::NotModified);
                     if let Some((env, document)) = self.fetched(index, fetch) {
                         self.publish(&env, document).await;
+                    } else if let Some(fleet) =
+                        unchanged.then_some(self.app.fleet.as_ref()).flatten()
+                    {
+                        fleet.confirmed(&env).await;
                     }
                 }
                 Err(UpstreamError::Refused(status)) => {
@@ -333,6 +367,9 @@ impl Refresh {
             });
         }
         self.app.publisher.publish(env, document).await;
+        if let Some(fleet) = &self.app.fleet {
+            fleet.published(env).await;
+        }
     }
 
     /// The live startup tokens' projects in `env`, together.

@@ -149,6 +149,14 @@ impl Store {
         self.scopes_changed.send_modify(|n| *n += 1);
     }
 
+    /// The projects flagpost may serve in `environment` now.
+    pub fn serving(&self, environment: &str) -> Option<Projects> {
+        self.envs
+            .load()
+            .get(environment)
+            .map(|slot| (**slot.serving.0.load()).clone())
+    }
+
     /// Changes whenever a serving scope may have changed.
     pub fn scope_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.scopes_changed.subscribe()

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{client, Binary};
 use crate::offline::{CLIENT_DEFAULT_DEV, FEATURES, FRONTEND_DEFAULT_DEV};
 
-fn flagpost() -> Command {
+pub fn flagpost() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_flagpost"));
     // Only what a test sets reaches the binary.
     c.env_clear()

@@ -287,6 +287,12 @@ impl Binary {
             .to_string()
     }
 
+    /// Kills the process at once (SIGKILL): nothing is given up or written.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     pub fn terminate(&self) {
         let sent = std::process::Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

@@ -12,6 +12,7 @@
 mod cli;
 mod edge;
 mod failure;
+mod fleet;
 mod hardening;
 mod harness;
 mod offline;
