@@ -88,6 +88,9 @@ pub struct Fleet {
     contact: Mutex<Option<Instant>>,
     /// Unix ms when each environment's snapshot was last confirmed upstream (followers).
     confirmed: Mutex<HashMap<String, i64>>,
+    /// What this instance's own startup tokens were validated for, per environment: what a
+    /// follower may serve at most, whatever the poller serves.
+    own: Mutex<HashMap<String, Projects>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -185,6 +188,7 @@ impl Fleet {
             local: Mutex::new(HashMap::new()),
             contact: Mutex::new(None),
             confirmed: Mutex::new(HashMap::new()),
+            own: Mutex::new(HashMap::new()),
         });
         fleet.set_role_gauge(Role::Follower);
         tracing::info!(redis = %config.redis_url, namespace = %config.namespace, instance = %fleet.me, "sharing a store with the fleet");
@@ -525,6 +529,22 @@ impl Fleet {
         let Ok(Some(record)) = self.shared.read(environment).await else {
             return false;
         };
+        // What the poller serves narrows what this follower serves (a startup token upstream
+        // refused there is not served here either); never beyond this instance's own tokens.
+        let poller_serves: Option<Projects> = record
+            .scopes
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+            .map(|list| Projects::from_names(list.iter().map(String::as_str)));
+        let own = self
+            .own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(environment)
+            .cloned();
+        if let (Some(poller), Some(own)) = (poller_serves, own) {
+            self.store.serve(environment, &own.intersect(&poller));
+        }
         let parsed = tokio::task::spawn_blocking(move || {
             let hash = format!(
                 "{:016x}",
@@ -574,9 +594,22 @@ impl Fleet {
         true
     }
 
+    /// Remembers what this instance's own startup tokens cover: a follower serves at most that,
+    /// narrowed to what the poller serves.
+    pub fn own_scopes(&self, usable: &[(Token, Scope)]) {
+        let mut own: HashMap<String, Projects> = HashMap::new();
+        for (_, scope) in usable {
+            own.entry(scope.environment.clone())
+                .or_insert_with(Projects::none)
+                .extend(&scope.projects);
+        }
+        *self.own.lock().unwrap_or_else(|p| p.into_inner()) = own;
+    }
+
     /// Records the validated scopes of the startup tokens, for instances that boot while
     /// upstream is down.
     pub async fn save_startup(&self, usable: &[(Token, Scope)]) {
+        self.own_scopes(usable);
         let items: Vec<(String, String)> = usable
             .iter()
             .filter_map(|(t, s)| {

@@ -53,6 +53,8 @@ pub struct Record {
     pub hash: String,
     pub document: String,
     pub confirmed_at: i64,
+    /// The poller's serving projects (JSON list), if recorded.
+    pub scopes: Option<String>,
 }
 
 /// The head of a record: enough to decide whether to read the rest.
@@ -325,12 +327,7 @@ impl Shared {
     pub async fn read(&self, environment: &str) -> Result<Option<Record>, StoreError> {
         let mut c = self.conn();
         let key = self.key(&format!("env:{environment}"));
-        let (version, hash, document, confirmed): (
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        ) = self
+        let (version, hash, document, confirmed, scopes): Fields5 = self
             .call(
                 "read",
                 redis::cmd("HMGET")
@@ -339,6 +336,7 @@ impl Shared {
                     .arg("hash")
                     .arg("document")
                     .arg("confirmed_at")
+                    .arg("scopes")
                     .query_async(&mut c),
             )
             .await?;
@@ -352,6 +350,7 @@ impl Shared {
             hash,
             document,
             confirmed_at: confirmed.and_then(|c| c.parse().ok()).unwrap_or(0),
+            scopes,
         }))
     }
 
@@ -491,6 +490,14 @@ impl Shared {
 
 /// Three hash fields, each maybe absent.
 type Fields3 = (Option<String>, Option<String>, Option<String>);
+/// Five hash fields, each maybe absent.
+type Fields5 = (
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)

@@ -60,6 +60,7 @@ impl Refresh {
             return false;
         };
         let usable = fleet.startup_scopes(tokens).await;
+        fleet.own_scopes(&usable);
         if usable.is_empty() {
             tracing::info!("the shared store has no scope for the startup tokens configured now");
             return false;

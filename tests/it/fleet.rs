@@ -629,3 +629,32 @@ async fn the_write_script_lets_newer_versions_and_the_lease_holder_win() {
     let head = shared.head("dev").await.unwrap().unwrap();
     assert_eq!((head.version, head.hash.as_str(), head.size), (7, "c", 2));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_startup_token_refused_at_the_poller_narrows_what_every_instance_serves() {
+    let up = FakeUpstream::start().await;
+    let redis = Redis::start();
+    let tokens = ["client-all-dev", "client-default-dev"];
+    let a = start_member(&up, &redis, "narrow-a", &tokens).await;
+    let b = start_member(&up, &redis, "narrow-b", &tokens).await;
+    eventually("a poller and a follower", || async {
+        let roles = [role(&a).await, role(&b).await];
+        roles.contains(&"poller") && roles.contains(&"follower")
+    })
+    .await;
+    let wide = secret("client-v2-dev");
+    let narrow = secret("client-default-dev");
+    for s in [&a, &b] {
+        assert_eq!(get(s, "/api/client/features", Some(&wide)).await.0, 200);
+    }
+    // The wide startup token is refused upstream: only `default` is served, by both.
+    up.revoke(&secret("client-all-dev"));
+    for s in [&a, &b] {
+        eventually("the wide scope refused", || async {
+            let (status, _, body) = get(s, "/api/client/features", Some(&wide)).await;
+            status == 403 && body["error"] == "scope_not_covered"
+        })
+        .await;
+        assert_eq!(get(s, "/api/client/features", Some(&narrow)).await.0, 200);
+    }
+}
