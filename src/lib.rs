@@ -127,6 +127,8 @@ pub struct App {
     refresh: OnceLock<Arc<Refresh>>,
     /// The fleet this instance shares a store with, if any.
     fleet: OnceLock<Arc<fleet::Fleet>>,
+    /// When this instance started.
+    pub started: std::time::SystemTime,
 }
 
 impl App {
@@ -175,6 +177,7 @@ impl App {
             refusals: Default::default(),
             refresh: OnceLock::new(),
             fleet: OnceLock::new(),
+            started: std::time::SystemTime::now(),
         }
     }
 
@@ -235,6 +238,39 @@ impl App {
         self.draining.store(true, Ordering::Relaxed);
         self.metrics.ready.set(0.0);
         self.streams.drain();
+    }
+
+    /// The startup client tokens with their scopes and whether they are usable: the configured
+    /// client tokens in offline mode, the validated startup tokens in edge mode.
+    pub fn startup_tokens(&self) -> Vec<refresh::StartupStatus> {
+        if let Some(refresh) = self.refresh.get() {
+            return refresh.startup();
+        }
+        match &self.config.mode {
+            Mode::Offline(offline) => offline
+                .tokens
+                .iter()
+                .filter(|t| t.kind == TokenKind::Client)
+                .map(|t| refresh::StartupStatus {
+                    token: t.token.clone(),
+                    scope: t.scope.clone(),
+                    live: true,
+                    polled: false,
+                    etag: None,
+                    last_success: None,
+                    features: None,
+                    revision: None,
+                    failures: 0,
+                    interval: std::time::Duration::ZERO,
+                })
+                .collect(),
+            Mode::Edge(_) => Vec::new(),
+        }
+    }
+
+    /// This instance's role in a fleet, if it shares a store.
+    pub fn fleet_role(&self) -> Option<&'static str> {
+        self.fleet.get().map(|f| f.role().label())
     }
 
     /// Brings the gauges computed on demand up to date (before a scrape).
@@ -349,4 +385,83 @@ pub async fn run_with(
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// An `/internal-backstage/explain` answer as text for a person (`flagpost explain`).
+// Indexing a `serde_json::Value` by key gives `Null` when the key is absent: it cannot panic.
+#[allow(clippy::indexing_slicing)]
+pub fn explain_text(v: &serde_json::Value) -> String {
+    use std::fmt::Write as _;
+    let list = |v: &serde_json::Value| -> String {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|p| p.as_str().unwrap_or("?").to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or("?").to_string();
+    let mut out = String::new();
+    let _ = writeln!(out, "token      {}", text(&v["token"]));
+    if v["valid"] != true {
+        let _ = writeln!(
+            out,
+            "verdict    refused ({}): {}",
+            text(&v["answer"]["error"]),
+            text(&v["answer"]["message"])
+        );
+        let _ = writeln!(out, "answer     {}", v["answer"]["status"]);
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "kind       {} token (verdict from {})",
+        text(&v["kind"]),
+        text(&v["source"])
+    );
+    let _ = writeln!(
+        out,
+        "scope      environment {}, projects {}",
+        text(&v["scope"]["environment"]),
+        list(&v["scope"]["projects"])
+    );
+    let serving = &v["serving"];
+    let _ = writeln!(
+        out,
+        "serving    environment {}: {}",
+        text(&serving["environment"]),
+        if serving["projects"].is_null() {
+            "nothing (no startup token for it)".to_string()
+        } else {
+            format!("projects {}", list(&serving["projects"]))
+        }
+    );
+    if v["covered"] == true {
+        let _ = writeln!(out, "covered    yes, by {}", list(&v["covered_by"]));
+    } else {
+        let _ = writeln!(
+            out,
+            "covered    no: not served in environment {}: {}",
+            text(&v["missing"]["environment"]),
+            text(&v["missing"]["projects"])
+        );
+    }
+    if let Some(n) = v["features_served"].as_u64() {
+        let _ = writeln!(out, "served     {n} features on {}", text(&v["api"]));
+    }
+    let answer = &v["answer"];
+    if answer["status"] == 200 {
+        let _ = writeln!(out, "answer     200");
+    } else {
+        let _ = writeln!(
+            out,
+            "answer     {} {}: {}",
+            answer["status"],
+            text(&answer["error"]),
+            text(&answer["message"])
+        );
+    }
+    out
 }

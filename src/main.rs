@@ -35,6 +35,7 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         Ok(Invocation::Probe { path, args }) => return probe(path, &args),
+        Ok(Invocation::Explain(args)) => return explain(&args),
         Err(ConfigError::Cli(e)) => {
             let _ = e.print();
             return if e.use_stderr() {
@@ -187,29 +188,34 @@ impl Signals {
     }
 }
 
+/// A client for asking a running flagpost, trusting `ca` too.
+fn probe_client(ca: Option<&std::path::Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(10));
+    if let Some(ca) = ca {
+        let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())? {
+            builder = builder.add_root_certificate(cert);
+        }
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+fn block_on<T>(f: impl std::future::Future<Output = Result<T, String>>) -> Result<T, String> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(f)
+}
+
 /// `flagpost health` / `flagpost ready`: exit 0 when the running flagpost answers 200.
 fn probe(path: &str, args: &flagpost::config::ProbeArgs) -> ExitCode {
     let url = format!("{}{path}", args.edge_url.trim_end_matches('/'));
-    let result = (|| -> Result<u16, String> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| e.to_string())?;
-        runtime.block_on(async {
-            let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(5));
-            if let Some(ca) = &args.ca_certificate_file {
-                let pem = std::fs::read(ca).map_err(|e| format!("{}: {e}", ca.display()))?;
-                for cert in
-                    reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| e.to_string())?
-                {
-                    builder = builder.add_root_certificate(cert);
-                }
-            }
-            let client = builder.build().map_err(|e| e.to_string())?;
-            let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
-            Ok(response.status().as_u16())
-        })
-    })();
+    let result = block_on(async {
+        let client = probe_client(args.ca_certificate_file.as_deref())?;
+        let response = client.get(&url).send().await.map_err(|e| e.to_string())?;
+        Ok(response.status().as_u16())
+    });
     #[allow(clippy::print_stdout, clippy::print_stderr)]
     match result {
         Ok(200) => {
@@ -223,6 +229,51 @@ fn probe(path: &str, args: &flagpost::config::ProbeArgs) -> ExitCode {
         Err(e) => {
             eprintln!("{url}: {e}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+// Indexing a `serde_json::Value` by key gives `Null` when the key is absent: it cannot panic.
+#[allow(clippy::indexing_slicing)]
+/// `flagpost explain TOKEN`: asks a running flagpost why it serves or refuses the token, and
+/// prints it for a person (or the JSON). Exit 0: served; 1: refused; 2: could not ask.
+fn explain(args: &flagpost::config::ExplainArgs) -> ExitCode {
+    let url = format!(
+        "{}/internal-backstage/explain",
+        args.url.trim_end_matches('/')
+    );
+    let answer = block_on(async {
+        let client = probe_client(args.ca_certificate_file.as_deref())?;
+        let response = client
+            .post(&url)
+            .header(reqwest::header::AUTHORIZATION, args.token.trim())
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
+        let status = response.status().as_u16();
+        let body = response.bytes().await.map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("{status}: {}", String::from_utf8_lossy(&body)));
+        }
+        serde_json::from_slice::<serde_json::Value>(&body).map_err(|e| e.to_string())
+    });
+    #[allow(clippy::print_stdout, clippy::print_stderr)]
+    match answer {
+        Err(e) => {
+            eprintln!("{url}: {e}");
+            ExitCode::from(2)
+        }
+        Ok(v) => {
+            if args.json {
+                println!("{v:#}");
+            } else {
+                print!("{}", flagpost::explain_text(&v));
+            }
+            if v["answer"]["status"] == 200 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -390,7 +390,7 @@ impl Metrics {
             &["operation", "outcome"],
         );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
-        Metrics {
+        let metrics = Metrics {
             registry,
             http_requests,
             http_duration,
@@ -433,6 +433,41 @@ impl Metrics {
             fleet_role,
             fleet_lease_changes,
             store_operations,
+        };
+        metrics.zero_known_series();
+        metrics
+    }
+
+    /// Every series whose label values are known in advance starts at 0, so that rates and
+    /// dashboards work from the first scrape (a series that appears only on its first event
+    /// hides that event from `rate()`).
+    fn zero_known_series(&self) {
+        for result in [
+            "allowed",
+            "missing",
+            "invalid",
+            "wrong_type",
+            "scope_not_covered",
+            "upstream_unavailable",
+        ] {
+            self.token_decisions.with_label_values(&[result]);
+        }
+        for limit in ["connections", "in_flight"] {
+            self.shed.with_label_values(&[limit]);
+        }
+        for reason in [
+            "buffer_full",
+            "rejected",
+            "no_token",
+            "environment_mismatch",
+            "too_large",
+            "offline",
+            "shutdown",
+        ] {
+            self.usage_rows_dropped.with_label_values(&[reason]);
+        }
+        for reason in ["client", "slow", "revoked", "scope", "drain", "shutdown"] {
+            self.streams_closed.with_label_values(&[reason]);
         }
     }
 

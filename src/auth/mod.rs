@@ -148,6 +148,72 @@ impl Authenticator {
         self.or_restored(token, result)
     }
 
+    /// [`Authenticator::resolve`], saying where the verdict came from: `configuration`,
+    /// `cache` (upstream's earlier answer), `upstream` (asked now, or the fleet's shared
+    /// verdict) or `backup`.
+    pub async fn explain(
+        &self,
+        header: Option<&[u8]>,
+    ) -> (Result<Access, AuthError>, &'static str) {
+        let token = match parse_header(header) {
+            Ok(t) => t,
+            Err(e) => return (Err(e), "header"),
+        };
+        if let Some(result) = self.lookup_local(&token) {
+            return (result, "configuration");
+        }
+        let Some(remote) = &self.remote else {
+            return (Err(AuthError::Unknown), "configuration");
+        };
+        if let Some(result) = remote.known(&token) {
+            return (result, "cache");
+        }
+        let asked = match remote.ask(&token, false) {
+            Lookup::Done(result) => result,
+            Lookup::Ask(rx) => settle(token.clone(), rx.await),
+        };
+        let unavailable = matches!(asked, Err(AuthError::UpstreamUnavailable));
+        let result = self.or_restored(token, asked);
+        let source = if unavailable && result.is_ok() {
+            "backup"
+        } else {
+            "upstream"
+        };
+        (result, source)
+    }
+
+    /// Every request token this instance has a verdict for: the configured ones, and (edge
+    /// mode) those upstream validated or refused. `None`: refused.
+    pub fn known_tokens(&self) -> Vec<(String, Option<(TokenKind, Scope)>)> {
+        let mut out: Vec<(String, Option<(TokenKind, Scope)>)> = self
+            .local
+            .iter()
+            .map(|t| {
+                (
+                    t.token.expose().to_string(),
+                    Some((t.kind, t.scope.clone())),
+                )
+            })
+            .collect();
+        if let Some(remote) = &self.remote {
+            out.extend(
+                remote
+                    .caches
+                    .valid
+                    .iter()
+                    .map(|(raw, k)| (raw.as_ref().clone(), Some((k.kind, k.scope)))),
+            );
+            out.extend(
+                remote
+                    .caches
+                    .invalid
+                    .iter()
+                    .map(|(raw, _)| (raw.as_ref().clone(), None)),
+            );
+        }
+        out
+    }
+
     /// When upstream cannot be asked, a verdict restored from the backup still counts.
     fn or_restored(
         &self,

@@ -92,6 +92,31 @@ pub struct Cli {
     #[arg(long, env = "CORS_MAX_AGE", global = true, value_parser = duration_arg, default_value = DEFAULT_CORS_MAX_AGE)]
     pub cors_max_age: Duration,
 
+    /// Token that opens the /internal-backstage/ inspection endpoints (tokens, features,
+    /// metricsbatch, instancedata); without one they are not served
+    #[arg(long, env = "BACKSTAGE_TOKEN", global = true, value_name = "SECRET")]
+    pub backstage_token: Option<String>,
+
+    /// Do not serve /metrics and /internal-backstage/metrics
+    #[arg(long, env = "DISABLE_METRICS_ENDPOINT", global = true)]
+    pub disable_metrics_endpoint: bool,
+
+    /// Do not serve /internal-backstage/tokens
+    #[arg(long, env = "DISABLE_TOKENS_ENDPOINT", global = true)]
+    pub disable_tokens_endpoint: bool,
+
+    /// Do not serve /internal-backstage/features
+    #[arg(long, env = "DISABLE_FEATURES_ENDPOINT", global = true)]
+    pub disable_features_endpoint: bool,
+
+    /// Do not serve /internal-backstage/metricsbatch
+    #[arg(long, env = "DISABLE_METRICS_BATCH_ENDPOINT", global = true)]
+    pub disable_metrics_batch_endpoint: bool,
+
+    /// Do not serve /internal-backstage/instancedata
+    #[arg(long, env = "DISABLE_INSTANCE_DATA_ENDPOINT", global = true)]
+    pub disable_instance_data_endpoint: bool,
+
     /// Turn off /api/frontend/all and /api/proxy/all (they return disabled flags too)
     #[arg(long, env = "DISABLE_ALL_ENDPOINT", global = true)]
     pub disable_all_endpoint: bool,
@@ -225,6 +250,32 @@ pub enum Command {
     Health(ProbeArgs),
     /// Check a running flagpost's /ready (exit 0 when ready, 1 otherwise)
     Ready(ProbeArgs),
+    /// Ask a running flagpost why it serves or refuses a token (exit 0 when it serves it, 1 when
+    /// it refuses it, 2 when it cannot be asked)
+    Explain(ExplainArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ExplainArgs {
+    /// The token to explain (sent only to that flagpost)
+    pub token: String,
+
+    /// Where flagpost runs
+    #[arg(
+        long = "url",
+        visible_alias = "edge-url",
+        env = "EDGE_URL",
+        default_value = "http://localhost:3063"
+    )]
+    pub url: String,
+
+    /// CA certificate (PEM) to trust, for a flagpost serving a self-signed certificate
+    #[arg(long, env = "CA_CERTIFICATE_FILE", value_name = "FILE")]
+    pub ca_certificate_file: Option<PathBuf>,
+
+    /// Print the JSON answer instead of the summary
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

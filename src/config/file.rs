@@ -24,6 +24,8 @@ pub struct RawFile {
     #[serde(default)]
     pub streaming: RawStreaming,
     pub store: Option<RawStore>,
+    #[serde(default)]
+    pub backstage: RawBackstage,
     pub offline: Option<RawOffline>,
     pub edge: Option<RawEdge>,
 }
@@ -85,6 +87,17 @@ pub struct RawStreaming {
     pub heartbeat_interval: Option<RawDuration>,
     pub history: Option<usize>,
     pub advertise: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackstage {
+    pub token: Option<String>,
+    pub metrics: Option<bool>,
+    pub tokens: Option<bool>,
+    pub features: Option<bool>,
+    pub metrics_batch: Option<bool>,
+    pub instance_data: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

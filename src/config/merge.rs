@@ -8,8 +8,8 @@ use super::file::RawFile;
 use super::layer::Layers;
 use super::mode::{edge, offline};
 use super::{
-    invalid, AllowedOrigins, Config, ConfigError, CorsConfig, FrontendConfig, LogFormat, Mode,
-    ServerConfig, StreamingSettings, TlsConfig, UsageSettings,
+    invalid, AllowedOrigins, BackstageConfig, Config, ConfigError, CorsConfig, FrontendConfig,
+    LogFormat, Mode, ServerConfig, StreamingSettings, TlsConfig, UsageSettings,
 };
 
 /// The shortest timeout or interval accepted: below it, flagpost would spin.
@@ -32,6 +32,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
 
     let usage = usage(cli, l, &raw)?;
     let streaming = streaming(cli, l, &raw)?;
+    let backstage = backstage(cli, l, &raw)?;
     let mode = match &cli.command {
         Some(Command::Offline(args)) => {
             if raw.store.as_ref().is_some_and(|s| s.redis_url.is_some()) {
@@ -45,7 +46,10 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         Some(Command::Edge(args)) => {
             Mode::Edge(Box::new(edge(args, &l.sub(), raw.edge, raw.store)?))
         }
-        Some(Command::CheckConfig | Command::Health(_) | Command::Ready(_)) | None => {
+        Some(
+            Command::CheckConfig | Command::Health(_) | Command::Ready(_) | Command::Explain(_),
+        )
+        | None => {
             return Err(invalid("mode", "no mode given (offline or edge)"));
         }
     };
@@ -59,6 +63,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         instance_id,
         usage,
         streaming,
+        backstage,
         mode,
     })
 }
@@ -341,6 +346,55 @@ fn usage(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<UsageSettings, Conf
             "per_flag_metrics",
             cli.per_flag_metrics,
             ru.per_flag_metrics,
+        ),
+    })
+}
+
+/// `[backstage]`; Edge's `--disable-*-endpoint` flags turn endpoints off.
+fn backstage(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<BackstageConfig, ConfigError> {
+    let rb = &raw.backstage;
+    let token = l.pick(
+        "backstage_token",
+        cli.backstage_token.clone(),
+        rb.token.clone().map(Some),
+    );
+    let token = match token.map(|t| t.trim().to_string()) {
+        None => None,
+        Some(t) if t.len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) => {
+            return Err(invalid(
+                "backstage.token (--backstage-token / BACKSTAGE_TOKEN)",
+                "must be at least 16 printable characters (no spaces)",
+            ))
+        }
+        Some(t) => Some(crate::token::Secret::new(t)),
+    };
+    let on = |id: &str, flag: bool, file: Option<bool>| !l.pick(id, flag, file.map(|on| !on));
+    Ok(BackstageConfig {
+        token,
+        metrics: on(
+            "disable_metrics_endpoint",
+            cli.disable_metrics_endpoint,
+            rb.metrics,
+        ),
+        tokens: on(
+            "disable_tokens_endpoint",
+            cli.disable_tokens_endpoint,
+            rb.tokens,
+        ),
+        features: on(
+            "disable_features_endpoint",
+            cli.disable_features_endpoint,
+            rb.features,
+        ),
+        metrics_batch: on(
+            "disable_metrics_batch_endpoint",
+            cli.disable_metrics_batch_endpoint,
+            rb.metrics_batch,
+        ),
+        instance_data: on(
+            "disable_instance_data_endpoint",
+            cli.disable_instance_data_endpoint,
+            rb.instance_data,
         ),
     })
 }

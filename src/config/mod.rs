@@ -20,11 +20,24 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches};
 
 use crate::token::{Projects, Scope, Token, TokenKind};
-pub use cli::{Cli, Command, LogFormatArg, ProbeArgs};
+pub use cli::{Cli, Command, ExplainArgs, LogFormatArg, ProbeArgs};
 use file::RawFile;
 use layer::Layers;
 
 /// Everything flagpost needs to run, validated.
+/// `[backstage]`: the inspection endpoints under `/internal-backstage/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackstageConfig {
+    /// Opens `tokens`, `features`, `metricsbatch` and `instancedata`; without it they are not
+    /// served.
+    pub token: Option<crate::token::Secret>,
+    pub metrics: bool,
+    pub tokens: bool,
+    pub features: bool,
+    pub metrics_batch: bool,
+    pub instance_data: bool,
+}
+
 /// `[store]`: the Redis a fleet of flagposts shares (edge mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
@@ -96,6 +109,7 @@ pub struct Config {
     pub instance_id: String,
     pub usage: UsageSettings,
     pub streaming: StreamingSettings,
+    pub backstage: BackstageConfig,
     pub mode: Mode,
 }
 
@@ -239,6 +253,8 @@ pub enum Invocation {
         path: &'static str,
         args: cli::ProbeArgs,
     },
+    /// `flagpost explain TOKEN`: ask a running flagpost about a token.
+    Explain(cli::ExplainArgs),
 }
 
 /// Bad configuration: the key (or flag) and the problem.
@@ -282,6 +298,7 @@ impl Config {
                     args: probe.clone(),
                 })
             }
+            Some(Command::Explain(args)) => return Ok(Invocation::Explain(args.clone())),
             _ => {}
         }
         let (path, explicit_path) = match &cli.config {

@@ -59,6 +59,21 @@ impl Config {
         );
         streaming.insert("advertise".into(), Value::Boolean(st.advertise));
         root.insert("streaming".into(), Value::Table(streaming));
+        let mut backstage = Table::new();
+        let b = &self.backstage;
+        if b.token.is_some() {
+            backstage.insert("token".into(), s("<redacted>"));
+        }
+        for (key, on) in [
+            ("metrics", b.metrics),
+            ("tokens", b.tokens),
+            ("features", b.features),
+            ("metrics_batch", b.metrics_batch),
+            ("instance_data", b.instance_data),
+        ] {
+            backstage.insert(key.into(), Value::Boolean(on));
+        }
+        root.insert("backstage".into(), Value::Table(backstage));
         let mut log = Table::new();
         let format = match self.log_format {
             LogFormat::Plain => "plain",

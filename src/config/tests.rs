@@ -537,6 +537,34 @@ fn the_store_from_the_file_and_flags_redacted() {
     assert!(error(&["--config", offline.path().to_str().unwrap()]).contains("edge mode only"));
 }
 
+#[test]
+fn backstage_token_and_edge_switches() {
+    let c = serve(&["--config", write(BASE).path().to_str().unwrap()]);
+    assert!(c.backstage.token.is_none());
+    assert!(c.backstage.metrics && c.backstage.tokens && c.backstage.instance_data);
+    let f = write(&format!(
+        "{BASE}[backstage]\ntoken = \"very-secret-backstage-1\"\nfeatures = false\n"
+    ));
+    let path = f.path().to_str().unwrap();
+    let c = serve(&[
+        "--config",
+        path,
+        "--disable-tokens-endpoint",
+        "--disable-metrics-endpoint",
+    ]);
+    let b = &c.backstage;
+    assert!(b.token.as_ref().unwrap().ct_eq(b"very-secret-backstage-1"));
+    assert!(!b.token.as_ref().unwrap().ct_eq(b"very-secret-backstage-2"));
+    assert!(!b.features && !b.tokens && !b.metrics && b.metrics_batch && b.instance_data);
+    let text = c.to_redacted_toml();
+    assert!(
+        !text.contains("very-secret") && !format!("{c:?}").contains("very-secret"),
+        "{text}"
+    );
+    let e = error(&["--config", path, "--backstage-token", "short"]);
+    assert!(e.contains("backstage.token"), "{e}");
+}
+
 mod fuzz {
     use super::*;
     use proptest::prelude::*;

@@ -66,6 +66,23 @@ pub struct Refresh {
     streaming: bool,
 }
 
+/// A startup token as `/internal-backstage/tokens` shows it.
+#[derive(Debug, Clone)]
+pub struct StartupStatus {
+    pub token: Token,
+    pub scope: Scope,
+    /// Upstream accepts it.
+    pub live: bool,
+    /// It is polled (no other live startup token covers it).
+    pub polled: bool,
+    pub etag: Option<String>,
+    pub last_success: Option<SystemTime>,
+    pub features: Option<usize>,
+    pub revision: Option<u64>,
+    pub failures: u32,
+    pub interval: Duration,
+}
+
 /// Why edge mode cannot start.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{0}")]
@@ -268,6 +285,7 @@ impl Refresh {
                 .await;
             match result {
                 Ok(fetch) => {
+                    self.note_fetch(index, etag.as_deref(), &fetch);
                     if let Some(reason) = failing.take() {
                         tracing::info!(environment = %env, token = %token, after = reason, "features fetch works again");
                     }
@@ -296,6 +314,9 @@ impl Refresh {
                 }
                 Err(e) => {
                     failures += 1;
+                    if let Some(s) = self.lock().get_mut(index) {
+                        s.failures = failures;
+                    }
                     let reason = e.outcome();
                     self.app
                         .metrics
@@ -321,6 +342,36 @@ impl Refresh {
                 _ = tokio::time::sleep(delay) => {}
             }
         }
+    }
+
+    /// Records a fetch's ETag and resets the failure count (for `/internal-backstage/tokens`).
+    fn note_fetch(&self, index: usize, sent: Option<&str>, fetch: &Fetch) {
+        if let Some(s) = self.lock().get_mut(index) {
+            s.failures = 0;
+            s.etag = match fetch {
+                Fetch::Updated { etag, .. } => etag.clone(),
+                Fetch::NotModified => sent.map(str::to_string),
+            };
+        }
+    }
+
+    /// The startup tokens and what each last fetched, for `/internal-backstage/tokens`.
+    pub fn startup(&self) -> Vec<StartupStatus> {
+        self.lock()
+            .iter()
+            .map(|s| StartupStatus {
+                token: s.token.clone(),
+                scope: s.scope.clone(),
+                live: !s.revoked,
+                polled: s.polling,
+                etag: s.etag.clone(),
+                last_success: s.last_success,
+                features: s.document.as_ref().map(|d| d.features.len()),
+                revision: s.document.as_ref().and_then(|d| d.revision),
+                failures: s.failures,
+                interval: self.interval,
+            })
+            .collect()
     }
 
     /// Whether the poll of `index` goes on (`Some(revoked)`), or stops because another live

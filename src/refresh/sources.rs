@@ -15,6 +15,9 @@ pub(super) struct Source {
     pub(super) last_success: Option<SystemTime>,
     pub(super) polling: bool,
     pub(super) revoked: bool,
+    /// The ETag of the last answer, and failed fetches in a row.
+    pub(super) etag: Option<String>,
+    pub(super) failures: u32,
 }
 
 impl Source {
@@ -26,6 +29,8 @@ impl Source {
             last_success: None,
             polling: false,
             revoked: false,
+            etag: None,
+            failures: 0,
         }
     }
 }

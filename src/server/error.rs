@@ -45,6 +45,10 @@ pub enum ApiError {
         budget: &'static str,
         retry_after: u32,
     },
+    /// A backstage endpoint without (or with a wrong) `backstage.token`.
+    Backstage {
+        missing: bool,
+    },
     /// The request body did not arrive in time.
     BodyTimeout,
     /// The request could not be answered within the deadline.
@@ -127,6 +131,18 @@ impl ApiError {
                 },
                 None,
             ),
+            ApiError::Backstage { missing } => (
+                StatusCode::UNAUTHORIZED,
+                if *missing {
+                    "token_missing"
+                } else {
+                    "token_invalid"
+                },
+                "This backstage endpoint needs flagpost's backstage token (backstage.token) in the \
+                 Authorization header."
+                    .into(),
+                None,
+            ),
             ApiError::BodyTimeout => (
                 StatusCode::REQUEST_TIMEOUT,
                 "request_timeout",
@@ -150,6 +166,11 @@ impl ApiError {
                 None,
             ),
         }
+    }
+
+    /// The message of the JSON body.
+    pub fn message(&self) -> String {
+        self.parts().2
     }
 
     /// The error code of the JSON body (`token_invalid`, ...).

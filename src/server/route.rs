@@ -24,6 +24,13 @@ pub enum Route {
     ClientStreaming,
     /// `GET /api/client/delta`: the changes since an event id.
     ClientDelta,
+    /// `POST /internal-backstage/explain`: why the token in `Authorization` is served or not.
+    Explain,
+    /// The inspection endpoints, behind `backstage.token`.
+    BackstageTokens,
+    BackstageFeatures,
+    BackstageMetricsBatch,
+    BackstageInstanceData,
     /// No route: the label for 404s.
     Unmatched,
 }
@@ -46,6 +53,11 @@ pub const ROUTE_LABELS: &[&str] = &[
     "/api/frontend/client/register",
     "/api/client/streaming",
     "/api/client/delta",
+    "/internal-backstage/explain",
+    "/internal-backstage/tokens",
+    "/internal-backstage/features",
+    "/internal-backstage/metricsbatch",
+    "/internal-backstage/instancedata",
     "unmatched",
 ];
 
@@ -68,7 +80,12 @@ impl Route {
             Route::EdgeValidate
             | Route::ClientMetrics
             | Route::ClientRegister
-            | Route::ClientBulkMetrics => "POST",
+            | Route::ClientBulkMetrics
+            | Route::Explain => "POST",
+            Route::BackstageTokens
+            | Route::BackstageFeatures
+            | Route::BackstageMetricsBatch
+            | Route::BackstageInstanceData => "GET, HEAD",
             Route::FrontendMetrics | Route::FrontendRegister => "POST, OPTIONS",
             Route::Unmatched => "",
         }
@@ -95,7 +112,8 @@ impl Route {
             Route::EdgeValidate
             | Route::ClientMetrics
             | Route::ClientRegister
-            | Route::ClientBulkMetrics => *method == Method::POST,
+            | Route::ClientBulkMetrics
+            | Route::Explain => *method == Method::POST,
             Route::FrontendMetrics | Route::FrontendRegister => {
                 matches!(*method, Method::POST | Method::OPTIONS)
             }
@@ -132,6 +150,11 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, RouteError> {
         "/api/client/features" => Route::ClientFeatures,
         "/api/client/streaming" => Route::ClientStreaming,
         "/api/client/delta" => Route::ClientDelta,
+        "/internal-backstage/explain" => Route::Explain,
+        "/internal-backstage/tokens" => Route::BackstageTokens,
+        "/internal-backstage/features" => Route::BackstageFeatures,
+        "/internal-backstage/metricsbatch" => Route::BackstageMetricsBatch,
+        "/internal-backstage/instancedata" => Route::BackstageInstanceData,
         "/api/frontend" | "/api/proxy" => Route::Frontend,
         "/api/frontend/all" | "/api/proxy/all" => Route::FrontendAll,
         "/health" | "/internal-backstage/health" => Route::Health,
@@ -302,6 +325,11 @@ mod tests {
             FrontendRegister,
             ClientStreaming,
             ClientDelta,
+            Explain,
+            BackstageTokens,
+            BackstageFeatures,
+            BackstageMetricsBatch,
+            BackstageInstanceData,
         ];
         assert_eq!(
             ROUTE_LABELS.len(),

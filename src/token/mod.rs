@@ -235,6 +235,28 @@ fn classify(raw: &str) -> Result<(Shape, usize), TokenError> {
     ))
 }
 
+/// A secret from configuration (the backstage token): compared in constant time, never shown.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(secret: String) -> Secret {
+        Secret(secret)
+    }
+
+    /// Whether `given` is this secret, in time that does not depend on where they differ.
+    pub fn ct_eq(&self, given: &[u8]) -> bool {
+        use subtle::ConstantTimeEq as _;
+        self.0.len() == given.len() && bool::from(self.0.as_bytes().ct_eq(given))
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
 /// What a token may act as: SDK tokens only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -361,6 +361,38 @@ impl Usage {
         taken
     }
 
+    /// What is buffered now, in Unleash Edge's `/internal-backstage/metricsbatch` shape
+    /// (`{"applications":[…],"metrics":[{"key":{…},"bucket":{…}}]}`), without taking it.
+    pub fn peek(&self) -> Value {
+        let buffer = self.lock();
+        let mut applications = Vec::new();
+        let mut metrics = Vec::new();
+        let mut envs: Vec<(&String, &EnvUsage)> = buffer.envs.iter().collect();
+        envs.sort_by(|a, b| a.0.cmp(b.0));
+        for (env, usage) in envs {
+            applications.extend(usage.apps.values().cloned());
+            for (key, counts) in &usage.rows {
+                let timestamp = chrono::DateTime::from_timestamp(key.hour, 0)
+                    .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                    .unwrap_or_default();
+                metrics.push(serde_json::json!({
+                    "key": {
+                        "app_name": key.app,
+                        "feature_name": key.flag,
+                        "environment": env,
+                        "timestamp": timestamp,
+                    },
+                    "bucket": {
+                        "yes": counts.yes,
+                        "no": counts.no,
+                        "variants": counts.variants,
+                    },
+                }));
+            }
+        }
+        serde_json::json!({ "applications": applications, "metrics": metrics })
+    }
+
     /// Puts back usage that could not be delivered (within the bound; the rest is dropped).
     pub fn restore(&self, environment: &str, usage: EnvUsage) {
         self.merge_rows(environment, usage.rows);

@@ -9,6 +9,8 @@
     clippy::indexing_slicing
 )]
 
+mod backstage;
+mod browser;
 mod cli;
 mod edge;
 mod failure;

@@ -21,6 +21,7 @@ use crate::token::{Projects, TokenKind};
 use crate::App;
 
 mod api;
+mod backstage;
 mod stream;
 
 pub use api::MAX_VALIDATE_TOKENS;
@@ -229,6 +230,9 @@ async fn dispatch(
                 r
             }
         }),
+        Route::Metrics if !app.config.backstage.metrics => Err(ApiError::NotFound(
+            "The metrics endpoint is turned off (--disable-metrics-endpoint).".into(),
+        )),
         Route::Metrics => {
             app.observe();
             let mut r = Response::new(Reply::full(Bytes::from(app.metrics.render())));
@@ -241,6 +245,11 @@ async fn dispatch(
         Route::ClientFeatures | Route::ClientFeature => client_api(app, matched, req).await,
         Route::ClientStreaming => client_streaming(app, req).await,
         Route::ClientDelta => client_delta(app, req).await,
+        Route::Explain => backstage::explain(app, req).await,
+        Route::BackstageTokens
+        | Route::BackstageFeatures
+        | Route::BackstageMetricsBatch
+        | Route::BackstageInstanceData => backstage::inspect(app, matched.route, req.headers()),
         Route::EdgeValidate => edge_validate(app, req, peer).await,
         Route::ClientMetrics | Route::ClientRegister | Route::ClientBulkMetrics => {
             usage_api(app, matched.route, req).await
