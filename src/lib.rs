@@ -115,6 +115,8 @@ pub struct App {
     pub publisher: Arc<publish::Publisher>,
     /// The Server-Sent Events streams open to SDKs.
     pub streams: Arc<stream::Streams>,
+    /// Remembered Frontend API ETags.
+    pub etags: evaluate::Memo,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
     pub usage: Arc<Usage>,
@@ -163,11 +165,16 @@ impl App {
             config.streaming.history,
         ));
         let streams = stream::Streams::new(config.streaming.clone(), metrics.clone());
+        let etags = evaluate::Memo::new(
+            config.frontend.etag_cache_size,
+            config.frontend.etag_cache_ttl,
+        );
         App {
             config,
             store,
             publisher,
             streams,
+            etags,
             auth: Arc::new(auth),
             metrics,
             usage,

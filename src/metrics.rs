@@ -68,6 +68,7 @@ pub struct Metrics {
     pub fleet_role: IntGaugeVec,
     pub fleet_lease_changes: IntCounterVec,
     pub store_operations: IntCounterVec,
+    pub frontend_conditional: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -389,6 +390,12 @@ impl Metrics {
             "Calls to the shared store (Redis), by operation (lease, read, write, verdict, publish, subscribe) and outcome (ok, error, timeout, bad_data)",
             &["operation", "outcome"],
         );
+        let frontend_conditional = counter_vec(
+            &registry,
+            "flagpost_frontend_answers_total",
+            "Frontend API answers by how they were made: remembered (304 without evaluating), evaluated (remembered for next time), by_chance (evaluated, never remembered: chance decides)",
+            &["how"],
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         let metrics = Metrics {
             registry,
@@ -433,6 +440,7 @@ impl Metrics {
             fleet_role,
             fleet_lease_changes,
             store_operations,
+            frontend_conditional,
         };
         metrics.zero_known_series();
         metrics
@@ -468,6 +476,9 @@ impl Metrics {
         }
         for reason in ["client", "slow", "revoked", "scope", "drain", "shutdown"] {
             self.streams_closed.with_label_values(&[reason]);
+        }
+        for how in ["remembered", "evaluated", "by_chance"] {
+            self.frontend_conditional.with_label_values(&[how]);
         }
     }
 

@@ -39,6 +39,8 @@ pub const DEFAULT_UPSTREAM_MAX_BODY_SIZE: &str = "32MiB";
 pub const DEFAULT_VALIDATE_CALLER_BUDGET: u64 = 100;
 pub const DEFAULT_VALIDATE_TOTAL_BUDGET: u64 = 1000;
 pub const DEFAULT_MAX_STREAMS: usize = 10_000;
+pub const DEFAULT_ETAG_CACHE_SIZE: u64 = 100_000;
+pub const DEFAULT_ETAG_CACHE_TTL: &str = "1h";
 pub const DEFAULT_STORE_MAX_AGE: &str = "7d";
 pub const DEFAULT_STORE_LEASE: &str = "10s";
 pub const DEFAULT_STORE_TIMEOUT: &str = "2s";
@@ -116,6 +118,15 @@ pub struct Cli {
     /// Do not serve /internal-backstage/instancedata
     #[arg(long, env = "DISABLE_INSTANCE_DATA_ENDPOINT", global = true)]
     pub disable_instance_data_endpoint: bool,
+
+    /// Frontend API answers whose ETag is remembered, so a repeated conditional poll is answered
+    /// 304 without evaluating (0: none)
+    #[arg(long, env = "FRONTEND_ETAG_CACHE_SIZE", global = true, default_value_t = DEFAULT_ETAG_CACHE_SIZE)]
+    pub frontend_etag_cache_size: u64,
+
+    /// How long a remembered Frontend API ETag is kept
+    #[arg(long, env = "FRONTEND_ETAG_CACHE_TTL", global = true, value_parser = duration_arg, default_value = DEFAULT_ETAG_CACHE_TTL)]
+    pub frontend_etag_cache_ttl: Duration,
 
     /// Turn off /api/frontend/all and /api/proxy/all (they return disabled flags too)
     #[arg(long, env = "DISABLE_ALL_ENDPOINT", global = true)]

@@ -69,6 +69,8 @@ pub struct RawCors {
 #[serde(deny_unknown_fields)]
 pub struct RawFrontend {
     pub all_endpoint: Option<bool>,
+    pub etag_cache_size: Option<u64>,
+    pub etag_cache_ttl: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -291,7 +291,21 @@ fn cors_and_frontend(
             allowed_origins,
             max_age,
         },
-        FrontendConfig { all_endpoint },
+        FrontendConfig {
+            all_endpoint,
+            etag_cache_size: l.pick(
+                "frontend_etag_cache_size",
+                cli.frontend_etag_cache_size,
+                raw.frontend.etag_cache_size,
+            ),
+            etag_cache_ttl: l.duration(
+                "frontend_etag_cache_ttl",
+                "frontend.etag_cache_ttl",
+                cli.frontend_etag_cache_ttl,
+                raw.frontend.etag_cache_ttl.as_ref(),
+                Duration::from_secs(1),
+            )?,
+        },
     ))
 }
 

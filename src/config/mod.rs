@@ -166,6 +166,9 @@ pub enum AllowedOrigins {
 pub struct FrontendConfig {
     /// Whether `/api/frontend/all` (every flag, disabled ones too) is served.
     pub all_endpoint: bool,
+    /// Remembered ETags of Frontend API answers (0: none), and how long each is kept.
+    pub etag_cache_size: u64,
+    pub etag_cache_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -30,6 +30,14 @@ impl Config {
             "all_endpoint".into(),
             Value::Boolean(self.frontend.all_endpoint),
         );
+        frontend.insert(
+            "etag_cache_size".into(),
+            Value::Integer(i64::try_from(self.frontend.etag_cache_size).unwrap_or(i64::MAX)),
+        );
+        frontend.insert(
+            "etag_cache_ttl".into(),
+            s(&format_duration(self.frontend.etag_cache_ttl)),
+        );
         root.insert("frontend".into(), Value::Table(frontend));
         let mut usage = Table::new();
         usage.insert("interval".into(), s(&format_duration(self.usage.interval)));

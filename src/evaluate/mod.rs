@@ -2,10 +2,11 @@
 //! Unleash's own engine (`unleash-yggdrasil`, wrapped here so nothing else sees it), and the
 //! Frontend API response written straight to bytes.
 
-use unleash_types::client_features::{ClientFeatures, Context};
+use unleash_types::client_features::{ClientFeature, ClientFeatures, Context, Segment};
 use unleash_yggdrasil::{EngineState, ExtendedVariantDef};
 
 mod context;
+mod memo;
 
 use crate::document::Document;
 use crate::json;
@@ -15,6 +16,7 @@ pub use context::{
     context_from_json, context_from_query, fix_current_time, query_pairs, ContextError,
     MAX_CONTEXT_FIELDS,
 };
+pub use memo::{Key as MemoKey, Memo, Volatility};
 
 /// The compiled flags of one snapshot.
 pub struct Engine {
@@ -27,25 +29,77 @@ pub struct FrontendView {
     engine: Engine,
     prepared: Vec<Prepared>,
     size_hint: usize,
+    /// Per project, the indexes of its flags in document order: a project-scoped token walks
+    /// only its own projects' flags.
+    by_project: std::collections::HashMap<String, Vec<u32>>,
+    volatility: Volatility,
 }
 
 impl FrontendView {
     /// Compiles `document`. Returns the warnings for flags the engine could not compile (they
     /// evaluate as off).
     pub fn compile(document: &Document) -> (FrontendView, Vec<String>) {
-        let (engine, warnings) = Engine::compile(document);
+        let typed: Vec<ClientFeature> = document
+            .features
+            .iter()
+            .filter_map(|f| f.typed().ok())
+            .collect();
+        let segments: Vec<Segment> = document
+            .segments
+            .iter()
+            .map(|s| s.typed().clone())
+            .collect();
+        let volatility = Volatility::of(&typed, &segments);
+        let (engine, warnings) = Engine::compile_typed(typed, segments);
         let prepared = engine.prepare(document);
         let size_hint = 64 + prepared.iter().map(|p| p.size_hint()).sum::<usize>();
+        let mut by_project: std::collections::HashMap<String, Vec<u32>> =
+            std::collections::HashMap::new();
+        for (i, f) in document.features.iter().enumerate() {
+            by_project
+                .entry(f.project.clone())
+                .or_default()
+                .push(u32::try_from(i).unwrap_or(u32::MAX));
+        }
         let view = FrontendView {
             engine,
             prepared,
             size_hint,
+            by_project,
+            volatility,
         };
         (view, warnings)
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// What makes this snapshot's answers vary by chance or with the clock.
+    pub fn volatility(&self) -> &Volatility {
+        &self.volatility
+    }
+
+    /// The indexes of the flags of `projects`, in document order.
+    fn indexes(&self, projects: &Projects, count: usize) -> Vec<u32> {
+        match projects {
+            Projects::All => (0..u32::try_from(count).unwrap_or(u32::MAX)).collect(),
+            Projects::Some(set) => {
+                let mut lists = set.iter().filter_map(|p| self.by_project.get(p));
+                match (lists.next(), set.len()) {
+                    (None, _) => Vec::new(),
+                    (Some(one), 1) => one.clone(),
+                    (Some(first), _) => {
+                        let mut all = first.clone();
+                        for list in lists {
+                            all.extend_from_slice(list);
+                        }
+                        all.sort_unstable();
+                        all
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -57,21 +111,29 @@ impl Engine {
     /// Compiles every feature of `document`. Returns the warnings for flags the engine could not
     /// compile (they evaluate as off).
     pub fn compile(document: &Document) -> (Engine, Vec<String>) {
-        let state = EngineState::default();
-        let features = ClientFeatures {
-            version: 2,
-            features: document
+        Engine::compile_typed(
+            document
                 .features
                 .iter()
                 .filter_map(|f| f.typed().ok())
                 .collect(),
-            segments: Some(
-                document
-                    .segments
-                    .iter()
-                    .map(|s| s.typed().clone())
-                    .collect(),
-            ),
+            document
+                .segments
+                .iter()
+                .map(|s| s.typed().clone())
+                .collect(),
+        )
+    }
+
+    fn compile_typed(
+        features: Vec<ClientFeature>,
+        segments: Vec<Segment>,
+    ) -> (Engine, Vec<String>) {
+        let state = EngineState::default();
+        let features = ClientFeatures {
+            version: 2,
+            features,
+            segments: Some(segments),
             query: None,
             meta: None,
         };
@@ -149,10 +211,11 @@ pub fn frontend_response(
     let mut out = String::with_capacity(view.size_hint);
     out.push_str("{\"toggles\":[");
     let mut first = true;
-    for (feature, prepared) in document.features.iter().zip(&view.prepared) {
-        if !projects.contains(&feature.project) {
-            continue;
-        }
+    let mut emit = |i: usize| {
+        let (Some(feature), Some(prepared)) = (document.features.get(i), view.prepared.get(i))
+        else {
+            return;
+        };
         if let Some((enabled, json)) = &prepared.fixed {
             if listing == Listing::All || *enabled {
                 if !first {
@@ -161,17 +224,32 @@ pub fn frontend_response(
                 first = false;
                 out.push_str(json);
             }
-            continue;
+            return;
         }
         let result = view.engine.evaluate(&feature.name, context);
         if listing == Listing::Enabled && !result.feature_enabled {
-            continue;
+            return;
         }
         if !first {
             out.push(',');
         }
         first = false;
         write_prepared(&mut out, prepared, &result);
+    };
+    // Only the token's projects' flags are walked (no per-flag project check).
+    match projects {
+        Projects::All => (0..document.features.len()).for_each(&mut emit),
+        Projects::Some(set) if set.len() == 1 => {
+            let list = set.iter().next().and_then(|p| view.by_project.get(p));
+            for i in list.into_iter().flatten() {
+                emit(*i as usize);
+            }
+        }
+        Projects::Some(_) => {
+            for i in view.indexes(projects, document.features.len()) {
+                emit(i as usize);
+            }
+        }
     }
     out.push_str("]}");
     out.into_bytes()

@@ -38,7 +38,12 @@ impl Body {
 
 /// A strong ETag computed from the bytes of a body.
 pub fn etag_of(bytes: &[u8]) -> String {
-    format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(bytes))
+    etag_value(xxhash_rust::xxh3::xxh3_64(bytes))
+}
+
+/// The strong ETag of a body whose xxh3 hash is `hash`.
+pub fn etag_value(hash: u64) -> String {
+    format!("\"{hash:016x}\"")
 }
 
 /// What one client asks for within an environment: the projects its token (and `project`

@@ -15,6 +15,7 @@ mod cli;
 mod edge;
 mod failure;
 mod fleet;
+mod frontend;
 mod hardening;
 mod harness;
 mod offline;

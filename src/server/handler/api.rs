@@ -136,8 +136,6 @@ pub(super) async fn frontend_api(
     if context.environment.is_none() {
         context.environment = Some(access.scope.environment.clone());
     }
-    // The clock read once for the whole request: every date constraint sees the same instant.
-    evaluate::fix_current_time(&mut context);
     if context.remote_address.is_none() {
         let ip = client_ip::client_ip(
             peer.ip(),
@@ -146,6 +144,47 @@ pub(super) async fn frontend_api(
         );
         context.remote_address = Some(ip.to_string());
     }
+    // A repeated conditional poll whose answer cannot have changed: 304 from the remembered
+    // ETag, nothing evaluated. Keyed before the server sets the time (a client's is part of it).
+    let listing = match matched.route {
+        Route::FrontendAll => Some(Listing::All),
+        Route::Frontend => Some(Listing::Enabled),
+        _ => None,
+    };
+    let view = snapshot.frontend();
+    let clock_given = context.current_time.is_some();
+    let now = chrono::Utc::now().timestamp_millis();
+    let memo_key = listing.filter(|_| app.etags.enabled()).and_then(|listing| {
+        if view
+            .volatility()
+            .by_chance(&access.scope.projects, &context)
+        {
+            app.metrics
+                .frontend_conditional
+                .with_label_values(&["by_chance"])
+                .inc();
+            return None;
+        }
+        Some(evaluate::Memo::key(
+            (&access.scope.environment, snapshot.revision()),
+            &access.scope.projects,
+            listing,
+            &context,
+        ))
+    });
+    if let Some(key) = memo_key.filter(|_| parts.headers.contains_key(IF_NONE_MATCH)) {
+        if let Some(etag) = app.etags.get(key, now).map(etag_value) {
+            if etag_matches(&parts.headers, &etag) {
+                app.metrics
+                    .frontend_conditional
+                    .with_label_values(&["remembered"])
+                    .inc();
+                return Ok(not_modified(&etag, true));
+            }
+        }
+    }
+    // The clock read once for the whole request: every date constraint sees the same instant.
+    evaluate::fix_current_time(&mut context);
     let body = match matched.route {
         Route::FrontendFeature => {
             let name = matched.name.unwrap_or_default();
@@ -182,6 +221,21 @@ pub(super) async fn frontend_api(
             Listing::Enabled,
         ),
     };
+    if let Some(key) = memo_key {
+        let hash = xxhash_rust::xxh3::xxh3_64(&body);
+        // Right until the clock passes the next date a constraint names (unless the client
+        // fixed the time itself).
+        let until = if clock_given {
+            i64::MAX
+        } else {
+            view.volatility().stable_until(now)
+        };
+        app.etags.put(key, hash, until);
+        app.metrics
+            .frontend_conditional
+            .with_label_values(&["evaluated"])
+            .inc();
+    }
     Ok(conditional(&parts.headers, body, true))
 }
 

@@ -16,7 +16,7 @@ use super::route::{self, Matched, Route, RouteError};
 use super::{client_ip, cors};
 use crate::auth::{Access, AuthError};
 use crate::evaluate::{self, Listing};
-use crate::snapshot::{etag_of, Filter, GateError, Snapshot};
+use crate::snapshot::{etag_of, etag_value, Filter, GateError, Snapshot};
 use crate::token::{Projects, TokenKind};
 use crate::App;
 

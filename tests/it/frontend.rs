@@ -1,0 +1,139 @@
+//! Remembered Frontend API ETags: repeated conditional polls are answered 304 without
+//! evaluating, never when chance decides, never past a date a constraint names, never after
+//! the snapshot changed.
+
+use std::time::{Duration, Instant};
+
+use crate::harness::*;
+use crate::offline::{self, FRONTEND_DEFAULT_DEV};
+
+fn features(extra: &str) -> String {
+    format!(
+        r#"{{"version":2,"features":[
+  {{"name":"a.on","project":"default","enabled":true,"strategies":[{{"name":"default"}}]}},
+  {{"name":"a.users","project":"default","enabled":true,"strategies":[{{"name":"userWithId","parameters":{{"userIds":"alice"}}}}]}}
+  {extra}
+]}}"#
+    )
+}
+
+async fn poll(s: &Server, query: &str, etag: Option<&str>) -> (u16, String, serde_json::Value) {
+    let mut req = client()
+        .get(s.url(&format!("/api/frontend{query}")))
+        .header("Authorization", FRONTEND_DEFAULT_DEV);
+    if let Some(e) = etag {
+        req = req.header("If-None-Match", e);
+    }
+    let (status, headers, body) = into_parts(req.send().await.unwrap()).await;
+    let etag = headers
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (status, etag, body)
+}
+
+async fn count(s: &Server, how: &str) -> f64 {
+    metric(
+        s,
+        &format!("flagpost_frontend_answers_total{{how=\"{how}\"}}"),
+    )
+    .await
+    .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn a_repeated_conditional_poll_is_304_without_evaluating_until_the_snapshot_changes() {
+    let s = Server::start(&offline::config(""), &[("features.json", &features(""))]).await;
+    s.wait_ready().await;
+    let (status, etag, body) = poll(&s, "?userId=alice", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(toggle_names(&body), ["a.on", "a.users"]);
+    assert_eq!(count(&s, "evaluated").await, 1.0);
+    for _ in 0..3 {
+        assert_eq!(poll(&s, "?userId=alice", Some(&etag)).await.0, 304);
+    }
+    assert_eq!(count(&s, "remembered").await, 3.0, "answered from the memo");
+    assert_eq!(count(&s, "evaluated").await, 1.0, "nothing evaluated again");
+    // Another context is another answer.
+    let (status, other, _) = poll(&s, "?userId=bob", Some(&etag)).await;
+    assert_eq!(status, 200);
+    assert_ne!(other, etag);
+    // The snapshot changes (a.on is switched off): the remembered ETag no longer answers.
+    std::fs::write(
+        s.path("features.json"),
+        features("").replacen("\"enabled\":true", "\"enabled\":false", 1),
+    )
+    .unwrap();
+    eventually("the new answer", || async {
+        poll(&s, "?userId=alice", Some(&etag)).await.0 == 200
+    })
+    .await;
+    let (_, new_etag, body) = poll(&s, "?userId=alice", None).await;
+    assert_eq!(toggle_names(&body), ["a.users"]);
+    assert_eq!(poll(&s, "?userId=alice", Some(&new_etag)).await.0, 304);
+}
+
+#[tokio::test]
+async fn a_random_rollout_keeps_varying_across_conditional_polls() {
+    let random = r#",{"name":"a.random","project":"default","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"random","groupId":"r"}}]}"#;
+    let s = Server::start(
+        &offline::config(""),
+        &[("features.json", &features(random))],
+    )
+    .await;
+    s.wait_ready().await;
+    let (_, mut etag, _) = poll(&s, "?userId=alice", None).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut changed = 0;
+    for _ in 0..40 {
+        let (status, next, body) = poll(&s, "?userId=alice", Some(&etag)).await;
+        if status == 200 {
+            changed += 1;
+            seen.insert(toggle_names(&body).contains(&"a.random".to_string()));
+            etag = next;
+        }
+    }
+    assert!(
+        changed >= 5,
+        "the answer changed {changed} times in 40 conditional polls"
+    );
+    assert_eq!(seen.len(), 2, "on and off both seen");
+    assert_eq!(count(&s, "remembered").await, 0.0);
+    assert!(count(&s, "by_chance").await >= 40.0);
+}
+
+#[tokio::test]
+async fn a_date_constraint_flips_at_its_time_without_a_snapshot_change() {
+    let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    let dated = format!(
+        r#",{{"name":"a.launch","project":"default","enabled":true,"strategies":[{{"name":"default","constraints":[{{"contextName":"currentTime","operator":"DATE_AFTER","value":"{}"}}]}}]}}"#,
+        at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    );
+    let s = Server::start(
+        &offline::config(""),
+        &[("features.json", &features(&dated))],
+    )
+    .await;
+    s.wait_ready().await;
+    let (_, etag, body) = poll(&s, "?userId=alice", None).await;
+    assert!(!toggle_names(&body).contains(&"a.launch".to_string()));
+    assert_eq!(
+        poll(&s, "?userId=alice", Some(&etag)).await.0,
+        304,
+        "before the date: remembered"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let body = loop {
+        let (status, _, body) = poll(&s, "?userId=alice", Some(&etag)).await;
+        if status == 200 {
+            break body;
+        }
+        assert!(Instant::now() < deadline, "still 304 after the date");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(
+        chrono::Utc::now() >= at,
+        "changed only once the date passed"
+    );
+    assert!(toggle_names(&body).contains(&"a.launch".to_string()));
+}
