@@ -393,7 +393,7 @@ impl Metrics {
         let frontend_conditional = counter_vec(
             &registry,
             "flagpost_frontend_answers_total",
-            "Frontend API answers by how they were made: remembered (304 without evaluating), evaluated (remembered for next time), by_chance (evaluated, never remembered: chance decides)",
+            "Frontend API list answers by how they were made: remembered (304, nothing evaluated), spliced (304, only the flags chance decides evaluated), evaluated",
             &["how"],
         );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
@@ -477,7 +477,7 @@ impl Metrics {
         for reason in ["client", "slow", "revoked", "scope", "drain", "shutdown"] {
             self.streams_closed.with_label_values(&[reason]);
         }
-        for how in ["remembered", "evaluated", "by_chance"] {
+        for how in ["remembered", "spliced", "evaluated"] {
             self.frontend_conditional.with_label_values(&[how]);
         }
     }

@@ -121,8 +121,13 @@ pub fn context_from_json(body: &[u8]) -> Result<Context, ContextError> {
 /// the engine reads and formats the clock for every date constraint it evaluates; read once
 /// per request, every flag of one answer is evaluated at the same instant, and faster.
 pub fn fix_current_time(context: &mut Context) {
+    fix_current_time_at(context, chrono::Utc::now());
+}
+
+/// [`fix_current_time`] with the instant the request was read at.
+pub fn fix_current_time_at(context: &mut Context, now: chrono::DateTime<chrono::Utc>) {
     if context.current_time.is_none() {
-        let now = chrono::Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ");
+        let now = now.format("%Y-%m-%dT%H:%M:%S%.3fZ");
         context.current_time = Some(now.to_string());
     }
 }

@@ -3,14 +3,15 @@
 //!
 //! The answer to a Frontend API request is a function of the snapshot (its environment and
 //! revision), the token's projects, the listing, and the context, except for what chance and
-//! the clock decide. So flagpost remembers, per (environment, revision, projects, listing,
-//! canonical context), the ETag it last answered (a 128-bit hash of that key → the ETag's 64
-//! bits and how long the answer stays valid; no bodies), in a bounded moka cache. A request
-//! whose `If-None-Match` holds that ETag is answered 304 from it. Never remembered: answers
-//! that depend on chance (random stickiness; default stickiness without `userId` or
-//! `sessionId`; `gradualRolloutRandom`), see [`Volatility`]. Answers that depend on the time
-//! (date constraints on `currentTime` when the client does not send one) are remembered only
-//! until the next date any constraint names.
+//! the clock decide. A Frontend API ETag is made of two hashes: of the toggles chance does not
+//! decide, and of those it does (random stickiness; default stickiness without `userId` or
+//! `sessionId`; `gradualRolloutRandom`; flags depending on them: see [`Volatility`]). flagpost
+//! remembers, per (environment, revision, projects, listing, canonical context), the first hash
+//! (a 128-bit hash of the key → 64 bits and how long it holds; no bodies) in a bounded moka
+//! cache. A conditional request whose key is remembered evaluates only the flags chance decides
+//! (usually none) and is answered 304 when the ETag they make with the remembered hash matches.
+//! Answers that depend on the time (date constraints on `currentTime` when the client does not
+//! send one) are remembered only until the next date any constraint names.
 
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
@@ -31,10 +32,25 @@ pub struct Volatility {
     without_ids: HashSet<String>,
     /// Every instant (Unix ms) a `currentTime` date constraint names, sorted.
     boundaries: Vec<i64>,
+    /// Each flag's chance, by name.
+    by_name: std::collections::HashMap<String, Chance>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Chance {
+impl Chance {
+    /// Whether chance decides the result for a context with or without an id.
+    pub fn decides(self, has_ids: bool) -> bool {
+        match self {
+            Chance::None => false,
+            Chance::WithoutIds => !has_ids,
+            Chance::Always => true,
+        }
+    }
+}
+
+/// Whether chance decides a flag's result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
+pub enum Chance {
+    #[default]
     None,
     WithoutIds,
     Always,
@@ -106,7 +122,10 @@ impl Volatility {
                 break;
             }
         }
-        let mut v = Volatility::default();
+        let mut v = Volatility {
+            by_name: chance.iter().map(|(k, c)| (k.to_string(), *c)).collect(),
+            ..Volatility::default()
+        };
         for f in features {
             let project = f.project.clone().unwrap_or_else(|| "default".into());
             match chance.get(f.name.as_str()) {
@@ -141,6 +160,11 @@ impl Volatility {
         v
     }
 
+    /// A flag's chance (none for a flag the engine could not read).
+    pub fn chance(&self, name: &str) -> Chance {
+        self.by_name.get(name).copied().unwrap_or_default()
+    }
+
     /// Whether the answer for `projects` and `context` is partly chance.
     pub fn by_chance(&self, projects: &Projects, context: &Context) -> bool {
         let has_ids = context.user_id.is_some() || context.session_id.is_some();
@@ -152,14 +176,16 @@ impl Volatility {
     }
 
     /// Until when (Unix ms) an answer computed at `now` stays right as far as the clock goes:
-    /// the next instant a date constraint names.
+    /// the next instant a date constraint names (an answer computed at such an instant is not
+    /// kept at all: whether it counts as before or after is the engine's business).
     pub fn stable_until(&self, now: i64) -> i64 {
-        let i = self.boundaries.partition_point(|b| *b <= now);
+        let i = self.boundaries.partition_point(|b| *b < now);
         self.boundaries.get(i).copied().unwrap_or(i64::MAX)
     }
 }
 
-/// The remembered ETags.
+/// The remembered answers: per key, the hash of the part of the answer chance does not decide,
+/// and until when it holds.
 pub struct Memo {
     cache: Option<moka::sync::Cache<u128, (u64, i64)>>,
 }
@@ -228,15 +254,15 @@ impl Memo {
         Key(h.0.digest128())
     }
 
-    /// The ETag remembered for `key`, if still valid at `now` (Unix ms).
+    /// The stable part's hash remembered for `key`, if still valid at `now` (Unix ms).
     pub fn get(&self, key: Key, now: i64) -> Option<u64> {
-        let (etag, until) = self.cache.as_ref()?.get(&key.0)?;
-        (now < until).then_some(etag)
+        let (stable, until) = self.cache.as_ref()?.get(&key.0)?;
+        (now < until).then_some(stable)
     }
 
-    pub fn put(&self, key: Key, etag: u64, until: i64) {
+    pub fn put(&self, key: Key, stable: u64, until: i64) {
         if let Some(c) = &self.cache {
-            c.insert(key.0, (etag, until));
+            c.insert(key.0, (stable, until));
         }
     }
 
@@ -315,7 +341,12 @@ mod tests {
         let t2020 = 1_577_836_800_000;
         let t2030 = 1_893_456_000_000;
         assert_eq!(v.stable_until(0), t2020);
-        assert_eq!(v.stable_until(t2020), t2030);
+        assert_eq!(
+            v.stable_until(t2020),
+            t2020,
+            "at the instant itself: not kept"
+        );
+        assert_eq!(v.stable_until(t2020 + 1), t2030);
         assert_eq!(v.stable_until(t2030 + 1), i64::MAX);
     }
 

@@ -13,10 +13,10 @@ use crate::json;
 use crate::token::Projects;
 use context::empty_context;
 pub use context::{
-    context_from_json, context_from_query, fix_current_time, query_pairs, ContextError,
-    MAX_CONTEXT_FIELDS,
+    context_from_json, context_from_query, fix_current_time, fix_current_time_at, query_pairs,
+    ContextError, MAX_CONTEXT_FIELDS,
 };
-pub use memo::{Key as MemoKey, Memo, Volatility};
+pub use memo::{Chance, Key as MemoKey, Memo, Volatility};
 
 /// The compiled flags of one snapshot.
 pub struct Engine {
@@ -33,6 +33,10 @@ pub struct FrontendView {
     /// only its own projects' flags.
     by_project: std::collections::HashMap<String, Vec<u32>>,
     volatility: Volatility,
+    /// Each flag's chance (document order; none for a flag whose result is fixed).
+    chance: Vec<Chance>,
+    /// The flags chance may decide, in document order.
+    chancy: Vec<u32>,
 }
 
 impl FrontendView {
@@ -61,12 +65,32 @@ impl FrontendView {
                 .or_default()
                 .push(u32::try_from(i).unwrap_or(u32::MAX));
         }
+        let chance: Vec<Chance> = document
+            .features
+            .iter()
+            .zip(&prepared)
+            .map(|(f, p)| {
+                if p.fixed.is_some() {
+                    Chance::None
+                } else {
+                    volatility.chance(&f.name)
+                }
+            })
+            .collect();
+        let chancy = chance
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| **c != Chance::None)
+            .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
+            .collect();
         let view = FrontendView {
             engine,
             prepared,
             size_hint,
             by_project,
             volatility,
+            chance,
+            chancy,
         };
         (view, warnings)
     }
@@ -203,19 +227,58 @@ impl Engine {
 /// Writes `{"toggles":[...]}` for the flags of `projects`, each evaluated at most once (not at
 /// all when its result cannot depend on the context).
 pub fn frontend_response(
-    (view, document): (&FrontendView, &Document),
+    parts: (&FrontendView, &Document),
     projects: &Projects,
     context: &Context,
     listing: Listing,
 ) -> Vec<u8> {
+    frontend_answer(parts, projects, context, listing).body
+}
+
+/// A Frontend API answer, with the two hashes its ETag is made of: of the toggles chance does
+/// not decide (`stable`), and of those it does (`chance`; see [`chance_part`]).
+#[derive(Debug)]
+pub struct Answer {
+    pub body: Vec<u8>,
+    pub stable: u64,
+    pub chance: u64,
+}
+
+impl Answer {
+    pub fn etag(&self) -> u64 {
+        etag_of_parts(self.stable, self.chance)
+    }
+}
+
+/// The ETag of an answer made of these two parts.
+pub fn etag_of_parts(stable: u64, chance: u64) -> u64 {
+    let mut bytes = [0u8; 16];
+    let (a, b) = bytes.split_at_mut(8);
+    a.copy_from_slice(&stable.to_le_bytes());
+    b.copy_from_slice(&chance.to_le_bytes());
+    xxhash_rust::xxh3::xxh3_64(&bytes)
+}
+
+/// The answer for the flags of `projects` (see [`frontend_response`]).
+pub fn frontend_answer(
+    (view, document): (&FrontendView, &Document),
+    projects: &Projects,
+    context: &Context,
+    listing: Listing,
+) -> Answer {
+    let has_ids = context.user_id.is_some() || context.session_id.is_some();
     let mut out = String::with_capacity(view.size_hint);
     out.push_str("{\"toggles\":[");
     let mut first = true;
+    let mut stable = xxhash_rust::xxh3::Xxh3::new();
+    let mut chance = xxhash_rust::xxh3::Xxh3::new();
     let mut emit = |i: usize| {
         let (Some(feature), Some(prepared)) = (document.features.get(i), view.prepared.get(i))
         else {
             return;
         };
+        let by_chance = view.chance.get(i).is_some_and(|c| c.decides(has_ids));
+        let start = out.len();
         if let Some((enabled, json)) = &prepared.fixed {
             if listing == Listing::All || *enabled {
                 if !first {
@@ -224,17 +287,23 @@ pub fn frontend_response(
                 first = false;
                 out.push_str(json);
             }
-            return;
+        } else {
+            let result = view.engine.evaluate(&feature.name, context);
+            if listing == Listing::All || result.feature_enabled {
+                if !first {
+                    out.push(',');
+                }
+                first = false;
+                write_prepared(&mut out, prepared, &result);
+            }
         }
-        let result = view.engine.evaluate(&feature.name, context);
-        if listing == Listing::Enabled && !result.feature_enabled {
-            return;
+        let written = out.get(start..).unwrap_or("").trim_start_matches(',');
+        if by_chance {
+            chance_entry(&mut chance, i, written);
+        } else {
+            stable.update(written.as_bytes());
+            stable.update(b",");
         }
-        if !first {
-            out.push(',');
-        }
-        first = false;
-        write_prepared(&mut out, prepared, &result);
     };
     // Only the token's projects' flags are walked (no per-flag project check).
     match projects {
@@ -252,7 +321,52 @@ pub fn frontend_response(
         }
     }
     out.push_str("]}");
-    out.into_bytes()
+    Answer {
+        body: out.into_bytes(),
+        stable: stable.digest(),
+        chance: chance.digest(),
+    }
+}
+
+/// One flag chance decides, in the chance hash: its index and its toggle (empty when not
+/// listed).
+fn chance_entry(h: &mut xxhash_rust::xxh3::Xxh3, index: usize, toggle: &str) {
+    h.update(&(index as u64).to_le_bytes());
+    h.update(toggle.as_bytes());
+    h.update(b",");
+}
+
+/// The chance hash of the answer for `projects` and `context`, evaluating only the flags
+/// chance decides: with a remembered stable hash, the ETag of an answer without building it.
+pub fn chance_part(
+    (view, document): (&FrontendView, &Document),
+    projects: &Projects,
+    context: &Context,
+    listing: Listing,
+) -> u64 {
+    let has_ids = context.user_id.is_some() || context.session_id.is_some();
+    let mut chance = xxhash_rust::xxh3::Xxh3::new();
+    let mut toggle = String::new();
+    for &i in &view.chancy {
+        let i = i as usize;
+        let (Some(feature), Some(prepared), Some(c)) = (
+            document.features.get(i),
+            view.prepared.get(i),
+            view.chance.get(i),
+        ) else {
+            continue;
+        };
+        if !c.decides(has_ids) || !projects.contains(&feature.project) {
+            continue;
+        }
+        toggle.clear();
+        let result = view.engine.evaluate(&feature.name, context);
+        if listing == Listing::All || result.feature_enabled {
+            write_prepared(&mut toggle, prepared, &result);
+        }
+        chance_entry(&mut chance, i, &toggle);
+    }
+    chance.digest()
 }
 
 impl Prepared {
@@ -357,6 +471,46 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(none, serde_json::json!({"toggles":[]}));
+    }
+
+    #[test]
+    fn the_chance_part_alone_gives_the_same_etag_as_the_whole_answer() {
+        // Chance flags whose results happen to be fixed (a random rollout of 0%, alone or before
+        // a default strategy), between ordinary ones, in two projects.
+        let doc = Document::parse(
+            br#"{"features":[
+              {"name":"a","project":"p","enabled":true,"strategies":[{"name":"userWithId","parameters":{"userIds":"alice"}}]},
+              {"name":"r0","project":"p","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"0","stickiness":"random","groupId":"g"}}]},
+              {"name":"b","project":"q","enabled":true,"strategies":[{"name":"default"}]},
+              {"name":"r1","project":"q","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"0","stickiness":"random","groupId":"g"}},{"name":"default"}]}
+            ]}"#,
+        )
+        .unwrap();
+        let (view, _) = FrontendView::compile(&doc);
+        let mut ctx = empty_context();
+        ctx.user_id = Some("alice".into());
+        for projects in [
+            Projects::All,
+            Projects::from_names(["p"]),
+            Projects::from_names(["q"]),
+            Projects::from_names(["p", "q"]),
+        ] {
+            for listing in [Listing::Enabled, Listing::All] {
+                let answer = frontend_answer((&view, &doc), &projects, &ctx, listing);
+                let chance = chance_part((&view, &doc), &projects, &ctx, listing);
+                assert_eq!(answer.chance, chance, "{projects:?} {listing:?}");
+                assert!(view.volatility().by_chance(&projects, &ctx));
+            }
+        }
+        // The stable part does not depend on the chance flags.
+        let a = frontend_answer((&view, &doc), &Projects::All, &ctx, Listing::All);
+        let p = frontend_answer(
+            (&view, &doc),
+            &Projects::from_names(["p", "q"]),
+            &ctx,
+            Listing::All,
+        );
+        assert_eq!((a.stable, a.etag()), (p.stable, p.etag()));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Remembered Frontend API ETags: repeated conditional polls are answered 304 without
-//! evaluating, never when chance decides, never past a date a constraint names, never after
-//! the snapshot changed.
+//! evaluating (only the flags chance decides are), never past a date a constraint names, never
+//! after the snapshot changed.
 
 use std::time::{Duration, Instant};
 
@@ -98,8 +98,11 @@ async fn a_random_rollout_keeps_varying_across_conditional_polls() {
         "the answer changed {changed} times in 40 conditional polls"
     );
     assert_eq!(seen.len(), 2, "on and off both seen");
+    // The random flag is evaluated on every poll; the rest comes from the memo: a poll whose
+    // random result did not change is a 304 ("spliced"), one whose result changed a 200.
     assert_eq!(count(&s, "remembered").await, 0.0);
-    assert!(count(&s, "by_chance").await >= 40.0);
+    let spliced = count(&s, "spliced").await;
+    assert!(spliced >= 5.0, "{spliced} spliced");
 }
 
 #[tokio::test]

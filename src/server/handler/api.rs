@@ -145,7 +145,8 @@ pub(super) async fn frontend_api(
         context.remote_address = Some(ip.to_string());
     }
     // A repeated conditional poll whose answer cannot have changed: 304 from the remembered
-    // ETag, nothing evaluated. Keyed before the server sets the time (a client's is part of it).
+    // stable part and the flags chance decides (usually none), nothing else evaluated. Keyed
+    // before the server sets the time (a client's is part of the key).
     let listing = match matched.route {
         Route::FrontendAll => Some(Listing::All),
         Route::Frontend => Some(Listing::Enabled),
@@ -153,38 +154,61 @@ pub(super) async fn frontend_api(
     };
     let view = snapshot.frontend();
     let clock_given = context.current_time.is_some();
-    let now = chrono::Utc::now().timestamp_millis();
-    let memo_key = listing.filter(|_| app.etags.enabled()).and_then(|listing| {
-        if view
-            .volatility()
-            .by_chance(&access.scope.projects, &context)
-        {
-            app.metrics
-                .frontend_conditional
-                .with_label_values(&["by_chance"])
-                .inc();
-            return None;
-        }
-        Some(evaluate::Memo::key(
-            (&access.scope.environment, snapshot.revision()),
-            &access.scope.projects,
+    let instant = chrono::Utc::now();
+    let now = instant.timestamp_millis();
+    let memo_key = listing.filter(|_| app.etags.enabled()).map(|listing| {
+        (
+            evaluate::Memo::key(
+                (&access.scope.environment, snapshot.revision()),
+                &access.scope.projects,
+                listing,
+                &context,
+            ),
             listing,
-            &context,
-        ))
+        )
     });
-    if let Some(key) = memo_key.filter(|_| parts.headers.contains_key(IF_NONE_MATCH)) {
-        if let Some(etag) = app.etags.get(key, now).map(etag_value) {
+    // The clock read once for the whole request: every date constraint sees the same instant,
+    // the one the memo's validity is reckoned from.
+    evaluate::fix_current_time_at(&mut context, instant);
+    let parts_of = (view, snapshot.document());
+    if let Some((key, listing)) = memo_key.filter(|_| parts.headers.contains_key(IF_NONE_MATCH)) {
+        if let Some(stable) = app.etags.get(key, now) {
+            let chance = evaluate::chance_part(parts_of, &access.scope.projects, &context, listing);
+            let etag = etag_value(evaluate::etag_of_parts(stable, chance));
             if etag_matches(&parts.headers, &etag) {
+                let how = if view
+                    .volatility()
+                    .by_chance(&access.scope.projects, &context)
+                {
+                    "spliced"
+                } else {
+                    "remembered"
+                };
                 app.metrics
                     .frontend_conditional
-                    .with_label_values(&["remembered"])
+                    .with_label_values(&[how])
                     .inc();
                 return Ok(not_modified(&etag, true));
             }
         }
     }
-    // The clock read once for the whole request: every date constraint sees the same instant.
-    evaluate::fix_current_time(&mut context);
+    if let Some((key, listing)) = memo_key {
+        let answer = evaluate::frontend_answer(parts_of, &access.scope.projects, &context, listing);
+        // Right until the clock passes the next date a constraint names (unless the client
+        // fixed the time itself).
+        let until = if clock_given {
+            i64::MAX
+        } else {
+            view.volatility().stable_until(now)
+        };
+        app.etags.put(key, answer.stable, until);
+        app.metrics
+            .frontend_conditional
+            .with_label_values(&["evaluated"])
+            .inc();
+        let etag = etag_value(answer.etag());
+        return Ok(conditional_tagged(&parts.headers, answer.body, etag, true));
+    }
     let body = match matched.route {
         Route::FrontendFeature => {
             let name = matched.name.unwrap_or_default();
@@ -221,21 +245,6 @@ pub(super) async fn frontend_api(
             Listing::Enabled,
         ),
     };
-    if let Some(key) = memo_key {
-        let hash = xxhash_rust::xxh3::xxh3_64(&body);
-        // Right until the clock passes the next date a constraint names (unless the client
-        // fixed the time itself).
-        let until = if clock_given {
-            i64::MAX
-        } else {
-            view.volatility().stable_until(now)
-        };
-        app.etags.put(key, hash, until);
-        app.metrics
-            .frontend_conditional
-            .with_label_values(&["evaluated"])
-            .inc();
-    }
     Ok(conditional(&parts.headers, body, true))
 }
 

@@ -379,6 +379,16 @@ pub async fn read_body(
 /// A 200 with a strong ETag over `body`, or a 304 when `If-None-Match` matches it.
 fn conditional(headers: &HeaderMap, body: Vec<u8>, no_cache: bool) -> HttpResponse {
     let etag = etag_of(&body);
+    conditional_tagged(headers, body, etag, no_cache)
+}
+
+/// A 200 with `etag`, or a 304 when `If-None-Match` matches it.
+fn conditional_tagged(
+    headers: &HeaderMap,
+    body: Vec<u8>,
+    etag: String,
+    no_cache: bool,
+) -> HttpResponse {
     if etag_matches(headers, &etag) {
         return not_modified(&etag, no_cache);
     }
