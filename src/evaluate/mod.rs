@@ -267,6 +267,9 @@ pub fn frontend_answer(
     listing: Listing,
 ) -> Answer {
     let has_ids = context.user_id.is_some() || context.session_id.is_some();
+    // Without a flag chance decides in scope (the common case), the stable part is the whole
+    // body, hashed in one go at the end.
+    let split = view.volatility().by_chance(projects, context);
     let mut out = String::with_capacity(view.size_hint);
     out.push_str("{\"toggles\":[");
     let mut first = true;
@@ -297,6 +300,9 @@ pub fn frontend_answer(
                 write_prepared(&mut out, prepared, &result);
             }
         }
+        if !split {
+            return;
+        }
         let written = out.get(start..).unwrap_or("").trim_start_matches(',');
         if by_chance {
             chance_entry(&mut chance, i, written);
@@ -321,9 +327,14 @@ pub fn frontend_answer(
         }
     }
     out.push_str("]}");
+    let stable = if split {
+        stable.digest()
+    } else {
+        xxhash_rust::xxh3::xxh3_64(out.as_bytes())
+    };
     Answer {
         body: out.into_bytes(),
-        stable: stable.digest(),
+        stable,
         chance: chance.digest(),
     }
 }
