@@ -307,8 +307,8 @@ pub fn frontend_answer(
         if by_chance {
             chance_entry(&mut chance, i, written);
         } else {
+            // Toggle objects delimit themselves: no separator needed.
             stable.update(written.as_bytes());
-            stable.update(b",");
         }
     };
     // Only the token's projects' flags are walked (no per-flag project check).
