@@ -43,16 +43,20 @@
 //! - [`delta`]: a change set as the delta events one filter sees, rendered once; SSE frames.
 //! - [`stream`]: the open SDK streams: their limit, tasks, heartbeats and why they end.
 //! - [`sse`]: the Server-Sent Events parser (the upstream stream, and the tests' client).
+//! - [`fleet`]: a fleet on one Redis: the poller's lease, snapshots written and followed,
+//!   shared token verdicts, booting from the store; `fleet/shared.rs` every Redis key and call.
 //! - [`snapshot`]: immutable per-environment snapshots, the serving scopes, and the arc-swap
 //!   [`snapshot::Store`].
 //! - [`auth`]: token → [`auth::Access`]; `auth/remote.rs` the verdict caches, `auth/budget.rs`
 //!   the `/edge/validate` budgets, `auth/validator.rs` the validation lanes.
 //! - [`evaluate`]: the engine wrapper and the Frontend API response; `evaluate/context.rs`:
-//!   the SDK context from a query or a body.
+//!   the SDK context from a query or a body; `evaluate/memo.rs`: remembered answers (what
+//!   chance and the clock decide, and the bounded ETag memo).
 //! - [`usage`]: SDK usage metrics and registrations, bounded (`usage/body.rs` reads them),
 //!   forwarded upstream (`usage/forward.rs`).
 //! - [`server`]: accept loops, TLS, connection timeouts, the router, CORS, errors;
-//!   `server/handler/` the request pipeline and the API handlers.
+//!   `server/handler/` the request pipeline and the API handlers (`stream.rs`: streaming and
+//!   delta; `backstage.rs`: explain and the inspection endpoints).
 //! - `start.rs`: starting each mode, and edge mode's last work at shutdown.
 //! - [`metrics`]: the Prometheus registry; [`json`]: the JSON written by hand on hot paths;
 //!   [`backoff`]: retry delays; [`watch`]: noticing that a file changed.
