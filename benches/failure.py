@@ -521,16 +521,7 @@ def publish_latency(work, up, small, big_a, big_b, seconds):
 
 
 def write(sections):
-    out = os.path.join(ROOT, "benches", "RESULTS.md")
-    with open(out) as f:
-        old = f.read()
-    at = old.find(SECTION)
-    if at >= 0:
-        nxt = old.find("\n## ", at + len(SECTION))
-        old = old[:at].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
-    text = old.rstrip("\n") + "\n\n" + "\n".join(sections) + "\n"
-    with open(out, "w") as f:
-        f.write(text)
+    load.write_section(SECTION, sections)
 
 
 def main():

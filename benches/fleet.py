@@ -278,15 +278,7 @@ def write(rows, baseline, seconds, changes):
           f"{max(first_delays) * 1000:.0f} ms | {len(first_delays)} |", "",
          "The change delays include up to one `refresh_interval` (1 s) before the poller asks; the",
          "difference between the two rows is the fleet's own propagation (write, announce, load).", ""]
-    out = os.path.join(load.ROOT, "benches", "RESULTS.md")
-    with open(out) as f:
-        old = f.read()
-    at = old.find(SECTION)
-    if at >= 0:
-        nxt = old.find("\n## ", at + len(SECTION))
-        old = old[:at].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
-    with open(out, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + "\n".join(s))
+    load.write_section(SECTION, s)
 
 
 def main():

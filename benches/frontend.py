@@ -263,15 +263,7 @@ def write(conds, now_rows, before_rows, memory, seconds):
           f"| off | {r0off / 1024:.1f} MiB | {r1off / 1024:.1f} MiB | {noff:,} |", "",
           f"The memo's cost at 100,000 contexts (the cache is bounded at 100,000 entries): "
           f"{(r1on - r1off) / 1024:.1f} MiB ({(r1on - r1off) * 1024 / 100000:.0f} bytes per context).", ""]
-    out = os.path.join(load.ROOT, "benches", "RESULTS.md")
-    with open(out) as f:
-        old = f.read()
-    at = old.find(SECTION)
-    if at >= 0:
-        nxt = old.find("\n## ", at + len(SECTION))
-        old = old[:at].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
-    with open(out, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + "\n".join(s))
+    load.write_section(SECTION, s)
 
 
 def main():

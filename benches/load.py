@@ -202,6 +202,20 @@ def measure(url, seconds, nruns, **kw):
     return m
 
 
+def write_section(section, lines):
+    """Replaces the section of benches/RESULTS.md that starts with `section` (a `## ` heading)
+    with `lines` (the heading included), keeping the rest; appends it when there is none."""
+    out = os.path.join(ROOT, "benches", "RESULTS.md")
+    with open(out) as f:
+        old = f.read()
+    at = old.find(section)
+    if at >= 0:
+        nxt = old.find("\n## ", at + len(section))
+        old = old[:at].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
+    with open(out, "w") as f:
+        f.write(old.rstrip("\n") + "\n\n" + "\n".join(lines).rstrip("\n") + "\n")
+
+
 def machine():
     model = "unknown CPU"
     try:

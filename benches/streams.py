@@ -155,15 +155,7 @@ def write(rows, hydration):
                  f"{r['cpu']:.0f} ms | {r['rss0'] / 1024:.1f} MiB | {r['rss1'] / 1024:.1f} MiB | "
                  f"{r['per'] / 1024:.1f} KiB |")
     s += ["", "Targets: p99 under 1 s at 10,000 streams; at most 16 KiB per open stream.", ""]
-    out = os.path.join(load.ROOT, "benches", "RESULTS.md")
-    with open(out) as f:
-        old = f.read()
-    at = old.find(SECTION)
-    if at >= 0:
-        nxt = old.find("\n## ", at + len(SECTION))
-        old = old[:at].rstrip("\n") + ("\n\n" + old[nxt + 1:] if nxt >= 0 else "")
-    with open(out, "w") as f:
-        f.write(old.rstrip("\n") + "\n\n" + "\n".join(s))
+    load.write_section(SECTION, s)
 
 
 def main():
