@@ -22,6 +22,7 @@ use std::time::Duration;
 use redis::aio::ConnectionManager;
 use redis::AsyncCommands as _;
 
+use super::scripts::{CONFIRM, RELEASE, RENEW, WRITE};
 use crate::config::StoreConfig;
 use crate::metrics::Metrics;
 
@@ -76,58 +77,6 @@ pub enum Written {
     /// The store has a newer version and this instance is not the lease holder.
     Older,
 }
-
-/// Writes an environment's snapshot: the same content is left alone (only `confirmed_at`
-/// may move forward); a newer version wins; the lease holder's differing content wins too
-/// (with the next version). Then announces it. KEYS: env hash, lease, channel. ARGV: version,
-/// hash, document, now (ms), scopes, writer, environment, confirmed_at (ms).
-const WRITE: &str = r"
-local cur = redis.call('HGET', KEYS[1], 'version')
-local h = redis.call('HGET', KEYS[1], 'hash')
-if h == ARGV[2] then
-  local c = tonumber(redis.call('HGET', KEYS[1], 'confirmed_at') or '0')
-  if tonumber(ARGV[8]) > c then
-    redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[8])
-  end
-  return -1
-end
-local version = tonumber(ARGV[1])
-if cur and tonumber(cur) >= version then
-  if redis.call('GET', KEYS[2]) ~= ARGV[6] then return -2 end
-  version = tonumber(cur) + 1
-end
-redis.call('HSET', KEYS[1], 'version', string.format('%.0f', version), 'hash', ARGV[2],
-  'document', ARGV[3], 'written_at', ARGV[4], 'confirmed_at', ARGV[8], 'scopes', ARGV[5],
-  'writer', ARGV[6])
-redis.call('PUBLISH', KEYS[3], 'snapshot ' .. string.format('%.0f', version) .. ' ' .. ARGV[7])
-return version
-";
-
-/// Renews the lease if this instance holds it. KEYS: lease. ARGV: me, ttl (ms).
-const RENEW: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-";
-
-/// Gives the lease up if this instance holds it. KEYS: lease. ARGV: me.
-const RELEASE: &str = r"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-";
-
-/// Confirms an environment's record is current, if its content is `hash`. KEYS: env hash.
-/// ARGV: hash, now (ms).
-const CONFIRM: &str = r"
-if redis.call('HGET', KEYS[1], 'hash') == ARGV[1] then
-  redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[2])
-  return 1
-end
-return 0
-";
 
 /// The fleet's Redis.
 pub struct Shared {
@@ -254,7 +203,7 @@ impl Shared {
         Ok(released == 1)
     }
 
-    /// Writes (and announces) an environment's snapshot; see [`WRITE`].
+    /// Writes (and announces) an environment's snapshot; see `scripts.rs`.
     pub async fn write_snapshot(
         &self,
         environment: &str,

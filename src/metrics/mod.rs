@@ -4,9 +4,15 @@
 
 use std::sync::OnceLock;
 
+mod register;
+
+use register::{
+    counter_vec, gauge_vec, histogram_vec, int_counter, int_gauge, int_gauge_vec, register,
+};
+
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
-    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Registry, TextEncoder,
 };
 
 /// Latency buckets, in seconds: an in-memory proxy answers in microseconds to milliseconds.
@@ -77,23 +83,6 @@ impl std::fmt::Debug for Metrics {
     }
 }
 
-fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let v = IntCounterVec::new(Opts::new(name, help), labels)
-        // Static names and labels: this cannot fail (tested by `renders_every_family`).
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    registry
-        .register(Box::new(v.clone()))
-        .unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
-    v
-}
-
-fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
-    registry
-        .register(Box::new(c.clone()))
-        .unwrap_or_else(|e| unreachable!("metric registration: {e}"));
-    c
-}
-
 impl Metrics {
     /// `routes` are the route templates used as the `route` label, indexed by route id.
     pub fn new(routes: &'static [&'static str]) -> Metrics {
@@ -104,17 +93,14 @@ impl Metrics {
             "HTTP requests answered, by route template, method and status class",
             &["route", "method", "status"],
         );
-        let http_duration = register(
+        let http_duration = histogram_vec(
             &registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "flagpost_http_request_duration_seconds",
-                    "Time from request head to response, by route template",
-                )
-                .buckets(LATENCY_BUCKETS.to_vec()),
-                &["route"],
-            )
-            .unwrap_or_else(|e| unreachable!("histogram: {e}")),
+            (
+                "flagpost_http_request_duration_seconds",
+                "Time from request head to response, by route template",
+            ),
+            LATENCY_BUCKETS,
+            &["route"],
         );
         let token_decisions = counter_vec(
             &registry,
@@ -122,27 +108,17 @@ impl Metrics {
             "Token checks on SDK endpoints, by result",
             &["result"],
         );
-        let snapshot_features = register(
+        let snapshot_features = int_gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "flagpost_snapshot_features",
-                    "Features in the snapshot served for each environment",
-                ),
-                &["environment"],
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_snapshot_features",
+            "Features in the snapshot served for each environment",
+            &["environment"],
         );
-        let snapshot_last_load = register(
+        let snapshot_last_load = gauge_vec(
             &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "flagpost_snapshot_last_load_timestamp_seconds",
-                    "Unix time of the last successful load of each environment's features",
-                ),
-                &["environment"],
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_snapshot_last_load_timestamp_seconds",
+            "Unix time of the last successful load of each environment's features",
+            &["environment"],
         );
         let snapshot_load_failures = counter_vec(
             &registry,
@@ -150,18 +126,15 @@ impl Metrics {
             "Failed attempts to load features, by source",
             &["source"],
         );
-        let connections_open = register(
+        let connections_open = int_gauge(
             &registry,
-            IntGauge::new("flagpost_connections_open", "Client connections open now")
-                .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_connections_open",
+            "Client connections open now",
         );
-        let requests_in_flight = register(
+        let requests_in_flight = int_gauge(
             &registry,
-            IntGauge::new(
-                "flagpost_http_requests_in_flight",
-                "Requests being answered now",
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_http_requests_in_flight",
+            "Requests being answered now",
         );
         let ready = register(
             &registry,
@@ -177,28 +150,20 @@ impl Metrics {
             "Calls to the upstream server, by call and outcome",
             &["call", "outcome"],
         );
-        let upstream_duration = register(
+        let upstream_duration = histogram_vec(
             &registry,
-            HistogramVec::new(
-                HistogramOpts::new(
-                    "flagpost_upstream_request_duration_seconds",
-                    "Time upstream calls took, by call",
-                )
-                .buckets(UPSTREAM_BUCKETS.to_vec()),
-                &["call"],
-            )
-            .unwrap_or_else(|e| unreachable!("histogram: {e}")),
+            (
+                "flagpost_upstream_request_duration_seconds",
+                "Time upstream calls took, by call",
+            ),
+            UPSTREAM_BUCKETS,
+            &["call"],
         );
-        let token_cache_entries = register(
+        let token_cache_entries = int_gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "flagpost_token_cache_entries",
-                    "Request tokens remembered, by state (valid, invalid)",
-                ),
-                &["state"],
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_token_cache_entries",
+            "Request tokens remembered, by state (valid, invalid)",
+            &["state"],
         );
         let token_validations = counter_vec(
             &registry,
@@ -212,27 +177,17 @@ impl Metrics {
             "Failed feature fetches, by environment and reason",
             &["environment", "reason"],
         );
-        let last_sync = register(
+        let last_sync = gauge_vec(
             &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "flagpost_last_sync_timestamp_seconds",
-                    "Unix time upstream last confirmed each environment's features (200 or 304)",
-                ),
-                &["environment"],
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_last_sync_timestamp_seconds",
+            "Unix time upstream last confirmed each environment's features (200 or 304)",
+            &["environment"],
         );
-        let snapshot_age = register(
+        let snapshot_age = gauge_vec(
             &registry,
-            GaugeVec::new(
-                Opts::new(
-                    "flagpost_snapshot_age_seconds",
-                    "Seconds since upstream last confirmed each environment's features",
-                ),
-                &["environment"],
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_snapshot_age_seconds",
+            "Seconds since upstream last confirmed each environment's features",
+            &["environment"],
         );
         let usage_rows_received = counter_vec(
             &registry,
@@ -240,13 +195,10 @@ impl Metrics {
             "Usage rows (one flag of one app) received from SDKs, by source",
             &["source"],
         );
-        let usage_rows_forwarded = register(
+        let usage_rows_forwarded = int_counter(
             &registry,
-            IntCounter::new(
-                "flagpost_usage_rows_forwarded_total",
-                "Aggregated usage rows delivered upstream",
-            )
-            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+            "flagpost_usage_rows_forwarded_total",
+            "Aggregated usage rows delivered upstream",
         );
         let usage_rows_dropped = counter_vec(
             &registry,
@@ -272,21 +224,15 @@ impl Metrics {
             "SDK registrations not kept, by reason",
             &["reason"],
         );
-        let usage_buffer_entries = register(
+        let usage_buffer_entries = int_gauge(
             &registry,
-            IntGauge::new(
-                "flagpost_usage_buffer_entries",
-                "Usage rows and registrations waiting to be forwarded",
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_usage_buffer_entries",
+            "Usage rows and registrations waiting to be forwarded",
         );
-        let usage_buffer_bytes = register(
+        let usage_buffer_bytes = int_gauge(
             &registry,
-            IntGauge::new(
-                "flagpost_usage_buffer_bytes",
-                "Estimated bytes of usage waiting to be forwarded",
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_usage_buffer_bytes",
+            "Estimated bytes of usage waiting to be forwarded",
         );
         let flag_evaluations = counter_vec(
             &registry,
@@ -312,16 +258,11 @@ impl Metrics {
             "Times an environment's feature list went from some features to none",
             &["environment"],
         );
-        let startup_tokens_usable = register(
+        let startup_tokens_usable = int_gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "flagpost_startup_tokens_usable",
-                    "Startup client tokens upstream accepts now, by environment (0: not served)",
-                ),
-                &["environment"],
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_startup_tokens_usable",
+            "Startup client tokens upstream accepts now, by environment (0: not served)",
+            &["environment"],
         );
         let validate_budget_refused = counter_vec(
             &registry,
@@ -329,29 +270,20 @@ impl Metrics {
             "/edge/validate requests answered 429 because their unknown tokens were over budget, by budget (caller, total)",
             &["budget"],
         );
-        let streams_open = register(
+        let streams_open = int_gauge(
             &registry,
-            IntGauge::new(
-                "flagpost_streams_open",
-                "Server-Sent Events streams open to SDKs now",
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_streams_open",
+            "Server-Sent Events streams open to SDKs now",
         );
-        let stream_events = register(
+        let stream_events = int_counter(
             &registry,
-            IntCounter::new(
-                "flagpost_stream_events_sent_total",
-                "unleash-connected and unleash-updated events written to SDK streams",
-            )
-            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+            "flagpost_stream_events_sent_total",
+            "unleash-connected and unleash-updated events written to SDK streams",
         );
-        let stream_bytes = register(
+        let stream_bytes = int_counter(
             &registry,
-            IntCounter::new(
-                "flagpost_stream_bytes_sent_total",
-                "Bytes written to SDK streams (events and heartbeats)",
-            )
-            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+            "flagpost_stream_bytes_sent_total",
+            "Bytes written to SDK streams (events and heartbeats)",
         );
         let streams_closed = counter_vec(
             &registry,
@@ -359,24 +291,16 @@ impl Metrics {
             "SDK streams ended, by reason (client, slow, revoked, scope, drain, shutdown)",
             &["reason"],
         );
-        let upstream_stream_events = register(
+        let upstream_stream_events = int_counter(
             &registry,
-            IntCounter::new(
-                "flagpost_upstream_stream_events_total",
-                "Events received on the upstream stream (edge --streaming)",
-            )
-            .unwrap_or_else(|e| unreachable!("counter: {e}")),
+            "flagpost_upstream_stream_events_total",
+            "Events received on the upstream stream (edge --streaming)",
         );
-        let fleet_role = register(
+        let fleet_role = int_gauge_vec(
             &registry,
-            IntGaugeVec::new(
-                Opts::new(
-                    "flagpost_fleet_role",
-                    "1 for this instance's role in the fleet (poller, follower, solo)",
-                ),
-                &["role"],
-            )
-            .unwrap_or_else(|e| unreachable!("gauge: {e}")),
+            "flagpost_fleet_role",
+            "1 for this instance's role in the fleet (poller, follower, solo)",
+            &["role"],
         );
         let fleet_lease_changes = counter_vec(
             &registry,
@@ -536,28 +460,4 @@ impl Metrics {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn renders_every_family() {
-        let m = Metrics::new(&["/a", "/b"]);
-        m.observe_request(1, &http::Method::GET, 200, 0.001);
-        m.observe_request(1, &http::Method::GET, 204, 0.001);
-        m.observe_request(0, &http::Method::PATCH, 503, 0.001);
-        m.token_decisions.with_label_values(&["allowed"]).inc();
-        m.snapshot_features
-            .with_label_values(&["development"])
-            .set(3);
-        let text = String::from_utf8(m.render()).unwrap();
-        assert!(text.contains(
-            "flagpost_http_requests_total{method=\"GET\",route=\"/b\",status=\"2xx\"} 2"
-        ));
-        assert!(text.contains(
-            "flagpost_http_requests_total{method=\"other\",route=\"/a\",status=\"5xx\"} 1"
-        ));
-        assert!(text.contains("flagpost_http_request_duration_seconds_count{route=\"/b\"} 2"));
-        assert!(text.contains("flagpost_token_decisions_total{result=\"allowed\"} 1"));
-        assert!(text.contains("flagpost_snapshot_features{environment=\"development\"} 3"));
-    }
-}
+mod tests;

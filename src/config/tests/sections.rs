@@ -1,0 +1,147 @@
+//! The `[streaming]`, `[store]` and `[backstage]` sections.
+
+use super::*;
+
+#[test]
+fn streaming_from_the_file_and_flags() {
+    let c = serve(&["--config", write(BASE).path().to_str().unwrap()]);
+    assert_eq!(
+        c.streaming,
+        StreamingSettings {
+            max_streams: 10_000,
+            heartbeat_interval: Duration::from_secs(20),
+            history: 100,
+            advertise: false,
+        }
+    );
+    let f = write(&format!(
+        "{BASE}[streaming]\nmax_streams = 5\nheartbeat_interval = \"2s\"\nhistory = 7\nadvertise = true\n"
+    ));
+    let path = f.path().to_str().unwrap();
+    let c = serve(&["--config", path]);
+    assert_eq!(
+        c.streaming,
+        StreamingSettings {
+            max_streams: 5,
+            heartbeat_interval: Duration::from_secs(2),
+            history: 7,
+            advertise: true,
+        }
+    );
+    let c = serve(&[
+        "--config",
+        path,
+        "--streaming-max-streams",
+        "0",
+        "--streaming-heartbeat-interval",
+        "30",
+    ]);
+    assert_eq!(c.streaming.max_streams, 0, "0 turns streaming off");
+    assert_eq!(c.streaming.heartbeat_interval, Duration::from_secs(30));
+    assert_eq!(c.streaming.history, 7, "the file's other keys stay");
+    assert!(c.to_redacted_toml().contains("[streaming]"));
+    let e = error(&["--config", path, "--streaming-heartbeat-interval", "61s"]);
+    assert!(e.contains("streaming.heartbeat_interval"), "{e}");
+    let e = error(&["--config", path, "--streaming-history", "0"]);
+    assert!(e.contains("streaming.history"), "{e}");
+    let c = serve(&[
+        "edge",
+        "--upstream-url",
+        "http://unleash:4242",
+        "--tokens",
+        "*:development.abc12345678",
+        "--streaming",
+    ]);
+    let Mode::Edge(e) = &c.mode else {
+        panic!("not edge")
+    };
+    assert!(e.streaming);
+}
+
+#[test]
+fn the_store_from_the_file_and_flags_redacted() {
+    let edge = "mode = \"edge\"\n[edge]\nupstream_url = \"http://unleash:4242\"\ntokens = [\"*:development.abc12345678\"]\n";
+    let store = |c: &Config| match &c.mode {
+        Mode::Edge(e) => e.store.clone(),
+        Mode::Offline(_) => panic!("offline"),
+    };
+    assert!(store(&serve(&["--config", write(edge).path().to_str().unwrap()])).is_none());
+    let f = write(&format!(
+        "{edge}[store]\nredis_url = \"rediss://fleet:s3cr3t-pw@redis.example:6380/2\"\nlease = \"6s\"\n"
+    ));
+    let path = f.path().to_str().unwrap();
+    let c = serve(&["--config", path]);
+    let s = store(&c).unwrap();
+    assert_eq!(
+        s.redis_url.expose(),
+        "rediss://fleet:s3cr3t-pw@redis.example:6380/2"
+    );
+    assert_eq!(s.redis_url.redacted(), "rediss://***@redis.example:6380/2");
+    assert_eq!(
+        (s.lease, s.timeout),
+        (Duration::from_secs(6), Duration::from_secs(2))
+    );
+    assert_eq!(s.max_age, Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(s.namespace.len(), 16, "derived: {}", s.namespace);
+    let text = c.to_redacted_toml();
+    assert!(
+        !text.contains("s3cr3t-pw") && text.contains("***@redis.example"),
+        "{text}"
+    );
+    assert!(!format!("{c:?}").contains("s3cr3t-pw"));
+    // The derived namespace changes with the tokens (and the upstream).
+    let other = serve(&[
+        "--config",
+        path,
+        "edge",
+        "--tokens",
+        "*:development.other12345678",
+    ]);
+    assert_ne!(store(&other).unwrap().namespace, s.namespace);
+    let named = serve(&["--config", path, "edge", "--store-namespace", "team-a"]);
+    assert_eq!(store(&named).unwrap().namespace, "team-a");
+    for (args, key) in [
+        (vec!["edge", "--redis-mode", "cluster"], "store.mode"),
+        (
+            vec!["edge", "--redis-url", "http://redis:6379"],
+            "store.redis_url",
+        ),
+        (vec!["edge", "--store-namespace", "a:b"], "store.namespace"),
+        (vec!["edge", "--store-timeout", "3s"], "store.timeout"),
+    ] {
+        let mut all = vec!["--config", path];
+        all.extend(args);
+        let e = error(&all);
+        assert!(e.contains(key) && !e.contains("s3cr3t-pw"), "{e}");
+    }
+    let offline = write(&format!("{BASE}[store]\nredis_url = \"redis://x:1\"\n"));
+    assert!(error(&["--config", offline.path().to_str().unwrap()]).contains("edge mode only"));
+}
+
+#[test]
+fn backstage_token_and_edge_switches() {
+    let c = serve(&["--config", write(BASE).path().to_str().unwrap()]);
+    assert!(c.backstage.token.is_none());
+    assert!(c.backstage.metrics && c.backstage.tokens && c.backstage.instance_data);
+    let f = write(&format!(
+        "{BASE}[backstage]\ntoken = \"very-secret-backstage-1\"\nfeatures = false\n"
+    ));
+    let path = f.path().to_str().unwrap();
+    let c = serve(&[
+        "--config",
+        path,
+        "--disable-tokens-endpoint",
+        "--disable-metrics-endpoint",
+    ]);
+    let b = &c.backstage;
+    assert!(b.token.as_ref().unwrap().ct_eq(b"very-secret-backstage-1"));
+    assert!(!b.token.as_ref().unwrap().ct_eq(b"very-secret-backstage-2"));
+    assert!(!b.features && !b.tokens && !b.metrics && b.metrics_batch && b.instance_data);
+    let text = c.to_redacted_toml();
+    assert!(
+        !text.contains("very-secret") && !format!("{c:?}").contains("very-secret"),
+        "{text}"
+    );
+    let e = error(&["--config", path, "--backstage-token", "short"]);
+    assert!(e.contains("backstage.token"), "{e}");
+}

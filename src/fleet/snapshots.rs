@@ -1,0 +1,235 @@
+//! The fleet's snapshots: the poller writes its own to Redis (after a change, and whenever Redis
+//! lacks them), followers load the poller's (when announced, and on every interval).
+
+use super::shared::{self, Written};
+use super::tokens::projects_list;
+use super::{Fleet, Local, Role};
+use crate::snapshot::Document;
+use crate::token::Projects;
+
+impl Fleet {
+    /// As a follower: loads every environment's newer snapshot. As the poller (or solo): makes
+    /// sure Redis holds this instance's snapshots.
+    pub async fn sync_all(&self) {
+        for env in self.store.environments() {
+            match self.role() {
+                Role::Follower => {
+                    self.pull(&env).await;
+                }
+                Role::Poller => self.push(&env, false).await,
+                Role::Solo => {}
+            }
+        }
+    }
+
+    pub(super) async fn push_all(&self) {
+        for env in self.store.environments() {
+            self.push(&env, false).await;
+        }
+    }
+
+    /// After a publish from a poll: the poller writes the environment's snapshot, confirmed now.
+    pub async fn published(&self, environment: &str) {
+        if self.role() == Role::Poller {
+            self.set_confirmed(environment, shared::now_ms());
+            self.push(environment, true).await;
+        }
+    }
+
+    /// A poll found the environment unchanged upstream: the poller says so in Redis.
+    pub async fn confirmed(&self, environment: &str) {
+        if self.role() == Role::Poller {
+            self.set_confirmed(environment, shared::now_ms());
+            self.push(environment, true).await;
+        }
+    }
+
+    fn set_confirmed(&self, environment: &str, at: i64) {
+        self.confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(environment.to_string(), at);
+    }
+
+    /// Writes the environment's current snapshot unless Redis already holds it; with `confirm`,
+    /// moves its confirmation time to now.
+    async fn push(&self, environment: &str, confirm: bool) {
+        let Some(snapshot) = self.store.snapshot(environment) else {
+            return;
+        };
+        let revision = snapshot.revision();
+        let confirmed_at = self
+            .confirmed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(environment)
+            .copied()
+            .unwrap_or(0);
+        let known = self
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(environment)
+            .filter(|l| l.revision == revision)
+            .map(|l| l.hash.clone());
+        if let Some(hash) = &known {
+            // Unchanged here: a cheap check (or confirmation) unless Redis lost it.
+            let held = if confirm {
+                self.shared.confirm(environment, hash).await
+            } else {
+                self.shared
+                    .head(environment)
+                    .await
+                    .map(|h| h.is_some_and(|h| &h.hash == hash))
+            };
+            match held {
+                Ok(true) | Err(_) => return,
+                Ok(false) => {}
+            }
+        }
+        let document = snapshot.document().clone();
+        drop(snapshot);
+        let Ok((json, hash)) = tokio::task::spawn_blocking(move || {
+            let json = document.to_json();
+            let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes()));
+            (json, hash)
+        })
+        .await
+        else {
+            return;
+        };
+        let scopes = self
+            .store
+            .serving(environment)
+            .map(|p| serde_json::json!(projects_list(&p)).to_string())
+            .unwrap_or_else(|| "[]".into());
+        let written = self
+            .shared
+            .write_snapshot(
+                environment,
+                (revision, &hash, &json),
+                (&scopes, confirmed_at),
+                &self.me,
+            )
+            .await;
+        if let Ok(written) = written {
+            match written {
+                Written::Stored(version) => {
+                    tracing::debug!(environment, version, "snapshot written to the shared store");
+                }
+                Written::Older => {
+                    tracing::warn!(environment, revision, "the shared store holds a newer snapshot than this instance's; not overwritten");
+                }
+                Written::Same => {}
+            }
+            self.local
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(environment.to_string(), Local { revision, hash });
+        }
+    }
+
+    /// Loads the environment's snapshot from Redis if it differs from this instance's; true if
+    /// one was published.
+    pub async fn pull(&self, environment: &str) -> bool {
+        let Ok(Some(head)) = self.shared.head(environment).await else {
+            return false;
+        };
+        self.set_confirmed(environment, head.confirmed_at);
+        let current = self.store.snapshot(environment).map(|s| s.revision());
+        let same = self
+            .local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(environment)
+            .is_some_and(|l| l.hash == head.hash && Some(l.revision) == current);
+        if same {
+            return false;
+        }
+        let age_ms = shared::now_ms().saturating_sub(head.confirmed_at);
+        if age_ms > i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX) {
+            tracing::warn!(
+                environment,
+                age_seconds = age_ms / 1000,
+                max_age_seconds = self.max_age.as_secs(),
+                "the shared store's snapshot is older than store.max_age; not used"
+            );
+            return false;
+        }
+        if head.size > self.max_document {
+            tracing::error!(
+                environment,
+                size = head.size,
+                limit = self.max_document,
+                "the shared store's snapshot is larger than upstream_max_body_size; not used"
+            );
+            return false;
+        }
+        let Ok(Some(record)) = self.shared.read(environment).await else {
+            return false;
+        };
+        // What the poller serves narrows what this follower serves (a startup token upstream
+        // refused there is not served here either); never beyond this instance's own tokens.
+        let poller_serves: Option<Projects> = record
+            .scopes
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
+            .map(|list| Projects::from_names(list.iter().map(String::as_str)));
+        let own = self
+            .own
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(environment)
+            .cloned();
+        if let (Some(poller), Some(own)) = (poller_serves, own) {
+            self.store.serve(environment, &own.intersect(&poller));
+        }
+        let parsed = tokio::task::spawn_blocking(move || {
+            let hash = format!(
+                "{:016x}",
+                xxhash_rust::xxh3::xxh3_64(record.document.as_bytes())
+            );
+            (hash == record.hash)
+                .then(|| Document::parse(record.document.as_bytes()))
+                .map(|d| (d, record.version, hash))
+        })
+        .await;
+        let (mut document, version, hash) = match parsed {
+            Ok(Some((Ok(d), version, hash))) => (d, version, hash),
+            Ok(Some((Err(e), _, _))) => {
+                tracing::error!(environment, error = %e, "the shared store's snapshot is not a features document; not used");
+                self.metrics
+                    .store_operations
+                    .with_label_values(&["read", "bad_data"])
+                    .inc();
+                return false;
+            }
+            Ok(None) => {
+                tracing::error!(
+                    environment,
+                    "the shared store's snapshot does not match its hash; not used"
+                );
+                self.metrics
+                    .store_operations
+                    .with_label_values(&["read", "bad_data"])
+                    .inc();
+                return false;
+            }
+            Err(_) => return false,
+        };
+        // The fleet's version is the event id, so streams agree across instances.
+        document.revision = Some(version);
+        self.publisher.publish(environment, document).await;
+        let revision = self.publisher.revision(environment);
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(environment.to_string(), Local { revision, hash });
+        tracing::debug!(
+            environment,
+            version,
+            "snapshot loaded from the shared store"
+        );
+        true
+    }
+}
