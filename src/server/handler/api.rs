@@ -152,48 +152,67 @@ pub(super) async fn frontend_api(
         Route::Frontend => Some(Listing::Enabled),
         _ => None,
     };
+    let instant = chrono::Utc::now();
+    let Some(listing) = listing else {
+        evaluate::fix_current_time_at(&mut context, instant);
+        let name = matched.name.unwrap_or_default();
+        let missing = || {
+            ApiError::NotFound(format!(
+                "Feature flag {name:?} is not enabled or does not exist."
+            ))
+        };
+        let feature = snapshot
+            .feature(&name)
+            .filter(|f| access.scope.projects.contains(&f.project))
+            .ok_or_else(missing)?;
+        let result = snapshot
+            .frontend()
+            .engine()
+            .evaluate(&feature.name, &context);
+        if !result.feature_enabled {
+            return Err(missing());
+        }
+        let mut out = String::with_capacity(256);
+        evaluate::write_toggle(&mut out, &feature.name, feature.impression_data, &result);
+        return Ok(conditional(&parts.headers, out.into_bytes(), true));
+    };
     let view = snapshot.frontend();
     let clock_given = context.current_time.is_some();
-    let instant = chrono::Utc::now();
     let now = instant.timestamp_millis();
-    let memo_key = listing.filter(|_| app.etags.enabled()).map(|listing| {
-        (
-            evaluate::Memo::key(
-                (&access.scope.environment, snapshot.revision()),
-                &access.scope.projects,
-                listing,
-                &context,
-            ),
+    let projects = &access.scope.projects;
+    let memo_key = app.etags.enabled().then(|| {
+        evaluate::Memo::key(
+            (&access.scope.environment, snapshot.revision()),
+            projects,
             listing,
+            &context,
         )
     });
     // The clock read once for the whole request: every date constraint sees the same instant,
     // the one the memo's validity is reckoned from.
     evaluate::fix_current_time_at(&mut context, instant);
     let parts_of = (view, snapshot.document());
-    if let Some((key, listing)) = memo_key.filter(|_| parts.headers.contains_key(IF_NONE_MATCH)) {
-        if let Some(stable) = app.etags.get(key, now) {
-            let chance = evaluate::chance_part(parts_of, &access.scope.projects, &context, listing);
-            let etag = etag_value(evaluate::etag_of_parts(stable, chance));
-            if etag_matches(&parts.headers, &etag) {
-                let how = if view
-                    .volatility()
-                    .by_chance(&access.scope.projects, &context)
-                {
-                    "spliced"
-                } else {
-                    "remembered"
-                };
-                app.metrics
-                    .frontend_conditional
-                    .with_label_values(&[how])
-                    .inc();
-                return Ok(not_modified(&etag, true));
-            }
+    let remembered = memo_key
+        .filter(|_| parts.headers.contains_key(IF_NONE_MATCH))
+        .and_then(|key| app.etags.get(key, now));
+    if let Some(stable) = remembered {
+        let chance = evaluate::chance_part(parts_of, projects, &context, listing);
+        let etag = etag_value(evaluate::etag_of_parts(stable, chance));
+        if etag_matches(&parts.headers, &etag) {
+            let how = if view.volatility().by_chance(projects, &context) {
+                "spliced"
+            } else {
+                "remembered"
+            };
+            app.metrics
+                .frontend_conditional
+                .with_label_values(&[how])
+                .inc();
+            return Ok(not_modified(&etag, true));
         }
     }
-    if let Some((key, listing)) = memo_key {
-        let answer = evaluate::frontend_answer(parts_of, &access.scope.projects, &context, listing);
+    let answer = evaluate::frontend_answer(parts_of, projects, &context, listing);
+    if let Some(key) = memo_key {
         // Right until the clock passes the next date a constraint names (unless the client
         // fixed the time itself).
         let until = if clock_given {
@@ -206,46 +225,9 @@ pub(super) async fn frontend_api(
             .frontend_conditional
             .with_label_values(&["evaluated"])
             .inc();
-        let etag = etag_value(answer.etag());
-        return Ok(conditional_tagged(&parts.headers, answer.body, etag, true));
     }
-    let body = match matched.route {
-        Route::FrontendFeature => {
-            let name = matched.name.unwrap_or_default();
-            let missing = || {
-                ApiError::NotFound(format!(
-                    "Feature flag {name:?} is not enabled or does not exist."
-                ))
-            };
-            let feature = snapshot
-                .feature(&name)
-                .filter(|f| access.scope.projects.contains(&f.project))
-                .ok_or_else(missing)?;
-            let result = snapshot
-                .frontend()
-                .engine()
-                .evaluate(&feature.name, &context);
-            if !result.feature_enabled {
-                return Err(missing());
-            }
-            let mut out = String::with_capacity(256);
-            evaluate::write_toggle(&mut out, &feature.name, feature.impression_data, &result);
-            out.into_bytes()
-        }
-        Route::FrontendAll => evaluate::frontend_response(
-            (snapshot.frontend(), snapshot.document()),
-            &access.scope.projects,
-            &context,
-            Listing::All,
-        ),
-        _ => evaluate::frontend_response(
-            (snapshot.frontend(), snapshot.document()),
-            &access.scope.projects,
-            &context,
-            Listing::Enabled,
-        ),
-    };
-    Ok(conditional(&parts.headers, body, true))
+    let etag = etag_value(answer.etag());
+    Ok(conditional_tagged(&parts.headers, answer.body, etag, true))
 }
 
 /// `POST /edge/validate` (`{"tokens":[...]}`): the tokens flagpost itself would serve, with
