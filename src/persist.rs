@@ -39,19 +39,12 @@ impl BackedScope {
             token_sha256,
             kind,
             environment: scope.environment.clone(),
-            projects: match &scope.projects {
-                Projects::All => vec!["*".into()],
-                Projects::Some(set) => set.iter().cloned().collect(),
-            },
+            projects: scope.projects.names(),
         }
     }
 
     fn scope(&self) -> Scope {
-        let projects = if self.projects.is_empty() {
-            Projects::none()
-        } else {
-            Projects::from_names(self.projects.iter().map(String::as_str))
-        };
+        let projects = Projects::from_names(self.projects.iter().map(String::as_str));
         Scope::new(self.environment.clone(), projects)
     }
 }

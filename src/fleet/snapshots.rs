@@ -2,7 +2,6 @@
 //! lacks them), followers load the poller's (when announced, and on every interval).
 
 use super::shared::{self, Written};
-use super::tokens::projects_list;
 use super::{Fleet, Local, Role};
 use crate::snapshot::Document;
 use crate::token::Projects;
@@ -101,7 +100,7 @@ impl Fleet {
         let scopes = self
             .store
             .serving(environment)
-            .map(|p| serde_json::json!(projects_list(&p)).to_string())
+            .map(|p| serde_json::json!(p.names()).to_string())
             .unwrap_or_else(|| "[]".into());
         let written = self
             .shared

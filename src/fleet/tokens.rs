@@ -24,18 +24,14 @@ impl StoredScope {
     fn of(scope: &Scope) -> StoredScope {
         StoredScope {
             environment: scope.environment.clone(),
-            projects: projects_list(&scope.projects),
+            projects: scope.projects.names(),
         }
     }
 
     fn scope(&self) -> Scope {
         Scope::new(
             self.environment.clone(),
-            if self.projects.is_empty() {
-                Projects::none()
-            } else {
-                Projects::from_names(self.projects.iter().map(String::as_str))
-            },
+            Projects::from_names(self.projects.iter().map(String::as_str)),
         )
     }
 }
@@ -46,13 +42,6 @@ fn within_token(token: &Token, scope: &Scope) -> bool {
     match token.stated_scope() {
         Some(stated) => stated.covers(scope),
         None => token.environment().is_none_or(|e| e == scope.environment),
-    }
-}
-
-pub(super) fn projects_list(projects: &Projects) -> Vec<String> {
-    match projects {
-        Projects::All => vec!["*".into()],
-        Projects::Some(set) => set.iter().cloned().collect(),
     }
 }
 

@@ -23,6 +23,15 @@ impl Projects {
         Projects::Some(set)
     }
 
+    /// The project names, `["*"]` for all: how scopes are written in JSON (the inverse of
+    /// [`Projects::from_names`]).
+    pub fn names(&self) -> Vec<String> {
+        match self {
+            Projects::All => vec!["*".into()],
+            Projects::Some(set) => set.iter().cloned().collect(),
+        }
+    }
+
     pub fn none() -> Projects {
         Projects::Some(BTreeSet::new())
     }

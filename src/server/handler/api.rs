@@ -288,10 +288,7 @@ pub(super) async fn edge_validate(
                 TokenKind::Client => crate::upstream::UpstreamKind::Client,
                 TokenKind::Frontend => crate::upstream::UpstreamKind::Frontend,
             },
-            projects: match &access.scope.projects {
-                Projects::All => vec!["*".into()],
-                Projects::Some(set) => set.iter().cloned().collect(),
-            },
+            projects: access.scope.projects.names(),
             environment: access.scope.environment.clone(),
         })
         .collect();

@@ -10,15 +10,8 @@ use serde_json::{json, Value};
 use super::*;
 use crate::token::{Scope, Token};
 
-fn projects_json(projects: &Projects) -> Value {
-    match projects {
-        Projects::All => json!(["*"]),
-        Projects::Some(set) => json!(set),
-    }
-}
-
 fn scope_json(scope: &Scope) -> Value {
-    json!({ "environment": scope.environment, "projects": projects_json(&scope.projects) })
+    json!({ "environment": scope.environment, "projects": scope.projects.names() })
 }
 
 fn redacted(raw: &str) -> String {
@@ -113,10 +106,10 @@ pub(super) async fn explain(app: &App, req: Request<Incoming>) -> Result<HttpRes
         "source": source,
         "serving": {
             "environment": access.scope.environment,
-            "projects": app.store.serving(&access.scope.environment).as_ref().map(projects_json),
+            "projects": app.store.serving(&access.scope.environment).as_ref().map(|p| p.names()),
             "startup_tokens": in_env.iter().map(|s| json!({
                 "token": s.token.redacted(),
-                "projects": projects_json(&s.scope.projects),
+                "projects": s.scope.projects.names(),
             })).collect::<Vec<_>>(),
         },
         "covered": covered,
@@ -193,7 +186,7 @@ fn tokens(app: &App) -> Value {
             json!({
                 "token": s.token.redacted(),
                 "environment": s.scope.environment,
-                "projects": projects_json(&s.scope.projects),
+                "projects": s.scope.projects.names(),
                 "status": if s.live { "Validated" } else { "Refused" },
                 "polled": s.polled,
                 "etag": s.etag,
@@ -215,7 +208,7 @@ fn tokens(app: &App) -> Value {
                 "token": redacted(raw),
                 "token_type": kind.as_str(),
                 "environment": scope.environment,
-                "projects": projects_json(&scope.projects),
+                "projects": scope.projects.names(),
                 "status": "Validated",
             }),
             None => json!({ "token": redacted(raw), "status": "Invalid" }),
