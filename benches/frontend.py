@@ -11,7 +11,7 @@ Release binary pinned to core 0, `wrk` on core 1 (-t2 -c64), offline mode, flag 
    and how the answers were made (`flagpost_frontend_answers_total`);
 2. per-flag cost of `GET /api/frontend?userId=alice` (unconditional) at 200 / 2,000 / 10,000
    flags, for a `*` token and a `default`-project token: CPU µs per request / flags in scope;
-   RSS after the load;
+   RSS once loaded, right after the load, and its peak (VmHWM, loading included);
 3. the memory the remembered ETags take at 100,000 distinct contexts: RSS after 100,000
    requests with distinct users, with and without remembering.
 
@@ -181,6 +181,8 @@ def per_flag(work, binary, counts, seconds, label):
         p, _ = load.start([binary, "--config", config(work, features)], PORT)
         try:
             row = {"count": count}
+            time.sleep(2)  # the allocator gives back what loading freed
+            row["rss_idle"] = load.rss_kib(p)
             for name, token, scope in (("*", ALL, count), ("default", DEFAULT, in_default)):
                 samples = []
                 for _ in range(3):
@@ -190,6 +192,7 @@ def per_flag(work, binary, counts, seconds, label):
                 us = statistics.median(samples)
                 row[name] = (us, scope, us / scope)
             row["rss"] = load.rss_kib(p)
+            row["rss_peak"] = load.rss_kib(p, "VmHWM")
         finally:
             load.stop(p)
         log(f"{label} {count} flags: * {row['*'][0]:.1f} µs/req ({row['*'][2]:.3f} µs/flag), "
@@ -244,18 +247,25 @@ def write(conds, now_rows, before_rows, memory, seconds):
           f"With the generated random-stickiness flags (whose answers really change on every poll): "
           f"{ron[0] / roff[0]:.2f}× the requests per second, {roff[1] / ron[1]:.2f}× less CPU per request.", "",
           "### Per-flag cost (`GET /api/frontend?userId=alice`, unconditional)", "",
-          "| build | flags | `*` token: CPU/request | per flag | `default` token: CPU/request | flags in scope | per flag | RSS after |",
-          "|---|---|---|---|---|---|---|---|"]
+          "| build | flags | `*` token: CPU/request | per flag | `default` token: CPU/request | flags in scope | per flag | RSS loaded | RSS after load | peak RSS |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
     for label, rows in (("before", before_rows), ("now", now_rows)):
         for r in rows or []:
             s.append(f"| {label} | {r['count']:,} | {r['*'][0]:.1f} µs | {r['*'][2]:.3f} µs | {r['default'][0]:.1f} µs | "
-                     f"{r['default'][1]:,} | {r['default'][2]:.3f} µs | {r['rss'] / 1024:.1f} MiB |")
+                     f"{r['default'][1]:,} | {r['default'][2]:.3f} µs | {r['rss_idle'] / 1024:.1f} MiB | "
+                     f"{r['rss'] / 1024:.1f} MiB | {r['rss_peak'] / 1024:.1f} MiB |")
     for label, rows in (("before", before_rows), ("now", now_rows)):
         if rows and len(rows) >= 2:
             first, last = rows[0], rows[-1]
             s.append("")
             s.append(f"{label}: per-flag cost at {last['count']:,} flags / at {first['count']:,}: "
-                     f"`*` {last['*'][2] / first['*'][2]:.2f}×, `default` {last['default'][2] / first['default'][2]:.2f}×.")
+                     f"`*` {last['*'][2] / first['*'][2]:.2f}×, `default` {last['default'][2] / first['default'][2]:.2f}×; "
+                     f"RSS after load at {last['count']:,} flags {last['rss'] / 1024:.1f} MiB.")
+    if before_rows:
+        for b, n in zip(before_rows, now_rows):
+            s.append("")
+            s.append(f"{n['count']:,} flags, now / before: CPU per request `*` {n['*'][0] / b['*'][0]:.2f}×, "
+                     f"`default` {n['default'][0] / b['default'][0]:.2f}×; RSS after load {n['rss'] / b['rss']:.2f}×.")
     (r0on, r1on, non), (r0off, r1off, noff) = memory[True], memory[False]
     s += ["", "### Memory of the remembered ETags", "",
           "| remembered ETags | RSS before | RSS after distinct users | users |", "|---|---|---|---|",

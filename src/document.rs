@@ -18,6 +18,10 @@ use crate::token::Projects;
 pub enum DocumentError {
     #[error("not a features document: {0}")]
     Json(#[from] serde_json::Error),
+    #[error("feature #{0} is not a feature: {1}")]
+    Feature(usize, serde_json::Error),
+    #[error("segment #{0} is not a segment: {1}")]
+    Segment(usize, serde_json::Error),
     #[error("feature {0:?} appears more than once")]
     DuplicateFeature(String),
     #[error("feature #{0} has an empty name")]
@@ -116,21 +120,17 @@ struct RawDocument<'a> {
     meta: Option<&'a RawValue>,
 }
 
-#[derive(Deserialize)]
-struct TypedDocument {
-    features: Vec<ClientFeature>,
-    #[serde(default)]
-    segments: Option<Vec<Segment>>,
-}
-
 impl Document {
-    /// Parses a Client API response body. Every feature must have a unique name.
+    /// Parses a Client API response body. Every feature must have a unique name. Each feature
+    /// is read into its typed form one at a time (for its facts and to check it), so a large
+    /// document never exists as a whole typed copy.
     pub fn parse(bytes: &[u8]) -> Result<Document, DocumentError> {
         let raw: RawDocument<'_> = serde_json::from_slice(bytes)?;
-        let typed: TypedDocument = serde_json::from_slice(bytes)?;
         let mut seen = BTreeSet::new();
-        let mut features = Vec::with_capacity(typed.features.len());
-        for (i, (raw, typed)) in raw.features.into_iter().zip(typed.features).enumerate() {
+        let mut features = Vec::with_capacity(raw.features.len());
+        for (i, raw) in raw.features.into_iter().enumerate() {
+            let typed: ClientFeature =
+                serde_json::from_str(raw.get()).map_err(|e| DocumentError::Feature(i, e))?;
             if typed.name.is_empty() {
                 return Err(DocumentError::EmptyName(i));
             }
@@ -143,8 +143,10 @@ impl Document {
             .segments
             .unwrap_or_default()
             .into_iter()
-            .zip(typed.segments.unwrap_or_default())
-            .map(|(raw, typed)| {
+            .enumerate()
+            .map(|(i, raw)| {
+                let typed: Segment =
+                    serde_json::from_str(raw.get()).map_err(|e| DocumentError::Segment(i, e))?;
                 Ok(SegmentEntry {
                     id: typed.id,
                     raw: compact(raw)?,
@@ -163,6 +165,22 @@ impl Document {
             segments,
             revision,
         })
+    }
+
+    /// Its segments, typed.
+    pub fn typed_segments(&self) -> Vec<Segment> {
+        self.segments.iter().map(|s| s.typed().clone()).collect()
+    }
+
+    /// The bytes of its features' and segments' JSON.
+    pub fn raw_size(&self) -> usize {
+        let features: usize = self.features.iter().map(|f| f.raw.get().len()).sum();
+        features
+            + self
+                .segments
+                .iter()
+                .map(|s| s.raw.get().len())
+                .sum::<usize>()
     }
 
     /// The document as Client API JSON (`{"version":2,"features":[...],"segments":[...]}`),

@@ -2,9 +2,11 @@
 //! format, published for every configured environment, and re-read when the file changes. A
 //! broken file keeps the last good snapshot; its error is logged once and counted.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
@@ -53,19 +55,26 @@ enum ParseError {
 }
 
 fn parse(bytes: &[u8]) -> Result<Document, ParseError> {
-    let value: Value =
-        serde_json::from_slice(bytes).map_err(|e| ParseError::Document(DocumentError::Json(e)))?;
-    let Value::Object(top) = value else {
-        return Err(ParseError::Format(
+    let not_an_object = || {
+        ParseError::Format(
             "expected a JSON object: a Client API response ({\"version\":2,\"features\":[...]}) \
              or the simple format ({\"flag\":{\"enabled\":true}})"
                 .into(),
-        ));
+        )
+    };
+    // The top level's keys, values left unparsed: a large Client API document is read once,
+    // by `Document::parse`, never as a whole JSON tree.
+    let top: BTreeMap<String, &RawValue> = match serde_json::from_slice(bytes) {
+        Ok(top) => top,
+        Err(e) if e.classify() == serde_json::error::Category::Data => return Err(not_an_object()),
+        Err(e) => return Err(ParseError::Document(DocumentError::Json(e))),
     };
     if top.contains_key("features") {
         return Document::parse(bytes).map_err(ParseError::Document);
     }
-    let converted = simple_to_client(&top).map_err(ParseError::Format)?;
+    let flags: Map<String, Value> =
+        serde_json::from_slice(bytes).map_err(|e| ParseError::Document(DocumentError::Json(e)))?;
+    let converted = simple_to_client(&flags).map_err(ParseError::Format)?;
     let text =
         serde_json::to_vec(&converted).map_err(|e| ParseError::Document(DocumentError::Json(e)))?;
     Document::parse(&text).map_err(ParseError::Document)

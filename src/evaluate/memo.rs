@@ -13,11 +13,11 @@
 //! Answers that depend on the time (date constraints on `currentTime` when the client does not
 //! send one) are remembered only until the next date any constraint names.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::time::Duration;
 
-use unleash_types::client_features::{ClientFeature, Context, Operator, Segment};
+use unleash_types::client_features::{ClientFeature, Constraint, Context, Operator, Segment};
 
 use super::Listing;
 use crate::token::Projects;
@@ -27,46 +27,96 @@ use crate::token::Projects;
 pub struct Volatility {
     /// Projects with a flag whose result is chance for every context.
     always: HashSet<String>,
-    /// Projects with a flag whose result is chance for a context without `userId` and
-    /// `sessionId` (default stickiness).
-    without_ids: HashSet<String>,
+    /// Per project, the context values without which one of its flags is left to chance.
+    needs: HashMap<String, Vec<Need>>,
     /// Every instant (Unix ms) a `currentTime` date constraint names, sorted.
     boundaries: Vec<i64>,
-    /// Each flag's chance, by name.
-    by_name: std::collections::HashMap<String, Chance>,
 }
 
-impl Chance {
-    /// Whether chance decides the result for a context with or without an id.
-    pub fn decides(self, has_ids: bool) -> bool {
+/// A context value a flag's stickiness hashes: without it, the engine draws at random.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Need {
+    /// `userId`, or else `sessionId` (default stickiness).
+    AnyId,
+    /// One field, named as the engine reads a variant's stickiness (`userId`, `sessionId`,
+    /// `environment`, `appName`, `remoteAddress`, otherwise a property).
+    Field(Box<str>),
+}
+
+impl Need {
+    fn met(&self, ctx: &Context) -> bool {
         match self {
-            Chance::None => false,
-            Chance::WithoutIds => !has_ids,
-            Chance::Always => true,
+            Need::AnyId => ctx.user_id.is_some() || ctx.session_id.is_some(),
+            Need::Field(name) => match name.as_ref() {
+                "userId" => ctx.user_id.is_some(),
+                "sessionId" => ctx.session_id.is_some(),
+                "environment" => ctx.environment.is_some(),
+                "appName" => ctx.app_name.is_some(),
+                "remoteAddress" => ctx.remote_address.is_some(),
+                other => ctx
+                    .properties
+                    .as_ref()
+                    .is_some_and(|p| p.contains_key(other)),
+            },
+        }
+    }
+
+    /// A variant stickiness, as the engine reads it to pick the value it hashes.
+    fn of_variant_stickiness(stickiness: Option<&str>) -> Need {
+        match stickiness {
+            None | Some("default") => Need::AnyId,
+            Some(field) => Need::Field(field.into()),
         }
     }
 }
 
-/// Whether chance decides a flag's result.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
-pub enum Chance {
-    #[default]
-    None,
-    WithoutIds,
-    Always,
+/// When chance decides a flag's result: always, or for a context missing a value one of its
+/// stickiness settings hashes.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Chance {
+    always: bool,
+    needs: Vec<Need>,
 }
 
-fn stickiness(s: Option<&str>) -> Chance {
-    match s.map(str::trim) {
-        Some("random") => Chance::Always,
-        None | Some("") | Some("default") => Chance::WithoutIds,
-        // A custom field (userId, sessionId, a property): stable for a context.
-        Some(_) => Chance::None,
+impl Chance {
+    pub const NONE: Chance = Chance {
+        always: false,
+        needs: Vec::new(),
+    };
+
+    /// Whether chance may decide the result for this context.
+    pub fn decides(&self, ctx: &Context) -> bool {
+        self.always || self.needs.iter().any(|n| !n.met(ctx))
+    }
+
+    pub fn is_none(&self) -> bool {
+        !self.always && self.needs.is_empty()
+    }
+
+    fn need(&mut self, need: Need) {
+        if !self.needs.contains(&need) {
+            self.needs.push(need);
+        }
+    }
+
+    /// Adds what makes `other` chance; whether anything was new.
+    fn absorb(&mut self, other: &Chance) -> bool {
+        let before = (self.always, self.needs.len());
+        self.always |= other.always;
+        for n in &other.needs {
+            self.need(n.clone());
+        }
+        before != (self.always, self.needs.len())
     }
 }
 
+/// Where unleash-yggdrasil draws at random (mirrors its strategy upgrade and variant choice):
+/// `gradualRolloutRandom`; a `flexibleRollout` below 100% with `random` stickiness, or with
+/// default stickiness for a context without `userId` and `sessionId`; a choice between
+/// several variants whose stickiness value the context lacks (a strategy's variants stick on
+/// the strategy's `stickiness` parameter, the flag's own on the first variant's).
 fn chance_of(f: &ClientFeature) -> Chance {
-    let mut c = Chance::None;
+    let mut c = Chance::default();
     for s in f.strategies.iter().flatten() {
         let param = |k: &str| {
             s.parameters
@@ -75,74 +125,74 @@ fn chance_of(f: &ClientFeature) -> Chance {
                 .map(String::as_str)
         };
         match s.name.as_str() {
-            "gradualRolloutRandom" => c = c.max(Chance::Always),
+            "gradualRolloutRandom" => c.always = true,
             "flexibleRollout" if param("rollout").is_none_or(|r| r.trim() != "100") => {
-                c = c.max(stickiness(param("stickiness")));
+                match param("stickiness").map(str::trim) {
+                    Some("random") => c.always = true,
+                    None | Some("") | Some("default") => c.need(Need::AnyId),
+                    // Another field: a context without it is simply not in the rollout.
+                    Some(_) => {}
+                }
             }
             _ => {}
         }
         if s.variants.as_ref().is_some_and(|v| v.len() > 1) {
-            for v in s.variants.iter().flatten() {
-                c = c.max(stickiness(v.stickiness.as_deref()));
-            }
+            c.need(Need::of_variant_stickiness(Some(
+                param("stickiness").unwrap_or("default"),
+            )));
         }
     }
-    if f.variants.as_ref().is_some_and(|v| v.len() > 1) {
-        for v in f.variants.iter().flatten() {
-            c = c.max(stickiness(v.stickiness.as_deref()));
-        }
+    if let Some(variants) = f.variants.as_ref().filter(|v| v.len() > 1) {
+        let first = variants.first().and_then(|v| v.stickiness.as_deref());
+        c.need(Need::of_variant_stickiness(first));
     }
     c
 }
 
-impl Volatility {
-    /// Classifies every flag (a flag depending on a chancy one is chancy too) and collects the
-    /// instants of the `currentTime` date constraints of flags and segments.
-    pub fn of(features: &[ClientFeature], segments: &[Segment]) -> Volatility {
-        let mut chance: std::collections::HashMap<&str, Chance> = features
-            .iter()
-            .map(|f| (f.name.as_str(), chance_of(f)))
-            .collect();
-        // Dependencies, to a fixed point (bounded by the chain length).
-        for _ in 0..features.len().min(16) {
-            let mut changed = false;
-            for f in features {
-                let parents = f.dependencies.iter().flatten();
-                let worst = parents
-                    .filter_map(|d| chance.get(d.feature.as_str()).copied())
-                    .max()
-                    .unwrap_or(Chance::None);
-                let own = chance.get(f.name.as_str()).copied().unwrap_or(Chance::None);
-                if worst > own {
-                    chance.insert(f.name.as_str(), worst);
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
-        let mut v = Volatility {
-            by_name: chance.iter().map(|(k, c)| (k.to_string(), *c)).collect(),
-            ..Volatility::default()
+/// Collects, one feature at a time, what [`Volatility`] needs: each flag's own chance, its
+/// dependencies, and the instants of its `currentTime` date constraints.
+#[derive(Debug, Default)]
+pub struct Classifier {
+    /// Per flag in document order: name, project, own chance.
+    flags: Vec<(String, String, Chance)>,
+    /// (flag index, the names of the flags it depends on), for flags with dependencies.
+    dependencies: Vec<(usize, Vec<String>)>,
+    boundaries: Vec<i64>,
+}
+
+impl Classifier {
+    /// The next flag in document order (`None`: it cannot be read; the engine keeps it off).
+    pub fn add(&mut self, name: &str, project: &str, feature: Option<&ClientFeature>) {
+        let Some(f) = feature else {
+            self.flags
+                .push((name.to_string(), project.to_string(), Chance::NONE));
+            return;
         };
-        for f in features {
-            let project = f.project.clone().unwrap_or_else(|| "default".into());
-            match chance.get(f.name.as_str()) {
-                Some(Chance::Always) => {
-                    v.always.insert(project);
-                }
-                Some(Chance::WithoutIds) => {
-                    v.without_ids.insert(project);
-                }
-                _ => {}
-            }
-        }
-        let constraints = features
+        let parents: Vec<String> = f
+            .dependencies
             .iter()
-            .flat_map(|f| f.strategies.iter().flatten())
-            .flat_map(|s| s.constraints.iter().flatten())
-            .chain(segments.iter().flat_map(|s| s.constraints.iter()));
+            .flatten()
+            .map(|d| d.feature.clone())
+            .collect();
+        if !parents.is_empty() {
+            self.dependencies.push((self.flags.len(), parents));
+        }
+        self.flags
+            .push((name.to_string(), project.to_string(), chance_of(f)));
+        let constraints = f
+            .strategies
+            .iter()
+            .flatten()
+            .flat_map(|s| s.constraints.iter().flatten());
+        self.boundaries_of(constraints);
+    }
+
+    /// The segments' date constraints.
+    pub fn add_segments(&mut self, segments: &[Segment]) {
+        self.boundaries_of(segments.iter().flat_map(|s| s.constraints.iter()));
+    }
+
+    fn boundaries_of<'a>(&mut self, constraints: impl Iterator<Item = &'a Constraint>) {
         for c in constraints {
             if c.context_name == "currentTime"
                 && matches!(c.operator, Operator::DateAfter | Operator::DateBefore)
@@ -150,29 +200,82 @@ impl Volatility {
                 let values = c.value.iter().chain(c.values.iter().flatten());
                 for value in values {
                     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(value.trim()) {
-                        v.boundaries.push(t.timestamp_millis());
+                        self.boundaries.push(t.timestamp_millis());
                     }
                 }
             }
         }
-        v.boundaries.sort_unstable();
-        v.boundaries.dedup();
-        v
     }
 
-    /// A flag's chance (none for a flag the engine could not read).
-    pub fn chance(&self, name: &str) -> Chance {
-        self.by_name.get(name).copied().unwrap_or_default()
+    /// The snapshot's volatility and each flag's chance (document order). A flag depending on
+    /// a chancy one is chancy too.
+    pub fn finish(mut self) -> (Volatility, Vec<Chance>) {
+        let mut chance: Vec<Chance> = self.flags.iter().map(|(_, _, c)| c.clone()).collect();
+        let index: HashMap<&str, usize> = self
+            .flags
+            .iter()
+            .enumerate()
+            .map(|(i, (name, _, _))| (name.as_str(), i))
+            .collect();
+        // To a fixed point (bounded by the chain length).
+        for _ in 0..self.dependencies.len().min(16) {
+            let mut changed = false;
+            for (i, parents) in &self.dependencies {
+                let mut inherited = Chance::default();
+                for p in parents {
+                    if let Some(c) = index.get(p.as_str()).and_then(|&j| chance.get(j)) {
+                        inherited.absorb(c);
+                    }
+                }
+                if let Some(own) = chance.get_mut(*i) {
+                    changed |= own.absorb(&inherited);
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let mut v = Volatility::default();
+        for ((_, project, _), c) in self.flags.iter().zip(&chance) {
+            if c.always {
+                v.always.insert(project.clone());
+            }
+            if !c.needs.is_empty() {
+                let needs = v.needs.entry(project.clone()).or_default();
+                for n in &c.needs {
+                    if !needs.contains(n) {
+                        needs.push(n.clone());
+                    }
+                }
+            }
+        }
+        self.boundaries.sort_unstable();
+        self.boundaries.dedup();
+        v.boundaries = self.boundaries;
+        (v, chance)
+    }
+}
+
+impl Volatility {
+    /// Classifies `features` (see [`Classifier`]).
+    pub fn of(features: &[ClientFeature], segments: &[Segment]) -> (Volatility, Vec<Chance>) {
+        let mut c = Classifier::default();
+        for f in features {
+            c.add(&f.name, f.project.as_deref().unwrap_or("default"), Some(f));
+        }
+        c.add_segments(segments);
+        c.finish()
     }
 
     /// Whether the answer for `projects` and `context` is partly chance.
     pub fn by_chance(&self, projects: &Projects, context: &Context) -> bool {
-        let has_ids = context.user_id.is_some() || context.session_id.is_some();
-        let touches = |set: &HashSet<String>| match projects {
-            Projects::All => !set.is_empty(),
-            Projects::Some(list) => list.iter().any(|p| set.contains(p)),
-        };
-        touches(&self.always) || (!has_ids && touches(&self.without_ids))
+        let unmet = |needs: &Vec<Need>| needs.iter().any(|n| !n.met(context));
+        match projects {
+            Projects::All => !self.always.is_empty() || self.needs.values().any(unmet),
+            Projects::Some(list) => list
+                .iter()
+                .any(|p| self.always.contains(p) || self.needs.get(p).is_some_and(unmet)),
+        }
     }
 
     /// Until when (Unix ms) an answer computed at `now` stays right as far as the clock goes:
@@ -314,10 +417,14 @@ mod tests {
             {"name":"default","project":"b","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"default","groupId":"g"}}]},
             {"name":"user","project":"c","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"userId","groupId":"g"}}]},
             {"name":"full","project":"c","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"100","stickiness":"random","groupId":"g"}}]},
-            {"name":"child","project":"d","enabled":true,"strategies":[{"name":"default"}],"dependencies":[{"feature":"random"}]}
+            {"name":"child","project":"d","enabled":true,"strategies":[{"name":"default"}],"dependencies":[{"feature":"random"}]},
+            {"name":"custom","project":"e","enabled":true,"strategies":[{"name":"default"}],
+             "variants":[{"name":"x","weight":500,"stickiness":"tenant"},{"name":"y","weight":500,"stickiness":"tenant"}]},
+            {"name":"strategy","project":"f","enabled":true,"strategies":[{"name":"default",
+             "variants":[{"name":"x","weight":500,"stickiness":"userId"},{"name":"y","weight":500,"stickiness":"userId"}]}]}
         ]"#,
         );
-        let v = Volatility::of(&f, &[]);
+        let (v, _) = Volatility::of(&f, &[]);
         let p = |names: &[&str]| Projects::from_names(names.iter().copied());
         assert!(v.by_chance(&p(&["a"]), &ctx(Some("alice"))));
         assert!(v.by_chance(&p(&["b"]), &ctx(None)));
@@ -331,6 +438,17 @@ mod tests {
             "depends on a random flag"
         );
         assert!(v.by_chance(&Projects::All, &ctx(Some("alice"))));
+        // Variants sticky on a property: chance without it, not with it.
+        let mut tenant = ctx(Some("alice"));
+        assert!(v.by_chance(&p(&["e"]), &tenant));
+        tenant.properties = Some([("tenant".into(), "acme".into())].into());
+        assert!(!v.by_chance(&p(&["e"]), &tenant));
+        // A strategy's variants stick on its `stickiness` parameter (default here), whatever
+        // the variants say.
+        let mut session = ctx(None);
+        assert!(v.by_chance(&p(&["f"]), &session));
+        session.session_id = Some("s".into());
+        assert!(!v.by_chance(&p(&["f"]), &session));
     }
 
     #[test]
@@ -340,7 +458,7 @@ mod tests {
               {"contextName":"currentTime","operator":"DATE_AFTER","value":"2030-01-01T00:00:00Z"},
               {"contextName":"currentTime","operator":"DATE_BEFORE","value":"2020-01-01T00:00:00.000Z"}]}]}]"#,
         );
-        let v = Volatility::of(&f, &[]);
+        let (v, _) = Volatility::of(&f, &[]);
         let t2020 = 1_577_836_800_000;
         let t2030 = 1_893_456_000_000;
         assert_eq!(v.stable_until(0), t2020);

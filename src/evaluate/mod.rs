@@ -2,10 +2,8 @@
 //! Unleash's own engine (`unleash-yggdrasil`, wrapped here so nothing else sees it), and the
 //! Frontend API response written straight to bytes.
 
-use unleash_types::client_features::{ClientFeature, ClientFeatures, Context, Segment};
-use unleash_yggdrasil::{EngineState, ExtendedVariantDef};
-
 mod context;
+mod engine;
 mod memo;
 mod response;
 
@@ -17,15 +15,11 @@ pub use context::{
     context_from_json, context_from_query, fix_current_time, fix_current_time_at, query_pairs,
     ContextError, MAX_CONTEXT_FIELDS,
 };
-pub use memo::{Chance, Key as MemoKey, Memo, Volatility};
+pub use engine::{Engine, Evaluation};
+pub use memo::{Chance, Classifier, Key as MemoKey, Memo, Volatility};
 pub use response::{
     chance_part, etag_of_parts, frontend_answer, frontend_response, write_toggle, Answer,
 };
-
-/// The compiled flags of one snapshot.
-pub struct Engine {
-    state: EngineState,
-}
 
 /// A document compiled for the Frontend API: the engine, every flag prepared (in document
 /// order), and the size of a response listing them all. A snapshot holds one.
@@ -47,18 +41,14 @@ impl FrontendView {
     /// Compiles `document`. Returns the warnings for flags the engine could not compile (they
     /// evaluate as off).
     pub fn compile(document: &Document) -> (FrontendView, Vec<String>) {
-        let typed: Vec<ClientFeature> = document
-            .features
-            .iter()
-            .filter_map(|f| f.typed().ok())
-            .collect();
-        let segments: Vec<Segment> = document
-            .segments
-            .iter()
-            .map(|s| s.typed().clone())
-            .collect();
-        let volatility = Volatility::of(&typed, &segments);
-        let (engine, warnings) = Engine::compile_typed(typed, segments);
+        let segments = document.typed_segments();
+        let mut classifier = Classifier::default();
+        classifier.add_segments(&segments);
+        let (engine, warnings) = Engine::build(document, &segments, |f, typed| {
+            classifier.add(&f.name, &f.project, typed)
+        });
+        drop(segments);
+        let (volatility, chance) = classifier.finish();
         let prepared = engine.prepare(document);
         let size_hint = 64 + prepared.iter().map(|p| p.size_hint()).sum::<usize>();
         let mut by_project: std::collections::HashMap<String, Vec<u32>> =
@@ -69,22 +59,16 @@ impl FrontendView {
                 .or_default()
                 .push(u32::try_from(i).unwrap_or(u32::MAX));
         }
-        let chance: Vec<Chance> = document
-            .features
-            .iter()
+        // A flag evaluated once (its result fixed) is never chance's.
+        let chance: Vec<Chance> = chance
+            .into_iter()
             .zip(&prepared)
-            .map(|(f, p)| {
-                if p.fixed.is_some() {
-                    Chance::None
-                } else {
-                    volatility.chance(&f.name)
-                }
-            })
+            .map(|(c, p)| if p.fixed.is_some() { Chance::NONE } else { c })
             .collect();
         let chancy = chance
             .iter()
             .enumerate()
-            .filter(|(_, c)| **c != Chance::None)
+            .filter(|(_, c)| !c.is_none())
             .map(|(i, _)| u32::try_from(i).unwrap_or(u32::MAX))
             .collect();
         let view = FrontendView {
@@ -131,56 +115,6 @@ impl FrontendView {
     }
 }
 
-/// One flag's result: `enabled` and the variant come from a single evaluation, so they agree
-/// even for random rollouts.
-pub type Evaluation = ExtendedVariantDef;
-
-impl Engine {
-    /// Compiles every feature of `document`. Returns the warnings for flags the engine could not
-    /// compile (they evaluate as off).
-    pub fn compile(document: &Document) -> (Engine, Vec<String>) {
-        Engine::compile_typed(
-            document
-                .features
-                .iter()
-                .filter_map(|f| f.typed().ok())
-                .collect(),
-            document
-                .segments
-                .iter()
-                .map(|s| s.typed().clone())
-                .collect(),
-        )
-    }
-
-    fn compile_typed(
-        features: Vec<ClientFeature>,
-        segments: Vec<Segment>,
-    ) -> (Engine, Vec<String>) {
-        let state = EngineState::default();
-        let features = ClientFeatures {
-            version: 2,
-            features,
-            segments: Some(segments),
-            query: None,
-            meta: None,
-        };
-        let warnings = state
-            .apply_client_features(features)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|w| format!("{}: {}", w.toggle_name, w.message))
-            .collect();
-        (Engine { state }, warnings)
-    }
-
-    /// Evaluates one flag once: `feature_enabled` is whether it is on, and the variant is the
-    /// one chosen in the same evaluation.
-    pub fn evaluate(&self, name: &str, context: &Context) -> Evaluation {
-        self.state.get_variant(name, context, &None)
-    }
-}
-
 /// Which flags a Frontend API response lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Listing {
@@ -208,12 +142,13 @@ impl Engine {
         document
             .features
             .iter()
-            .map(|f| {
+            .enumerate()
+            .map(|(i, f)| {
                 let mut name = String::with_capacity(f.name.len() + 2);
                 json::push_str(&mut name, &f.name);
                 let impression_data = f.impression_data;
                 let fixed = f.context_free.then(|| {
-                    let result = self.evaluate(&f.name, &empty);
+                    let result = self.evaluate_at(i, &empty);
                     let mut json = String::with_capacity(192);
                     write_toggle(&mut json, &f.name, impression_data, &result);
                     (result.feature_enabled, json.into_boxed_str())

@@ -50,7 +50,6 @@ pub fn frontend_answer(
     context: &Context,
     listing: Listing,
 ) -> Answer {
-    let has_ids = context.user_id.is_some() || context.session_id.is_some();
     // Without a flag chance decides in scope (the common case), the stable part is the whole
     // body, hashed in one go at the end.
     let split = view.volatility().by_chance(projects, context);
@@ -60,11 +59,9 @@ pub fn frontend_answer(
     let mut stable = xxhash_rust::xxh3::Xxh3::new();
     let mut chance = xxhash_rust::xxh3::Xxh3::new();
     let mut emit = |i: usize| {
-        let (Some(feature), Some(prepared)) = (document.features.get(i), view.prepared.get(i))
-        else {
+        let Some(prepared) = view.prepared.get(i) else {
             return;
         };
-        let by_chance = view.chance.get(i).is_some_and(|c| c.decides(has_ids));
         let start = out.len();
         if let Some((enabled, json)) = &prepared.fixed {
             if listing == Listing::All || *enabled {
@@ -75,7 +72,7 @@ pub fn frontend_answer(
                 out.push_str(json);
             }
         } else {
-            let result = view.engine.evaluate(&feature.name, context);
+            let result = view.engine.evaluate_at(i, context);
             if listing == Listing::All || result.feature_enabled {
                 if !first {
                     out.push(',');
@@ -87,6 +84,7 @@ pub fn frontend_answer(
         if !split {
             return;
         }
+        let by_chance = view.chance.get(i).is_some_and(|c| c.decides(context));
         let written = out.get(start..).unwrap_or("").trim_start_matches(',');
         if by_chance {
             chance_entry(&mut chance, i, written);
@@ -139,7 +137,6 @@ pub fn chance_part(
     context: &Context,
     listing: Listing,
 ) -> u64 {
-    let has_ids = context.user_id.is_some() || context.session_id.is_some();
     let mut chance = xxhash_rust::xxh3::Xxh3::new();
     let mut toggle = String::new();
     for &i in &view.chancy {
@@ -151,11 +148,11 @@ pub fn chance_part(
         ) else {
             continue;
         };
-        if !c.decides(has_ids) || !projects.contains(&feature.project) {
+        if !c.decides(context) || !projects.contains(&feature.project) {
             continue;
         }
         toggle.clear();
-        let result = view.engine.evaluate(&feature.name, context);
+        let result = view.engine.evaluate_at(i, context);
         if listing == Listing::All || result.feature_enabled {
             write_prepared(&mut toggle, prepared, &result);
         }
@@ -174,21 +171,21 @@ impl Prepared {
     }
 }
 
-fn write_prepared(out: &mut String, prepared: &Prepared, result: &Evaluation) {
+fn write_prepared(out: &mut String, prepared: &Prepared, result: &Evaluation<'_>) {
     out.push_str("{\"name\":");
     out.push_str(&prepared.name);
     write_rest(out, prepared.impression_data, result);
 }
 
 /// Writes one toggle object, as in PROTOCOL.md §4.
-pub fn write_toggle(out: &mut String, name: &str, impression_data: bool, result: &Evaluation) {
+pub fn write_toggle(out: &mut String, name: &str, impression_data: bool, result: &Evaluation<'_>) {
     out.push_str("{\"name\":");
     json::push_str(out, name);
     write_rest(out, impression_data, result);
 }
 
 /// Everything of a toggle object after its name.
-fn write_rest(out: &mut String, impression_data: bool, result: &Evaluation) {
+fn write_rest(out: &mut String, impression_data: bool, result: &Evaluation<'_>) {
     let enabled = if result.feature_enabled {
         "true"
     } else {
@@ -199,14 +196,18 @@ fn write_rest(out: &mut String, impression_data: bool, result: &Evaluation) {
     out.push_str(",\"impressionData\":");
     out.push_str(if impression_data { "true" } else { "false" });
     out.push_str(",\"variant\":{\"name\":");
-    json::push_str(out, &result.name);
+    json::push_str(out, result.variant_name());
     out.push_str(",\"enabled\":");
-    out.push_str(if result.enabled { "true" } else { "false" });
+    out.push_str(if result.variant_enabled() {
+        "true"
+    } else {
+        "false"
+    });
     out.push_str(",\"feature_enabled\":");
     out.push_str(enabled);
     out.push_str(",\"featureEnabled\":");
     out.push_str(enabled);
-    if let Some(payload) = &result.payload {
+    if let Some(payload) = result.payload() {
         out.push_str(",\"payload\":{\"type\":");
         json::push_str(out, &payload.payload_type);
         out.push_str(",\"value\":");

@@ -1,5 +1,7 @@
 use super::*;
 use serde_json::Value;
+use unleash_types::client_features::Context;
+use unleash_yggdrasil::EngineState;
 
 #[test]
 fn toggle_shape_matches_the_protocol() {
@@ -103,7 +105,8 @@ fn random_rollout_agrees_with_its_variant() {
     for _ in 0..400 {
         let r = view.engine().evaluate("r", &ctx);
         assert_eq!(
-            r.feature_enabled, r.enabled,
+            r.feature_enabled,
+            r.variant_enabled(),
             "variant disagrees with enabled: {r:?}"
         );
         if r.feature_enabled {
@@ -116,22 +119,9 @@ fn random_rollout_agrees_with_its_variant() {
 }
 
 /// A flag prepared as context-free gives the same answer whatever the context: checked on
-/// every flag of the client specification and the example features.
+/// every flag of the client specification, the example features and a generated set.
 #[test]
 fn context_free_flags_really_are() {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut files: Vec<std::path::PathBuf> =
-        std::fs::read_dir(root.join("tests/client-specification"))
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| {
-                p.file_name()
-                    .unwrap()
-                    .to_string_lossy()
-                    .starts_with(|c: char| c.is_ascii_digit())
-            })
-            .collect();
-    files.push(root.join("examples/features.json"));
     let contexts: Vec<Context> = [
         "",
         "userId=alice",
@@ -143,13 +133,7 @@ fn context_free_flags_really_are() {
     .map(|q| context_from_query(q).unwrap())
     .collect();
     let (mut checked, mut context_free) = (0, 0);
-    for file in files {
-        let value: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
-        let state = if value.get("state").is_some() {
-            &value["state"]
-        } else {
-            &value
-        };
+    for (file, state, _) in feature_sets() {
         let Ok(document) = Document::parse(state.to_string().as_bytes()) else {
             continue;
         };
@@ -165,13 +149,7 @@ fn context_free_flags_really_are() {
                     let result = view.engine().evaluate(&feature.name, ctx);
                     let mut out = String::new();
                     write_toggle(&mut out, &feature.name, feature.impression_data, &result);
-                    assert_eq!(
-                        &out.as_str(),
-                        &json.as_ref(),
-                        "{}: {}",
-                        file.display(),
-                        feature.name
-                    );
+                    assert_eq!(&out.as_str(), &json.as_ref(), "{file}: {}", feature.name);
                     assert_eq!(result.feature_enabled, *enabled);
                 }
             }
@@ -210,4 +188,128 @@ fn client_specification_delta_files_through_the_engine() {
         }
     }
     assert_eq!(ran, 4);
+}
+
+/// The feature sets the engine tests run on: every client specification file with a features
+/// state, the example features and a generated set (`gen_features.py --seed 7`), each with the
+/// contexts its own test cases use.
+fn feature_sets() -> Vec<(String, Value, Vec<Context>)> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files: Vec<std::path::PathBuf> =
+        std::fs::read_dir(root.join("tests/client-specification"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(|c: char| c.is_ascii_digit())
+            })
+            .collect();
+    files.sort();
+    files.push(root.join("examples/features.json"));
+    files.push(root.join("tests/fixtures/generated-200.json"));
+    let mut sets = Vec::new();
+    for file in files {
+        let value: Value = serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let (state, cases) = match value.get("state") {
+            Some(state) => (state.clone(), value.clone()),
+            None => (value, Value::Null),
+        };
+        if state.get("features").is_none() {
+            continue; // a delta file
+        }
+        let contexts = ["tests", "variantTests"]
+            .iter()
+            .flat_map(|k| cases[*k].as_array().cloned().unwrap_or_default())
+            .filter_map(|case| serde_json::from_value(case["context"].clone()).ok())
+            .collect();
+        sets.push((file.display().to_string(), state, contexts));
+    }
+    sets
+}
+
+/// flagpost's walk of the compiled flags gives exactly what yggdrasil's own `EngineState`
+/// gives, for every flag of every set, with the sets' own contexts and a range of others
+/// (flags chance decides are compared only where it does not).
+#[test]
+fn the_engine_agrees_with_yggdrasils_engine_state() {
+    let mut extra: Vec<Context> = [
+        "",
+        "userId=123",
+        "userId=7&appName=web&properties[region]=eu&properties[tier]=pro",
+        "userId=123&sessionId=s1&remoteAddress=10.0.0.1&appName=bench&environment=production",
+        "sessionId=sess-9&remoteAddress=192.168.1.7&properties[email]=a@example.com&properties[age]=30",
+        "userId=1500&properties[appVersion]=2.3.1&properties[cartValue]=49&currentTime=2024-06-01T00:00:00Z",
+        "remoteAddress=2001:db8::1&properties[email]=x+beta@getunleash.io&properties[region]=cn",
+    ]
+    .iter()
+    .map(|q| context_from_query(q).unwrap())
+    .collect();
+    for user in 0..40 {
+        extra.push(context_from_query(&format!("userId={}&sessionId=s{user}", user * 50)).unwrap());
+    }
+    let (mut compared, mut skipped) = (0, 0);
+    for (file, state, contexts) in feature_sets() {
+        let Ok(document) = Document::parse(state.to_string().as_bytes()) else {
+            continue;
+        };
+        let (view, _) = FrontendView::compile(&document);
+        let theirs = EngineState::default();
+        theirs.take_state(serde_json::from_value(state.clone()).unwrap());
+        for ctx in contexts.iter().chain(&extra) {
+            for (i, feature) in document.features.iter().enumerate() {
+                if view.chance[i].decides(ctx) {
+                    skipped += 1;
+                    continue;
+                }
+                let ours = view.engine().evaluate_at(i, ctx);
+                let by_name = view.engine().evaluate(&feature.name, ctx);
+                let expected = theirs.get_variant(&feature.name, ctx, &None);
+                let got = (
+                    ours.feature_enabled,
+                    ours.variant_name(),
+                    ours.variant_enabled(),
+                    ours.payload(),
+                );
+                assert_eq!(
+                    got,
+                    (
+                        expected.feature_enabled,
+                        expected.name.as_str(),
+                        expected.enabled,
+                        expected.payload.as_ref()
+                    ),
+                    "{file}: {} with {ctx:?}",
+                    feature.name
+                );
+                assert_eq!(by_name.feature_enabled, ours.feature_enabled);
+                assert_eq!(by_name.variant_name(), ours.variant_name());
+                compared += 1;
+            }
+        }
+    }
+    assert!(
+        compared > 10_000 && skipped > 0,
+        "{compared} compared, {skipped} skipped"
+    );
+}
+
+/// Variants whose weights add up to nothing (Unleash never sends them) give no variant
+/// instead of a division by zero; an unknown flag is off.
+#[test]
+fn weightless_variants_and_unknown_flags_are_off() {
+    let doc = Document::parse(
+        br#"{"features":[{"name":"w","enabled":true,"strategies":[{"name":"default"}],
+            "variants":[{"name":"a","weight":0,"stickiness":"default"},{"name":"b","weight":-5}]}]}"#,
+    )
+    .unwrap();
+    let (view, _) = FrontendView::compile(&doc);
+    for q in ["", "userId=1"] {
+        let r = view.engine().evaluate("w", &context_from_query(q).unwrap());
+        assert!(r.feature_enabled);
+        assert_eq!((r.variant_name(), r.variant_enabled()), ("disabled", false));
+    }
+    let r = view.engine().evaluate("nope", &empty_context());
+    assert!(!r.feature_enabled && !r.variant_enabled());
 }

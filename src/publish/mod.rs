@@ -321,7 +321,13 @@ impl Publisher {
     ) -> (Option<Arc<ChangeSet>>, Option<Arc<Snapshot>>) {
         let mut channels = self.lock();
         let previous = self.store.snapshot(environment);
-        let mut changes = diff(previous.as_ref().map(|s| s.document()), snapshot.document());
+        // A first snapshot lists nothing: no client can hold an earlier state of this
+        // environment here (streams and deltas start from a hydration), and a change set
+        // naming every feature would keep a copy of each name for as long as it is held.
+        let mut changes = match &previous {
+            Some(p) => diff(Some(p.document()), snapshot.document()),
+            None => ChangeSet::default(),
+        };
         let count = snapshot.features().len();
         let built = snapshot
             .built_at()

@@ -75,7 +75,10 @@ async fn every_change_is_announced_once_in_revision_order() {
         .publish("development", doc(&[("a", false), ("b", true)], &[]))
         .await;
     let first = rx.recv().await.unwrap();
-    assert_eq!(first.updated_names(), ["a"]);
+    assert!(
+        first.updated_names().is_empty(),
+        "a first snapshot lists nothing"
+    );
     // Without upstream revision ids, the counter starts at the time in microseconds.
     assert!(first.revision > 1_600_000_000_000_000, "{}", first.revision);
     // The unchanged publish announced nothing: the next one is one more.

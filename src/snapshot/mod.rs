@@ -2,7 +2,7 @@
 //! memoised Client API bodies) and the [`Store`] that swaps them whole behind arc-swap, so
 //! readers never block and a background task can replace them at any time.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -16,8 +16,14 @@ use crate::token::Projects;
 use bytes::Bytes;
 pub use store::{EnvSlot, GateError, ServingScope, Store};
 
-/// How many distinct Client API bodies (project filter × name prefix) one snapshot memoises.
-const BODY_CACHE_ENTRIES: u64 = 256;
+/// What the memoised Client API bodies and hydrations (one per project filter × name prefix)
+/// of one snapshot may take together: four times the whole document (a body for every
+/// project, its hydration, and room for filtered ones), and at least 256 small ones. Each body
+/// weighs its bytes plus [`BODY_OVERHEAD`]; past the bound the least used are dropped and
+/// rendered again when asked for.
+const BODY_CACHE_DOCUMENTS: u64 = 4;
+const BODY_CACHE_MIN_ENTRIES: u64 = 256;
+const BODY_OVERHEAD: u64 = 4096;
 
 /// A Client API body, serialised once, with its strong ETag.
 #[derive(Debug)]
@@ -83,7 +89,6 @@ enum BodyKind {
 pub struct Snapshot {
     environment: Arc<str>,
     document: Document,
-    by_name: HashMap<String, usize>,
     /// The flags compiled and prepared for the Frontend API.
     frontend: FrontendView,
     bodies: moka::sync::Cache<(BodyKind, Filter), Arc<Body>>,
@@ -102,23 +107,29 @@ impl std::fmt::Debug for Snapshot {
     }
 }
 
+fn body_cache(document_size: u64) -> moka::sync::Cache<(BodyKind, Filter), Arc<Body>> {
+    moka::sync::Cache::builder()
+        .max_capacity(
+            document_size.saturating_mul(BODY_CACHE_DOCUMENTS)
+                + BODY_CACHE_MIN_ENTRIES * BODY_OVERHEAD,
+        )
+        .weigher(|_, body: &Arc<Body>| {
+            u32::try_from(body.bytes.len() as u64 + BODY_OVERHEAD).unwrap_or(u32::MAX)
+        })
+        .build()
+}
+
 impl Snapshot {
     /// Compiles `document` for `environment`. Returns the snapshot and the engine's warnings
     /// (flags it could not compile: those evaluate as off).
     pub fn build(environment: &str, document: Document) -> (Snapshot, Vec<String>) {
-        let by_name = document
-            .features
-            .iter()
-            .enumerate()
-            .map(|(i, f)| (f.name.clone(), i))
-            .collect();
+        let size = document.raw_size() as u64;
         let (frontend, warnings) = FrontendView::compile(&document);
         let snapshot = Snapshot {
             environment: Arc::from(environment),
             document,
-            by_name,
             frontend,
-            bodies: moka::sync::Cache::new(BODY_CACHE_ENTRIES),
+            bodies: body_cache(size),
             built_at: SystemTime::now(),
             revision: 0,
         };
@@ -138,9 +149,10 @@ impl Snapshot {
     }
 
     pub fn feature(&self, name: &str) -> Option<&Feature> {
-        self.by_name
-            .get(name)
-            .and_then(|&i| self.document.features.get(i))
+        self.frontend
+            .engine()
+            .index_of(name)
+            .and_then(|i| self.document.features.get(i))
     }
 
     /// The flags compiled and prepared for the Frontend API.
@@ -266,6 +278,56 @@ pub(super) mod tests {
             .iter()
             .map(|f| f["name"].as_str().unwrap().to_string())
             .collect()
+    }
+
+    /// Memoised bodies are bounded in bytes, not only in count: a large document's bodies for
+    /// many filters do not pile up.
+    #[test]
+    fn memoised_bodies_are_bounded_in_bytes() {
+        let features: Vec<String> = (0..2000)
+            .map(|i| {
+                format!(
+                    r#"{{"name":"f{i:04}","project":"p{}","enabled":true,"description":"{}"}}"#,
+                    i % 50,
+                    "x".repeat(200)
+                )
+            })
+            .collect();
+        let doc = format!(r#"{{"version":2,"features":[{}]}}"#, features.join(","));
+        let s = Snapshot::build("development", Document::parse(doc.as_bytes()).unwrap()).0;
+        let capacity = s.bodies.policy().max_capacity().unwrap();
+        let whole = s.client_body(&Projects::All, None);
+        assert!(
+            Arc::ptr_eq(&whole, &s.client_body(&Projects::All, None)),
+            "memoised"
+        );
+        let projects: Vec<String> = (0..50).map(|j| format!("p{j}")).collect();
+        let mut rendered = 0u64;
+        for (i, project) in projects.iter().enumerate() {
+            for prefix in [None, Some("f0"), Some("f1")] {
+                let one = Projects::from_names([project.as_str()]);
+                rendered += s.client_body(&one, prefix).bytes.len() as u64;
+                let all_but = Projects::from_names(
+                    projects
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, n)| n.as_str()),
+                );
+                rendered += s.client_body(&all_but, prefix).bytes.len() as u64;
+            }
+        }
+        s.bodies.run_pending_tasks();
+        assert!(
+            rendered > 2 * capacity,
+            "the test renders more than the bound: {rendered}"
+        );
+        assert!(
+            s.bodies.weighted_size() <= capacity,
+            "{} > {capacity}",
+            s.bodies.weighted_size()
+        );
+        assert_eq!(names(&s.client_body(&Projects::All, None)).len(), 2000);
     }
 
     #[test]

@@ -107,6 +107,54 @@ async fn a_random_rollout_keeps_varying_across_conditional_polls() {
     assert!(spliced >= 5.0, "{spliced} spliced");
 }
 
+/// Variants sticky on a field the context lacks are drawn at random on every evaluation (the
+/// engine has nothing to hash): never frozen. With the field, the answer is remembered.
+#[tokio::test]
+async fn variants_sticky_on_a_missing_field_keep_varying() {
+    let variants = r#",{"name":"a.split","project":"default","enabled":true,"strategies":[{"name":"default"}],
+      "variants":[{"name":"v1","weight":250,"stickiness":"tenant"},{"name":"v2","weight":250,"stickiness":"tenant"},
+                  {"name":"v3","weight":250,"stickiness":"tenant"},{"name":"v4","weight":250,"stickiness":"tenant"}]}"#;
+    let s = Server::start(
+        &offline::config(""),
+        &[("features.json", &features(variants))],
+    )
+    .await;
+    s.wait_ready().await;
+    let variant = |body: &serde_json::Value| {
+        body["toggles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["name"] == "a.split")
+            .map(|t| t["variant"]["name"].as_str().unwrap().to_string())
+            .unwrap()
+    };
+    let (_, mut etag, body) = poll(&s, "?userId=alice", None).await;
+    let mut seen = std::collections::BTreeSet::from([variant(&body)]);
+    for _ in 0..100 {
+        let (status, next, body) = poll(&s, "?userId=alice", Some(&etag)).await;
+        if status == 200 {
+            seen.insert(variant(&body));
+            etag = next;
+        }
+    }
+    // Each poll keeps the same variant with probability 1/4: all four in 100 polls.
+    assert_eq!(seen.len(), 4, "variants seen without the field: {seen:?}");
+    assert_eq!(count(&s, "remembered").await, 0.0);
+    let q = "?userId=alice&properties[tenant]=acme";
+    let (_, etag, body) = poll(&s, q, None).await;
+    let sticky = variant(&body);
+    for _ in 0..5 {
+        assert_eq!(poll(&s, q, Some(&etag)).await.0, 304);
+    }
+    assert_eq!(
+        count(&s, "remembered").await,
+        5.0,
+        "with the field: remembered"
+    );
+    assert_eq!(variant(&poll(&s, q, None).await.2), sticky);
+}
+
 #[tokio::test]
 async fn a_date_constraint_flips_at_its_time_without_a_snapshot_change() {
     let at = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
