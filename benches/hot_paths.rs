@@ -5,7 +5,8 @@
 //! then the frontend response and the snapshot build at 200, 2,000 and 10,000 flags, to show how
 //! the cost grows with the work.
 //!
-//! Run: `cargo bench --bench hot_paths`. Results (medians) are in `benches/RESULTS.md`; on a
+//! Run: `cargo bench --bench hot_paths` (the remembered-ETag path and the one-project token too).
+//! Results (medians) are in `benches/RESULTS.md`; on a
 //! shared 2 vCPU AMD EPYC (Linux 6.18), 2026-11-28:
 //!
 //! | bench | median |
@@ -26,10 +27,12 @@ use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flagpost::evaluate::{
-    context_from_json, context_from_query, fix_current_time, frontend_response, Listing,
+    chance_part, context_from_json, context_from_query, etag_of_parts, fix_current_time,
+    frontend_answer, frontend_response, Listing, Memo,
 };
 use flagpost::snapshot::{Document, Snapshot};
 use flagpost::token::{Projects, Scope, Token};
+use unleash_types::client_features::Context;
 
 /// The data set with `count` flags, generated once.
 fn data(count: usize) -> Vec<u8> {
@@ -163,6 +166,32 @@ fn scaling(c: &mut Criterion) {
         });
     }
     g.finish();
+    // A one-project token walks only its project's flags (40% of each set).
+    let mut g = c.benchmark_group("scaling/frontend, default-project token");
+    g.sample_size(10);
+    let default = Projects::from_names(["default"]);
+    for count in [200, 2000, 10_000] {
+        let s = snapshot(count);
+        let in_scope = s
+            .features()
+            .iter()
+            .filter(|f| f.project == "default")
+            .count();
+        g.throughput(Throughput::Elements(in_scope as u64));
+        g.bench_with_input(BenchmarkId::from_parameter(count), &s, |b, s| {
+            b.iter(|| {
+                let mut ctx = context_from_query(QUERY).unwrap_or_default();
+                fix_current_time(&mut ctx);
+                frontend_response(
+                    (s.frontend(), s.document()),
+                    &default,
+                    &ctx,
+                    Listing::Enabled,
+                )
+            })
+        });
+    }
+    g.finish();
     // The same 200 flags evaluated out of ever larger sets: the per-flag cost stays flat, so the
     // growth above comes from the working set (every flag's compiled rules), not the set's size.
     let mut g = c.benchmark_group("scaling/200 flags evaluated out of");
@@ -202,5 +231,60 @@ fn scaling(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, tokens, frontend, client, build, scaling);
+/// A repeated conditional poll: the remembered path (the key of the request, the memo lookup,
+/// the ETag from the remembered hash) against evaluating the answer, at 200 flags without a
+/// flag chance decides for this context.
+fn remembered(c: &mut Criterion) {
+    let s = snapshot(200);
+    let projects = Projects::All;
+    let memo = Memo::new(100_000, std::time::Duration::from_secs(3600));
+    let mut ctx = context_from_query(QUERY).unwrap_or_default();
+    fix_current_time(&mut ctx);
+    let answer = frontend_answer(
+        (s.frontend(), s.document()),
+        &projects,
+        &ctx,
+        Listing::Enabled,
+    );
+    let key = |ctx: &Context| {
+        Memo::key(
+            ("development", s.revision()),
+            &projects,
+            Listing::Enabled,
+            ctx,
+        )
+    };
+    memo.put(key(&ctx), answer.stable, i64::MAX);
+    // As the handler does: the memo, then the flags chance decides (in this set, random
+    // stickiness ones: evaluated on every poll).
+    c.bench_function("frontend/200 flags, remembered ETag", |b| {
+        b.iter(|| {
+            let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
+            let stable = memo.get(key(&ctx), 0).unwrap_or_default();
+            fix_current_time(&mut ctx);
+            let chance = chance_part(
+                (s.frontend(), s.document()),
+                &projects,
+                &ctx,
+                Listing::Enabled,
+            );
+            etag_of_parts(stable, chance) == answer.etag()
+        })
+    });
+    c.bench_function("frontend/200 flags, evaluated answer and ETag", |b| {
+        b.iter(|| {
+            let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
+            fix_current_time(&mut ctx);
+            frontend_answer(
+                (s.frontend(), s.document()),
+                &projects,
+                &ctx,
+                Listing::Enabled,
+            )
+            .etag()
+        })
+    });
+}
+
+criterion_group!(benches, tokens, frontend, client, build, scaling, remembered);
 criterion_main!(benches);

@@ -33,6 +33,9 @@ pub struct Engine {
     toggles: Vec<CompiledToggle>,
     /// Indexes into `toggles`, sorted by flag name.
     by_name: Vec<u32>,
+    /// Per flag, the index of each flag it depends on (in the order of its dependencies;
+    /// `u32::MAX`: not in the document), so a dependency costs no lookup by name.
+    parents: Vec<Box<[u32]>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -153,7 +156,27 @@ impl Engine {
             .into_iter()
             .map(|w| format!("{}: {}", w.toggle_name, w.message))
             .collect();
-        (Engine { toggles, by_name }, warnings)
+        let mut engine = Engine {
+            toggles,
+            by_name,
+            parents: Vec::new(),
+        };
+        engine.parents = engine
+            .toggles
+            .iter()
+            .map(|t| {
+                t.dependencies
+                    .iter()
+                    .map(|d| {
+                        engine
+                            .index_of(&d.feature)
+                            .and_then(|i| u32::try_from(i).ok())
+                            .unwrap_or(u32::MAX)
+                    })
+                    .collect()
+            })
+            .collect();
+        (engine, warnings)
     }
 
     /// How many flags it holds.
@@ -189,7 +212,7 @@ impl Engine {
             return Evaluation::OFF;
         };
         let ctx = EnrichedContext::from(context, &toggle.name, None);
-        let (enabled, matched) = self.variant_enabled(toggle, &ctx);
+        let (enabled, matched) = self.variant_enabled(index, toggle, &ctx);
         Evaluation {
             feature_enabled: enabled,
             variant: if enabled {
@@ -203,10 +226,11 @@ impl Engine {
     /// Whether the flag is on, and the variants of the strategy that turned it on.
     fn variant_enabled<'a>(
         &self,
+        index: usize,
         toggle: &'a CompiledToggle,
         ctx: &EnrichedContext<'_>,
     ) -> (bool, Matched<'a>) {
-        if !toggle.enabled || !self.parents_satisfied(toggle, ctx) {
+        if !toggle.enabled || !self.parents_satisfied(index, ctx) {
             return (false, None);
         }
         let matched = strategy_variants(toggle, ctx);
@@ -224,34 +248,39 @@ impl Engine {
         ((toggle.compiled_strategy)(ctx), None)
     }
 
-    fn enabled(&self, toggle: &CompiledToggle, ctx: &EnrichedContext<'_>) -> bool {
-        toggle.enabled && self.parents_satisfied(toggle, ctx) && (toggle.compiled_strategy)(ctx)
+    fn enabled(&self, index: usize, toggle: &CompiledToggle, ctx: &EnrichedContext<'_>) -> bool {
+        toggle.enabled && self.parents_satisfied(index, ctx) && (toggle.compiled_strategy)(ctx)
     }
 
     /// Whether every flag `toggle` depends on is in the state it requires. Only one level: a
     /// parent that has dependencies itself fails the check.
-    fn parents_satisfied(&self, toggle: &CompiledToggle, ctx: &EnrichedContext<'_>) -> bool {
-        toggle.dependencies.iter().all(|dependency| {
-            let ctx = ctx.with_toggle_name(&toggle.name);
-            let Some(parent) = self
-                .index_of(&dependency.feature)
-                .and_then(|i| self.toggles.get(i))
-            else {
-                return false;
-            };
-            if !parent.dependencies.is_empty() {
-                return false;
-            }
-            let parent_enabled = self.enabled(parent, &ctx);
-            let parent_variant = choose_variant(parent, &ctx, strategy_variants(parent, &ctx));
-            let variant_satisfied = match (&dependency.variants, parent_variant) {
-                (Some(expected), Some(actual)) => {
-                    expected.is_empty() || expected.contains(&actual.name)
+    fn parents_satisfied(&self, index: usize, ctx: &EnrichedContext<'_>) -> bool {
+        let Some(toggle) = self.toggles.get(index) else {
+            return false;
+        };
+        let parents = self.parents.get(index).map_or(&[][..], |p| &p[..]);
+        toggle
+            .dependencies
+            .iter()
+            .zip(parents)
+            .all(|(dependency, &at)| {
+                let ctx = ctx.with_toggle_name(&toggle.name);
+                let Some(parent) = self.toggles.get(at as usize) else {
+                    return false;
+                };
+                if !parent.dependencies.is_empty() {
+                    return false;
                 }
-                _ => true,
-            };
-            variant_satisfied && parent_enabled == dependency.enabled.unwrap_or(true)
-        })
+                let parent_enabled = self.enabled(at as usize, parent, &ctx);
+                let parent_variant = choose_variant(parent, &ctx, strategy_variants(parent, &ctx));
+                let variant_satisfied = match (&dependency.variants, parent_variant) {
+                    (Some(expected), Some(actual)) => {
+                        expected.is_empty() || expected.contains(&actual.name)
+                    }
+                    _ => true,
+                };
+                variant_satisfied && parent_enabled == dependency.enabled.unwrap_or(true)
+            })
     }
 }
 
