@@ -79,16 +79,7 @@ fn frontend(c: &mut Criterion) {
     let s = snapshot(200);
     // As served: the context read, the clock formatted once, every flag evaluated, bytes out.
     c.bench_function("frontend/200 flags, GET query", |b| {
-        b.iter(|| {
-            let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
-            fix_current_time(&mut ctx);
-            frontend_response(
-                (s.frontend(), s.document()),
-                &Projects::All,
-                &ctx,
-                Listing::Enabled,
-            )
-        })
+        b.iter(|| respond(&s, &Projects::All))
     });
     c.bench_function("frontend/200 flags, POST body", |b| {
         b.iter(|| {
@@ -146,71 +137,57 @@ fn build(c: &mut Criterion) {
     g.finish();
 }
 
+/// A Frontend API answer as served for `QUERY`: the context read, the clock read once, the
+/// flags of `projects` evaluated, bytes out.
+fn respond(s: &Snapshot, projects: &Projects) -> Vec<u8> {
+    let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
+    fix_current_time(&mut ctx);
+    frontend_response(
+        (s.frontend(), s.document()),
+        projects,
+        &ctx,
+        Listing::Enabled,
+    )
+}
+
 fn scaling(c: &mut Criterion) {
-    let mut g = c.benchmark_group("scaling/frontend");
-    g.sample_size(10);
-    for count in [200, 2000, 10_000] {
-        let s = snapshot(count);
-        g.throughput(Throughput::Elements(count as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(count), &s, |b, s| {
-            b.iter(|| {
-                let mut ctx = context_from_query(QUERY).unwrap_or_default();
-                fix_current_time(&mut ctx);
-                frontend_response(
-                    (s.frontend(), s.document()),
-                    &Projects::All,
-                    &ctx,
-                    Listing::Enabled,
-                )
-            })
-        });
-    }
-    g.finish();
+    let sets: Vec<(usize, Snapshot)> = [200, 2000, 10_000]
+        .into_iter()
+        .map(|count| (count, snapshot(count)))
+        .collect();
     // A one-project token walks only its project's flags (40% of each set).
-    let mut g = c.benchmark_group("scaling/frontend, default-project token");
-    g.sample_size(10);
     let default = Projects::from_names(["default"]);
-    for count in [200, 2000, 10_000] {
-        let s = snapshot(count);
-        let in_scope = s
-            .features()
-            .iter()
-            .filter(|f| f.project == "default")
-            .count();
-        g.throughput(Throughput::Elements(in_scope as u64));
-        g.bench_with_input(BenchmarkId::from_parameter(count), &s, |b, s| {
-            b.iter(|| {
-                let mut ctx = context_from_query(QUERY).unwrap_or_default();
-                fix_current_time(&mut ctx);
-                frontend_response(
-                    (s.frontend(), s.document()),
-                    &default,
-                    &ctx,
-                    Listing::Enabled,
-                )
-            })
-        });
+    for (group, projects) in [
+        ("scaling/frontend", &Projects::All),
+        ("scaling/frontend, default-project token", &default),
+    ] {
+        let mut g = c.benchmark_group(group);
+        g.sample_size(10);
+        for (count, s) in &sets {
+            let in_scope = s
+                .features()
+                .iter()
+                .filter(|f| projects.contains(&f.project))
+                .count();
+            g.throughput(Throughput::Elements(in_scope as u64));
+            g.bench_with_input(BenchmarkId::from_parameter(count), s, |b, s| {
+                b.iter(|| respond(s, projects))
+            });
+        }
+        g.finish();
     }
-    g.finish();
-    // The same 200 flags evaluated out of ever larger sets: the per-flag cost stays flat, so the
-    // growth above comes from the working set (every flag's compiled rules), not the set's size.
+    // The same 200 flags (the last ones) evaluated out of ever larger sets, by position: what
+    // the set's size alone costs the engine, without the other flags' rules walked.
     let mut g = c.benchmark_group("scaling/200 flags evaluated out of");
     g.sample_size(10);
-    for count in [200, 2000, 10_000] {
-        let s = snapshot(count);
-        let names: Vec<String> = s
-            .features()
-            .iter()
-            .rev()
-            .take(200)
-            .map(|f| f.name.clone())
-            .collect();
-        let mut ctx = context_from_query(QUERY).unwrap_or_default();
-        fix_current_time(&mut ctx);
-        g.bench_with_input(BenchmarkId::from_parameter(count), &s, |b, s| {
+    let mut ctx = context_from_query(QUERY).unwrap_or_default();
+    fix_current_time(&mut ctx);
+    for (count, s) in &sets {
+        let last = (count - 200)..*count;
+        g.bench_with_input(BenchmarkId::from_parameter(count), s, |b, s| {
             b.iter(|| {
-                for name in &names {
-                    black_box(s.frontend().engine().evaluate(name, &ctx));
+                for i in last.clone() {
+                    black_box(s.frontend().engine().evaluate_at(i, &ctx));
                 }
             })
         });

@@ -179,15 +179,6 @@ impl Engine {
         (engine, warnings)
     }
 
-    /// How many flags it holds.
-    pub fn len(&self) -> usize {
-        self.toggles.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.toggles.is_empty()
-    }
-
     /// The index (in document order) of the flag named `name`.
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.by_name

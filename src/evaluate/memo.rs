@@ -258,6 +258,7 @@ impl Classifier {
 
 impl Volatility {
     /// Classifies `features` (see [`Classifier`]).
+    #[cfg(test)]
     pub fn of(features: &[ClientFeature], segments: &[Segment]) -> (Volatility, Vec<Chance>) {
         let mut c = Classifier::default();
         for f in features {

@@ -330,14 +330,7 @@ async fn every_metric_the_grafana_dashboard_queries_is_exported() {
         metric(&s, "flagpost_fleet_role{role=\"poller\"}").await == Some(1.0)
     })
     .await;
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s, "/metrics").await.unwrap();
     let exported: BTreeSet<&str> = text
         .lines()
         .filter(|l| !l.starts_with('#'))

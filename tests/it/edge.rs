@@ -454,14 +454,7 @@ async fn keeps_serving_the_last_good_features_whatever_upstream_does() {
         .is_some()
     })
     .await;
-    let text = client()
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = metrics_text(&s, "/metrics").await.unwrap();
     for needle in [
         "flagpost_upstream_requests_total{call=\"features\",outcome=\"ok\"}",
         "flagpost_upstream_requests_total{call=\"features\",outcome=\"not_modified\"}",

@@ -213,17 +213,24 @@ pub fn feature_names(body: &serde_json::Value) -> Vec<String> {
         .collect()
 }
 
-/// The value of one Prometheus sample line (`name{labels} value`), if present.
-pub async fn metric(server: &Server, series: &str) -> Option<f64> {
-    let text = client()
-        .get(server.url("/metrics"))
+/// The text a metrics endpoint (`/metrics` or `/internal-backstage/metrics`) answers (`None`:
+/// no answer).
+pub async fn metrics_text(server: &Server, path: &str) -> Option<String> {
+    client()
+        .get(server.url(path))
         .send()
         .await
         .ok()?
         .text()
         .await
-        .ok()?;
-    text.lines()
+        .ok()
+}
+
+/// The value of one Prometheus sample line (`name{labels} value`), if present.
+pub async fn metric(server: &Server, series: &str) -> Option<f64> {
+    metrics_text(server, "/metrics")
+        .await?
+        .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 

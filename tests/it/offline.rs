@@ -579,12 +579,7 @@ async fn operations_endpoints() {
         assert_eq!(get(&s, path, None).await.0, 200);
     }
     get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
-    let text = client()
-        .get(s.url("/internal-backstage/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
+    let text = metrics_text(&s, "/internal-backstage/metrics")
         .await
         .unwrap();
     for needle in [

@@ -161,14 +161,13 @@ pub(super) async fn frontend_api(
                 "Feature flag {name:?} is not enabled or does not exist."
             ))
         };
-        let feature = snapshot
-            .feature(&name)
-            .filter(|f| access.scope.projects.contains(&f.project))
+        let engine = snapshot.frontend().engine();
+        let (index, feature) = engine
+            .index_of(&name)
+            .and_then(|i| Some((i, snapshot.features().get(i)?)))
+            .filter(|(_, f)| access.scope.projects.contains(&f.project))
             .ok_or_else(missing)?;
-        let result = snapshot
-            .frontend()
-            .engine()
-            .evaluate(&feature.name, &context);
+        let result = engine.evaluate_at(index, &context);
         if !result.feature_enabled {
             return Err(missing());
         }
