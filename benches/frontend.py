@@ -15,7 +15,8 @@ Release binary pinned to core 0, `wrk` on core 1 (-t2 -c64), offline mode, flag 
 3. the memory the remembered ETags take at 100,000 distinct contexts: RSS after 100,000
    requests with distinct users, with and without remembering.
 
-With `--before BIN` (an older build) parts 2 and 3 are also measured for it in the same run.
+With `--before BIN` (an older build) part 1 (on the set without random stickiness) and part 2
+are also measured for it in the same run.
 Writes the section "## Frontend at scale" of benches/RESULTS.md (replacing an older one).
 """
 
@@ -146,10 +147,10 @@ def without_random(features, work):
     return path
 
 
-def conditional(work, features, seconds, runs):
+def conditional(work, features, seconds, runs, binary=None):
     rows = {}
     for memo in (True, False):
-        p, _ = load.start([load.BIN, "--config", config(work, features, memo)], PORT)
+        p, _ = load.start([binary or load.BIN, "--config", config(work, features, memo)], PORT)
         try:
             etags = [etag_of(ALL, f"user-{i}") for i in range(1, 1001)]
             script = lua_mix(work, etags)
@@ -165,7 +166,7 @@ def conditional(work, features, seconds, runs):
         finally:
             load.stop(p)
         rows[memo] = (rps, us, how, n)
-        log(f"conditional mix, memo {'on' if memo else 'off'}: {rps:.0f} req/s, {us:.1f} µs CPU/request, {how}")
+        log(f"conditional mix{' (before)' if binary else ''}, memo {'on' if memo else 'off'}: {rps:.0f} req/s, {us:.1f} µs CPU/request, {how}")
     return rows
 
 
@@ -226,7 +227,7 @@ def memo_memory(work, features):
 
 
 def write(conds, now_rows, before_rows, memory, seconds):
-    cond, cond_random = conds
+    cond, cond_random, cond_before = conds
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     s = [SECTION, "",
          f"Written by `python3 benches/frontend.py` on {when}. Machine: {load.machine()}. Release",
@@ -245,7 +246,13 @@ def write(conds, now_rows, before_rows, memory, seconds):
     ron, roff = cond_random[True], cond_random[False]
     s += ["", f"Without random stickiness: {on[0] / off[0]:.2f}× the requests per second, {off[1] / on[1]:.2f}× less CPU per request.",
           f"With the generated random-stickiness flags (whose answers really change on every poll): "
-          f"{ron[0] / roff[0]:.2f}× the requests per second, {roff[1] / ron[1]:.2f}× less CPU per request.", "",
+          f"{ron[0] / roff[0]:.2f}× the requests per second, {roff[1] / ron[1]:.2f}× less CPU per request.", ""]
+    if cond_before:
+        b = cond_before[True]
+        s += [f"Against the build given with `--before`, in the same run (random stickiness made `default`, remembered "
+              f"ETags on): before {b[0]:,.0f} req/s at {b[1]:.1f} µs CPU per request, now {on[0]:,.0f} req/s at {on[1]:.1f} µs: "
+              f"{on[0] / b[0]:.3f}× the requests per second, {on[1] / b[1]:.3f}× the CPU per request.", ""]
+    s += [
           "### Per-flag cost (`GET /api/frontend?userId=alice`, unconditional)", "",
           "| build | flags | `*` token: CPU/request | per flag | `default` token: CPU/request | flags in scope | per flag | RSS loaded | RSS after load | peak RSS |",
           "|---|---|---|---|---|---|---|---|---|---|"]
@@ -289,14 +296,16 @@ def main():
     work = tempfile.mkdtemp(prefix="flagpost-frontend-")
     f200 = os.path.join(work, "f200.json")
     load.gen(200, f200)
-    cond = conditional(work, without_random(f200, work), a.seconds, 3)
+    stable = without_random(f200, work)
+    cond = conditional(work, stable, a.seconds, 3)
+    cond_before = conditional(work, stable, a.seconds, 3, a.before) if a.before else None
     cond_random = conditional(work, f200, a.seconds, 3)
     counts = (200, 2000, 10000)
     now_rows = per_flag(work, load.BIN, counts, a.seconds, "now")
     before_rows = per_flag(work, a.before, counts, a.seconds, "before") if a.before else None
     memory = memo_memory(work, f200)
     if not a.no_write:
-        write((cond, cond_random), now_rows, before_rows, memory, a.seconds)
+        write((cond, cond_random, cond_before), now_rows, before_rows, memory, a.seconds)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ use std::process::Command;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flagpost::evaluate::{
     chance_part, context_from_json, context_from_query, etag_of_parts, fix_current_time,
-    frontend_answer, frontend_response, Listing, Memo,
+    frontend_answer, frontend_response, Clock, Listing, Memo,
 };
 use flagpost::snapshot::{Document, Snapshot};
 use flagpost::token::{Projects, Scope, Token};
@@ -89,6 +89,7 @@ fn frontend(c: &mut Criterion) {
                 (s.frontend(), s.document()),
                 &Projects::All,
                 &ctx,
+                Clock::Server,
                 Listing::Enabled,
             )
         })
@@ -101,6 +102,7 @@ fn frontend(c: &mut Criterion) {
                 (s.frontend(), s.document()),
                 &Projects::All,
                 &ctx,
+                Clock::Server,
                 Listing::Enabled,
             )
         })
@@ -146,6 +148,7 @@ fn respond(s: &Snapshot, projects: &Projects) -> Vec<u8> {
         (s.frontend(), s.document()),
         projects,
         &ctx,
+        Clock::Server,
         Listing::Enabled,
     )
 }
@@ -221,6 +224,7 @@ fn remembered(c: &mut Criterion) {
         (s.frontend(), s.document()),
         &projects,
         &ctx,
+        Clock::Server,
         Listing::Enabled,
     );
     let key = |ctx: &Context| {
@@ -243,6 +247,7 @@ fn remembered(c: &mut Criterion) {
                 (s.frontend(), s.document()),
                 &projects,
                 &ctx,
+                Clock::Server,
                 Listing::Enabled,
             );
             etag_of_parts(stable, chance) == answer.etag()
@@ -256,6 +261,7 @@ fn remembered(c: &mut Criterion) {
                 (s.frontend(), s.document()),
                 &projects,
                 &ctx,
+                Clock::Server,
                 Listing::Enabled,
             )
             .etag()

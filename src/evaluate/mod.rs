@@ -6,6 +6,7 @@ mod context;
 mod engine;
 mod memo;
 mod response;
+mod volatility;
 
 use crate::document::Document;
 use crate::json;
@@ -16,10 +17,11 @@ pub use context::{
     ContextError, MAX_CONTEXT_FIELDS,
 };
 pub use engine::{Engine, Evaluation};
-pub use memo::{Chance, Classifier, Key as MemoKey, Memo, Volatility};
+pub use memo::{Key as MemoKey, Memo};
 pub use response::{
     chance_part, etag_of_parts, frontend_answer, frontend_response, write_toggle, Answer,
 };
+pub use volatility::{Chance, Classifier, Clock, Volatility};
 
 /// A document compiled for the Frontend API: the engine, every flag prepared (in document
 /// order), and the size of a response listing them all. A snapshot holds one.
@@ -165,3 +167,6 @@ impl Engine {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod properties;

@@ -3,7 +3,7 @@
 
 use unleash_types::client_features::Context;
 
-use super::{Evaluation, FrontendView, Listing, Prepared};
+use super::{Clock, Evaluation, FrontendView, Listing, Prepared};
 use crate::document::Document;
 use crate::json;
 use crate::token::Projects;
@@ -14,9 +14,10 @@ pub fn frontend_response(
     parts: (&FrontendView, &Document),
     projects: &Projects,
     context: &Context,
+    clock: Clock,
     listing: Listing,
 ) -> Vec<u8> {
-    frontend_answer(parts, projects, context, listing).body
+    frontend_answer(parts, projects, context, clock, listing).body
 }
 
 /// A Frontend API answer, with the two hashes its ETag is made of: of the toggles chance does
@@ -43,16 +44,18 @@ pub fn etag_of_parts(stable: u64, chance: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
-/// The answer for the flags of `projects` (see [`frontend_response`]).
+/// The answer for the flags of `projects` (see [`frontend_response`]). `clock` says where the
+/// context's `currentTime` came from: with the server's, what reads it varies like chance.
 pub fn frontend_answer(
     (view, document): (&FrontendView, &Document),
     projects: &Projects,
     context: &Context,
+    clock: Clock,
     listing: Listing,
 ) -> Answer {
     // Without a flag chance decides in scope (the common case), the stable part is the whole
     // body, hashed in one go at the end.
-    let split = view.volatility().by_chance(projects, context);
+    let split = view.volatility().by_chance(projects, context, clock);
     let mut out = String::with_capacity(view.size_hint);
     out.push_str("{\"toggles\":[");
     let mut first = true;
@@ -84,7 +87,10 @@ pub fn frontend_answer(
         if !split {
             return;
         }
-        let by_chance = view.chance.get(i).is_some_and(|c| c.decides(context));
+        let by_chance = view
+            .chance
+            .get(i)
+            .is_some_and(|c| c.decides(context, clock));
         let written = out.get(start..).unwrap_or("").trim_start_matches(',');
         if by_chance {
             chance_entry(&mut chance, i, written);
@@ -135,6 +141,7 @@ pub fn chance_part(
     (view, document): (&FrontendView, &Document),
     projects: &Projects,
     context: &Context,
+    clock: Clock,
     listing: Listing,
 ) -> u64 {
     let mut chance = xxhash_rust::xxh3::Xxh3::new();
@@ -148,7 +155,7 @@ pub fn chance_part(
         ) else {
             continue;
         };
-        if !c.decides(context) || !projects.contains(&feature.project) {
+        if !c.decides(context, clock) || !projects.contains(&feature.project) {
             continue;
         }
         toggle.clear();

@@ -19,6 +19,7 @@ fn toggle_shape_matches_the_protocol() {
         (&view, &doc),
         &Projects::All,
         &ctx,
+        Clock::Server,
         Listing::All,
     ))
     .unwrap();
@@ -36,6 +37,7 @@ fn toggle_shape_matches_the_protocol() {
         (&view, &doc),
         &Projects::All,
         &ctx,
+        Clock::Server,
         Listing::Enabled,
     ))
     .unwrap();
@@ -44,6 +46,7 @@ fn toggle_shape_matches_the_protocol() {
         (&view, &doc),
         &Projects::from_names(["other"]),
         &ctx,
+        Clock::Server,
         Listing::All,
     ))
     .unwrap();
@@ -73,18 +76,25 @@ fn the_chance_part_alone_gives_the_same_etag_as_the_whole_answer() {
         Projects::from_names(["p", "q"]),
     ] {
         for listing in [Listing::Enabled, Listing::All] {
-            let answer = frontend_answer((&view, &doc), &projects, &ctx, listing);
-            let chance = chance_part((&view, &doc), &projects, &ctx, listing);
+            let answer = frontend_answer((&view, &doc), &projects, &ctx, Clock::Server, listing);
+            let chance = chance_part((&view, &doc), &projects, &ctx, Clock::Server, listing);
             assert_eq!(answer.chance, chance, "{projects:?} {listing:?}");
-            assert!(view.volatility().by_chance(&projects, &ctx));
+            assert!(view.volatility().by_chance(&projects, &ctx, Clock::Server));
         }
     }
     // The stable part does not depend on the chance flags.
-    let a = frontend_answer((&view, &doc), &Projects::All, &ctx, Listing::All);
+    let a = frontend_answer(
+        (&view, &doc),
+        &Projects::All,
+        &ctx,
+        Clock::Server,
+        Listing::All,
+    );
     let p = frontend_answer(
         (&view, &doc),
         &Projects::from_names(["p", "q"]),
         &ctx,
+        Clock::Server,
         Listing::All,
     );
     assert_eq!((a.stable, a.etag()), (p.stable, p.etag()));
@@ -134,9 +144,8 @@ fn context_free_flags_really_are() {
     .collect();
     let (mut checked, mut context_free) = (0, 0);
     for (file, state, _) in feature_sets() {
-        let Ok(document) = Document::parse(state.to_string().as_bytes()) else {
-            continue;
-        };
+        let document = Document::parse(state.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{file} does not parse as a flag set: {e}"));
         let (view, _) = FrontendView::compile(&document);
         for (feature, prepared) in document.features.iter().zip(&view.prepared) {
             checked += 1;
@@ -251,15 +260,14 @@ fn the_engine_agrees_with_yggdrasils_engine_state() {
     }
     let (mut compared, mut skipped) = (0, 0);
     for (file, state, contexts) in feature_sets() {
-        let Ok(document) = Document::parse(state.to_string().as_bytes()) else {
-            continue;
-        };
+        let document = Document::parse(state.to_string().as_bytes())
+            .unwrap_or_else(|e| panic!("{file} does not parse as a flag set: {e}"));
         let (view, _) = FrontendView::compile(&document);
         let theirs = EngineState::default();
         theirs.take_state(serde_json::from_value(state.clone()).unwrap());
         for ctx in contexts.iter().chain(&extra) {
             for (i, feature) in document.features.iter().enumerate() {
-                if view.chance[i].decides(ctx) {
+                if view.chance[i].decides(ctx, Clock::Server) {
                     skipped += 1;
                     continue;
                 }
@@ -312,4 +320,21 @@ fn weightless_variants_and_unknown_flags_are_off() {
     }
     let r = view.engine().evaluate("nope", &empty_context());
     assert!(!r.feature_enabled && !r.variant_enabled());
+}
+
+/// flagpost's engine walk (`engine.rs`), the memo's idea of chance and the clock
+/// (`volatility.rs`) and `document::context_free` are copies of what this version of
+/// unleash-yggdrasil does. An upgrade changes the version here and fails this test: re-read
+/// yggdrasil's `EngineState::get_variant`, `get_seed`, `lookup_override_context`,
+/// `check_for_variant_override`, `strategy_upgrade.rs` (stickiness, rollouts, constraints) and
+/// `strategy_parsing.rs` (what reads the clock or draws at random) against those three files,
+/// run the generated-input properties (`evaluate::properties`) with more cases
+/// (`PROPTEST_CASES=20000`), then change the version here.
+#[test]
+fn the_engine_copied_from_is_the_one_pinned() {
+    assert_eq!(
+        unleash_yggdrasil::CORE_VERSION,
+        "0.21.7",
+        "unleash-yggdrasil changed: re-check engine.rs, volatility.rs and context_free"
+    );
 }

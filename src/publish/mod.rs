@@ -40,8 +40,9 @@ pub struct Updated {
 #[derive(Debug, Default)]
 pub struct ChangeSet {
     pub environment: String,
-    /// The environment's revision after this change: the event id. Upstream's
-    /// `meta.revisionId` when it sent one greater than the last, otherwise the last plus one.
+    /// The environment's revision after this change: the event id, at most `u32::MAX` (see
+    /// [`first_counter_revision`]). Upstream's `meta.revisionId` when it sent one greater than
+    /// the last, otherwise the last plus one.
     pub revision: u64,
     /// The features that are new or whose definition changed, in document order.
     pub features_updated: Vec<Updated>,
@@ -159,13 +160,26 @@ pub fn diff(before: Option<&Document>, after: &Document) -> ChangeSet {
 }
 
 /// The first revision of an environment whose upstream sends no revision ids: the time in
-/// microseconds, so that an id another instance (or this one before a restart) gave a client is
-/// not taken for one of this instance's.
+/// seconds since 1970.
+///
+/// Every id a client sees (the SSE `id:`, a delta event's `eventId`, the delta `ETag`) must fit
+/// the `u32` Unleash's own types read it into (`unleash-types` `DeltaEvent`), or SDKs built on
+/// Unleash's engine refuse the whole message; seconds fit until 2106. Within one instance ids
+/// grow by one per change. Starting from the clock keeps an id given out before a restart, or
+/// by another replica that started earlier, from being taken for one of this instance's: ids
+/// run ahead of the clock only if an environment changed more than once a second on average
+/// since the instance started (file reloads and polls come every few seconds; upstreams that
+/// send revision ids, as Unleash does, have theirs used instead). What remains: two replicas
+/// that publish in the same second give the same id, which names the same content when they
+/// read the same file or upstream in that second.
 fn first_counter_revision() -> u64 {
     std::time::SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(1, |d| u64::try_from(d.as_micros()).unwrap_or(1))
+        .map_or(1, |d| d.as_secs().clamp(1, u64::from(u32::MAX)))
 }
+
+/// The largest id a client can read (see [`first_counter_revision`]).
+pub const MAX_REVISION: u64 = u32::MAX as u64;
 
 /// Per environment: its announcement channel, revision and recent changes.
 #[derive(Debug)]
@@ -338,8 +352,8 @@ impl Publisher {
         let announce = previous.is_none() || !changes.is_empty();
         let revision = match snapshot.document().revision {
             _ if !announce => last,
-            Some(upstream) if upstream > last => upstream,
-            _ if last == 0 => first_counter_revision(),
+            Some(upstream) if upstream > last && upstream <= MAX_REVISION => upstream,
+            _ if last == 0 || last >= MAX_REVISION => first_counter_revision(),
             _ => last + 1,
         };
         snapshot.set_revision(revision);

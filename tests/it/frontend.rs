@@ -190,3 +190,54 @@ async fn a_date_constraint_flips_at_its_time_without_a_snapshot_change() {
     );
     assert!(toggle_names(&body).contains(&"a.launch".to_string()));
 }
+
+/// Every way the clock reaches a result but the date operators (a regular expression on
+/// `currentTime`, here true in the first half of every second; a string constraint on it in a
+/// segment; a rollout sticky on it): a conditional poll that keeps its first ETag gets the
+/// flag's new state once the clock has moved it, never a 304 for the old answer. And with
+/// the client's own `currentTime`, the answer is remembered again.
+#[tokio::test]
+async fn what_the_clock_decides_is_never_remembered() {
+    let clocked = r#",{"name":"a.half","project":"default","enabled":true,"strategies":[{"name":"default","constraints":[{"contextName":"currentTime","operator":"REGEX","value":"\\.[0-4][0-9][0-9]Z$"}]}]}
+      ,{"name":"a.segment","project":"default","enabled":true,"strategies":[{"name":"default","segments":[1]}]}
+      ,{"name":"a.sticky","project":"default","enabled":true,"strategies":[{"name":"flexibleRollout","parameters":{"rollout":"50","stickiness":"currentTime","groupId":"g"}}]}
+    ],"segments":[{"id":1,"constraints":[{"contextName":"currentTime","operator":"STR_CONTAINS","values":[".0",".2",".4",".6",".8"]}]}"#;
+    let s = Server::start(
+        &offline::config(""),
+        &[("features.json", &features(clocked))],
+    )
+    .await;
+    s.wait_ready().await;
+    let flags = ["a.half", "a.segment", "a.sticky"];
+    let state = |body: &serde_json::Value| {
+        let names = toggle_names(body);
+        flags.map(|f| names.contains(&f.to_string()))
+    };
+    let (_, etag, first) = poll(&s, "?userId=alice", None).await;
+    let before = state(&first);
+    // Each flag is seen in the other state by a poll that kept the first ETag.
+    let mut flipped = [false; 3];
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while flipped.contains(&false) {
+        assert!(
+            Instant::now() < deadline,
+            "a conditional poll never saw {flipped:?} change ({before:?})"
+        );
+        let (status, _, body) = poll(&s, "?userId=alice", Some(&etag)).await;
+        if status == 200 {
+            for (i, on) in state(&body).iter().enumerate() {
+                flipped[i] |= *on != before[i];
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(7)).await;
+    }
+    assert!(count(&s, "spliced").await >= 1.0, "evaluated as chance is");
+    assert_eq!(count(&s, "remembered").await, 0.0);
+    // The client's own time is part of the key: remembered.
+    let q = "?userId=alice&currentTime=2030-01-01T00:00:00.100Z";
+    let (_, etag, _) = poll(&s, q, None).await;
+    for _ in 0..5 {
+        assert_eq!(poll(&s, q, Some(&etag)).await.0, 304);
+    }
+    assert!(count(&s, "remembered").await >= 5.0);
+}

@@ -1,6 +1,8 @@
 //! The real SDKs, `unleash-proxy-client` (frontend) and `unleash-client` (server), pinned in
-//! `tests/sdk/package.json`, pointed at flagpost in edge mode in front of the fake upstream.
-//! `.ci/run` installs them (`npm ci --prefix tests/sdk`).
+//! `tests/sdk/package.json`, and the Python SDK `UnleashClient` (Unleash's own engine and types
+//! inside), pinned in `tests/sdk/requirements.txt`, pointed at flagpost in edge mode in front of
+//! the fake upstream and in offline mode. `.ci/run` installs them (`npm ci --prefix tests/sdk`;
+//! a virtual environment in `tests/sdk/.venv`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -151,11 +153,55 @@ async fn real_sdks_against_flagpost() {
     );
 }
 
-/// Runs `tests/sdk/stream.mjs` (the real server SDK in `mode`) against `url` with `token`: waits
-/// until it is synchronised, checks it has `features` flags, calls `change`, and returns how long
-/// the SDK took to see `flag` become `expect`.
-async fn node_sdk_sees_a_change(
-    mode: &str,
+/// A real server SDK: Node's `unleash-client` (`tests/sdk/stream.mjs`) or Python's
+/// `UnleashClient` (`tests/sdk/stream.py`), which evaluates with Unleash's own engine and reads
+/// stream messages with Unleash's own types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sdk {
+    Node,
+    Python,
+}
+
+impl Sdk {
+    fn command(self) -> tokio::process::Command {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+        let mut c = match self {
+            Sdk::Node => {
+                let mut c = tokio::process::Command::new("node");
+                c.arg(dir.join("stream.mjs"));
+                c
+            }
+            Sdk::Python => {
+                let python = dir.join(".venv/bin/python");
+                assert!(
+                    python.exists(),
+                    "the Python SDK is not installed: run `python3 -m venv tests/sdk/.venv && \
+                     tests/sdk/.venv/bin/pip install -r tests/sdk/requirements.txt` (.ci/run does)"
+                );
+                let mut c = tokio::process::Command::new(python);
+                c.arg(dir.join("stream.py"));
+                c
+            }
+        };
+        c.current_dir(dir);
+        c
+    }
+}
+
+/// Each server SDK in each way it can follow flagpost: Node streaming and polling deltas;
+/// Python (Unleash's engine and types) streaming and polling.
+const SDK_MODES: [(Sdk, &str); 4] = [
+    (Sdk::Node, "streaming"),
+    (Sdk::Node, "delta"),
+    (Sdk::Python, "streaming"),
+    (Sdk::Python, "polling"),
+];
+
+/// Runs a real server SDK in `mode` against `url` with `token`: waits until it is
+/// synchronised, checks it has `features` flags, calls `change`, and returns how long the SDK
+/// took to see `flag` become `expect`.
+async fn sdk_sees_a_change(
+    (sdk, mode): (Sdk, &str),
     url: &str,
     token: &str,
     (flag, expect): (&str, bool),
@@ -163,10 +209,8 @@ async fn node_sdk_sees_a_change(
     change: impl FnOnce(),
 ) -> Duration {
     use tokio::io::AsyncBufReadExt;
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
-    let mut child = tokio::process::Command::new("node")
-        .arg(dir.join("stream.mjs"))
-        .current_dir(&dir)
+    let mut child = sdk
+        .command()
         .env("FLAGPOST_URL", url)
         .env("CLIENT_TOKEN", token)
         .env("MODE", mode)
@@ -188,29 +232,29 @@ async fn node_sdk_sees_a_change(
         serde_json::from_str::<Value>(&line).unwrap_or_else(|e| panic!("{e}: {line}"))
     }
     let ready = next(&mut lines).await;
-    assert_eq!(ready["phase"], "ready", "{mode}: {ready}");
-    assert_eq!(ready["features"], features, "{mode}: {ready}");
-    assert_eq!(ready["enabled"], !expect, "{mode}: {ready}");
+    assert_eq!(ready["phase"], "ready", "{sdk:?} {mode}: {ready}");
+    assert_eq!(ready["features"], features, "{sdk:?} {mode}: {ready}");
+    assert_eq!(ready["enabled"], !expect, "{sdk:?} {mode}: {ready}");
     let started = std::time::Instant::now();
     change();
     let changed = next(&mut lines).await;
     let seen = started.elapsed();
-    assert_eq!(changed["phase"], "changed", "{mode}: {changed}");
+    assert_eq!(changed["phase"], "changed", "{sdk:?} {mode}: {changed}");
     assert_eq!(
         changed["fellBack"],
         serde_json::json!([]),
-        "{mode}: {changed}"
+        "{sdk:?} {mode}: {changed}"
     );
     let status = tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .unwrap()
         .unwrap();
-    assert!(status.success(), "{mode}: {changed}");
+    assert!(status.success(), "{sdk:?} {mode}: {changed}");
     seen
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_edge_mode() {
+async fn real_sdks_stream_and_poll_through_flagpost_in_edge_mode() {
     let up = FakeUpstream::start().await;
     let token = secret("client-all-dev");
     let s = Server::start(
@@ -220,12 +264,17 @@ async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_edge_mode() {
     .await;
     s.wait_ready().await;
     let mut on = false;
-    for mode in ["streaming", "delta"] {
-        let seen = node_sdk_sees_a_change(mode, &s.url(""), &token, ("simple.on", on), 13, || {
-            up.set_enabled("development", "simple.on", on)
-        })
+    for (sdk, mode) in SDK_MODES {
+        let seen = sdk_sees_a_change(
+            (sdk, mode),
+            &s.url(""),
+            &token,
+            ("simple.on", on),
+            13,
+            || up.set_enabled("development", "simple.on", on),
+        )
         .await;
-        eprintln!("edge, {mode}: the SDK saw the change upstream after {seen:?}");
+        eprintln!("edge, {sdk:?} {mode}: the SDK saw the change upstream after {seen:?}");
         on = !on;
     }
     assert!(metric(&s, "flagpost_http_requests_total{method=\"GET\",route=\"/api/client/delta\",status=\"2xx\"}").await.unwrap() >= 1.0);
@@ -238,13 +287,13 @@ async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_edge_mode() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_offline_mode() {
+async fn real_sdks_stream_and_poll_through_flagpost_in_offline_mode() {
     use crate::offline::{config, CLIENT_DEFAULT_DEV, FEATURES};
     let s = Server::start(&config(""), &[("features.json", FEATURES)]).await;
     s.wait_ready().await;
     let path = s.path("features.json");
     let mut on = true;
-    for mode in ["streaming", "delta"] {
+    for (sdk, mode) in SDK_MODES {
         let text = if on {
             FEATURES.replace(
                 r#""d.off","project":"default","enabled":false"#,
@@ -253,8 +302,8 @@ async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_offline_mode(
         } else {
             FEATURES.to_string()
         };
-        let seen = node_sdk_sees_a_change(
-            mode,
+        let seen = sdk_sees_a_change(
+            (sdk, mode),
             &s.url(""),
             CLIENT_DEFAULT_DEV,
             ("d.off", on),
@@ -262,7 +311,7 @@ async fn the_node_sdk_streams_and_polls_deltas_through_flagpost_in_offline_mode(
             || std::fs::write(&path, text).unwrap(),
         )
         .await;
-        eprintln!("offline, {mode}: the SDK saw the file change after {seen:?}");
+        eprintln!("offline, {sdk:?} {mode}: the SDK saw the file change after {seen:?}");
         on = !on;
     }
 }
@@ -278,8 +327,8 @@ async fn a_polling_node_sdk_switches_to_streaming_when_flagpost_advertises_it() 
         r#""d.off","project":"default","enabled":false"#,
         r#""d.off","project":"default","enabled":true"#,
     );
-    node_sdk_sees_a_change(
-        "polling",
+    sdk_sees_a_change(
+        (Sdk::Node, "polling"),
         &s.url(""),
         CLIENT_DEFAULT_DEV,
         ("d.off", true),

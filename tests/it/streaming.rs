@@ -91,7 +91,14 @@ impl Sse {
     }
 }
 
+/// The events of a frame, after checking that Unleash's own types read the frame (as SDKs
+/// built on Unleash's engine do: an event id beyond `u32` makes them refuse all of it).
 pub fn events(e: &Event) -> Vec<Value> {
+    if let Err(err) =
+        serde_json::from_str::<unleash_types::client_features::ClientFeaturesDelta>(&e.data)
+    {
+        panic!("Unleash's types refuse this frame ({err}): {}", e.data);
+    }
     serde_json::from_str::<Value>(&e.data).unwrap()["events"]
         .as_array()
         .unwrap()
@@ -250,8 +257,15 @@ async fn delta_answers_304_the_missed_events_or_a_hydration() {
                 .get("etag")
                 .map(|v| v.to_str().unwrap().to_string());
             let status = r.status().as_u16();
-            let body: Value =
-                serde_json::from_slice(&r.bytes().await.unwrap()).unwrap_or(Value::Null);
+            let bytes = r.bytes().await.unwrap();
+            if status == 200 {
+                // As an SDK built on Unleash's engine reads it (ids are u32 there).
+                let typed = serde_json::from_slice::<
+                    unleash_types::client_features::ClientFeaturesDelta,
+                >(&bytes);
+                assert!(typed.is_ok(), "{typed:?}");
+            }
+            let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
             (status, etag, body)
         }
     };

@@ -176,7 +176,7 @@ pub(super) async fn frontend_api(
         return Ok(conditional(&parts.headers, out.into_bytes(), true));
     };
     let view = snapshot.frontend();
-    let clock_given = context.current_time.is_some();
+    let clock = evaluate::Clock::of(&context);
     let now = instant.timestamp_millis();
     let projects = &access.scope.projects;
     let memo_key = app.etags.enabled().then(|| {
@@ -195,10 +195,10 @@ pub(super) async fn frontend_api(
         .filter(|_| parts.headers.contains_key(IF_NONE_MATCH))
         .and_then(|key| app.etags.get(key, now));
     if let Some(stable) = remembered {
-        let chance = evaluate::chance_part(parts_of, projects, &context, listing);
+        let chance = evaluate::chance_part(parts_of, projects, &context, clock, listing);
         let etag = etag_value(evaluate::etag_of_parts(stable, chance));
         if etag_matches(&parts.headers, &etag) {
-            let how = if view.volatility().by_chance(projects, &context) {
+            let how = if view.volatility().by_chance(projects, &context, clock) {
                 "spliced"
             } else {
                 "remembered"
@@ -210,11 +210,11 @@ pub(super) async fn frontend_api(
             return Ok(not_modified(&etag, true));
         }
     }
-    let answer = evaluate::frontend_answer(parts_of, projects, &context, listing);
+    let answer = evaluate::frontend_answer(parts_of, projects, &context, clock, listing);
     if let Some(key) = memo_key {
         // Right until the clock passes the next date a constraint names (unless the client
         // fixed the time itself).
-        let until = if clock_given {
+        let until = if clock == evaluate::Clock::Given {
             i64::MAX
         } else {
             view.volatility().stable_until(now)

@@ -1,0 +1,653 @@
+//! Generated-input properties that guard every copy flagpost keeps of what unleash-yggdrasil
+//! knows: its walk of the compiled flags (`engine.rs`), which results chance or the clock
+//! decides (`volatility.rs`), which flags need no context (`document::context_free`), and the
+//! JSON flagpost writes by hand (Frontend toggles, Client API bodies, delta hydrations, SSE
+//! frames). Whole flag sets are generated: strategies of every built-in kind, constraints with
+//! every operator on every kind of field (`currentTime` values made from the instants the
+//! properties evaluate at), segments, variants with every stickiness and overrides,
+//! dependencies, several projects, odd names and payloads; and contexts with any subset of the
+//! fields. `PROPTEST_CASES` raises the number of cases (the defaults are below).
+
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use unleash_types::client_features::{ClientFeatures, ClientFeaturesDelta, Context};
+use unleash_yggdrasil::{EngineState, UpdateMessage};
+
+use super::*;
+use crate::snapshot::{Filter, Snapshot};
+
+/// The instant the properties evaluate around: half a second before a minute, an hour and a
+/// day turn, so prefixes and patterns of the time string flip between the instants below.
+const T0: &str = "2026-12-07T23:59:59.500Z";
+/// Offsets from `T0` (ms) the properties evaluate at.
+const OFFSETS: &[i64] = &[
+    0, 1, 499, 500, 501, 1_000, 59_999, 60_500, 3_600_000, 86_400_000,
+];
+
+fn t0() -> i64 {
+    chrono::DateTime::parse_from_rfc3339(T0).map_or(0, |t| t.timestamp_millis())
+}
+
+fn instant(ms: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The time string the server puts in a context at `ms`.
+fn time_string(ms: i64) -> String {
+    let mut c = Context::default();
+    fix_current_time_at(&mut c, instant(ms));
+    c.current_time.unwrap_or_default()
+}
+
+const FIELDS: &[&str] = &[
+    "userId",
+    "sessionId",
+    "appName",
+    "environment",
+    "remoteAddress",
+    "currentTime",
+    "currentTime",
+    "country",
+    "appVersion",
+    "tier",
+];
+
+const OPERATORS: &[&str] = &[
+    "IN",
+    "NOT_IN",
+    "STR_STARTS_WITH",
+    "STR_ENDS_WITH",
+    "STR_CONTAINS",
+    "NUM_EQ",
+    "NUM_GT",
+    "NUM_GTE",
+    "NUM_LT",
+    "NUM_LTE",
+    "DATE_AFTER",
+    "DATE_BEFORE",
+    "SEMVER_EQ",
+    "SEMVER_GT",
+    "SEMVER_GTE",
+    "SEMVER_LT",
+    "SEMVER_LTE",
+    "IN_CIDR",
+    "REGEX",
+];
+
+/// Values a context carries (and constraints compare with).
+const VALUES: &[&str] = &[
+    "1",
+    "7",
+    "42",
+    "1500",
+    "alice",
+    "Alice",
+    "",
+    " spaced ",
+    "ÆØÅ",
+    "a\"b\\c",
+    "x\ny",
+    "1.5",
+    "-3",
+    "2.0.0",
+    "1.10.0-beta.1",
+    "10.0.0.1",
+    "192.168.1.7",
+    "2001:db8::1",
+    "10.0.0.0/8",
+    "NO",
+    "no",
+    "pro",
+    "web",
+    "development",
+    "production",
+    "^a",
+    "[",
+];
+
+fn pick(list: &'static [&'static str]) -> impl Strategy<Value = String> + Clone {
+    proptest::sample::select(list).prop_map(str::to_string)
+}
+
+/// Values made from the instants the properties evaluate at: prefixes, suffixes and pieces of
+/// their time strings, regular expressions, and dates exactly at or near them.
+fn time_value() -> impl Strategy<Value = String> {
+    (0u8..4).prop_flat_map(time_value_of_kind)
+}
+
+/// The time string of one of the instants the properties evaluate at, exactly.
+fn exact_time() -> impl Strategy<Value = String> {
+    let base = t0();
+    proptest::sample::select(OFFSETS).prop_map(move |o| time_string(base + o))
+}
+
+/// [`time_value`] of one kind: 0 a prefix, 1 a suffix, 2 a pattern, 3 a date.
+fn time_value_of_kind(kind: u8) -> impl Strategy<Value = String> {
+    let base = t0();
+    (proptest::sample::select(OFFSETS), 0usize..26, -2i64..3).prop_map(
+        move |(offset, cut, shift)| {
+            let text = time_string(base + offset);
+            let cut = cut.min(text.len());
+            match kind {
+                0 => text.get(..cut).unwrap_or("").to_string(),
+                1 => text.get(cut..).unwrap_or("").to_string(),
+                2 => ["T23:59", ":59\\.", "T00", "\\.5", "^2026-12-0[78]", "0Z$"]
+                    .get(cut % 6)
+                    .copied()
+                    .unwrap_or("")
+                    .to_string(),
+                // A date at the instant, or a millisecond either side.
+                _ => {
+                    let at = instant(base + offset + shift);
+                    at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+                }
+            }
+        },
+    )
+}
+
+/// A constraint's values as Unleash sends them for its operator (`value` for the single-value
+/// operators, `values` for the lists), made from the instants the properties evaluate at when
+/// it is on `currentTime`; one in eight is anything at all, in either shape.
+fn values_for(operator: &str, clock: bool) -> BoxedStrategy<(Vec<String>, bool)> {
+    let list = |s: BoxedStrategy<String>| {
+        proptest::collection::vec(s, 1..4)
+            .prop_map(|v| (v, false))
+            .boxed()
+    };
+    let one = |s: BoxedStrategy<String>| s.prop_map(|v| (vec![v], true)).boxed();
+    let strings = if clock {
+        prop_oneof![3 => time_value(), 1 => pick(VALUES)].boxed()
+    } else {
+        pick(VALUES).boxed()
+    };
+    let typed = match operator {
+        "IN" | "NOT_IN" | "STR_STARTS_WITH" | "STR_ENDS_WITH" | "STR_CONTAINS" => list(strings),
+        "NUM_EQ" | "NUM_GT" | "NUM_GTE" | "NUM_LT" | "NUM_LTE" => {
+            one(pick(&["0", "1", "7", "42", "1500", "1.5", "-3"]).boxed())
+        }
+        "DATE_AFTER" | "DATE_BEFORE" => one(time_value_of_kind(3).boxed()),
+        "SEMVER_EQ" | "SEMVER_GT" | "SEMVER_GTE" | "SEMVER_LT" | "SEMVER_LTE" => {
+            one(pick(&["1.0.0", "2.0.0", "1.10.0-beta.1", "3.1.4"]).boxed())
+        }
+        "IN_CIDR" => list(pick(&["10.0.0.0/8", "192.168.1.7", "2001:db8::/32"]).boxed()),
+        _ if clock => one(time_value_of_kind(2).boxed()),
+        _ => one(pick(&["^a", "[0-9]+", "ÆØ", "^$", "x\\ny"]).boxed()),
+    };
+    let anything = (proptest::collection::vec(pick(VALUES), 0..4), any::<bool>());
+    prop_oneof![7 => typed, 1 => anything].boxed()
+}
+
+fn constraint() -> impl Strategy<Value = Value> {
+    (pick(FIELDS), pick(OPERATORS)).prop_flat_map(|(field, operator)| {
+        let values = values_for(&operator, field == "currentTime");
+        (values, any::<bool>(), any::<bool>()).prop_map(
+            move |((values, single), inverted, case_insensitive)| {
+                let mut c = json!({"contextName": field, "operator": operator,
+                    "inverted": inverted, "caseInsensitive": case_insensitive});
+                if single {
+                    c["value"] = json!(values.first().cloned().unwrap_or_default());
+                } else {
+                    c["values"] = json!(values);
+                }
+                c
+            },
+        )
+    })
+}
+
+fn payload() -> impl Strategy<Value = Option<Value>> {
+    proptest::option::of(
+        (pick(&["string", "json", "csv"]), pick(VALUES))
+            .prop_map(|(t, v)| json!({"type": t, "value": v})),
+    )
+}
+
+const STICKINESS: &[&str] = &[
+    "default",
+    "userId",
+    "sessionId",
+    "random",
+    "currentTime",
+    "country",
+    "appName",
+    "remoteAddress",
+];
+
+fn variants(overrides: bool) -> impl Strategy<Value = Vec<Value>> {
+    let one = (
+        pick(&["red", "blue", "grün", "a\"b"]),
+        1i32..1000,
+        proptest::option::of(pick(STICKINESS)),
+        payload(),
+        proptest::collection::vec(
+            (
+                pick(FIELDS),
+                proptest::collection::vec(prop_oneof![pick(VALUES), exact_time()], 1..3),
+            ),
+            0..(if overrides { 2 } else { 1 }),
+        ),
+    )
+        .prop_map(|(name, weight, stickiness, payload, overrides)| {
+            let mut v = json!({"name": name, "weight": weight, "weightType": "variable"});
+            if let Some(s) = stickiness {
+                v["stickiness"] = json!(s);
+            }
+            if let Some(p) = payload {
+                v["payload"] = p;
+            }
+            if !overrides.is_empty() {
+                v["overrides"] = overrides
+                    .into_iter()
+                    .map(|(field, values)| json!({"contextName": field, "values": values}))
+                    .collect();
+            }
+            v
+        });
+    prop_oneof![1 => Just(Vec::new()), 1 => proptest::collection::vec(one, 1..4)]
+}
+
+fn strategy() -> impl Strategy<Value = Value> {
+    let percent = || pick(&["0", "1", "33", "50", "99", "100"]);
+    let kind = prop_oneof![
+        4 => Just(("default".to_string(), json!({}))),
+        1 => proptest::collection::vec(pick(VALUES), 1..4)
+            .prop_map(|ids| ("userWithId".into(), json!({"userIds": ids.join(",")}))),
+        1 => percent().prop_map(|p| (
+            "gradualRolloutUserId".into(),
+            json!({"percentage": p, "groupId": "g"})
+        )),
+        1 => percent().prop_map(|p| (
+            "gradualRolloutSessionId".into(),
+            json!({"percentage": p, "groupId": "g"})
+        )),
+        1 => percent().prop_map(|p| ("gradualRolloutRandom".into(), json!({"percentage": p}))),
+        1 => (percent(), pick(STICKINESS), pick(&["g", "f0", ""])).prop_map(|(r, s, g)| (
+            "flexibleRollout".into(),
+            json!({"rollout": r, "stickiness": s, "groupId": g})
+        )),
+        1 => Just((
+            "remoteAddress".into(),
+            json!({"IPs": "10.0.0.1, 192.168.1.0/24"})
+        )),
+        1 => Just((
+            "applicationHostname".into(),
+            json!({"hostNames": "localhost,other"})
+        )),
+        1 => Just(("myCustomStrategy".into(), json!({"anything": "x"}))),
+    ];
+    (
+        kind,
+        prop_oneof![
+            Just(Vec::new()),
+            proptest::collection::vec(constraint(), 1..3)
+        ],
+        prop_oneof![2 => Just(Vec::new()), 1 => proptest::collection::vec(1i32..4, 1..3)],
+        variants(false),
+    )
+        .prop_map(|((name, parameters), constraints, segments, variants)| {
+            let mut s = json!({"name": name, "parameters": parameters, "constraints": constraints});
+            if !segments.is_empty() {
+                s["segments"] = json!(segments);
+            }
+            if !variants.is_empty() {
+                s["variants"] = json!(variants);
+            }
+            s
+        })
+}
+
+/// Flag names: plain and odd (quotes, backslashes, control characters, non-ASCII).
+const NAMES: &[&str] = &[
+    "f0",
+    "f1",
+    "ÆØÅ.flag",
+    "quote\"d",
+    "back\\slash",
+    "tab\there",
+    "new\nline",
+    "emoji😀",
+];
+
+fn feature(index: usize, count: usize) -> impl Strategy<Value = Value> {
+    (
+        pick(&["default", "a", "b"]),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec(strategy(), 0..3),
+        variants(true),
+        proptest::collection::vec(
+            (
+                0..count,
+                proptest::option::of(any::<bool>()),
+                proptest::option::of(proptest::collection::vec(
+                    pick(&["red", "blue", "disabled"]),
+                    0..2,
+                )),
+            ),
+            0..(if index % 2 == 1 { 2 } else { 1 }),
+        ),
+        any::<bool>(),
+    )
+        .prop_map(
+            move |(project, enabled, impression, strategies, variants, deps, x)| {
+                let mut f = json!({"name": NAMES.get(index).copied().unwrap_or("f"),
+                "project": project, "enabled": enabled || x, "impressionData": impression,
+                "strategies": strategies, "variants": variants, "type": "release",
+                "stale": false});
+                let deps: Vec<Value> = deps
+                    .into_iter()
+                    .filter(|(on, _, _)| *on != index)
+                    .map(|(on, enabled, variants)| {
+                        let mut d = json!({"feature": NAMES.get(on).copied().unwrap_or("f")});
+                        if let Some(e) = enabled {
+                            d["enabled"] = json!(e);
+                        }
+                        if let Some(v) = variants {
+                            d["variants"] = json!(v);
+                        }
+                        d
+                    })
+                    .collect();
+                if !deps.is_empty() {
+                    f["dependencies"] = json!(deps);
+                }
+                f
+            },
+        )
+}
+
+/// A whole flag set: 1 to 8 features and the three segments strategies may name.
+fn flag_set() -> impl Strategy<Value = Value> {
+    (1..=NAMES.len()).prop_flat_map(|count| {
+        let features: Vec<_> = (0..count).map(|i| feature(i, count)).collect();
+        let segments = proptest::collection::vec(proptest::collection::vec(constraint(), 1..3), 3);
+        (features, segments).prop_map(|(features, segments)| {
+            let segments: Vec<Value> = segments
+                .into_iter()
+                .enumerate()
+                .map(|(i, constraints)| json!({"id": i + 1, "constraints": constraints}))
+                .collect();
+            json!({"version": 2, "features": features, "segments": segments})
+        })
+    })
+}
+
+/// A context with any subset of the fields (a `currentTime` of its own now and then).
+fn context() -> impl Strategy<Value = Context> {
+    let value = || proptest::option::of(pick(VALUES));
+    let base = t0();
+    (
+        (value(), value(), value(), value(), value()),
+        proptest::option::weighted(
+            0.2,
+            proptest::sample::select(OFFSETS).prop_map(move |o| time_string(base + o)),
+        ),
+        proptest::collection::hash_map(
+            pick(&["country", "appVersion", "tier", "currentTime", "random"]),
+            pick(VALUES),
+            0..3,
+        ),
+    )
+        .prop_map(
+            |((user, session, app, environment, address), time, properties)| Context {
+                user_id: user,
+                session_id: session,
+                app_name: app,
+                environment,
+                remote_address: address,
+                current_time: time,
+                properties: (!properties.is_empty()).then_some(properties),
+            },
+        )
+}
+
+fn parsed(set: &Value) -> (Document, FrontendView, EngineState) {
+    let document = Document::parse(set.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("a generated flag set does not parse: {e}"));
+    let (view, _) = FrontendView::compile(&document);
+    let theirs = EngineState::default();
+    let typed: ClientFeatures =
+        serde_json::from_value(set.clone()).unwrap_or_else(|e| panic!("{e}"));
+    theirs.take_state(UpdateMessage::FullResponse(typed));
+    (document, view, theirs)
+}
+
+/// yggdrasil's answer for a flag, as a Frontend API toggle object built with serde.
+fn their_toggle(theirs: &EngineState, feature: &crate::document::Feature, ctx: &Context) -> Value {
+    let v = theirs.get_variant(&feature.name, ctx, &None);
+    let mut variant = json!({"name": v.name, "enabled": v.enabled,
+        "feature_enabled": v.feature_enabled, "featureEnabled": v.feature_enabled});
+    if let Some(p) = &v.payload {
+        variant["payload"] = json!({"type": p.payload_type, "value": p.value});
+    }
+    json!({"name": feature.name, "enabled": v.feature_enabled,
+        "impressionData": feature.impression_data, "variant": variant})
+}
+
+/// Draws of yggdrasil's answer: more than one when it draws at random.
+const DRAWS: usize = 8;
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+
+    /// The toggles flagpost serves are, field for field, what yggdrasil's `EngineState` answers
+    /// (built with serde), for every flag and context, except where the engine draws at
+    /// random; there flagpost must treat the result as chance too. The clock is fixed here,
+    /// so the clock's flags are compared as well.
+    #[test]
+    fn served_toggles_are_yggdrasils(
+        set in flag_set(),
+        contexts in proptest::collection::vec(context(), 1..4),
+        offset in proptest::sample::select(OFFSETS),
+    ) {
+        let (document, view, theirs) = parsed(&set);
+        for ctx in contexts {
+            let clock = Clock::of(&ctx);
+            let mut fixed = ctx.clone();
+            fix_current_time_at(&mut fixed, instant(t0() + offset));
+            let body = frontend_response((&view, &document), &Projects::All, &fixed, clock, Listing::All);
+            let served: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}"));
+            let served = served["toggles"].as_array().cloned().unwrap_or_default();
+            prop_assert_eq!(served.len(), document.features.len());
+            for (i, (feature, toggle)) in document.features.iter().zip(&served).enumerate() {
+                let draws: Vec<Value> =
+                    (0..DRAWS).map(|_| their_toggle(&theirs, feature, &fixed)).collect();
+                let random = draws.iter().any(|d| d != &draws[0]);
+                // Chance alone (the clock is fixed here).
+                if view.chance[i].decides(&fixed, Clock::Given) {
+                    continue;
+                }
+                prop_assert!(!random, "yggdrasil draws {:?} at random for {:?}, flagpost does not treat it as chance: {:?}", feature.name, fixed, draws);
+                prop_assert_eq!(toggle, &draws[0], "{:?} with {:?}", feature.name, fixed);
+            }
+        }
+    }
+
+    /// The memo's invariant: for any flag set, context and instant t, the stable part of the
+    /// answer at t is the stable part at every t' between t and the instant the memo says the
+    /// answer holds until (and the same when evaluated again at t: chance is not in it).
+    #[test]
+    fn the_stable_part_holds_until_the_memo_says(
+        set in flag_set(),
+        ctx in context(),
+        offset in proptest::sample::select(OFFSETS),
+    ) {
+        let (document, view, _) = parsed(&set);
+        let clock = Clock::of(&ctx);
+        let now = t0() + offset;
+        let until = if clock == Clock::Given { i64::MAX } else { view.volatility().stable_until(now) };
+        let at = |ms: i64, projects: &Projects, listing| {
+            let mut c = ctx.clone();
+            fix_current_time_at(&mut c, instant(ms));
+            frontend_answer((&view, &document), projects, &c, clock, listing).stable
+        };
+        let later: Vec<i64> = OFFSETS
+            .iter()
+            .map(|o| now + o)
+            .chain([now + 400 * 86_400_000])
+            .filter(|t| *t < until)
+            .collect();
+        for projects in [
+            Projects::All,
+            Projects::from_names(["default"]),
+            Projects::from_names(["a", "b"]),
+        ] {
+            for listing in [Listing::Enabled, Listing::All] {
+                let stable = at(now, &projects, listing);
+                for t in &later {
+                    prop_assert_eq!(at(*t, &projects, listing), stable,
+                        "{:?} {:?}: at {} and {} (held until {})", projects, listing, now, t, until);
+                }
+            }
+        }
+    }
+
+    /// A flag flagpost evaluates once as context-free gets, from yggdrasil, the answer it
+    /// gives an empty context, for every context (every draw).
+    #[test]
+    fn context_free_flags_are_context_free_for_yggdrasil(
+        set in flag_set(),
+        contexts in proptest::collection::vec(context(), 1..4),
+    ) {
+        let (document, _, theirs) = parsed(&set);
+        let mut empty = Context::default();
+        fix_current_time_at(&mut empty, instant(t0()));
+        for feature in document.features.iter().filter(|f| f.context_free) {
+            let expected = their_toggle(&theirs, feature, &empty);
+            for ctx in &contexts {
+                let mut fixed = ctx.clone();
+                fix_current_time_at(&mut fixed, instant(t0()));
+                for _ in 0..DRAWS {
+                    prop_assert_eq!(&their_toggle(&theirs, feature, &fixed), &expected,
+                        "{:?} with {:?}", feature.name, fixed);
+                }
+            }
+        }
+    }
+
+    /// The Client API body and the delta hydration are their serde twins (and read as
+    /// Unleash's own types), for any flag set, project filter and name prefix; the SSE frame
+    /// carrying the hydration has one data line, which holds no line break.
+    #[test]
+    fn bodies_and_frames_are_their_serde_twins(
+        set in flag_set(),
+        projects in proptest::collection::btree_set(pick(&["default", "a", "b"]), 0..3),
+        prefix in proptest::option::of(pick(&["f", "ÆØ", "new\n", ""])),
+        revision in 1u64..=u64::from(u32::MAX),
+    ) {
+        let document = Document::parse(set.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let (mut snapshot, _) = Snapshot::build("development", document);
+        snapshot.set_revision(revision);
+        let projects = if projects.is_empty() { Projects::All } else { Projects::from_names(projects.iter().map(String::as_str)) };
+        let empty = Vec::new();
+        let features: Vec<Value> = set["features"].as_array().unwrap_or(&empty).iter()
+            .filter(|f| {
+                let (name, project) = (f["name"].as_str().unwrap_or(""), f["project"].as_str().unwrap_or(""));
+                projects.contains(project) && prefix.as_deref().is_none_or(|p| name.starts_with(p))
+            })
+            .cloned()
+            .collect();
+        let used: std::collections::BTreeSet<i64> = features.iter()
+            .flat_map(|f| f["strategies"].as_array().cloned().unwrap_or_default())
+            .flat_map(|s| s["segments"].as_array().cloned().unwrap_or_default())
+            .filter_map(|id| id.as_i64())
+            .collect();
+        let segments: Vec<Value> = set["segments"].as_array().unwrap_or(&empty).iter()
+            .filter(|s| s["id"].as_i64().is_some_and(|id| used.contains(&id)))
+            .cloned()
+            .collect();
+        let mut query = json!({"environment": "development", "inlineSegmentConstraints": false});
+        if let Projects::Some(list) = &projects {
+            query["project"] = json!(list);
+        }
+        if let Some(p) = &prefix {
+            query["namePrefix"] = json!(p);
+        }
+        let twin = json!({"version": 2, "features": features, "segments": segments, "query": query});
+        let body = snapshot.client_body(&projects, prefix.as_deref());
+        let ours: Value = serde_json::from_slice(&body.bytes).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(&ours, &twin);
+        prop_assert!(serde_json::from_slice::<ClientFeatures>(&body.bytes).is_ok());
+
+        let filter = Filter::new(projects.clone(), prefix.clone());
+        let hydration = snapshot.hydration(&filter);
+        let ours: Value = serde_json::from_slice(&hydration.bytes).unwrap_or_else(|e| panic!("{e}"));
+        let twin = json!({"events": [{"type": "hydration", "eventId": revision,
+            "features": twin["features"], "segments": twin["segments"]}]});
+        prop_assert_eq!(&ours, &twin);
+        let typed = serde_json::from_slice::<ClientFeaturesDelta>(&hydration.bytes);
+        prop_assert!(typed.is_ok(), "Unleash's types refuse it: {:?}", typed);
+        let events = ours["events"].to_string();
+        let inner = events.trim_start_matches('[').trim_end_matches(']');
+        let frame = crate::delta::frame("unleash-connected", revision, &[inner.as_bytes()]);
+        let text = String::from_utf8(frame).unwrap_or_default();
+        let lines: Vec<&str> = text.trim_end_matches("\n\n").split('\n').collect();
+        prop_assert_eq!(lines.len(), 3, "{}", text);
+        prop_assert!(!text.contains('\r'));
+        let data = lines.get(2).and_then(|l| l.strip_prefix("data: ")).unwrap_or("");
+        let data: Value = serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}"));
+        prop_assert_eq!(data, json!({"events": ours["events"]}));
+    }
+
+    /// Any string written by hand as JSON reads back as itself, as serde reads it.
+    #[test]
+    fn hand_written_json_strings_read_back(s in any::<String>()) {
+        let mut out = String::new();
+        crate::json::push_str(&mut out, &s);
+        prop_assert_eq!(serde_json::from_str::<String>(&out).ok(), Some(s.clone()));
+        prop_assert!(!out.contains('\n') && !out.contains('\r'));
+    }
+}
+
+/// The generators reach what the properties are for: clock constraints, random draws,
+/// context-free flags, dependencies and odd names all occur.
+#[test]
+fn the_generators_reach_every_kind_of_flag() {
+    use proptest::strategy::ValueTree;
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    for _ in 0..200 {
+        let set = flag_set()
+            .new_tree(&mut runner)
+            .map(|t| t.current())
+            .unwrap_or(Value::Null);
+        let text = set.to_string();
+        for (what, needle) in [
+            ("clock constraint", "\"contextName\":\"currentTime\""),
+            ("random rollout", "\"stickiness\":\"random\""),
+            ("dependency", "\"dependencies\""),
+            ("override", "\"overrides\""),
+            ("odd name", "quote\\\"d"),
+            ("regex", "\"REGEX\""),
+        ] {
+            if text.contains(needle) {
+                *seen.entry(what).or_default() += 1;
+            }
+        }
+        let (document, _, _) = parsed(&set);
+        if document
+            .features
+            .iter()
+            .any(|f| f.context_free && f.typed().is_ok_and(|t| t.enabled))
+        {
+            *seen.entry("context-free and on").or_default() += 1;
+        }
+    }
+    for what in [
+        "clock constraint",
+        "random rollout",
+        "dependency",
+        "override",
+        "odd name",
+        "regex",
+        "context-free and on",
+    ] {
+        assert!(
+            seen.get(what).copied().unwrap_or(0) >= 10,
+            "{what}: {seen:?}"
+        );
+    }
+}
