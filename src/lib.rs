@@ -127,7 +127,8 @@ pub struct App {
     draining: AtomicBool,
     aborted: AtomicBool,
     /// Refusals, logged without flooding the log.
-    pub refusals: server::refusal::Refusals,
+    /// The log lines client requests cause, within `log.request_lines_per_minute`.
+    pub request_log: server::refusal::RequestLog,
     /// Requests being answered now (for the in-flight limit).
     pub(crate) in_flight: AtomicUsize,
     refresh: OnceLock<Arc<Refresh>>,
@@ -173,6 +174,11 @@ impl App {
             config.frontend.etag_cache_size,
             config.frontend.etag_cache_ttl,
         );
+        let request_log = server::refusal::RequestLog::new(
+            config.log_request_lines_per_minute,
+            config.log_summary_interval,
+            Some(metrics.log_lines_folded.clone()),
+        );
         App {
             config,
             store,
@@ -185,7 +191,7 @@ impl App {
             draining: AtomicBool::new(false),
             aborted: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
-            refusals: Default::default(),
+            request_log,
             refresh: OnceLock::new(),
             fleet: OnceLock::new(),
             started: std::time::SystemTime::now(),

@@ -80,6 +80,14 @@ pub struct Cli {
     #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormatArg::Plain)]
     pub log_format: LogFormatArg,
 
+    /// Most log lines a minute (info and above) that client requests may cause (refused tokens, failed requests); the rest are counted in the minute's summary
+    #[arg(long, env = "LOG_REQUEST_LINES_PER_MINUTE", global = true, default_value_t = crate::server::refusal::DEFAULT_LINES_PER_MINUTE)]
+    pub log_request_lines_per_minute: u64,
+
+    /// How often the summary of refused requests (and of the lines folded away) is written
+    #[arg(long, env = "LOG_SUMMARY_INTERVAL", global = true, value_parser = duration_arg, default_value = "60s")]
+    pub log_summary_interval: Duration,
+
     /// Origins allowed to call the Frontend API from a browser (comma separated; `*` for any)
     #[arg(
         long,

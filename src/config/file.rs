@@ -117,6 +117,8 @@ pub struct RawStore {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub format: Option<String>,
+    pub request_lines_per_minute: Option<u64>,
+    pub summary_interval: Option<RawDuration>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -20,6 +20,18 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
     let server = server(cli, l, &raw)?;
     let (cors, frontend) = cors_and_frontend(cli, l, &raw)?;
     let log_format = log_format(cli, l, &raw)?;
+    let log_request_lines_per_minute = l.pick(
+        "log_request_lines_per_minute",
+        cli.log_request_lines_per_minute,
+        raw.log.request_lines_per_minute,
+    );
+    let log_summary_interval = l.duration(
+        "log_summary_interval",
+        "log.summary_interval",
+        cli.log_summary_interval,
+        raw.log.summary_interval.as_ref(),
+        Duration::from_secs(1),
+    )?;
     let app_name = l.pick("app_name", cli.app_name.clone(), raw.app_name.clone());
     if app_name.trim().is_empty() {
         return Err(invalid("app_name", "must not be empty"));
@@ -59,6 +71,8 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         cors,
         frontend,
         log_format,
+        log_request_lines_per_minute,
+        log_summary_interval,
         app_name,
         instance_id,
         usage,

@@ -105,6 +105,10 @@ pub struct Config {
     pub cors: CorsConfig,
     pub frontend: FrontendConfig,
     pub log_format: LogFormat,
+    /// Most log lines a minute client requests may cause (`log.request_lines_per_minute`).
+    pub log_request_lines_per_minute: u64,
+    /// How often the summary of refusals is written (`log.summary_interval`).
+    pub log_summary_interval: Duration,
     pub app_name: String,
     pub instance_id: String,
     pub usage: UsageSettings,

@@ -88,6 +88,14 @@ impl Config {
             LogFormat::Json => "json",
         };
         log.insert("format".into(), s(format));
+        log.insert(
+            "request_lines_per_minute".into(),
+            Value::Integer(i64::try_from(self.log_request_lines_per_minute).unwrap_or(i64::MAX)),
+        );
+        log.insert(
+            "summary_interval".into(),
+            s(&format_duration(self.log_summary_interval)),
+        );
         root.insert("log".into(), Value::Table(log));
         match &self.mode {
             Mode::Offline(offline) => {

@@ -75,6 +75,7 @@ pub struct Metrics {
     pub fleet_lease_changes: IntCounterVec,
     pub store_operations: IntCounterVec,
     pub frontend_conditional: IntCounterVec,
+    pub log_lines_folded: IntCounter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -320,6 +321,11 @@ impl Metrics {
             "Frontend API list answers by how they were made: remembered (304, nothing evaluated), spliced (304, only the flags chance decides evaluated), evaluated",
             &["how"],
         );
+        let log_lines_folded = int_counter(
+            &registry,
+            "flagpost_log_lines_folded_total",
+            "Log lines client requests would have caused beyond log.request_lines_per_minute, folded into the minute's summary",
+        );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
         let metrics = Metrics {
             registry,
@@ -365,6 +371,7 @@ impl Metrics {
             fleet_lease_changes,
             store_operations,
             frontend_conditional,
+            log_lines_folded,
         };
         metrics.zero_known_series();
         metrics

@@ -87,8 +87,11 @@ pub async fn serve(
         let (stream, peer, tls) = match accepted {
             Ok(conn) => conn,
             Err(e) => {
-                // Out of file descriptors and the like: say so, give the system a moment.
-                tracing::warn!(error = %e, "accept failed");
+                // Out of file descriptors and the like: say so (within the budget: clients
+                // opening connections cause it), give the system a moment.
+                if app.request_log.line(refusal::Line::Accept) {
+                    tracing::warn!(error = %e, "accept failed");
+                }
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }

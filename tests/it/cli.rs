@@ -14,7 +14,7 @@ pub fn flagpost() -> Command {
     c
 }
 
-fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
+pub fn write_config(dir: &std::path::Path, port: u16) -> std::path::PathBuf {
     std::fs::write(dir.join("features.json"), FEATURES).unwrap();
     let path = dir.join("config.toml");
     std::fs::write(

@@ -324,6 +324,12 @@ impl Binary {
         }
     }
 
+    /// Every line logged so far (while it runs).
+    pub fn lines_so_far(&mut self) -> &[String] {
+        self.log.extend(self.lines.try_iter());
+        &self.log
+    }
+
     /// Everything the process logged (call after it exited).
     pub fn log(mut self) -> String {
         if let Some(reader) = self.reader.take() {

@@ -18,6 +18,7 @@ mod fleet;
 mod frontend;
 mod hardening;
 mod harness;
+mod logs;
 mod offline;
 mod sdk;
 mod spec;

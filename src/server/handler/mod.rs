@@ -12,6 +12,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use super::error::ApiError;
+use super::refusal::Line;
 use super::route::{self, Matched, Route, RouteError};
 use super::{client_ip, cors};
 use crate::auth::{Access, AuthError};
@@ -135,12 +136,17 @@ async fn answer(
         Err(e) => {
             let status = e.status().as_u16();
             if status >= 500 {
-                // Ours or upstream's: worth an operator's attention.
-                tracing::warn!(%method, route = label, status, error = ?e, "request failed");
+                // Ours or upstream's: worth an operator's attention, within the budget (a
+                // client can cause many: new tokens while upstream is down, overload).
+                if app.request_log.line(Line::Failed) {
+                    tracing::warn!(%method, route = label, status, error = ?e, "request failed");
+                } else {
+                    tracing::debug!(%method, route = label, status, error = ?e, "request failed");
+                }
             } else {
                 // The client's: one line at debug, and counted for the summary at info.
                 tracing::debug!(%method, route = label, status, error = ?e, "request refused");
-                app.refusals.refused(e.code());
+                app.request_log.refused(e.code());
             }
             e.into_response()
         }
@@ -316,7 +322,7 @@ async fn authenticate(
             let token = header
                 .and_then(|h| std::str::from_utf8(h).ok())
                 .and_then(|h| crate::token::Token::parse(h).ok());
-            if let Some(token) = token.filter(|t| app.refusals.first_for(t, error.code())) {
+            if let Some(token) = token.filter(|t| app.request_log.line(Line::Refused(t, error.code()))) {
                 tracing::info!(token = %token, error = error.code(), "token refused (logged once per token)");
             }
         }
@@ -328,7 +334,10 @@ async fn authenticate(
             expected,
             got: access.kind,
         };
-        if app.refusals.first_for(&access.token, error.code()) {
+        if app
+            .request_log
+            .line(Line::Refused(&access.token, error.code()))
+        {
             tracing::info!(token = %access.token, kind = access.kind.as_str(), expected = expected.as_str(), "token of the wrong kind refused (logged once per token)");
         }
         return Err(error);
@@ -336,7 +345,10 @@ async fn authenticate(
     let snapshot = app.store.admit(&access.scope).map_err(|e| {
         if matches!(e, GateError::NotCovered { .. }) {
             decision("scope_not_covered");
-            if app.refusals.first_for(&access.token, "scope_not_covered") {
+            if app
+                .request_log
+                .line(Line::Refused(&access.token, "scope_not_covered"))
+            {
                 tracing::info!(token = %access.token, scope = %access.scope, "scope not covered by the startup client tokens (logged once per token)");
             }
         }

@@ -1,0 +1,189 @@
+//! The log under attack: client traffic causes at most `log.request_lines_per_minute` lines at
+//! info and above (shared out over `log.summary_interval`), whatever it sends; the rest is
+//! counted in the summary, and the metrics keep exact counts.
+
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use serde_json::Value;
+
+use crate::cli::{flagpost, write_config};
+use crate::harness::{client, Binary};
+use crate::offline::FRONTEND_DEFAULT_DEV;
+
+const SUMMARY: &str = "requests refused since the last summary";
+
+/// Sends `count` requests, 64 at a time, made by `make(i)`; returns their statuses.
+async fn flood(
+    count: usize,
+    make: impl Fn(usize) -> reqwest::RequestBuilder,
+) -> std::collections::BTreeMap<u16, usize> {
+    let statuses: Vec<u16> = futures_util::stream::iter(0..count)
+        .map(|i| {
+            let req = make(i);
+            async move { req.send().await.map_or(0, |r| r.status().as_u16()) }
+        })
+        .buffer_unordered(64)
+        .collect()
+        .await;
+    let mut by = std::collections::BTreeMap::new();
+    for s in statuses {
+        *by.entry(s).or_default() += 1;
+    }
+    by
+}
+
+fn parse(lines: &[String]) -> Vec<Value> {
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|_| panic!("not JSON: {l}")))
+        .collect()
+}
+
+/// A field of a JSON log line (flattened or under `fields`).
+fn field<'a>(v: &'a Value, name: &str) -> &'a Value {
+    match &v[name] {
+        Value::Null => &v["fields"][name],
+        found => found,
+    }
+}
+
+fn message(v: &Value) -> &str {
+    v["fields"]["message"]
+        .as_str()
+        .or(v["message"].as_str())
+        .unwrap_or("")
+}
+
+#[test]
+fn floods_of_distinct_bad_tokens_and_bodies_stay_within_the_log_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), 0);
+    let mut command = flagpost();
+    command
+        .arg("--config")
+        .arg(&path)
+        .env("LOG_REQUEST_LINES_PER_MINUTE", "60")
+        .env("LOG_SUMMARY_INTERVAL", "2s");
+    let mut binary = Binary::spawn(command);
+    let addr = binary.listening();
+    let started_lines = binary.lines_so_far().len();
+    let started = Instant::now();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let url = format!("http://{addr}/api/frontend");
+    let (tokens, bodies) = rt.block_on(async {
+        let c = client();
+        let tokens = flood(10_000, |i| {
+            c.get(&url).header(
+                "Authorization",
+                format!("default:development.attacker-{i:06}-secret"),
+            )
+        })
+        .await;
+        let bodies = flood(10_000, |i| {
+            c.post(&url)
+                .header("Authorization", FRONTEND_DEFAULT_DEV)
+                .header("Content-Type", "application/json")
+                .body(format!(
+                    "{{\"context\": {{\"userId\": {i}, \"properties\": [\"bad-{i}\""
+                ))
+        })
+        .await;
+        (tokens, bodies)
+    });
+    assert_eq!(tokens.get(&401), Some(&10_000), "{tokens:?}");
+    assert_eq!(bodies.get(&400), Some(&10_000), "{bodies:?}");
+    // One more refusal after the interval writes the summary; poll until it is there.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let summary = loop {
+        assert!(Instant::now() < deadline, "no summary line");
+        rt.block_on(async {
+            let _ = client()
+                .get(&url)
+                .header("Authorization", "default:development.one-more")
+                .send()
+                .await;
+        });
+        let lines = parse(binary.lines_so_far());
+        if let Some(s) = lines.iter().rev().find(|v| {
+            message(v).starts_with(SUMMARY) && field(v, "folded_refusals").as_u64().unwrap_or(0) > 0
+        }) {
+            break s.clone();
+        }
+        // A request a tenth of a second until the summary comes (polled, with the deadline).
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+    };
+    let elapsed = started.elapsed();
+    let lines = parse(binary.lines_so_far());
+    let during = &lines[started_lines..];
+    // Each 2 s interval may hold 2 lines (60 a minute) and one summary.
+    let intervals = elapsed.as_secs() / 2 + 2;
+    let refusals = during
+        .iter()
+        .filter(|v| message(v).starts_with("token refused"))
+        .count() as u64;
+    let summaries = during
+        .iter()
+        .filter(|v| message(v).starts_with(SUMMARY))
+        .count() as u64;
+    assert!(
+        refusals <= 2 * intervals,
+        "{refusals} refusal lines in {elapsed:?}"
+    );
+    assert!(
+        summaries <= intervals,
+        "{summaries} summaries in {elapsed:?}"
+    );
+    let from_requests = during
+        .iter()
+        .filter(|v| v["span"]["name"] == "request")
+        .count() as u64;
+    assert_eq!(
+        from_requests,
+        refusals + summaries,
+        "requests caused nothing else: {during:#?}"
+    );
+    assert!(
+        during.len() < 100,
+        "{} lines for 20,000 bad requests",
+        during.len()
+    );
+    // The summaries account for every refusal folded away, and for the distinct tokens.
+    let folded: u64 = during
+        .iter()
+        .filter(|v| message(v).starts_with(SUMMARY))
+        .map(|v| field(v, "folded_refusals").as_u64().unwrap())
+        .sum();
+    assert!(
+        folded + refusals >= 10_000,
+        "{folded} folded + {refusals} logged"
+    );
+    assert!(
+        field(&summary, "folded_tokens").as_u64().unwrap() > 0,
+        "{summary}"
+    );
+    // The metrics keep exact counts.
+    let metrics = rt.block_on(async {
+        client()
+            .get(format!("http://{addr}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(value("flagpost_token_decisions_total{result=\"invalid\"}") >= 10_000.0);
+    assert!(
+        value("flagpost_log_lines_folded_total") >= 9_900.0,
+        "{metrics}"
+    );
+    let secret_seen = during.iter().any(|v| v.to_string().contains("-secret"));
+    assert!(!secret_seen, "a secret reached the log");
+}
