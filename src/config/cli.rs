@@ -77,7 +77,7 @@ pub struct Cli {
     pub interface: String,
 
     /// Log format
-    #[arg(long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormatArg::Plain)]
+    #[arg(short, long, env = "LOG_FORMAT", global = true, value_enum, default_value_t = LogFormatArg::Plain)]
     pub log_format: LogFormatArg,
 
     /// Most log lines a minute (info and above) that client requests may cause (refused tokens, failed requests); the rest are counted in the minute's summary
@@ -181,6 +181,56 @@ pub struct Cli {
     )]
     pub proxy_trusted_servers: Vec<String>,
 
+    /// Believe X-Forwarded-For/Forwarded from the proxies --proxy-trusted-servers names, or from any peer when it names none (Unleash Edge's --trust-proxy)
+    #[arg(long, env = "TRUST_PROXY", global = true)]
+    pub trust_proxy: bool,
+
+    /// Serve every route under this path (e.g. /unleash), probes and metrics included; the paths without it are not served
+    #[arg(
+        long,
+        env = "BASE_PATH",
+        global = true,
+        default_value = "",
+        value_name = "PATH"
+    )]
+    pub base_path: String,
+
+    /// The header SDKs send their token in, and flagpost sends tokens upstream in (default Authorization)
+    #[arg(long, env = "TOKEN_HEADER", global = true, value_name = "HEADER")]
+    pub token_header: Option<String>,
+
+    /// The header SDKs send their token in (default Authorization)
+    #[arg(
+        long,
+        env = "EDGE_AUTH_HEADER",
+        global = true,
+        value_name = "HEADER",
+        conflicts_with = "token_header"
+    )]
+    pub edge_auth_header: Option<String>,
+
+    /// The header flagpost sends tokens upstream in (default Authorization)
+    #[arg(
+        long,
+        env = "UPSTREAM_AUTH_HEADER",
+        global = true,
+        value_name = "HEADER",
+        conflicts_with = "token_header"
+    )]
+    pub upstream_auth_header: Option<String>,
+
+    /// Answer only requests whose peer address is in these IPs or CIDRs (comma separated); others get 403
+    #[arg(long, env = "ALLOW_LIST", global = true, value_delimiter = ',')]
+    pub allow_list: Vec<String>,
+
+    /// Answer 403 to requests whose peer address is in these IPs or CIDRs (comma separated)
+    #[arg(long, env = "DENY_LIST", global = true, value_delimiter = ',')]
+    pub deny_list: Vec<String>,
+
+    /// Unleash Edge's name for --request-timeout (a bare number is seconds)
+    #[arg(long, env = "EDGE_REQUEST_TIMEOUT", global = true, value_parser = duration_arg)]
+    pub edge_request_timeout: Option<Duration>,
+
     /// On SIGTERM/SIGINT, keep serving (with /ready at 503) this long before closing the listener
     #[arg(long, env = "SHUTDOWN_DELAY", global = true, value_parser = duration_arg, default_value = DEFAULT_SHUTDOWN_DELAY)]
     pub shutdown_delay: Duration,
@@ -254,6 +304,8 @@ pub struct Cli {
 pub enum LogFormatArg {
     Plain,
     Json,
+    /// Unleash Edge's multi-line format: flagpost writes `plain` for it.
+    Pretty,
 }
 
 #[derive(Debug, Subcommand)]

@@ -46,6 +46,11 @@ pub struct RawServer {
     pub max_connections: Option<usize>,
     pub max_in_flight: Option<usize>,
     pub trusted_proxies: Option<Vec<String>>,
+    pub trust_proxy: Option<bool>,
+    pub base_path: Option<String>,
+    pub token_header: Option<String>,
+    pub allow_list: Option<Vec<String>>,
+    pub deny_list: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -153,6 +158,7 @@ pub struct RawEdge {
     pub backup_folder: Option<String>,
     pub streaming: Option<bool>,
     pub client_keys: Option<Vec<RawClientKey>>,
+    pub upstream_auth_header: Option<String>,
 }
 
 /// A token as configured: the bare string, or a table giving the project list of a `[]` token.

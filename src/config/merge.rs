@@ -56,7 +56,19 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
             Mode::Offline(offline(args, &l.sub(), raw.offline)?)
         }
         Some(Command::Edge(args)) => {
-            Mode::Edge(Box::new(edge(args, &l.sub(), raw.edge, raw.store)?))
+            let mut edge = Box::new(edge(args, &l.sub(), raw.edge, raw.store)?);
+            if let Some(given) = cli
+                .token_header
+                .clone()
+                .or(cli.upstream_auth_header.clone())
+            {
+                edge.upstream_auth_header = header_name(
+                    "edge.upstream_auth_header (--upstream-auth-header / UPSTREAM_AUTH_HEADER, \
+                     --token-header / TOKEN_HEADER)",
+                    Some(given),
+                )?;
+            }
+            Mode::Edge(edge)
         }
         Some(
             Command::CheckConfig | Command::Health(_) | Command::Ready(_) | Command::Explain(_),
@@ -79,6 +91,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         streaming,
         backstage,
         mode,
+        notes: Vec::new(),
     })
 }
 
@@ -106,12 +119,16 @@ fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, Conf
         cli.body_read_timeout,
         rs.body_read_timeout.as_ref(),
     )?;
-    let request_timeout = period(
-        "request_timeout",
-        "server.request_timeout",
-        cli.request_timeout,
-        rs.request_timeout.as_ref(),
-    )?;
+    let request_timeout = match cli.edge_request_timeout {
+        // Unleash Edge's name, when given and flagpost's is not.
+        Some(t) if !l.explicit("request_timeout") && t >= MIN_PERIOD => t,
+        _ => period(
+            "request_timeout",
+            "server.request_timeout",
+            cli.request_timeout,
+            rs.request_timeout.as_ref(),
+        )?,
+    };
     let shutdown_grace = l.duration(
         "shutdown_grace",
         "server.shutdown_grace",
@@ -150,7 +167,30 @@ fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, Conf
         cli.max_in_flight,
         rs.max_in_flight,
     )?;
-    let trusted_proxies = trusted_proxies(cli, l, raw)?;
+    let mut trusted_proxies = trusted_proxies(cli, l, raw)?;
+    if l.pick("trust_proxy", cli.trust_proxy, rs.trust_proxy) && trusted_proxies.is_empty() {
+        // Unleash Edge's --trust-proxy without a list: every peer's forwarding headers.
+        trusted_proxies = ["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect();
+    }
+    let base_path = base_path(&l.pick("base_path", cli.base_path.clone(), rs.base_path.clone()))?;
+    let token_header = header_name(
+        "server.token_header (--token-header / TOKEN_HEADER, --edge-auth-header / EDGE_AUTH_HEADER)",
+        cli.token_header
+            .clone()
+            .or(cli.edge_auth_header.clone())
+            .or(rs.token_header.clone()),
+    )?;
+    let allow_list = networks(
+        "server.allow_list (--allow-list / ALLOW_LIST)",
+        l.list("allow_list", &cli.allow_list, rs.allow_list.as_ref()),
+    )?;
+    let deny_list = networks(
+        "server.deny_list (--deny-list / DENY_LIST)",
+        l.list("deny_list", &cli.deny_list, rs.deny_list.as_ref()),
+    )?;
     let tls = tls(cli, l, raw, interface)?;
     let plain_http = plain_http(cli, l, raw, tls.as_ref(), port)?;
     Ok(ServerConfig {
@@ -164,10 +204,67 @@ fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, Conf
         max_connections,
         max_in_flight,
         trusted_proxies,
+        base_path,
+        token_header,
+        allow_list,
+        deny_list,
         shutdown_delay,
         shutdown_grace,
         tls,
     })
+}
+
+/// A base path as Unleash Edge takes it (`unleash`, `/unleash/`, `/a/b`): `""` or `/a/b`.
+fn base_path(text: &str) -> Result<String, ConfigError> {
+    let trimmed = text.trim().trim_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let fine = trimmed.split('/').all(|segment| {
+        !segment.is_empty()
+            && segment != "."
+            && segment != ".."
+            && segment
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~".contains(&b))
+    });
+    if !fine {
+        return Err(invalid(
+            "server.base_path (--base-path / BASE_PATH)",
+            format!("{text:?} is not a path prefix (letters, digits, - . _ ~ between slashes)"),
+        ));
+    }
+    Ok(format!("/{trimmed}"))
+}
+
+/// A header name, `Authorization` when none is given.
+pub(super) fn header_name(
+    key: &str,
+    given: Option<String>,
+) -> Result<http::HeaderName, ConfigError> {
+    match given.as_deref().map(str::trim) {
+        None | Some("") => Ok(http::header::AUTHORIZATION),
+        Some(name) => http::HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| invalid(key, format!("{name:?} is not an HTTP header name"))),
+    }
+}
+
+/// IPs and CIDRs.
+fn networks(key: &str, list: Vec<String>) -> Result<Vec<ipnet::IpNet>, ConfigError> {
+    list.iter()
+        .map(|t| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(|t| {
+            t.parse::<ipnet::IpNet>()
+                .or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        key,
+                        format!("{t:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
+                    )
+                })
+        })
+        .collect()
 }
 
 /// The address plain HTTP listens on (and HTTPS, on its own port).
@@ -326,7 +423,7 @@ fn cors_and_frontend(
 /// `[log] format`.
 fn log_format(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<LogFormat, ConfigError> {
     let cli_format = match cli.log_format {
-        LogFormatArg::Plain => "plain",
+        LogFormatArg::Plain | LogFormatArg::Pretty => "plain",
         LogFormatArg::Json => "json",
     };
     Ok(

@@ -4,6 +4,7 @@
 
 mod check;
 mod cli;
+mod edge_compat;
 mod file;
 mod layer;
 mod merge;
@@ -115,6 +116,9 @@ pub struct Config {
     pub streaming: StreamingSettings,
     pub backstage: BackstageConfig,
     pub mode: Mode,
+    /// Worth a warning at start (and a line in `check-config`): Unleash Edge settings that
+    /// have no effect, environment variables of the other mode.
+    pub notes: Vec<String>,
 }
 
 /// SDK usage metrics: how often they are forwarded and how much may wait.
@@ -141,6 +145,13 @@ pub struct ServerConfig {
     pub max_connections: usize,
     pub max_in_flight: usize,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// Every route is served under this prefix (`""`, or `/a/b` without a trailing slash).
+    pub base_path: String,
+    /// The header SDK tokens are read from (`Authorization` unless configured).
+    pub token_header: http::HeaderName,
+    /// Peers allowed (empty: all) and denied (Unleash Edge's allow and deny lists).
+    pub allow_list: Vec<ipnet::IpNet>,
+    pub deny_list: Vec<ipnet::IpNet>,
     pub shutdown_delay: Duration,
     pub shutdown_grace: Duration,
     pub tls: Option<TlsConfig>,
@@ -221,6 +232,8 @@ pub struct EdgeConfig {
     pub store: Option<StoreConfig>,
     /// Locally configured client keys (frontend kind).
     pub client_keys: Vec<ConfiguredToken>,
+    /// The header tokens are sent upstream in (`Authorization` unless configured).
+    pub upstream_auth_header: http::HeaderName,
     /// Things worth a line in the log at start (e.g. a `/api` removed from the URL).
     pub notes: Vec<String>,
 }
@@ -290,7 +303,8 @@ impl Config {
         T: Into<OsString> + Clone,
     {
         let mut args: Vec<OsString> = args.into_iter().map(Into::into).collect();
-        let matches = Cli::command().try_get_matches_from(&args)?;
+        let command = edge_compat::augment(Cli::command());
+        let matches = command.clone().try_get_matches_from(&args)?;
         let cli = Cli::from_arg_matches(&matches)?;
         match &cli.command {
             Some(Command::Health(probe)) => {
@@ -324,21 +338,27 @@ impl Config {
                 args.remove(pos);
             }
             args.push(mode.into());
-            let matches = Cli::command().try_get_matches_from(&args)?;
+            let matches = command.clone().try_get_matches_from(&args)?;
             let cli = Cli::from_arg_matches(&matches)?;
             let layers = Layers {
                 matches: &matches,
                 base_dir: &base_dir,
             };
             let config = merge::merge(&cli, &layers, raw.unwrap_or_default())?;
-            return Ok(wrap(config, check_only));
+            return Ok(wrap(
+                with_edge_notes(config, &command, &matches)?,
+                check_only,
+            ));
         }
         let layers = Layers {
             matches: &matches,
             base_dir: &base_dir,
         };
         let config = merge::merge(&cli, &layers, raw.unwrap_or_default())?;
-        Ok(wrap(config, check_only))
+        Ok(wrap(
+            with_edge_notes(config, &command, &matches)?,
+            check_only,
+        ))
     }
 
     /// The effective configuration as TOML, with every secret redacted.
@@ -351,6 +371,21 @@ impl Config {
     pub fn to_redacted_json(&self) -> String {
         serde_json::to_string(&self.redacted()).unwrap_or_default()
     }
+}
+
+/// `config` with the warnings for Unleash Edge's settings that have no effect (and for the other
+/// mode's environment variables); an error for one flagpost refuses.
+fn with_edge_notes(
+    mut config: Config,
+    command: &clap::Command,
+    matches: &clap::ArgMatches,
+) -> Result<Config, ConfigError> {
+    let mut notes = edge_compat::check(matches)?;
+    notes.extend(edge_compat::other_mode(command, config.mode.name(), |v| {
+        std::env::var_os(v).is_some()
+    }));
+    config.notes.extend(notes);
+    Ok(config)
 }
 
 fn wrap(config: Config, check_only: bool) -> Invocation {
@@ -405,10 +440,11 @@ impl Config {
     /// Things that are valid but almost certainly not meant: offline frontend tokens or client
     /// keys whose scope the client tokens do not cover (PROTOCOL.md §2: they will get 403).
     pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = self.notes.clone();
         let offline = match &self.mode {
             Mode::Offline(offline) => offline,
             Mode::Edge(edge) => {
-                let mut warnings = edge.notes.clone();
+                warnings.extend(edge.notes.iter().cloned());
                 if edge.skip_ssl_verification {
                     warnings.push(
                         "skip_ssl_verification is on: the upstream's TLS certificate is NOT \
@@ -420,7 +456,6 @@ impl Config {
             }
         };
         let tokens = &offline.tokens;
-        let mut warnings = Vec::new();
         for t in tokens.iter().filter(|t| t.kind == TokenKind::Frontend) {
             let mut union = Projects::none();
             for c in tokens.iter().filter(|c| {

@@ -168,6 +168,11 @@ pub(super) fn edge(
         streaming: l.pick("streaming", args.streaming, raw.streaming),
         store,
         client_keys,
+        upstream_auth_header: super::merge::header_name(
+            "edge.upstream_auth_header (--upstream-auth-header / UPSTREAM_AUTH_HEADER, \
+             --token-header / TOKEN_HEADER)",
+            raw.upstream_auth_header.clone(),
+        )?,
         notes,
     })
 }

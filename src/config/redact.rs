@@ -154,6 +154,14 @@ impl Config {
                     .collect(),
             ),
         );
+        server.insert("base_path".into(), s(&sv.base_path));
+        server.insert("token_header".into(), s(sv.token_header.as_str()));
+        for (key, list) in [("allow_list", &sv.allow_list), ("deny_list", &sv.deny_list)] {
+            server.insert(
+                key.into(),
+                Value::Array(list.iter().map(|p| s(&p.to_string())).collect()),
+            );
+        }
         server
     }
 
@@ -217,6 +225,10 @@ fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
     let s = |v: &str| Value::String(v.to_string());
     let mut t = Table::new();
     t.insert("upstream_url".into(), s(&edge.upstream_url));
+    t.insert(
+        "upstream_auth_header".into(),
+        s(edge.upstream_auth_header.as_str()),
+    );
     t.insert(
         "tokens".into(),
         Value::Array(edge.tokens.iter().map(|tk| s(&tk.redacted())).collect()),

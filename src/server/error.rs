@@ -53,6 +53,8 @@ pub enum ApiError {
     BodyTimeout,
     /// The request could not be answered within the deadline.
     Timeout,
+    /// The peer's address is not in the allow list, or is in the deny list.
+    AddressNotAllowed,
 }
 
 impl ApiError {
@@ -109,6 +111,12 @@ impl ApiError {
                      in {retry_after} s."
                 ),
                 Some(*retry_after),
+            ),
+            ApiError::AddressNotAllowed => (
+                StatusCode::FORBIDDEN,
+                "address_not_allowed",
+                "This address may not use flagpost (server.allow_list / server.deny_list).".into(),
+                None,
             ),
             ApiError::Overloaded => (
                 StatusCode::SERVICE_UNAVAILABLE,

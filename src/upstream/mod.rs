@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, ETAG, IF_NONE_MATCH};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +123,9 @@ pub struct Upstream {
     base: String,
     /// Largest response body read (decompressed).
     max_body: u64,
+    /// The header tokens are sent in (`Authorization`, or Unleash Edge's
+    /// `--upstream-auth-header`).
+    auth_header: HeaderName,
 }
 
 /// Why the upstream client cannot be built.
@@ -197,6 +200,7 @@ impl Upstream {
             streaming,
             base: config.upstream_url.clone(),
             max_body: u64::try_from(config.upstream_max_body_size).unwrap_or(u64::MAX),
+            auth_header: config.upstream_auth_header.clone(),
         })
     }
 }
@@ -289,7 +293,7 @@ impl Upstream {
         let mut request = self
             .http
             .get(format!("{}/api/client/features", self.base))
-            .header(AUTHORIZATION, sensitive(token.expose()));
+            .header(self.auth_header.clone(), sensitive(token.expose()));
         if let Some(tag) = etag {
             request = request.header(IF_NONE_MATCH, tag);
         }
@@ -330,7 +334,7 @@ impl Upstream {
         let request = self
             .http
             .post(format!("{}{path}", self.base))
-            .header(AUTHORIZATION, sensitive(token.expose()))
+            .header(self.auth_header.clone(), sensitive(token.expose()))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body);
         let (status, _, _) = self.send(call, request, metrics).await?;

@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::header::{HeaderValue, AUTHORIZATION};
+use reqwest::header::HeaderValue;
 use reqwest::StatusCode;
 
 use super::{sensitive, unreachable, Upstream, UpstreamError};
@@ -53,7 +53,7 @@ impl Upstream {
         };
         let mut request = http
             .get(format!("{}/api/client/streaming", self.base))
-            .header(AUTHORIZATION, sensitive(token.expose()))
+            .header(self.auth_header.clone(), sensitive(token.expose()))
             .header(reqwest::header::ACCEPT, "text/event-stream");
         if let Some(id) = last_id.and_then(|id| HeaderValue::from_str(id).ok()) {
             request = request.header("last-event-id", id);

@@ -13,6 +13,7 @@ mod backstage;
 mod browser;
 mod cli;
 mod edge;
+mod edge_compat;
 mod failure;
 mod fleet;
 mod frontend;

@@ -38,7 +38,11 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
     use tracing::Instrument as _;
     let request_id = RequestId::of(req.headers());
     // Routed before the span is made, so its fields are formatted once.
-    let routed = route::route(req.method(), req.uri().path());
+    // Every route lives under the base path (Unleash Edge's --base-path); nothing outside it.
+    let routed = match under_base(&app.config.server.base_path, req.uri().path()) {
+        Some(path) => route::route(req.method(), path),
+        None => Err(RouteError::NotFound),
+    };
     let label = match &routed {
         Ok(Matched { route, .. }) | Err(RouteError::MethodNotAllowed(route)) => {
             route::ROUTE_LABELS.get(route.index()).copied()
@@ -60,6 +64,34 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
 }
 
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// Whether Unleash Edge's allow list (empty: everyone) admits `ip` and its deny list does not
+/// name it. An IPv4 peer on an IPv6 socket is read as IPv4.
+fn peer_allowed(server: &crate::config::ServerConfig, ip: std::net::IpAddr) -> bool {
+    if server.allow_list.is_empty() && server.deny_list.is_empty() {
+        return true;
+    }
+    let ip = match ip {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(std::net::IpAddr::V6(v6), std::net::IpAddr::V4),
+        v4 => v4,
+    };
+    (server.allow_list.is_empty() || server.allow_list.iter().any(|n| n.contains(&ip)))
+        && !server.deny_list.iter().any(|n| n.contains(&ip))
+}
+
+/// The part of `path` under `base` (`""`, or `/a/b` without a trailing slash), if it is under it.
+fn under_base<'a>(base: &str, path: &'a str) -> Option<&'a str> {
+    if base.is_empty() {
+        return Some(path);
+    }
+    match path.strip_prefix(base)? {
+        "" => Some("/"),
+        rest if rest.starts_with('/') => Some(rest),
+        _ => None,
+    }
+}
 
 /// The request's id for logs and the `X-Request-Id` response header: the client's (or load
 /// balancer's) `X-Request-Id` when it is a sane token (1 to 128 of `A-Z a-z 0-9 - _ . :`),
@@ -93,7 +125,11 @@ async fn answer(
     let in_flight = InFlight::enter(app);
     let method = req.method().clone();
     let origin = req.headers().get(ORIGIN).cloned();
+    let refused_peer = !peer_allowed(&app.config.server, peer.ip());
     let (route, result) = match routed {
+        // Unleash Edge's allow and deny lists: the socket peer, before anything else.
+        Ok(matched) if refused_peer => (matched.route, Err(ApiError::AddressNotAllowed)),
+        Err(_) if refused_peer => (Route::Unmatched, Err(ApiError::AddressNotAllowed)),
         // RFC 9112 §3.2: an HTTP/1.1 request without Host is answered 400.
         Ok(matched)
             if req.version() == http::Version::HTTP_11
@@ -308,7 +344,7 @@ async fn authenticate(
             .inc();
     };
     let header = headers
-        .get(http::header::AUTHORIZATION)
+        .get(&app.config.server.token_header)
         .map(HeaderValue::as_bytes);
     let access = app.auth.resolve(header).await.map_err(|e| {
         decision(match e {

@@ -1,0 +1,341 @@
+//! Unleash Edge's settings that flagpost does not read as its own: every other flag and
+//! environment variable of Edge 20's open-source command line (`unleash-edge-cli`) is read by
+//! flagpost under the same name (`cli.rs`). None is silently ignored: each one here is accepted
+//! with one warning at start saying it has no effect, or refused with a message saying what to
+//! do instead. They are accepted before and after the subcommand, as Edge's global ones are, and
+//! `--help` lists them. Also: an environment variable of the mode flagpost is not running (e.g.
+//! `BOOTSTRAP_FILE` in edge mode) gets a warning.
+
+use clap::parser::ValueSource;
+use clap::{Arg, ArgAction, ArgMatches, Command};
+
+use super::{invalid, ConfigError};
+
+/// What flagpost does with one of Edge's settings it does not read.
+#[derive(Debug, Clone, Copy)]
+pub enum Support {
+    /// Accepted; one warning at start (and in `check-config`) says it has no effect, and why.
+    NoEffect(&'static str),
+    /// Refused at start: what it asks for is not in flagpost (yet); the message says what to
+    /// do instead.
+    Refused(&'static str),
+}
+
+/// One of Edge's settings: its long flag (also the id), environment variable, whether it is a
+/// switch (no value), and what flagpost does with it.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeOnly {
+    pub flag: &'static str,
+    pub env: &'static str,
+    pub switch: bool,
+    pub short: Option<char>,
+    pub support: Support,
+}
+
+const fn no_effect(flag: &'static str, env: &'static str, why: &'static str) -> EdgeOnly {
+    EdgeOnly {
+        flag,
+        env,
+        switch: false,
+        short: None,
+        support: Support::NoEffect(why),
+    }
+}
+
+const fn refused(flag: &'static str, env: &'static str, why: &'static str) -> EdgeOnly {
+    EdgeOnly {
+        flag,
+        env,
+        switch: false,
+        short: None,
+        support: Support::Refused(why),
+    }
+}
+
+const fn switch(mut e: EdgeOnly) -> EdgeOnly {
+    e.switch = true;
+    e
+}
+
+const SENTRY: &str = "flagpost does not report to Sentry; its errors are in its log and metrics";
+const REDIS_PARTS: &str = "give the whole address in --redis-url (REDIS_URL), e.g. \
+     rediss://user:password@redis.example:6380 (see the README, \"Moving from Unleash Edge\")";
+const REMOTE_WRITE: &str = "flagpost does not push metrics with Prometheus remote write yet; \
+     scrape /metrics (or /internal-backstage/metrics) instead";
+const CORS_LISTS: &str = "flagpost answers CORS preflights itself (the methods and headers the \
+     Unleash SDKs use, and any requested header) and does not take this list yet; unset it";
+
+/// Every open-source setting of Unleash Edge 20 that flagpost does not read as its own.
+pub const EDGE_ONLY: &[EdgeOnly] = &[
+    EdgeOnly {
+        short: Some('w'),
+        ..no_effect(
+            "workers",
+            "WORKERS",
+            "Unleash Edge 20 ignores it too; flagpost runs one worker thread per CPU",
+        )
+    },
+    no_effect("sentry-dsn", "SENTRY_DSN", SENTRY),
+    no_effect("sentry-tracing-rate", "SENTRY_TRACING_RATE", SENTRY),
+    switch(no_effect("sentry-debug", "SENTRY_DEBUG", SENTRY)),
+    switch(no_effect(
+        "sentry-enable-logs",
+        "SENTRY_ENABLE_LOGS",
+        SENTRY,
+    )),
+    no_effect(
+        "datadog-url",
+        "DATADOG_URL",
+        "flagpost does not send to Datadog; scrape /metrics (Prometheus format) instead",
+    ),
+    no_effect(
+        "client-id",
+        "CLIENT_ID",
+        "an Unleash Edge label for its own metrics",
+    ),
+    no_effect(
+        "edge-hosting",
+        "EDGE_HOSTING",
+        "internal to Unleash's hosted Edge",
+    ),
+    no_effect(
+        "ec2-instance-id",
+        "EC2_INSTANCE_ID",
+        "flagpost reports its own instance id (--instance-id)",
+    ),
+    switch(no_effect(
+        "consumption",
+        "CONSUMPTION",
+        "an experimental Unleash Edge metric",
+    )),
+    no_effect(
+        "client-keepalive-timeout",
+        "CLIENT_KEEPALIVE_TIMEOUT",
+        "flagpost keeps upstream connections open while they are reused (90 s idle at most)",
+    ),
+    no_effect(
+        "edge-keepalive-timeout",
+        "EDGE_KEEPALIVE_TIMEOUT",
+        "flagpost closes idle keep-alive connections after --idle-timeout (IDLE_TIMEOUT, 75 s)",
+    ),
+    switch(refused(
+        "redirect-http-to-https",
+        "REDIRECT_HTTP_TO_HTTPS",
+        "flagpost does not redirect plain HTTP to HTTPS yet: turn plain HTTP off with \
+         --tls-disable-http (TLS_DISABLE_HTTP=true), or redirect at the load balancer",
+    )),
+    refused("cors-allowed-headers", "CORS_ALLOWED_HEADERS", CORS_LISTS),
+    refused("cors-exposed-headers", "CORS_EXPOSED_HEADERS", CORS_LISTS),
+    refused("cors-methods", "CORS_METHODS", CORS_LISTS),
+    refused(
+        "otel-exporter-otlp-endpoint",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "flagpost does not export OpenTelemetry traces yet; unset it",
+    ),
+    refused(
+        "otel-exporter-otlp-protocol",
+        "OTEL_EXPORTER_OTLP_PROTOCOL",
+        "flagpost does not export OpenTelemetry traces yet; unset it",
+    ),
+    refused(
+        "pretrusted-tokens",
+        "PRETRUSTED_TOKENS",
+        "flagpost does not take pretrusted tokens yet: give `secret@environment` ones as client \
+         keys (--client-keys / CLIENT_KEYS), and let flagpost validate Unleash tokens upstream",
+    ),
+    refused(
+        "pkcs12-identity-file",
+        "PKCS12_IDENTITY_FILE",
+        "flagpost reads the upstream client identity as PEM: --pkcs8-client-certificate-file and \
+         --pkcs8-client-key-file (`openssl pkcs12 -in id.pfx -nokeys` and `-nocerts -nodes`)",
+    ),
+    refused(
+        "pkcs12-passphrase",
+        "PKCS12_PASSPHRASE",
+        "flagpost reads the upstream client identity as PEM: --pkcs8-client-certificate-file and \
+         --pkcs8-client-key-file",
+    ),
+    refused(
+        "pem-cert-file",
+        "PEM_CERT_FILE",
+        "flagpost reads the upstream client identity from --pkcs8-client-certificate-file and \
+         --pkcs8-client-key-file",
+    ),
+    refused("redis-host", "REDIS_HOST", REDIS_PARTS),
+    refused("redis-port", "REDIS_PORT", REDIS_PARTS),
+    refused("redis-username", "REDIS_USERNAME", REDIS_PARTS),
+    refused("redis-password", "REDIS_PASSWORD", REDIS_PARTS),
+    switch(refused("redis-secure", "REDIS_SECURE", REDIS_PARTS)),
+    refused("redis-scheme", "REDIS_SCHEME", REDIS_PARTS),
+    refused(
+        "redis-read-connection-timeout-milliseconds",
+        "REDIS_READ_CONNECTION_TIMEOUT_MILLISECONDS",
+        "flagpost's Redis calls share one timeout: --store-timeout (STORE_TIMEOUT)",
+    ),
+    refused(
+        "redis-write-connection-timeout-milliseconds",
+        "REDIS_WRITE_CONNECTION_TIMEOUT_MILLISECONDS",
+        "flagpost's Redis calls share one timeout: --store-timeout (STORE_TIMEOUT)",
+    ),
+    refused(
+        "s3-bucket-name",
+        "S3_BUCKET_NAME",
+        "flagpost does not back up to S3 yet: use --backup-folder (a volume) or a Redis fleet",
+    ),
+    switch(refused(
+        "s3-force-path-style",
+        "S3_FORCE_PATH_STYLE",
+        "flagpost does not back up to S3 yet: use --backup-folder (a volume) or a Redis fleet",
+    )),
+    refused(
+        "prometheus-remote-write-url",
+        "PROMETHEUS_REMOTE_WRITE_URL",
+        REMOTE_WRITE,
+    ),
+    refused(
+        "prometheus-push-interval",
+        "PROMETHEUS_PUSH_INTERVAL",
+        REMOTE_WRITE,
+    ),
+    refused("prometheus-username", "PROMETHEUS_USERNAME", REMOTE_WRITE),
+    refused("prometheus-password", "PROMETHEUS_PASSWORD", REMOTE_WRITE),
+    refused("prometheus-header", "PROMETHEUS_HEADER", REMOTE_WRITE),
+    refused("prometheus-user-id", "PROMETHEUS_USER_ID", REMOTE_WRITE),
+    refused(
+        "unleash-client-secret",
+        "UNLEASH_CLIENT_SECRET",
+        "flagpost does not ask Unleash for its own tokens: give client tokens with --tokens",
+    ),
+    refused(
+        "desired-environments",
+        "DESIRED_ENVIRONMENTS",
+        "flagpost does not ask Unleash for its own tokens: give client tokens with --tokens",
+    ),
+    refused(
+        "desired-projects",
+        "DESIRED_PROJECTS",
+        "flagpost does not ask Unleash for its own tokens: give client tokens with --tokens",
+    ),
+];
+
+const HEADING: &str = "Unleash Edge settings flagpost does not use";
+
+/// `command` with Edge's settings flagpost does not read, global, under their own heading.
+pub fn augment(command: Command) -> Command {
+    command.args(EDGE_ONLY.iter().map(|e| {
+        let help = match e.support {
+            Support::NoEffect(_) => "Unleash Edge's; accepted, with no effect in flagpost",
+            Support::Refused(_) => "Unleash Edge's; not in flagpost: refused, with what to do",
+        };
+        let arg = Arg::new(e.flag)
+            .long(e.flag)
+            .env(e.env)
+            .global(true)
+            .help(help)
+            .help_heading(HEADING);
+        let arg = match e.short {
+            Some(c) => arg.short(c),
+            None => arg,
+        };
+        if e.switch {
+            arg.action(ArgAction::SetTrue)
+        } else {
+            arg.num_args(1).value_name("VALUE")
+        }
+    }))
+}
+
+/// The warnings for Edge's settings given that have no effect; an error for the first one
+/// given that flagpost refuses.
+pub fn check(matches: &ArgMatches) -> Result<Vec<String>, ConfigError> {
+    let mut warnings = Vec::new();
+    for e in EDGE_ONLY {
+        let source = matches.value_source(e.flag);
+        let given = matches!(
+            source,
+            Some(ValueSource::CommandLine | ValueSource::EnvVariable)
+        ) && (!e.switch || matches.get_flag(e.flag));
+        if !given {
+            continue;
+        }
+        let name = format!("{} (--{})", e.env, e.flag);
+        match e.support {
+            Support::NoEffect(why) => warnings.push(format!(
+                "Unleash Edge's {name} is set: it has no effect in flagpost ({why})"
+            )),
+            Support::Refused(why) => {
+                return Err(invalid(
+                    name,
+                    format!("Unleash Edge's setting is not in flagpost: {why}"),
+                ))
+            }
+        }
+    }
+    Ok(warnings)
+}
+
+/// Warnings for the environment variables of the mode flagpost is not running that are set
+/// (and not read by the mode it runs too), given `env` to look them up.
+pub fn other_mode(command: &Command, running: &str, env: impl Fn(&str) -> bool) -> Vec<String> {
+    let other = if running == "edge" { "offline" } else { "edge" };
+    let vars = |name: &str| -> Vec<String> {
+        command
+            .find_subcommand(name)
+            .map(|s| {
+                s.get_arguments()
+                    .filter(|a| !a.is_global_set())
+                    .filter_map(|a| a.get_env())
+                    .map(|v| v.to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let read = vars(running);
+    vars(other)
+        .into_iter()
+        .filter(|v| !read.contains(v) && env(v))
+        .map(|v| format!("{v} is set but flagpost runs in {running} mode: it has no effect"))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_edge_only_setting_is_named_once_and_not_read_by_flagpost() {
+        use clap::CommandFactory;
+        let ours = super::super::cli::Cli::command();
+        let mut seen = std::collections::HashSet::new();
+        for e in EDGE_ONLY {
+            assert!(seen.insert(e.env), "{} twice", e.env);
+            let clash = ours
+                .get_arguments()
+                .chain(ours.get_subcommands().flat_map(|s| s.get_arguments()))
+                .any(|a| {
+                    a.get_long() == Some(e.flag)
+                        || a.get_env()
+                            .is_some_and(|v| v == std::ffi::OsStr::new(e.env))
+                });
+            assert!(!clash, "{} is read by flagpost itself", e.env);
+        }
+    }
+
+    #[test]
+    fn no_effect_settings_warn_and_refused_ones_stop_with_a_message() {
+        let cmd = augment(Command::new("t").subcommand(Command::new("edge")));
+        let m = cmd
+            .clone()
+            .try_get_matches_from(["t", "--sentry-dsn", "x", "edge", "-w", "4"])
+            .unwrap();
+        let warnings = check(&m).unwrap();
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings.iter().any(|w| w.contains("SENTRY_DSN")));
+        assert!(warnings.iter().any(|w| w.contains("WORKERS")));
+        let m = cmd
+            .try_get_matches_from(["t", "edge", "--redis-host", "r"])
+            .unwrap();
+        let e = check(&m).unwrap_err().to_string();
+        assert!(e.contains("REDIS_HOST") && e.contains("--redis-url"), "{e}");
+    }
+}

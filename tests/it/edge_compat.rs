@@ -1,0 +1,268 @@
+//! Unleash Edge's settings with Edge's meaning, against the running server (and the binary for
+//! the ones read at start): the base path, the token headers, the allow and deny lists, trust
+//! proxy; Edge's settings flagpost does not use are warned about or refused, never ignored.
+
+use crate::cli::{flagpost, write_config};
+use crate::edge::edge_config;
+use crate::harness::*;
+use crate::offline::{config, FEATURES, FRONTEND_DEFAULT_DEV};
+use crate::upstream::{secret, FakeUpstream};
+
+async fn status(s: &Server, path: &str, header: (&str, &str)) -> u16 {
+    client()
+        .get(s.url(path))
+        .header(header.0, header.1)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn every_route_is_served_under_the_base_path_and_nowhere_else() {
+    let s = Server::start(
+        &config("base_path = \"unleash/\""),
+        &[("features.json", FEATURES)],
+    )
+    .await;
+    let auth = ("Authorization", FRONTEND_DEFAULT_DEV);
+    crate::harness::eventually("ready under the base path", || async {
+        status(&s, "/unleash/ready", auth).await == 200
+    })
+    .await;
+    for (path, expected) in [
+        ("/unleash/api/frontend", 200),
+        ("/unleash/health", 200),
+        ("/unleash/metrics", 200),
+        ("/api/frontend", 404),
+        ("/health", 404),
+        ("/ready", 404),
+        ("/metrics", 404),
+        ("/unleashx/api/frontend", 404),
+        ("/unleash", 404),
+    ] {
+        assert_eq!(status(&s, path, auth).await, expected, "{path}");
+    }
+    let (_, _, body) = get(&s, "/unleash/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert!(!toggle_names(&body).is_empty());
+}
+
+#[tokio::test]
+async fn tokens_are_read_from_the_configured_header() {
+    let s = Server::start(
+        &config("token_header = \"X-Unleash-Token\""),
+        &[("features.json", FEATURES)],
+    )
+    .await;
+    s.wait_ready().await;
+    assert_eq!(
+        status(
+            &s,
+            "/api/frontend",
+            ("X-Unleash-Token", FRONTEND_DEFAULT_DEV)
+        )
+        .await,
+        200
+    );
+    let r = client()
+        .get(s.url("/api/frontend"))
+        .header("Authorization", FRONTEND_DEFAULT_DEV)
+        .send()
+        .await
+        .unwrap();
+    let (code, body) = (r.status().as_u16(), r.text().await.unwrap());
+    assert_eq!(code, 401, "{body}");
+    assert!(body.contains("token_missing"), "{body}");
+}
+
+#[tokio::test]
+async fn the_allow_and_deny_lists_refuse_other_peers_with_403() {
+    let auth = ("Authorization", FRONTEND_DEFAULT_DEV);
+    for (extra, expected) in [
+        ("deny_list = [\"127.0.0.1\"]", 403),
+        ("allow_list = [\"10.0.0.0/8\"]", 403),
+        (
+            "allow_list = [\"127.0.0.0/8\"]\ndeny_list = [\"10.0.0.0/8\"]",
+            200,
+        ),
+    ] {
+        let s = Server::start(&config(extra), &[("features.json", FEATURES)]).await;
+        for path in ["/api/frontend", "/health"] {
+            let r = client()
+                .get(s.url(path))
+                .header(auth.0, auth.1)
+                .send()
+                .await
+                .unwrap();
+            let code = r.status().as_u16();
+            let body = r.text().await.unwrap();
+            if expected == 200 && path == "/api/frontend" {
+                continue; // may be 503 until loaded; the refusals are what matter here
+            }
+            assert_eq!(
+                code == 403,
+                expected == 403,
+                "{extra} {path}: {code} {body}"
+            );
+            if expected == 403 {
+                assert!(body.contains("address_not_allowed"), "{body}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn trust_proxy_without_a_list_believes_forwarded_addresses() {
+    let features = r#"{"version":2,"features":[
+      {"name":"by.ip","project":"default","enabled":true,"strategies":[{"name":"remoteAddress","parameters":{"IPs":"10.1.2.3"}}]}]}"#;
+    for (extra, on) in [("trust_proxy = true", true), ("", false)] {
+        let s = Server::start(&config(extra), &[("features.json", features)]).await;
+        s.wait_ready().await;
+        let r = client()
+            .get(s.url("/api/frontend"))
+            .header("Authorization", FRONTEND_DEFAULT_DEV)
+            .header("X-Forwarded-For", "10.1.2.3")
+            .send()
+            .await
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes().await.unwrap()).unwrap();
+        assert_eq!(
+            toggle_names(&body).contains(&"by.ip".to_string()),
+            on,
+            "{extra:?}: {body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn tokens_go_upstream_in_the_configured_header() {
+    let up = FakeUpstream::start().await;
+    let token = secret("client-all-dev");
+    let config = edge_config(
+        &up.url(),
+        std::slice::from_ref(&token),
+        "upstream_auth_header = \"X-Unleash-Token\"\n",
+    );
+    let s = Server::start(&config, &[]).await;
+    // The fake upstream reads Authorization only: the features poll is refused, so the header
+    // it came in is what the test reads.
+    crate::harness::eventually("a features request upstream", || async {
+        !up.requests_to("/api/client/features").is_empty()
+    })
+    .await;
+    let r = &up.requests_to("/api/client/features")[0];
+    assert_eq!(r.header("x-unleash-token"), Some(token.as_str()));
+    assert_eq!(r.header("authorization"), None);
+    drop(s);
+}
+
+fn check_config(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), 0);
+    let mut c = flagpost();
+    c.args(args)
+        .arg("check-config")
+        .env("FLAGPOST_CONFIG", &path);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
+    // No effect: accepted, with a warning naming it (environment or flag, before or after
+    // the subcommand).
+    let out = check_config(
+        &[
+            ("SENTRY_DSN", "https://k@sentry.example/1"),
+            ("WORKERS", "4"),
+        ],
+        &["--datadog-url", "http://dd"],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for name in ["SENTRY_DSN", "WORKERS", "DATADOG_URL"] {
+        assert!(
+            text.lines().any(|l| l.starts_with("# warning:")
+                && l.contains(name)
+                && l.contains("no effect")),
+            "{name}: {text}"
+        );
+    }
+    assert!(
+        !text.contains("k@sentry"),
+        "a value reached the output: {text}"
+    );
+    // Refused: exit 64 naming the setting and what to do instead.
+    for (var, value, hint) in [
+        ("REDIS_HOST", "redis", "--redis-url"),
+        ("S3_BUCKET_NAME", "bucket", "--backup-folder"),
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            "http://collector:4317",
+            "OpenTelemetry",
+        ),
+        (
+            "PROMETHEUS_REMOTE_WRITE_URL",
+            "http://prom/api/v1/write",
+            "/metrics",
+        ),
+        ("REDIRECT_HTTP_TO_HTTPS", "true", "--tls-disable-http"),
+    ] {
+        let out = check_config(&[(var, value)], &[]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(64), "{var}: {err}");
+        assert!(err.contains(var) && err.contains(hint), "{var}: {err}");
+    }
+    // A switch set to false is not set.
+    let out = check_config(&[("REDIRECT_HTTP_TO_HTTPS", "false")], &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The other mode's variables: a warning.
+    let out = check_config(&[("UPSTREAM_URL", "http://unleash:4242")], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("UPSTREAM_URL is set but flagpost runs in offline mode"),
+        "{text}"
+    );
+    // Edge's names for flagpost's settings.
+    let out = check_config(
+        &[
+            ("EDGE_REQUEST_TIMEOUT", "7"),
+            ("BASE_PATH", "/unleash"),
+            ("TOKEN_HEADER", "X-Token"),
+        ],
+        &[],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "request_timeout = \"7s\"",
+        "base_path = \"/unleash\"",
+        "token_header = \"x-token\"",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    let help = flagpost().arg("--help").output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--base-path",
+        "--token-header",
+        "--allow-list",
+        "--deny-list",
+        "--trust-proxy",
+        "--sentry-dsn",
+        "--redis-host",
+        "--s3-bucket-name",
+    ] {
+        assert!(help.contains(flag), "{flag} not in --help");
+    }
+}
