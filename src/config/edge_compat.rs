@@ -255,7 +255,7 @@ pub fn check(matches: &ArgMatches) -> Result<Vec<String>, ConfigError> {
             source,
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         ) && (!e.switch || matches.get_flag(e.flag));
-        if !given {
+        if !given || kubernetes_service_link(e, matches) {
             continue;
         }
         let name = format!("{} (--{})", e.env, e.flag);
@@ -272,6 +272,16 @@ pub fn check(matches: &ArgMatches) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(warnings)
+}
+
+/// Whether the value is Kubernetes', not the operator's: with a Service named `redis` in the
+/// namespace, Kubernetes sets `REDIS_PORT=tcp://10.0.0.5:6379` in every pod (service links).
+fn kubernetes_service_link(e: &EdgeOnly, matches: &ArgMatches) -> bool {
+    e.env.ends_with("_PORT")
+        && matches.value_source(e.flag) == Some(ValueSource::EnvVariable)
+        && matches
+            .get_one::<String>(e.flag)
+            .is_some_and(|v| v.starts_with("tcp://") || v.starts_with("udp://"))
 }
 
 /// Warnings for the environment variables of the mode flagpost is not running that are set
@@ -337,5 +347,18 @@ mod tests {
             .unwrap();
         let e = check(&m).unwrap_err().to_string();
         assert!(e.contains("REDIS_HOST") && e.contains("--redis-url"), "{e}");
+    }
+
+    #[test]
+    fn a_kubernetes_service_link_is_not_edges_redis_port() {
+        let e = EDGE_ONLY.iter().find(|e| e.env == "REDIS_PORT").unwrap();
+        assert_eq!(e.flag, "redis-port");
+        let cmd = augment(Command::new("t"));
+        // Given on the command line it is the operator's.
+        let m = cmd
+            .try_get_matches_from(["t", "--redis-port", "tcp://10.0.0.5:6379"])
+            .unwrap();
+        assert!(!kubernetes_service_link(e, &m));
+        assert!(check(&m).is_err());
     }
 }

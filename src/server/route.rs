@@ -164,8 +164,16 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, RouteError> {
         "/api/client/metrics" => Route::ClientMetrics,
         "/api/client/register" => Route::ClientRegister,
         "/api/client/metrics/bulk" => Route::ClientBulkMetrics,
-        "/api/frontend/client/metrics" | "/api/proxy/client/metrics" => Route::FrontendMetrics,
-        "/api/frontend/client/register" | "/api/proxy/client/register" => Route::FrontendRegister,
+        // Unleash Edge also takes them under `/all` (what a frontend SDK pointed at the all
+        // endpoint sends).
+        "/api/frontend/client/metrics"
+        | "/api/proxy/client/metrics"
+        | "/api/frontend/all/client/metrics"
+        | "/api/proxy/all/client/metrics" => Route::FrontendMetrics,
+        "/api/frontend/client/register"
+        | "/api/proxy/client/register"
+        | "/api/frontend/all/client/register"
+        | "/api/proxy/all/client/register" => Route::FrontendRegister,
         _ => {
             let (route, raw) = if let Some(n) = path.strip_prefix("/api/client/features/") {
                 (Route::ClientFeature, n)
@@ -273,6 +281,16 @@ mod tests {
             r(Method::OPTIONS, "/api/frontend/client/register"),
             Ok((Route::FrontendRegister, None))
         );
+        for prefix in ["/api/frontend/all", "/api/proxy/all"] {
+            assert_eq!(
+                r(Method::POST, &format!("{prefix}/client/metrics")),
+                Ok((Route::FrontendMetrics, None))
+            );
+            assert_eq!(
+                r(Method::POST, &format!("{prefix}/client/register")),
+                Ok((Route::FrontendRegister, None))
+            );
+        }
         assert_eq!(
             r(Method::GET, "/api/client/metrics"),
             Err(RouteError::MethodNotAllowed(Route::ClientMetrics))

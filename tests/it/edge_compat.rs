@@ -220,6 +220,15 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         assert_eq!(out.status.code(), Some(64), "{var}: {err}");
         assert!(err.contains(var) && err.contains(hint), "{var}: {err}");
     }
+    // Kubernetes' service link for a Service named `redis` is not Edge's REDIS_PORT.
+    let out = check_config(&[("REDIS_PORT", "tcp://10.0.0.5:6379")], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!text.contains("REDIS_PORT"), "{text}");
     // A switch set to false is not set.
     let out = check_config(&[("REDIRECT_HTTP_TO_HTTPS", "false")], &[]);
     assert!(

@@ -12,6 +12,7 @@
 mod backstage;
 mod browser;
 mod cli;
+mod deploy;
 mod edge;
 mod edge_compat;
 mod failure;
