@@ -427,11 +427,19 @@ fn their_toggle(theirs: &EngineState, feature: &crate::document::Feature, ctx: &
         "impressionData": feature.impression_data, "variant": variant})
 }
 
+/// Cases per property: 1,024, or `PROPTEST_CASES`.
+fn cases() -> u32 {
+    std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024)
+}
+
 /// Draws of yggdrasil's answer: more than one when it draws at random.
 const DRAWS: usize = 8;
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1024, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: cases(), ..ProptestConfig::default() })]
 
     /// The toggles flagpost serves are, field for field, what yggdrasil's `EngineState` answers
     /// (built with serde), for every flag and context, except where the engine draws at
