@@ -496,6 +496,11 @@ pub struct EdgeArgs {
     /// Unleash-Proxy-style client keys, comma separated, each `key@environment` (all projects)
     #[arg(long, env = "CLIENT_KEYS", value_delimiter = ',')]
     pub client_keys: Vec<String>,
+
+    /// Frontend tokens served without asking upstream (Unleash Edge's): Unleash tokens with a
+    /// stated scope, or `secret@environment`; the startup tokens must still cover their scope
+    #[arg(long, env = "PRETRUSTED_TOKENS", value_delimiter = ',')]
+    pub pretrusted_tokens: Vec<String>,
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {

@@ -138,12 +138,6 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "flagpost does not export OpenTelemetry traces yet; unset it",
     ),
     refused(
-        "pretrusted-tokens",
-        "PRETRUSTED_TOKENS",
-        "flagpost does not take pretrusted tokens yet: give `secret@environment` ones as client \
-         keys (--client-keys / CLIENT_KEYS), and let flagpost validate Unleash tokens upstream",
-    ),
-    refused(
         "pkcs12-identity-file",
         "PKCS12_IDENTITY_FILE",
         "flagpost reads the upstream client identity as PEM: --pkcs8-client-certificate-file and \

@@ -159,6 +159,7 @@ pub struct RawEdge {
     pub streaming: Option<bool>,
     pub client_keys: Option<Vec<RawClientKey>>,
     pub upstream_auth_header: Option<String>,
+    pub pretrusted_tokens: Option<Vec<String>>,
 }
 
 /// A token as configured: the bare string, or a table giving the project list of a `[]` token.

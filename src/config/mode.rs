@@ -93,7 +93,12 @@ pub(super) fn edge(
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
     let custom_client_headers = custom_headers(args, l, &raw)?;
     let client_identity = client_identity(args, l, &raw)?;
-    let client_keys = edge_client_keys(args, l, raw.client_keys)?;
+    let mut client_keys = edge_client_keys(args, l, raw.client_keys)?;
+    client_keys.extend(pretrusted(&l.list(
+        "pretrusted_tokens",
+        &args.pretrusted_tokens,
+        raw.pretrusted_tokens.as_ref(),
+    ))?);
     Ok(EdgeConfig {
         upstream_url,
         tokens,
@@ -421,6 +426,35 @@ fn upstream_url(
         ));
     }
     Ok((upstream_url, notes))
+}
+
+/// Unleash Edge's pretrusted tokens: frontend tokens served without asking upstream. An
+/// Unleash token keeps the scope it states (a `[]` one states none: refused); `secret@env` is
+/// a client key for every project of that environment. The scope rule applies to them at
+/// every request, as to any token.
+fn pretrusted(list: &[String]) -> Result<Vec<crate::config::ConfiguredToken>, ConfigError> {
+    list.iter()
+        .enumerate()
+        .map(|(i, text)| {
+            let key =
+                format!("edge.pretrusted_tokens[{i}] (--pretrusted-tokens / PRETRUSTED_TOKENS)");
+            match text.rsplit_once('@') {
+                Some((secret, environment)) => client_key(
+                    &key,
+                    &file::RawClientKey {
+                        key: secret.to_string(),
+                        environment: environment.to_string(),
+                        projects: vec!["*".to_string()],
+                    },
+                ),
+                None => configured_token(
+                    &key,
+                    &file::RawToken::Plain(text.clone()),
+                    crate::token::TokenKind::Frontend,
+                ),
+            }
+        })
+        .collect()
 }
 
 /// Edge mode's locally configured client keys.

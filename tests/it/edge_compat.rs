@@ -275,3 +275,49 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         assert!(help.contains(flag), "{flag} not in --help");
     }
 }
+
+/// Unleash Edge's pretrusted tokens: served without asking upstream, an Unleash token with the
+/// scope it states and `secret@environment` as a key for the environment; the startup tokens
+/// must still cover them (the scope rule), or they are refused like any other token.
+#[tokio::test]
+async fn pretrusted_tokens_are_served_without_upstream_within_the_startup_scope() {
+    let up = FakeUpstream::start().await;
+    let token = secret("client-all-dev");
+    let extra = "pretrusted_tokens = [\"*:development.pretrusted-0001\", \"kiosk-key-0002@development\", \"*:production.pretrusted-0003\"]\n";
+    let s = Server::start(
+        &edge_config(&up.url(), std::slice::from_ref(&token), extra),
+        &[],
+    )
+    .await;
+    s.wait_ready().await;
+    for t in ["*:development.pretrusted-0001", "kiosk-key-0002"] {
+        let (status, _, body) = get(&s, "/api/frontend", Some(t)).await;
+        assert_eq!(status, 200, "{t}: {body}");
+        assert!(!toggle_names(&body).is_empty(), "{t}: {body}");
+    }
+    let (status, _, body) = get(&s, "/api/frontend", Some("*:production.pretrusted-0003")).await;
+    assert_eq!(status, 403, "{body}");
+    // Never asked upstream.
+    let asked: Vec<String> = up
+        .requests_to("/edge/validate")
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert!(
+        !asked
+            .iter()
+            .any(|b| b.contains("pretrusted") || b.contains("kiosk")),
+        "{asked:?}"
+    );
+    // A `[]` token states no projects: it cannot be trusted without upstream.
+    let out = flagpost()
+        .args(["edge", "--check-config"])
+        .env("PRETRUSTED_TOKENS", "[]:development.multi-0004")
+        .env("UPSTREAM_URL", "http://unleash:4242")
+        .env("TOKENS", "*:development.client-0005")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    assert!(err.contains("PRETRUSTED_TOKENS"), "{err}");
+}
