@@ -102,6 +102,28 @@ pub struct Cli {
     #[arg(long, env = "CORS_MAX_AGE", global = true, value_parser = duration_arg, default_value = DEFAULT_CORS_MAX_AGE)]
     pub cors_max_age: Duration,
 
+    /// Headers browsers may send to the Frontend API (comma separated; default: whatever the preflight asks for)
+    #[arg(
+        long,
+        env = "CORS_ALLOWED_HEADERS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub cors_allowed_headers: Vec<String>,
+
+    /// Response headers browsers may read (comma separated; default: ETag)
+    #[arg(
+        long,
+        env = "CORS_EXPOSED_HEADERS",
+        global = true,
+        value_delimiter = ','
+    )]
+    pub cors_exposed_headers: Vec<String>,
+
+    /// Methods browsers may use on the Frontend API (comma separated; default: GET, HEAD, POST, OPTIONS)
+    #[arg(long, env = "CORS_METHODS", global = true, value_delimiter = ',')]
+    pub cors_methods: Vec<String>,
+
     /// Token that opens the /internal-backstage/ inspection endpoints (tokens, features,
     /// metricsbatch, instancedata); without one they are not served
     #[arg(long, env = "BACKSTAGE_TOKEN", global = true, value_name = "SECRET")]

@@ -62,8 +62,6 @@ const REDIS_PARTS: &str = "give the whole address in --redis-url (REDIS_URL), e.
      rediss://user:password@redis.example:6380 (see the README, \"Moving from Unleash Edge\")";
 const REMOTE_WRITE: &str = "flagpost does not push metrics with Prometheus remote write yet; \
      scrape /metrics (or /internal-backstage/metrics) instead";
-const CORS_LISTS: &str = "flagpost answers CORS preflights itself (the methods and headers the \
-     Unleash SDKs use, and any requested header) and does not take this list yet; unset it";
 
 /// Every open-source setting of Unleash Edge 20 that flagpost does not read as its own.
 pub const EDGE_ONLY: &[EdgeOnly] = &[
@@ -124,9 +122,6 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "flagpost does not redirect plain HTTP to HTTPS yet: turn plain HTTP off with \
          --tls-disable-http (TLS_DISABLE_HTTP=true), or redirect at the load balancer",
     )),
-    refused("cors-allowed-headers", "CORS_ALLOWED_HEADERS", CORS_LISTS),
-    refused("cors-exposed-headers", "CORS_EXPOSED_HEADERS", CORS_LISTS),
-    refused("cors-methods", "CORS_METHODS", CORS_LISTS),
     refused(
         "otel-exporter-otlp-endpoint",
         "OTEL_EXPORTER_OTLP_ENDPOINT",

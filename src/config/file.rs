@@ -68,6 +68,9 @@ pub struct RawTls {
 pub struct RawCors {
     pub allowed_origins: Option<Vec<String>>,
     pub max_age: Option<RawDuration>,
+    pub allowed_headers: Option<Vec<String>>,
+    pub exposed_headers: Option<Vec<String>>,
+    pub methods: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -214,6 +214,23 @@ fn server(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<ServerConfig, Conf
     })
 }
 
+/// A CORS list (header names or methods) as one header value; `None` for an empty list.
+fn header_list(
+    key: &str,
+    items: Vec<String>,
+    valid: impl Fn(&str) -> bool,
+) -> Result<Option<http::HeaderValue>, ConfigError> {
+    if let Some(bad) = items.iter().find(|i| !valid(i)) {
+        return Err(invalid(key, format!("{bad:?} is not a valid name here")));
+    }
+    if items.is_empty() {
+        return Ok(None);
+    }
+    http::HeaderValue::from_str(&items.join(", "))
+        .map(Some)
+        .map_err(|_| invalid(key, "not a valid header value"))
+}
+
 /// A base path as Unleash Edge takes it (`unleash`, `/unleash/`, `/a/b`): `""` or `/a/b`.
 fn base_path(text: &str) -> Result<String, ConfigError> {
     let trimmed = text.trim().trim_matches('/');
@@ -397,10 +414,37 @@ fn cors_and_frontend(
         cli.disable_all_endpoint,
         raw.frontend.all_endpoint.map(|on| !on),
     );
+    let rc = &raw.cors;
+    let allowed_headers = header_list(
+        "cors.allowed_headers (--cors-allowed-headers / CORS_ALLOWED_HEADERS)",
+        l.list(
+            "cors_allowed_headers",
+            &cli.cors_allowed_headers,
+            rc.allowed_headers.as_ref(),
+        ),
+        |h| http::HeaderName::from_bytes(h.as_bytes()).is_ok(),
+    )?;
+    let exposed_headers = header_list(
+        "cors.exposed_headers (--cors-exposed-headers / CORS_EXPOSED_HEADERS)",
+        l.list(
+            "cors_exposed_headers",
+            &cli.cors_exposed_headers,
+            rc.exposed_headers.as_ref(),
+        ),
+        |h| http::HeaderName::from_bytes(h.as_bytes()).is_ok(),
+    )?;
+    let methods = header_list(
+        "cors.methods (--cors-methods / CORS_METHODS)",
+        l.list("cors_methods", &cli.cors_methods, rc.methods.as_ref()),
+        |m| http::Method::from_bytes(m.as_bytes()).is_ok(),
+    )?;
     Ok((
         CorsConfig {
             allowed_origins,
             max_age,
+            allowed_headers,
+            exposed_headers,
+            methods,
         },
         FrontendConfig {
             all_endpoint,

@@ -169,6 +169,10 @@ pub struct TlsConfig {
 pub struct CorsConfig {
     pub allowed_origins: AllowedOrigins,
     pub max_age: Duration,
+    /// Unleash Edge's CORS lists, each as one header value (`None`: flagpost's default).
+    pub allowed_headers: Option<http::HeaderValue>,
+    pub exposed_headers: Option<http::HeaderValue>,
+    pub methods: Option<http::HeaderValue>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -24,6 +24,15 @@ impl Config {
         };
         cors.insert("allowed_origins".into(), Value::Array(origins));
         cors.insert("max_age".into(), s(&format_duration(self.cors.max_age)));
+        for (key, value) in [
+            ("allowed_headers", &self.cors.allowed_headers),
+            ("exposed_headers", &self.cors.exposed_headers),
+            ("methods", &self.cors.methods),
+        ] {
+            if let Some(v) = value.as_ref().and_then(|v| v.to_str().ok()) {
+                cors.insert(key.into(), s(v));
+            }
+        }
         root.insert("cors".into(), Value::Table(cors));
         let mut frontend = Table::new();
         frontend.insert(

@@ -33,11 +33,16 @@ pub fn decorate(config: &CorsConfig, origin: Option<&HeaderValue>, response: &mu
     headers.append(VARY, HeaderValue::from_static("Origin"));
     if let Some(allowed) = allow_origin(config, origin) {
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
-        headers.insert(
-            ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("ETag"),
-        );
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, exposed(config));
     }
+}
+
+/// The headers browsers may read: Unleash Edge's configured list, or `ETag`.
+fn exposed(config: &CorsConfig) -> HeaderValue {
+    config
+        .exposed_headers
+        .clone()
+        .unwrap_or(HeaderValue::from_static("ETag"))
 }
 
 /// Answers an `OPTIONS` preflight. No token is needed: browsers never send one here.
@@ -58,18 +63,21 @@ pub fn preflight(config: &CorsConfig, request: &HeaderMap) -> Response<Reply> {
         headers.insert(ACCESS_CONTROL_ALLOW_ORIGIN, allowed);
         headers.insert(
             ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, POST, OPTIONS"),
+            config
+                .methods
+                .clone()
+                .unwrap_or(HeaderValue::from_static("GET, HEAD, POST, OPTIONS")),
         );
-        let asked = request
-            .get(ACCESS_CONTROL_REQUEST_HEADERS)
-            .filter(|v| v.to_str().is_ok_and(|s| s.len() <= 1024))
-            .cloned()
-            .unwrap_or(HeaderValue::from_static(DEFAULT_ALLOWED_HEADERS));
-        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, asked);
-        headers.insert(
-            ACCESS_CONTROL_EXPOSE_HEADERS,
-            HeaderValue::from_static("ETag"),
-        );
+        // Unleash Edge's configured list, or whatever the browser asks for.
+        let allowed = config.allowed_headers.clone().unwrap_or_else(|| {
+            request
+                .get(ACCESS_CONTROL_REQUEST_HEADERS)
+                .filter(|v| v.to_str().is_ok_and(|s| s.len() <= 1024))
+                .cloned()
+                .unwrap_or(HeaderValue::from_static(DEFAULT_ALLOWED_HEADERS))
+        });
+        headers.insert(ACCESS_CONTROL_ALLOW_HEADERS, allowed);
+        headers.insert(ACCESS_CONTROL_EXPOSE_HEADERS, exposed(config));
         headers.insert(
             ACCESS_CONTROL_MAX_AGE,
             HeaderValue::from(config.max_age.as_secs()),
@@ -87,7 +95,36 @@ mod tests {
         CorsConfig {
             allowed_origins: origins,
             max_age: Duration::from_secs(86400),
+            allowed_headers: None,
+            exposed_headers: None,
+            methods: None,
         }
+    }
+
+    /// Unleash Edge's lists replace flagpost's defaults, in preflights and answers.
+    #[test]
+    fn configured_lists_are_what_browsers_get() {
+        let mut c = cfg(AllowedOrigins::Any);
+        c.allowed_headers = Some(HeaderValue::from_static("authorization, x-custom"));
+        c.exposed_headers = Some(HeaderValue::from_static("ETag, X-Request-Id"));
+        c.methods = Some(HeaderValue::from_static("GET, POST"));
+        let mut req = HeaderMap::new();
+        req.insert(ORIGIN, HeaderValue::from_static("http://example.test"));
+        req.insert(
+            ACCESS_CONTROL_REQUEST_HEADERS,
+            HeaderValue::from_static("authorization,x-other"),
+        );
+        let r = preflight(&c, &req);
+        let h = r.headers();
+        assert_eq!(h[ACCESS_CONTROL_ALLOW_HEADERS], "authorization, x-custom");
+        assert_eq!(h[ACCESS_CONTROL_ALLOW_METHODS], "GET, POST");
+        assert_eq!(h[ACCESS_CONTROL_EXPOSE_HEADERS], "ETag, X-Request-Id");
+        let mut r = Response::new(Reply::empty());
+        decorate(&c, req.get(ORIGIN), &mut r);
+        assert_eq!(
+            r.headers()[ACCESS_CONTROL_EXPOSE_HEADERS],
+            "ETag, X-Request-Id"
+        );
     }
 
     #[test]

@@ -321,3 +321,37 @@ async fn pretrusted_tokens_are_served_without_upstream_within_the_startup_scope(
     assert_eq!(out.status.code(), Some(64), "{err}");
     assert!(err.contains("PRETRUSTED_TOKENS"), "{err}");
 }
+
+/// Unleash Edge's CORS lists: the allowed headers, methods and exposed headers browsers get.
+#[tokio::test]
+async fn the_cors_lists_are_what_browsers_get() {
+    let extra = "\n[cors]\nallowed_headers = [\"authorization\", \"x-tenant\"]\n\
+                 exposed_headers = [\"ETag\", \"X-Request-Id\"]\nmethods = [\"GET\", \"POST\"]";
+    let s = Server::start(&config(extra), &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    let r = client()
+        .request(reqwest::Method::OPTIONS, s.url("/api/frontend"))
+        .header("Origin", "https://app.example.com")
+        .header("Access-Control-Request-Method", "GET")
+        .header("Access-Control-Request-Headers", "authorization,x-other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let h = r.headers();
+    assert_eq!(h["access-control-allow-headers"], "authorization, x-tenant");
+    assert_eq!(h["access-control-allow-methods"], "GET, POST");
+    assert_eq!(h["access-control-expose-headers"], "ETag, X-Request-Id");
+    let r = client()
+        .get(s.url("/api/frontend"))
+        .header("Origin", "https://app.example.com")
+        .header("Authorization", FRONTEND_DEFAULT_DEV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        r.headers()["access-control-expose-headers"],
+        "ETag, X-Request-Id"
+    );
+}
