@@ -277,6 +277,10 @@ pub struct Cli {
     #[arg(long, env = "TLS_SERVER_PORT", global = true, default_value_t = DEFAULT_TLS_PORT)]
     pub tls_server_port: u16,
 
+    /// With TLS on, answer plain-HTTP requests with 308 to the HTTPS port (probes are still answered)
+    #[arg(long, env = "REDIRECT_HTTP_TO_HTTPS", global = true)]
+    pub redirect_http_to_https: bool,
+
     /// With TLS on, do not serve plain HTTP on --port
     #[arg(long, env = "TLS_DISABLE_HTTP", global = true)]
     pub tls_disable_http: bool,

@@ -116,12 +116,6 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "EDGE_KEEPALIVE_TIMEOUT",
         "flagpost closes idle keep-alive connections after --idle-timeout (IDLE_TIMEOUT, 75 s)",
     ),
-    switch(refused(
-        "redirect-http-to-https",
-        "REDIRECT_HTTP_TO_HTTPS",
-        "flagpost does not redirect plain HTTP to HTTPS yet: turn plain HTTP off with \
-         --tls-disable-http (TLS_DISABLE_HTTP=true), or redirect at the load balancer",
-    )),
     refused(
         "otel-exporter-otlp-endpoint",
         "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -61,6 +61,7 @@ pub struct RawTls {
     pub key_file: Option<String>,
     pub port: Option<u16>,
     pub plain_http: Option<bool>,
+    pub redirect_http: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -363,7 +363,19 @@ fn tls(
     raw: &RawFile,
     interface: IpAddr,
 ) -> Result<Option<TlsConfig>, ConfigError> {
-    Ok(if l.pick("tls_enable", cli.tls_enable, raw.tls.enabled) {
+    let redirect_http = l.pick(
+        "redirect_http_to_https",
+        cli.redirect_http_to_https,
+        raw.tls.redirect_http,
+    );
+    let enabled = l.pick("tls_enable", cli.tls_enable, raw.tls.enabled);
+    if redirect_http && !enabled {
+        return Err(invalid(
+            "tls.redirect_http (--redirect-http-to-https / REDIRECT_HTTP_TO_HTTPS)",
+            "redirecting to HTTPS needs TLS on (--tls-enable with a certificate and key)",
+        ));
+    }
+    Ok(if enabled {
         let needed = |key: &str, path: Option<std::path::PathBuf>| {
             path.ok_or_else(|| {
                 invalid(
@@ -385,6 +397,7 @@ fn tls(
                 "tls.key_file (--tls-server-key / TLS_SERVER_KEY)",
                 l.path("tls_server_key", &cli.tls_server_key, &raw.tls.key_file),
             )?,
+            redirect_http,
         })
     } else {
         None

@@ -163,6 +163,8 @@ pub struct TlsConfig {
     pub listen: SocketAddr,
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
+    /// Plain-HTTP requests get 308 to HTTPS (Unleash Edge's `--redirect-http-to-https`).
+    pub redirect_http: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -68,6 +68,16 @@ pub async fn serve(
     let stop_connections = CancellationToken::new();
     let open = Arc::new(AtomicUsize::new(0));
     let Listeners { http, https } = listeners;
+    // Unleash Edge's --redirect-http-to-https: the HTTPS port plain requests are sent to.
+    let redirect_to = app
+        .config
+        .server
+        .tls
+        .as_ref()
+        .filter(|t| t.redirect_http)
+        .and(https.as_ref())
+        .and_then(|l| l.local_addr().ok())
+        .map(|a| a.port());
     let https = https.zip(tls);
     tokio::pin!(shutdown);
     let mut drain_until: Option<tokio::time::Instant> = None;
@@ -115,7 +125,7 @@ pub async fn serve(
         connections.spawn(tracing::Instrument::instrument(
             async move {
                 match tls {
-                    None => serve_plain(&app, &builder, stream, peer, stop).await,
+                    None => serve_plain(&app, &builder, stream, peer, redirect_to, stop).await,
                     // Boxed: a TLS connection's state (rustls and the handshake) is several KiB;
                     // inline, every plain-HTTP connection's task would be that large too.
                     Some(tls) => {
@@ -185,11 +195,12 @@ async fn serve_plain(
     builder: &Builder,
     stream: TcpStream,
     peer: SocketAddr,
+    redirect_to: Option<u16>,
     stop: CancellationToken,
 ) {
     let sniff = conn::speaks_h2(&stream);
     match tokio::time::timeout(app.config.server.header_read_timeout, sniff).await {
-        Ok(Ok(h2)) => serve_connection(app, builder, stream, h2, peer, stop).await,
+        Ok(Ok(h2)) => serve_connection(app, builder, stream, (h2, redirect_to), peer, stop).await,
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "connection failed"),
         Err(_) => tracing::debug!(%peer, "no request within the header-read timeout"),
     }
@@ -231,7 +242,7 @@ async fn serve_tls(
     match tokio::time::timeout(app.config.server.header_read_timeout, handshake).await {
         Ok(Ok(stream)) => {
             let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_connection(app, builder, stream, h2, peer, stop).await
+            serve_connection(app, builder, stream, (h2, None), peer, stop).await
         }
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
@@ -242,7 +253,7 @@ async fn serve_connection<S>(
     app: &Arc<App>,
     builder: &Builder,
     stream: S,
-    h2: bool,
+    (h2, redirect_to): (bool, Option<u16>),
     peer: SocketAddr,
     stop: CancellationToken,
 ) where
@@ -262,6 +273,11 @@ async fn serve_connection<S>(
         // Boxed: hyper keeps room for the service's future for the connection's whole life,
         // so an idle keep-alive connection holds a pointer here, not the handler's state.
         Box::pin(async move {
+            if let Some(port) = redirect_to {
+                if let Some(redirect) = handler::redirect_to_https(&app, &req, port) {
+                    return Ok::<_, Infallible>(redirect);
+                }
+            }
             let mut response = handler::handle(&app, req, peer).await;
             // A stream keeps the connection busy for as long as it lasts.
             response.body_mut().hold(guard);

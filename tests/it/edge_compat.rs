@@ -213,7 +213,7 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
             "http://prom/api/v1/write",
             "/metrics",
         ),
-        ("REDIRECT_HTTP_TO_HTTPS", "true", "--tls-disable-http"),
+        ("REDIRECT_HTTP_TO_HTTPS", "true", "TLS"),
     ] {
         let out = check_config(&[(var, value)], &[]);
         let err = String::from_utf8_lossy(&out.stderr);

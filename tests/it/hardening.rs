@@ -30,9 +30,14 @@ fn tls_client(ca_pem: &str, addr: std::net::SocketAddr, http1: bool) -> reqwest:
 }
 
 async fn start_tls(cert: &str, key: &str) -> Server {
+    start_tls_with(cert, key, "").await
+}
+
+/// A TLS server with `extra` lines in `[tls]`.
+async fn start_tls_with(cert: &str, key: &str, extra: &str) -> Server {
     let toml = config("").replace(
         "mode = \"offline\"",
-        "mode = \"offline\"\n[tls]\nenabled = true\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nport = 0",
+        &format!("mode = \"offline\"\n[tls]\nenabled = true\ncert_file = \"cert.pem\"\nkey_file = \"key.pem\"\nport = 0\n{extra}"),
     );
     let s = Server::start(
         &toml,
@@ -45,6 +50,45 @@ async fn start_tls(cert: &str, key: &str) -> Server {
     .await;
     s.wait_ready().await;
     s
+}
+
+/// Unleash Edge's --redirect-http-to-https: plain requests get 308 to the same host, path and
+/// query on the HTTPS port, which then answers; probes are still answered on plain HTTP.
+#[tokio::test]
+async fn plain_http_is_redirected_to_https_but_probes_are_answered() {
+    let (cert, key) = certificate();
+    let s = start_tls_with(&cert, &key, "redirect_http = true").await;
+    let tls_port = s.tls_addr.unwrap().port();
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = plain
+        .get(
+            s.url("/api/frontend?userId=alice")
+                .replace("127.0.0.1", "localhost"),
+        )
+        .header("Authorization", FRONTEND_DEFAULT_DEV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 308);
+    let location = r.headers()["location"].to_str().unwrap().to_string();
+    assert_eq!(
+        location,
+        format!("https://localhost:{tls_port}/api/frontend?userId=alice")
+    );
+    let followed = tls_client(&cert, s.tls_addr.unwrap(), true)
+        .get(&location)
+        .header("Authorization", FRONTEND_DEFAULT_DEV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(followed.status(), 200);
+    for probe in ["/health", "/ready", "/internal-backstage/health"] {
+        let r = plain.get(s.url(probe)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{probe}");
+    }
 }
 
 #[tokio::test]
