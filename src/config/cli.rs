@@ -490,6 +490,46 @@ pub struct EdgeArgs {
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
+    /// Unleash Edge's Redis address in parts, when there is no --redis-url: the host
+    #[arg(long, env = "REDIS_HOST", value_name = "HOST")]
+    pub redis_host: Option<String>,
+
+    /// The Redis port (with --redis-host, or replacing --redis-url's)
+    #[arg(long, env = "REDIS_PORT", value_name = "PORT")]
+    pub redis_port: Option<String>,
+
+    /// The Redis user (an ACL user; with --redis-host, or replacing --redis-url's)
+    #[arg(long, env = "REDIS_USERNAME", value_name = "USER")]
+    pub redis_username: Option<String>,
+
+    /// The Redis password (with --redis-host, or replacing --redis-url's; never printed)
+    #[arg(long, env = "REDIS_PASSWORD", value_name = "PASSWORD")]
+    pub redis_password: Option<String>,
+
+    /// Connect to Redis over TLS (rediss://)
+    #[arg(long, env = "REDIS_SECURE")]
+    pub redis_secure: bool,
+
+    /// The scheme of a Redis address given in parts: redis (or tcp), rediss (or tls)
+    #[arg(long, env = "REDIS_SCHEME", value_name = "SCHEME")]
+    pub redis_scheme: Option<String>,
+
+    /// Unleash Edge's Redis timeouts (ms): the longer of the two is flagpost's --store-timeout, unless that is given
+    #[arg(
+        long,
+        env = "REDIS_READ_CONNECTION_TIMEOUT_MILLISECONDS",
+        value_name = "MS"
+    )]
+    pub redis_read_connection_timeout_milliseconds: Option<u64>,
+
+    /// See --redis-read-connection-timeout-milliseconds
+    #[arg(
+        long,
+        env = "REDIS_WRITE_CONNECTION_TIMEOUT_MILLISECONDS",
+        value_name = "MS"
+    )]
+    pub redis_write_connection_timeout_milliseconds: Option<u64>,
+
     /// Redis deployment: `single` (a single server or a primary behind a proxy)
     #[arg(long, env = "REDIS_MODE", default_value = "single")]
     pub redis_mode: String,

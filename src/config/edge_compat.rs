@@ -58,8 +58,6 @@ const fn switch(mut e: EdgeOnly) -> EdgeOnly {
 }
 
 const SENTRY: &str = "flagpost does not report to Sentry; its errors are in its log and metrics";
-const REDIS_PARTS: &str = "give the whole address in --redis-url (REDIS_URL), e.g. \
-     rediss://user:password@redis.example:6380 (see the README, \"Moving from Unleash Edge\")";
 const REMOTE_WRITE: &str = "flagpost does not push metrics with Prometheus remote write yet; \
      scrape /metrics (or /internal-backstage/metrics) instead";
 
@@ -144,22 +142,6 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "flagpost reads the upstream client identity from --pkcs8-client-certificate-file and \
          --pkcs8-client-key-file",
     ),
-    refused("redis-host", "REDIS_HOST", REDIS_PARTS),
-    refused("redis-port", "REDIS_PORT", REDIS_PARTS),
-    refused("redis-username", "REDIS_USERNAME", REDIS_PARTS),
-    refused("redis-password", "REDIS_PASSWORD", REDIS_PARTS),
-    switch(refused("redis-secure", "REDIS_SECURE", REDIS_PARTS)),
-    refused("redis-scheme", "REDIS_SCHEME", REDIS_PARTS),
-    refused(
-        "redis-read-connection-timeout-milliseconds",
-        "REDIS_READ_CONNECTION_TIMEOUT_MILLISECONDS",
-        "flagpost's Redis calls share one timeout: --store-timeout (STORE_TIMEOUT)",
-    ),
-    refused(
-        "redis-write-connection-timeout-milliseconds",
-        "REDIS_WRITE_CONNECTION_TIMEOUT_MILLISECONDS",
-        "flagpost's Redis calls share one timeout: --store-timeout (STORE_TIMEOUT)",
-    ),
     refused(
         "s3-bucket-name",
         "S3_BUCKET_NAME",
@@ -238,7 +220,7 @@ pub fn check(matches: &ArgMatches) -> Result<Vec<String>, ConfigError> {
             source,
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         ) && (!e.switch || matches.get_flag(e.flag));
-        if !given || kubernetes_service_link(e, matches) {
+        if !given {
             continue;
         }
         let name = format!("{} (--{})", e.env, e.flag);
@@ -255,16 +237,6 @@ pub fn check(matches: &ArgMatches) -> Result<Vec<String>, ConfigError> {
         }
     }
     Ok(warnings)
-}
-
-/// Whether the value is Kubernetes', not the operator's: with a Service named `redis` in the
-/// namespace, Kubernetes sets `REDIS_PORT=tcp://10.0.0.5:6379` in every pod (service links).
-fn kubernetes_service_link(e: &EdgeOnly, matches: &ArgMatches) -> bool {
-    e.env.ends_with("_PORT")
-        && matches.value_source(e.flag) == Some(ValueSource::EnvVariable)
-        && matches
-            .get_one::<String>(e.flag)
-            .is_some_and(|v| v.starts_with("tcp://") || v.starts_with("udp://"))
 }
 
 /// Warnings for the environment variables of the mode flagpost is not running that are set
@@ -326,22 +298,12 @@ mod tests {
         assert!(warnings.iter().any(|w| w.contains("SENTRY_DSN")));
         assert!(warnings.iter().any(|w| w.contains("WORKERS")));
         let m = cmd
-            .try_get_matches_from(["t", "edge", "--redis-host", "r"])
+            .try_get_matches_from(["t", "edge", "--s3-bucket-name", "b"])
             .unwrap();
         let e = check(&m).unwrap_err().to_string();
-        assert!(e.contains("REDIS_HOST") && e.contains("--redis-url"), "{e}");
-    }
-
-    #[test]
-    fn a_kubernetes_service_link_is_not_edges_redis_port() {
-        let e = EDGE_ONLY.iter().find(|e| e.env == "REDIS_PORT").unwrap();
-        assert_eq!(e.flag, "redis-port");
-        let cmd = augment(Command::new("t"));
-        // Given on the command line it is the operator's.
-        let m = cmd
-            .try_get_matches_from(["t", "--redis-port", "tcp://10.0.0.5:6379"])
-            .unwrap();
-        assert!(!kubernetes_service_link(e, &m));
-        assert!(check(&m).is_err());
+        assert!(
+            e.contains("S3_BUCKET_NAME") && e.contains("--backup-folder"),
+            "{e}"
+        );
     }
 }

@@ -388,7 +388,7 @@ fn with_edge_notes(
 ) -> Result<Config, ConfigError> {
     let mut notes = edge_compat::check(matches)?;
     notes.extend(edge_compat::other_mode(command, config.mode.name(), |v| {
-        std::env::var_os(v).is_some()
+        std::env::var(v).is_ok_and(|value| !mode::kubernetes_service_link(v, &value))
     }));
     config.notes.extend(notes);
     Ok(config)

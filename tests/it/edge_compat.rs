@@ -201,7 +201,6 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
     );
     // Refused: exit 64 naming the setting and what to do instead.
     for (var, value, hint) in [
-        ("REDIS_HOST", "redis", "--redis-url"),
         ("S3_BUCKET_NAME", "bucket", "--backup-folder"),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -237,12 +236,20 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         String::from_utf8_lossy(&out.stderr)
     );
     // The other mode's variables: a warning.
-    let out = check_config(&[("UPSTREAM_URL", "http://unleash:4242")], &[]);
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains("UPSTREAM_URL is set but flagpost runs in offline mode"),
-        "{text}"
+    let out = check_config(
+        &[
+            ("UPSTREAM_URL", "http://unleash:4242"),
+            ("REDIS_HOST", "redis"),
+        ],
+        &[],
     );
+    let text = String::from_utf8_lossy(&out.stdout);
+    for var in ["UPSTREAM_URL", "REDIS_HOST"] {
+        assert!(
+            text.contains(&format!("{var} is set but flagpost runs in offline mode")),
+            "{text}"
+        );
+    }
     // Edge's names for flagpost's settings.
     let out = check_config(
         &[
@@ -269,10 +276,21 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         "--deny-list",
         "--trust-proxy",
         "--sentry-dsn",
-        "--redis-host",
         "--s3-bucket-name",
+        "--redirect-http-to-https",
+        "--cors-methods",
     ] {
         assert!(help.contains(flag), "{flag} not in --help");
+    }
+    let help = flagpost().args(["edge", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    for flag in [
+        "--redis-host",
+        "--redis-password",
+        "--pretrusted-tokens",
+        "--upstream-auth-header",
+    ] {
+        assert!(help.contains(flag), "{flag} not in edge --help");
     }
 }
 

@@ -13,10 +13,17 @@ pub struct Redis {
     child: Option<Child>,
     pub port: u16,
     dir: tempfile::TempDir,
+    /// Extra `redis-server` arguments (passwords, ACL users).
+    extra: Vec<String>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
+        Redis::start_with(&[])
+    }
+
+    /// With extra `redis-server` arguments.
+    pub fn start_with(extra: &[&str]) -> Redis {
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
@@ -26,6 +33,7 @@ impl Redis {
             child: None,
             port,
             dir: tempfile::tempdir().unwrap(),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
         };
         r.restart();
         r
@@ -38,6 +46,7 @@ impl Redis {
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(self.dir.path())
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -58,7 +67,8 @@ impl Redis {
         s.write_all(b"PING\r\n").ok()?;
         let mut buf = [0u8; 7];
         s.read_exact(&mut buf).ok()?;
-        (&buf == b"+PONG\r\n").then_some(())
+        // Up: PONG, or a refusal to answer before AUTH.
+        (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH").then_some(())
     }
 
     pub fn stop(&mut self) {
@@ -657,4 +667,53 @@ async fn a_startup_token_refused_at_the_poller_narrows_what_every_instance_serve
         .await;
         assert_eq!(get(s, "/api/client/features", Some(&narrow)).await.0, 200);
     }
+}
+
+/// Unleash Edge's Redis address in parts (REDIS_HOST, REDIS_PORT, REDIS_USERNAME,
+/// REDIS_PASSWORD) reaches a real redis-server that needs an ACL user's password, one full of
+/// characters a URL must escape: the binary becomes the fleet's poller, and prints no password.
+#[test]
+fn a_fleet_reaches_redis_given_in_edge_parts_with_an_acl_user() {
+    use crate::cli::flagpost;
+    let password = "f@p:w/d#?%";
+    let acl_password = format!(">{password}");
+    let redis = Redis::start_with(&[
+        "--requirepass",
+        "admin-secret-77",
+        "--user",
+        "flagpost",
+        "on",
+        &acl_password,
+        "~*",
+        "&*",
+        "+@all",
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(FakeUpstream::start());
+    let mut command = flagpost();
+    command
+        .args(["--port", "0", "--interface", "127.0.0.1", "edge"])
+        .env("UPSTREAM_URL", up.url())
+        .env("TOKENS", secret("client-all-dev"))
+        .env("REDIS_HOST", "127.0.0.1")
+        .env("REDIS_PORT", redis.port.to_string())
+        .env("REDIS_USERNAME", "flagpost")
+        .env("REDIS_PASSWORD", password);
+    let mut binary = Binary::spawn(command);
+    let addr = binary.listening();
+    rt.block_on(eventually("the binary polls for the fleet", || async {
+        let Ok(r) = client().get(format!("http://{addr}/metrics")).send().await else {
+            return false;
+        };
+        r.text()
+            .await
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l == "flagpost_fleet_role{role=\"poller\"} 1")
+    }));
+    binary.terminate();
+    binary.exit_within(Duration::from_secs(30));
+    let log = binary.log();
+    assert!(!log.contains(password) && !log.contains("f%40p"), "{log}");
+    assert!(log.contains("sharing a store with the fleet"), "{log}");
 }
