@@ -129,6 +129,8 @@ pub struct App {
     /// Refusals, logged without flooding the log.
     /// The log lines client requests cause, within `log.request_lines_per_minute`.
     pub request_log: server::refusal::RequestLog,
+    /// Downstream Edge instances that report to `/api/client/metrics/edge`, bounded.
+    pub downstream: server::downstream::Downstream,
     /// Requests being answered now (for the in-flight limit).
     pub(crate) in_flight: AtomicUsize,
     refresh: OnceLock<Arc<Refresh>>,
@@ -192,6 +194,7 @@ impl App {
             aborted: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             request_log,
+            downstream: Default::default(),
             refresh: OnceLock::new(),
             fleet: OnceLock::new(),
             started: std::time::SystemTime::now(),

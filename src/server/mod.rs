@@ -6,6 +6,7 @@ pub mod body;
 pub mod client_ip;
 pub mod conn;
 pub mod cors;
+pub mod downstream;
 pub mod error;
 pub mod handler;
 pub mod refusal;

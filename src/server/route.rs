@@ -31,6 +31,8 @@ pub enum Route {
     BackstageFeatures,
     BackstageMetricsBatch,
     BackstageInstanceData,
+    /// `POST /api/client/metrics/edge`: a downstream Unleash Edge's instance data.
+    ClientEdgeMetrics,
     /// No route: the label for 404s.
     Unmatched,
 }
@@ -58,6 +60,7 @@ pub const ROUTE_LABELS: &[&str] = &[
     "/internal-backstage/features",
     "/internal-backstage/metricsbatch",
     "/internal-backstage/instancedata",
+    "/api/client/metrics/edge",
     "unmatched",
 ];
 
@@ -81,6 +84,7 @@ impl Route {
             | Route::ClientMetrics
             | Route::ClientRegister
             | Route::ClientBulkMetrics
+            | Route::ClientEdgeMetrics
             | Route::Explain => "POST",
             Route::BackstageTokens
             | Route::BackstageFeatures
@@ -113,6 +117,7 @@ impl Route {
             | Route::ClientMetrics
             | Route::ClientRegister
             | Route::ClientBulkMetrics
+            | Route::ClientEdgeMetrics
             | Route::Explain => *method == Method::POST,
             Route::FrontendMetrics | Route::FrontendRegister => {
                 matches!(*method, Method::POST | Method::OPTIONS)
@@ -164,6 +169,7 @@ pub fn route(method: &Method, path: &str) -> Result<Matched, RouteError> {
         "/api/client/metrics" => Route::ClientMetrics,
         "/api/client/register" => Route::ClientRegister,
         "/api/client/metrics/bulk" => Route::ClientBulkMetrics,
+        "/api/client/metrics/edge" => Route::ClientEdgeMetrics,
         // Unleash Edge also takes them under `/all` (what a frontend SDK pointed at the all
         // endpoint sends).
         "/api/frontend/client/metrics"
@@ -348,6 +354,7 @@ mod tests {
             BackstageFeatures,
             BackstageMetricsBatch,
             BackstageInstanceData,
+            ClientEdgeMetrics,
         ];
         assert_eq!(
             ROUTE_LABELS.len(),

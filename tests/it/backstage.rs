@@ -269,7 +269,51 @@ async fn backstage_endpoints_need_the_backstage_token_and_keep_edge_shapes() {
     assert_eq!(status, 200);
     assert_eq!(data["this_instance"]["app_name"], "flagpost");
     assert_eq!(data["this_instance"]["mode"], "offline");
-    assert!(data["connected_instances"].is_array());
+    assert_eq!(data["connected_instances"], serde_json::json!([]));
+    // A downstream Unleash Edge reports its instance data with a client token: kept, bounded,
+    // and shown as a connected instance.
+    let report = serde_json::json!({"identifier": "edge-downstream-1", "app_name": "shop-edge",
+        "edge_version": "20.1.0", "connected_edges": [], "process_metrics": {"cpu_seconds": 3}})
+    .to_string();
+    let edge_metrics = "/api/client/metrics/edge";
+    let (status, _, body) = post(
+        &open,
+        edge_metrics,
+        Some(offline::CLIENT_DEFAULT_DEV),
+        report.clone(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(
+        post(
+            &open,
+            edge_metrics,
+            Some(offline::FRONTEND_DEFAULT_DEV),
+            report
+        )
+        .await
+        .0,
+        403,
+        "a frontend token"
+    );
+    assert_eq!(
+        post(
+            &open,
+            edge_metrics,
+            Some(offline::CLIENT_DEFAULT_DEV),
+            "{}".to_string()
+        )
+        .await
+        .0,
+        400,
+        "no identifier"
+    );
+    let (_, data) = backstage(&open, "instancedata", Some(BACKSTAGE)).await;
+    let connected = &data["connected_instances"];
+    assert_eq!(connected.as_array().map(Vec::len), Some(1), "{data}");
+    assert_eq!(connected[0]["identifier"], "edge-downstream-1");
+    assert_eq!(connected[0]["app_name"], "shop-edge");
+    assert_eq!(connected[0]["environment"], "development");
 
     // Edge's --disable-metrics-endpoint, as a file key.
     let no_metrics = start("[backstage]\nmetrics = false").await;

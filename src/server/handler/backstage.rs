@@ -277,6 +277,31 @@ fn instance_data(app: &App) -> Value {
             "connected_streaming_clients": app.streams.open(),
             "environments": environments,
         },
-        "connected_instances": [],
+        "connected_instances": app.downstream.list(),
     })
+}
+
+/// `POST /api/client/metrics/edge`: a downstream Unleash Edge (or flagpost) reports its
+/// instance data with a client token. Kept bounded (see [`crate::server::downstream`]) and
+/// shown as `connected_instances` in `/internal-backstage/instancedata`. 202, as Edge answers.
+pub(super) async fn downstream_instance(
+    app: &App,
+    req: http::Request<hyper::body::Incoming>,
+) -> Result<HttpResponse, ApiError> {
+    let (access, _) =
+        super::authenticate(app, req.headers(), crate::token::TokenKind::Client).await?;
+    let (parts, incoming) = req.into_parts();
+    let bytes = super::read_body(
+        app,
+        &parts.headers,
+        incoming,
+        app.config.server.max_metrics_body_size,
+    )
+    .await?;
+    app.downstream
+        .record(&bytes, &access.scope.environment)
+        .map_err(|e| ApiError::BadRequest(format!("Bad instance data: {e}.")))?;
+    let mut r = http::Response::new(super::super::body::Reply::empty());
+    *r.status_mut() = http::StatusCode::ACCEPTED;
+    Ok(r)
 }

@@ -341,6 +341,7 @@ async fn dispatch(
         | Route::BackstageMetricsBatch
         | Route::BackstageInstanceData => backstage::inspect(app, matched.route, req.headers()),
         Route::EdgeValidate => edge_validate(app, req, peer).await,
+        Route::ClientEdgeMetrics => backstage::downstream_instance(app, req).await,
         Route::ClientMetrics | Route::ClientRegister | Route::ClientBulkMetrics => {
             usage_api(app, matched.route, req).await
         }
