@@ -600,6 +600,86 @@ proptest! {
         prop_assert_eq!(data, json!({"events": ours["events"]}));
     }
 
+    /// The events of a change (old flag set → new), as one filter sees them, read as Unleash's
+    /// own types (u32 ids) and applied by Unleash's own `apply_delta` to what the filter saw
+    /// before, give exactly the features the filter sees after, and every segment they use;
+    /// the SSE frame carrying them has one data line and the change's id.
+    #[test]
+    fn change_events_bring_a_client_from_one_set_to_the_next(
+        (old, new) in (flag_set(), flag_set(), 0u8..4).prop_map(|(old, other, how)| {
+            // Another set, or this one with only its segments changed, or with every other
+            // feature replaced (so unchanged features meet changed segments and moves).
+            let new = match how {
+                0 => other,
+                1 => json!({"version": 2, "features": old["features"], "segments": other["segments"]}),
+                _ => {
+                    let empty = Vec::new();
+                    let theirs = other["features"].as_array().unwrap_or(&empty);
+                    let features: Vec<Value> = old["features"].as_array().unwrap_or(&empty).iter()
+                        .enumerate()
+                        .map(|(i, f)| match theirs.get(i) {
+                            Some(t) if i % 2 == 1 => json!(t),
+                            _ => f.clone(),
+                        })
+                        .collect();
+                    json!({"version": 2, "features": features, "segments": if how == 2 { old["segments"].clone() } else { other["segments"].clone() }})
+                }
+            };
+            (old, new)
+        }),
+        projects in proptest::collection::btree_set(pick(&["default", "a", "b"]), 0..3),
+        prefix in proptest::option::of(pick(&["f", "ÆØ", ""])),
+        revision in 1u64..=u64::from(u32::MAX),
+    ) {
+        let before = Document::parse(old.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let after = Document::parse(new.to_string().as_bytes()).unwrap_or_else(|e| panic!("{e}"));
+        let projects = if projects.is_empty() { Projects::All } else { Projects::from_names(projects.iter().map(String::as_str)) };
+        let filter = Filter::new(projects.clone(), prefix.clone());
+        // What the filter sees of a set, typed as Unleash's client does.
+        let seen = |set: &Value| -> ClientFeatures {
+            let empty = Vec::new();
+            let features: Vec<Value> = set["features"].as_array().unwrap_or(&empty).iter()
+                .filter(|f| filter.admits(f["project"].as_str().unwrap_or(""), f["name"].as_str().unwrap_or("")))
+                .cloned()
+                .collect();
+            serde_json::from_value(json!({"version": 2, "features": features,
+                "segments": set["segments"].clone()})).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut change = crate::publish::diff(Some(&before), &after);
+        change.revision = revision;
+        let rendered = crate::delta::render(&change, &filter);
+        let mut client = seen(&old);
+        if !rendered.frame.is_empty() {
+            let text = String::from_utf8(rendered.frame.to_vec()).unwrap_or_default();
+            let lines: Vec<&str> = text.trim_end_matches("\n\n").split('\n').collect();
+            prop_assert_eq!(lines.len(), 3, "{}", text);
+            let id_line = format!("id: {revision}");
+            prop_assert_eq!(lines.get(1).copied(), Some(id_line.as_str()));
+            let data = lines.get(2).and_then(|l| l.strip_prefix("data: ")).unwrap_or("");
+            let delta = serde_json::from_str::<ClientFeaturesDelta>(data);
+            prop_assert!(delta.is_ok(), "Unleash's types refuse it: {:?} {}", delta, data);
+            let delta = delta.unwrap_or_else(|e| panic!("{e}"));
+            prop_assert!(delta.events.iter().all(|e| u64::from(e.get_event_id()) == revision));
+            client.apply_delta(&delta);
+        }
+        let expected = seen(&new);
+        let by_name = |c: &ClientFeatures| -> std::collections::BTreeMap<String, Value> {
+            c.features.iter().map(|f| (f.name.clone(), serde_json::to_value(f).unwrap_or_default())).collect()
+        };
+        prop_assert_eq!(by_name(&client), by_name(&expected));
+        // Every segment the new features use is there, as it is now.
+        let segments = |c: &ClientFeatures| -> std::collections::BTreeMap<i32, Value> {
+            c.segments.iter().flatten().map(|s| (s.id, serde_json::to_value(s).unwrap_or_default())).collect()
+        };
+        let (have, want) = (segments(&client), segments(&expected));
+        for id in expected.features.iter()
+            .flat_map(|f| f.strategies.iter().flatten())
+            .flat_map(|s| s.segments.iter().flatten())
+        {
+            prop_assert_eq!(have.get(id), want.get(id), "segment {}", id);
+        }
+    }
+
     /// Any string written by hand as JSON reads back as itself, as serde reads it.
     #[test]
     fn hand_written_json_strings_read_back(s in any::<String>()) {
