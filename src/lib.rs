@@ -29,7 +29,8 @@
 //!
 //! Modules, one job each:
 //! - [`config`]: `config.toml` < environment < flags, validated into one [`config::Config`]
-//!   (`config/mode.rs`: the offline and edge sections).
+//!   (`config/mode.rs`: the offline and edge sections; `config/edge_compat.rs`: Unleash Edge's
+//!   settings flagpost does not use, warned about or refused).
 //! - [`token`]: token shapes and redaction; `token/scope.rs`: [`token::Scope`] and the scope
 //!   rule (`covers`).
 //! - [`document`]: a Client API document as received (features, segments, merge, compact).
@@ -49,14 +50,18 @@
 //!   [`snapshot::Store`].
 //! - [`auth`]: token → [`auth::Access`]; `auth/remote.rs` the verdict caches, `auth/budget.rs`
 //!   the `/edge/validate` budgets, `auth/validator.rs` the validation lanes.
-//! - [`evaluate`]: the engine wrapper and the Frontend API response; `evaluate/context.rs`:
-//!   the SDK context from a query or a body; `evaluate/memo.rs`: remembered answers (what
-//!   chance and the clock decide, and the bounded ETag memo).
+//! - [`evaluate`]: flagpost's walk of yggdrasil's compiled flags (`evaluate/engine.rs`) and the
+//!   Frontend API response; `evaluate/context.rs`: the SDK context from a query or a body;
+//!   `evaluate/volatility.rs`: what chance and the clock decide; `evaluate/memo.rs`: the
+//!   bounded memo of remembered answers; `evaluate/properties.rs`: the generated-input
+//!   properties against yggdrasil.
 //! - [`usage`]: SDK usage metrics and registrations, bounded (`usage/body.rs` reads them),
 //!   forwarded upstream (`usage/forward.rs`).
 //! - [`server`]: accept loops, TLS, connection timeouts, the router, CORS, errors;
 //!   `server/handler/` the request pipeline and the API handlers (`stream.rs`: streaming and
-//!   delta; `backstage.rs`: explain and the inspection endpoints).
+//!   delta; `backstage.rs`: explain, the inspection endpoints, downstream Edge reports);
+//!   `server/refusal.rs`: the log lines requests may cause, within a budget;
+//!   `server/downstream.rs`: downstream instances, bounded.
 //! - `start.rs`: starting each mode, and edge mode's last work at shutdown.
 //! - [`metrics`]: the Prometheus registry; [`json`]: the JSON written by hand on hot paths;
 //!   [`backoff`]: retry delays; [`watch`]: noticing that a file changed.
