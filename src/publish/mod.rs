@@ -41,7 +41,7 @@ pub struct Updated {
 pub struct ChangeSet {
     pub environment: String,
     /// The environment's revision after this change: the event id, at most `u32::MAX` (see
-    /// [`first_counter_revision`]). Upstream's `meta.revisionId` when it sent one greater than
+    /// `first_counter_revision`). Upstream's `meta.revisionId` when it sent one greater than
     /// the last, otherwise the last plus one.
     pub revision: u64,
     /// The features that are new or whose definition changed, in document order.
@@ -178,7 +178,7 @@ fn first_counter_revision() -> u64 {
         .map_or(1, |d| d.as_secs().clamp(1, u64::from(u32::MAX)))
 }
 
-/// The largest id a client can read (see [`first_counter_revision`]).
+/// The largest id a client can read (see `first_counter_revision`).
 pub const MAX_REVISION: u64 = u32::MAX as u64;
 
 /// Per environment: its announcement channel, revision and recent changes.
