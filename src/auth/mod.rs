@@ -457,19 +457,6 @@ impl Authenticator {
     }
 }
 
-fn parse_header(header: Option<&[u8]>) -> Result<Token, AuthError> {
-    let Some(bytes) = header else {
-        return Err(AuthError::Missing);
-    };
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| AuthError::Malformed(TokenError::InvalidCharacter))?;
-    match Token::parse(text) {
-        Ok(t) => Ok(t),
-        Err(TokenError::Empty) => Err(AuthError::Missing),
-        Err(e) => Err(AuthError::Malformed(e)),
-    }
-}
-
 enum Lookup {
     Done(Result<Access, AuthError>),
     Ask(oneshot::Receiver<Verdict>),
@@ -491,6 +478,8 @@ fn settle(
 }
 
 mod budget;
+mod header;
+use header::parse_header;
 mod remote;
 mod validator;
 

@@ -10,6 +10,8 @@ mod layer;
 mod merge;
 mod mode;
 mod redact;
+mod server;
+mod store;
 pub mod unit;
 
 use std::ffi::OsString;
@@ -388,7 +390,7 @@ fn with_edge_notes(
 ) -> Result<Config, ConfigError> {
     let mut notes = edge_compat::check(matches)?;
     notes.extend(edge_compat::other_mode(command, config.mode.name(), |v| {
-        std::env::var(v).is_ok_and(|value| !mode::kubernetes_service_link(v, &value))
+        std::env::var(v).is_ok_and(|value| !store::kubernetes_service_link(v, &value))
     }));
     config.notes.extend(notes);
     Ok(config)

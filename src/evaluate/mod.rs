@@ -169,4 +169,6 @@ impl Engine {
 mod tests;
 
 #[cfg(test)]
+mod generate;
+#[cfg(test)]
 mod properties;

@@ -1,0 +1,240 @@
+//! Edge mode's `[store]`: the Redis a fleet shares, given as a URL or, as Unleash Edge takes
+//! it, in parts; its namespace, lease and timeouts.
+
+use std::time::Duration;
+
+use super::cli;
+use super::file;
+use super::layer::Layers;
+use super::merge::MIN_PERIOD;
+use super::{invalid, ConfigError, RedisUrl, StoreConfig};
+use crate::token::Token;
+
+/// `[store]`: the fleet's Redis, when a URL is given.
+pub(super) fn store(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: file::RawStore,
+    upstream_url: &str,
+    tokens: &[Token],
+) -> Result<(Option<StoreConfig>, Vec<String>), ConfigError> {
+    let url_key = "store.redis_url (--redis-url / REDIS_URL)";
+    let given = l.pick("redis_url", args.redis_url.clone(), raw.redis_url.map(Some));
+    let (url, notes) = redis_address(args, given)?;
+    let Some(url) = url else {
+        return Ok((None, notes));
+    };
+    let url = url.trim().to_string();
+    let shown = RedisUrl::new(url.clone()).redacted();
+    let host = url
+        .split_once("://")
+        .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(""));
+    if !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        || host.is_none_or(|h| h.is_empty() || h.starts_with('/'))
+    {
+        return Err(invalid(
+            url_key,
+            format!("{shown:?} is not a Redis URL like \"redis://host:6379\" or \"rediss://user:password@host:6380/0\""),
+        ));
+    }
+    let mode = l.pick("redis_mode", args.redis_mode.clone(), raw.mode);
+    match mode.as_str() {
+        "single" => {}
+        "cluster" => {
+            return Err(invalid(
+                "store.mode (--redis-mode / REDIS_MODE)",
+                "Redis Cluster is not supported yet; use \"single\" (a single server, or a primary behind a proxy)",
+            ))
+        }
+        other => {
+            return Err(invalid(
+                "store.mode (--redis-mode / REDIS_MODE)",
+                format!("{other:?} is not a Redis mode: use \"single\""),
+            ))
+        }
+    }
+    let namespace = match l.pick(
+        "store_namespace",
+        args.store_namespace.clone(),
+        raw.namespace.map(Some),
+    ) {
+        Some(ns) => {
+            let ok = (1..=64).contains(&ns.len())
+                && ns
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+            if !ok {
+                return Err(invalid(
+                    "store.namespace (--store-namespace / STORE_NAMESPACE)",
+                    "1 to 64 of A-Z a-z 0-9 - _ .",
+                ));
+            }
+            ns
+        }
+        None => default_namespace(upstream_url, tokens),
+    };
+    let duration = |id: &str, key: &str, cli: Duration, file: Option<&file::RawDuration>, min| {
+        l.duration(id, key, cli, file, min)
+    };
+    let lease = duration(
+        "store_lease",
+        "store.lease",
+        args.store_lease,
+        raw.lease.as_ref(),
+        Duration::from_secs(1),
+    )?;
+    let edge_timeout = args
+        .redis_read_connection_timeout_milliseconds
+        .max(args.redis_write_connection_timeout_milliseconds);
+    let timeout = match edge_timeout {
+        // Unleash Edge's two Redis timeouts, when flagpost's own is not given.
+        Some(ms) if !l.explicit("store_timeout") && raw.timeout.is_none() => {
+            Duration::from_millis(ms).max(MIN_PERIOD)
+        }
+        _ => duration(
+            "store_timeout",
+            "store.timeout",
+            args.store_timeout,
+            raw.timeout.as_ref(),
+            MIN_PERIOD,
+        )?,
+    };
+    if timeout * 3 > lease {
+        return Err(invalid(
+            "store.timeout (--store-timeout / STORE_TIMEOUT)",
+            "must be at most a third of store.lease, so the lease is renewed in time",
+        ));
+    }
+    Ok((
+        Some(StoreConfig {
+            redis_url: RedisUrl::new(url),
+            namespace,
+            max_age: duration(
+                "store_max_age",
+                "store.max_age",
+                args.store_max_age,
+                raw.max_age.as_ref(),
+                Duration::from_secs(1),
+            )?,
+            lease,
+            timeout,
+        }),
+        notes,
+    ))
+}
+
+/// Whether an environment variable holds Kubernetes' value rather than the operator's: with a
+/// Service named `redis` in the namespace, Kubernetes sets `REDIS_PORT=tcp://10.0.0.5:6379` in
+/// every pod (service links).
+pub(super) fn kubernetes_service_link(name: &str, value: &str) -> bool {
+    name.ends_with("_PORT") && (value.starts_with("tcp://") || value.starts_with("udp://"))
+}
+
+/// The Redis address: `--redis-url`, with Unleash Edge's parts (user, password, port, TLS)
+/// applied to it as Edge does; or, without one, made from `--redis-host` and the parts. Also
+/// the warnings for parts that are set but not used.
+fn redis_address(
+    args: &cli::EdgeArgs,
+    given: Option<String>,
+) -> Result<(Option<String>, Vec<String>), ConfigError> {
+    let mut notes = Vec::new();
+    let key =
+        "REDIS_HOST / REDIS_PORT / REDIS_USERNAME / REDIS_PASSWORD / REDIS_SECURE / REDIS_SCHEME";
+    let port = match args.redis_port.as_deref().map(str::trim) {
+        None | Some("") => None,
+        Some(p) if kubernetes_service_link("REDIS_PORT", p) => None,
+        Some(p) => Some(p.parse::<u16>().map_err(|_| {
+            invalid(
+                "REDIS_PORT (--redis-port)",
+                format!("{p:?} is not a port number"),
+            )
+        })?),
+    };
+    let parts_given = port.is_some()
+        || args.redis_username.is_some()
+        || args.redis_password.is_some()
+        || args.redis_secure
+        || args.redis_scheme.is_some();
+    let mut url = match (given, args.redis_host.as_deref().map(str::trim)) {
+        (Some(url), host) => {
+            if host.is_some_and(|h| !h.is_empty()) {
+                notes.push(
+                    "REDIS_HOST (--redis-host) is set but so is REDIS_URL (--redis-url): the URL's \
+                     host is used"
+                        .to_string(),
+                );
+            }
+            if !parts_given {
+                return Ok((Some(url), notes));
+            }
+            url::Url::parse(url.trim()).map_err(|_| {
+                invalid(
+                    "store.redis_url (--redis-url / REDIS_URL)",
+                    "not a Redis URL like \"redis://host:6379\"",
+                )
+            })?
+        }
+        (None, Some(host)) if !host.is_empty() => {
+            let scheme = match args.redis_scheme.as_deref().map(str::trim) {
+                None | Some("redis") | Some("tcp") => "redis",
+                Some("rediss") | Some("tls") => "rediss",
+                Some(other) => {
+                    return Err(invalid(
+                        "REDIS_SCHEME (--redis-scheme)",
+                        format!("{other:?}: flagpost connects to Redis over TCP, as redis (tcp) or rediss (tls)"),
+                    ))
+                }
+            };
+            url::Url::parse(&format!("{scheme}://{host}")).map_err(|_| {
+                invalid(
+                    "REDIS_HOST (--redis-host)",
+                    format!("{host:?} is not a host name"),
+                )
+            })?
+        }
+        _ => {
+            if parts_given {
+                notes.push(format!(
+                    "{key} are set without REDIS_URL or REDIS_HOST: no Redis is used"
+                ));
+            }
+            return Ok((None, notes));
+        }
+    };
+    let bad = |what: &str| invalid(key, format!("cannot put the {what} in the Redis address"));
+    if let Some(user) = &args.redis_username {
+        url.set_username(user).map_err(|()| bad("user"))?;
+    }
+    if let Some(password) = &args.redis_password {
+        url.set_password(Some(password))
+            .map_err(|()| bad("password"))?;
+    }
+    if port.is_some() {
+        url.set_port(port).map_err(|()| bad("port"))?;
+    }
+    if args.redis_secure {
+        url.set_scheme("rediss").map_err(|()| bad("TLS scheme"))?;
+    }
+    Ok((Some(url.to_string()), notes))
+}
+
+/// A namespace two fleets share only when they have the same upstream and startup tokens.
+fn default_namespace(upstream_url: &str, tokens: &[Token]) -> String {
+    use sha2::{Digest, Sha256};
+    let mut digests: Vec<String> = tokens
+        .iter()
+        .map(|t| crate::persist::digest(t.expose()))
+        .collect();
+    digests.sort();
+    let mut h = Sha256::new();
+    h.update(upstream_url.as_bytes());
+    for d in &digests {
+        h.update(b"\n");
+        h.update(d.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
