@@ -255,24 +255,14 @@ fn trusted_proxies(
     l: &Layers<'_>,
     raw: &RawFile,
 ) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    let rs = &raw.server;
-    l.list(
-        "proxy_trusted_servers",
-        &cli.proxy_trusted_servers,
-        rs.trusted_proxies.as_ref(),
+    networks(
+        "server.trusted_proxies (--proxy-trusted-servers / PROXY_TRUSTED_SERVERS)",
+        l.list(
+            "proxy_trusted_servers",
+            &cli.proxy_trusted_servers,
+            raw.server.trusted_proxies.as_ref(),
+        ),
     )
-    .iter()
-    .map(|t| {
-        t.parse::<ipnet::IpNet>()
-            .or_else(|_| t.parse::<IpAddr>().map(ipnet::IpNet::from))
-            .map_err(|_| {
-                invalid(
-                    "server.trusted_proxies (--proxy-trusted-servers / PROXY_TRUSTED_SERVERS)",
-                    format!("{t:?} is not an IP address or CIDR (e.g. 10.0.0.0/8)"),
-                )
-            })
-    })
-    .collect()
 }
 
 /// HTTPS, when enabled: its port on `interface`, the certificate and the key.
