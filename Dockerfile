@@ -13,8 +13,8 @@ RUN cargo build --release --locked --bin flagpost
 
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /src/target/release/flagpost /usr/local/bin/flagpost
-# Where Unleash Edge's image keeps its binary: Unleash's `unleash-edge` Helm chart runs
-# `/app/unleash-edge health` and `ready` for its probes, so the chart works with this image.
+# Where Unleash Edge's image keeps its binary, for probes and commands that name that path
+# (`/app/unleash-edge health`).
 COPY --from=build /src/target/release/flagpost /app/unleash-edge
 # Configure with environment variables (UPSTREAM_URL, TOKENS, ...) or mount a config.toml and
 # pass --config. 3063: HTTP; 3043: HTTPS when TLS_ENABLE=true.
