@@ -72,8 +72,12 @@ pub struct Cli {
     pub check_config: bool,
 
     /// Port to listen on for HTTP traffic
-    #[arg(short, long, env = "PORT", global = true, default_value_t = DEFAULT_PORT)]
+    #[arg(long, env = "PORT", global = true, default_value_t = DEFAULT_PORT)]
     pub port: u16,
+
+    /// --port, before the subcommand (after `edge`, -p is --pretrusted-tokens, as in Unleash Edge)
+    #[arg(short = 'p', value_name = "PORT", conflicts_with = "port")]
+    pub port_short: Option<u16>,
 
     /// Interface (IP address) to listen on; `::` listens on IPv6 and IPv4
     #[arg(short, long, env = "INTERFACE", global = true, default_value = DEFAULT_INTERFACE)]
@@ -395,6 +399,10 @@ pub struct OfflineArgs {
     /// format (`{"flag":{"enabled":true,"variant":"blue"}}`)
     #[arg(short, long, env = "BOOTSTRAP_FILE", value_name = "FILE")]
     pub bootstrap_file: Option<PathBuf>,
+
+    /// --port (flagpost's `offline -p`; Unleash Edge reads -p only before the subcommand)
+    #[arg(short = 'p', value_name = "PORT", hide = true)]
+    pub port_short: Option<u16>,
 
     /// Client (backend) tokens, comma separated. Their scopes are what flagpost serves
     #[arg(short, long, env = "CLIENT_TOKENS", value_delimiter = ',')]

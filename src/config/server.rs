@@ -216,7 +216,16 @@ fn listen_address(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<(IpAddr, u
             format!("{interface_text:?} is not an IP address (use e.g. 0.0.0.0, 127.0.0.1 or ::)"),
         )
     })?;
-    let port = l.pick("port", cli.port, raw.server.port);
+    // `-p` before the subcommand (or after `offline`) is --port; after `edge` it is Edge's
+    // --pretrusted-tokens.
+    let offline_short = match &cli.command {
+        Some(super::cli::Command::Offline(a)) => a.port_short,
+        _ => None,
+    };
+    let port = match cli.port_short.or(offline_short) {
+        Some(port) => port,
+        None => l.pick("port", cli.port, raw.server.port),
+    };
     Ok((interface, port))
 }
 

@@ -72,10 +72,8 @@ impl Route {
     /// The methods the route answers (HEAD wherever GET is).
     pub fn allowed(self) -> &'static str {
         match self {
-            Route::ClientFeatures
-            | Route::ClientFeature
-            | Route::ClientStreaming
-            | Route::ClientDelta => "GET, HEAD",
+            Route::ClientFeatures => "GET, HEAD, POST",
+            Route::ClientFeature | Route::ClientStreaming | Route::ClientDelta => "GET, HEAD",
             Route::Frontend | Route::FrontendAll | Route::FrontendFeature => {
                 "GET, HEAD, POST, OPTIONS"
             }
@@ -113,6 +111,8 @@ impl Route {
                 *method,
                 Method::GET | Method::HEAD | Method::POST | Method::OPTIONS
             ),
+            // Unleash Edge answers POST like GET (the query filters; the body is not read).
+            Route::ClientFeatures => matches!(*method, Method::GET | Method::HEAD | Method::POST),
             Route::EdgeValidate
             | Route::ClientMetrics
             | Route::ClientRegister
@@ -260,6 +260,10 @@ mod tests {
             r(Method::GET, "/api/frontend/features/%C3%A6%C3%B8%C3%A5"),
             Ok((Route::FrontendFeature, Some("æøå".into())))
         );
+        assert_eq!(
+            r(Method::POST, "/api/client/features"),
+            Ok((Route::ClientFeatures, None))
+        );
         assert_eq!(r(Method::POST, "/api/proxy"), Ok((Route::Frontend, None)));
         assert_eq!(
             r(Method::GET, "/api/proxy/all"),
@@ -316,8 +320,12 @@ mod tests {
             Err(RouteError::NotFound)
         );
         assert_eq!(
-            r(Method::POST, "/api/client/features"),
+            r(Method::PUT, "/api/client/features"),
             Err(RouteError::MethodNotAllowed(Route::ClientFeatures))
+        );
+        assert_eq!(
+            r(Method::POST, "/api/client/features/a"),
+            Err(RouteError::MethodNotAllowed(Route::ClientFeature))
         );
         assert_eq!(
             r(Method::DELETE, "/api/frontend"),

@@ -5,7 +5,7 @@
 use crate::cli::{flagpost, write_config};
 use crate::edge::edge_config;
 use crate::harness::*;
-use crate::offline::{config, FEATURES, FRONTEND_DEFAULT_DEV};
+use crate::offline::{config, CLIENT_DEFAULT_DEV, FEATURES, FRONTEND_DEFAULT_DEV};
 use crate::upstream::{secret, FakeUpstream};
 
 async fn status(s: &Server, path: &str, header: (&str, &str)) -> u16 {
@@ -372,4 +372,47 @@ async fn the_cors_lists_are_what_browsers_get() {
         r.headers()["access-control-expose-headers"],
         "ETag, X-Request-Id"
     );
+}
+
+/// Unleash Edge answers `POST /api/client/features` as its GET: the same features, the query
+/// filtering, the body read within the bound and not used; other methods stay 405.
+#[tokio::test]
+async fn client_features_answer_post_as_get() {
+    let s = Server::start(&config(""), &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    let (status, _, got) = get(&s, "/api/client/features", Some(CLIENT_DEFAULT_DEV)).await;
+    assert_eq!(status, 200);
+    let (status, _, posted) = post(
+        &s,
+        "/api/client/features",
+        Some(CLIENT_DEFAULT_DEV),
+        r#"{"ignored":true}"#,
+    )
+    .await;
+    assert_eq!(status, 200, "{posted}");
+    assert_eq!(feature_names(&posted), feature_names(&got));
+    assert!(!feature_names(&got).is_empty());
+    let prefix = &feature_names(&got)[0][..3];
+    let (_, _, filtered) = post(
+        &s,
+        &format!("/api/client/features?namePrefix={prefix}"),
+        Some(CLIENT_DEFAULT_DEV),
+        "",
+    )
+    .await;
+    assert!(feature_names(&filtered)
+        .iter()
+        .all(|n| n.starts_with(prefix)));
+    let (status, _, body) = post(&s, "/api/client/features", None, "").await;
+    assert_eq!(status, 401, "{body}");
+    let big = "x".repeat(2 * 1024 * 1024);
+    let (status, _, body) = post(&s, "/api/client/features", Some(CLIENT_DEFAULT_DEV), big).await;
+    assert_eq!(status, 413, "{body}");
+    let put = client()
+        .put(s.url("/api/client/features"))
+        .header("Authorization", CLIENT_DEFAULT_DEV)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status().as_u16(), 405);
 }

@@ -160,6 +160,6 @@ pub struct EdgeArgs {
 
     /// Frontend tokens served without asking upstream (Unleash Edge's): Unleash tokens with a
     /// stated scope, or `secret@environment`; the startup tokens must still cover their scope
-    #[arg(long, env = "PRETRUSTED_TOKENS", value_delimiter = ',')]
+    #[arg(short, long, env = "PRETRUSTED_TOKENS", value_delimiter = ',')]
     pub pretrusted_tokens: Vec<String>,
 }

@@ -145,3 +145,55 @@ fn backstage_token_and_edge_switches() {
     let e = error(&["--config", path, "--backstage-token", "short"]);
     assert!(e.contains("backstage.token"), "{e}");
 }
+
+/// `-p` is --port before the subcommand and after `offline`, and --pretrusted-tokens after
+/// `edge`, as Unleash Edge reads it; --port works everywhere.
+#[test]
+fn dash_p_means_what_it_means_in_unleash_edge() {
+    let edge = [
+        "--config",
+        "/dev/null",
+        "-p",
+        "4100",
+        "edge",
+        "-u",
+        "http://upstream:4242",
+        "-t",
+        "*:development.abc12345678",
+        "-p",
+        "kiosk-key-0002@development",
+    ];
+    let c = serve(&edge);
+    assert_eq!(c.server.listen.unwrap().port(), 4100);
+    let Mode::Edge(e) = &c.mode else {
+        panic!("not edge")
+    };
+    assert_eq!(e.client_keys.len(), 1, "{:?}", e.client_keys);
+    let c = serve(&[
+        "--config",
+        "/dev/null",
+        "edge",
+        "--port",
+        "4101",
+        "-u",
+        "http://upstream:4242",
+        "-t",
+        "*:development.abc12345678",
+    ]);
+    assert_eq!(c.server.listen.unwrap().port(), 4101);
+    let features = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/features.json");
+    let c = serve(&[
+        "--config",
+        "/dev/null",
+        "offline",
+        "-b",
+        features,
+        "-c",
+        "*:development.abc12345678",
+        "-p",
+        "4102",
+    ]);
+    assert_eq!(c.server.listen.unwrap().port(), 4102);
+    let e = error(&["--config", "/dev/null", "-p", "1", "--port", "2", "offline"]);
+    assert!(e.contains("--port") || e.contains("-p"), "{e}");
+}

@@ -66,6 +66,18 @@ pub(super) async fn client_api(
         return Ok(conditional(req.headers(), body, false));
     }
     let filter = client_filter(&access, req.uri().query())?;
+    let (parts, incoming) = req.into_parts();
+    if parts.method == Method::POST {
+        // Unleash Edge's POST is its GET: the body is read within the bound and not used.
+        read_body(
+            app,
+            &parts.headers,
+            incoming,
+            app.config.server.max_body_size,
+        )
+        .await?;
+    }
+    let req = Request::from_parts(parts, ());
     let body = snapshot.client_body(&filter.projects, filter.name_prefix.as_deref());
     let mut r = if etag_matches(req.headers(), &body.etag) {
         not_modified(&body.etag, false)
