@@ -125,24 +125,6 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "flagpost does not export OpenTelemetry traces yet; unset it",
     ),
     refused(
-        "pkcs12-identity-file",
-        "PKCS12_IDENTITY_FILE",
-        "flagpost reads the upstream client identity as PEM: --pkcs8-client-certificate-file and \
-         --pkcs8-client-key-file (`openssl pkcs12 -in id.pfx -nokeys` and `-nocerts -nodes`)",
-    ),
-    refused(
-        "pkcs12-passphrase",
-        "PKCS12_PASSPHRASE",
-        "flagpost reads the upstream client identity as PEM: --pkcs8-client-certificate-file and \
-         --pkcs8-client-key-file",
-    ),
-    refused(
-        "pem-cert-file",
-        "PEM_CERT_FILE",
-        "flagpost reads the upstream client identity from --pkcs8-client-certificate-file and \
-         --pkcs8-client-key-file",
-    ),
-    refused(
         "s3-bucket-name",
         "S3_BUCKET_NAME",
         "flagpost does not back up to S3 yet: use --backup-folder (a volume) or a Redis fleet",

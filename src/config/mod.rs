@@ -230,8 +230,8 @@ pub struct EdgeConfig {
     pub validate_caller_budget: u64,
     /// Unknown tokens per minute all `/edge/validate` callers together may have checked upstream.
     pub validate_total_budget: u64,
-    /// Client certificate and key (PEM) for mutual TLS with the upstream.
-    pub client_identity: Option<(PathBuf, PathBuf)>,
+    /// The client identity shown to the upstream (mutual TLS).
+    pub client_identity: Option<ClientIdentity>,
     /// Where features and token scopes are backed up, to start from when upstream is down.
     pub backup_folder: Option<PathBuf>,
     /// Follow the upstream's stream instead of polling (`--streaming`).
@@ -244,6 +244,34 @@ pub struct EdgeConfig {
     pub upstream_auth_header: http::HeaderName,
     /// Things worth a line in the log at start (e.g. a `/api` removed from the URL).
     pub notes: Vec<String>,
+}
+
+/// The client identity flagpost shows the upstream for mutual TLS, in the forms Unleash Edge
+/// reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientIdentity {
+    /// A PEM certificate chain (leaf first) and its PEM private key, in two files.
+    Pkcs8 { certificate: PathBuf, key: PathBuf },
+    /// A PKCS#12 archive (`.pfx`, `.p12`) and its passphrase.
+    Pkcs12 {
+        file: PathBuf,
+        passphrase: crate::token::Secret,
+    },
+    /// One PEM file with the private key and the certificate chain.
+    Pem(PathBuf),
+}
+
+impl ClientIdentity {
+    /// The files, for the redacted configuration and error messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ClientIdentity::Pkcs8 { certificate, key } => {
+                format!("{} with key {}", certificate.display(), key.display())
+            }
+            ClientIdentity::Pkcs12 { file, .. } => format!("PKCS#12 {}", file.display()),
+            ClientIdentity::Pem(file) => format!("PEM {}", file.display()),
+        }
+    }
 }
 
 impl Mode {

@@ -11,7 +11,7 @@ use super::file::{self, RawToken};
 use super::layer::Layers;
 use super::merge::MIN_PERIOD;
 use super::store::store;
-use super::{invalid, ConfigError, EdgeConfig, OfflineConfig};
+use super::{invalid, ClientIdentity, ConfigError, EdgeConfig, OfflineConfig};
 use crate::token::{Token, TokenKind};
 
 pub(super) fn offline(
@@ -94,7 +94,7 @@ pub(super) fn edge(
     let period =
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
     let custom_client_headers = custom_headers(args, l, &raw)?;
-    let client_identity = client_identity(args, l, &raw)?;
+    let client_identity = client_identity(args, l, &raw, &mut notes)?;
     let mut client_keys = edge_client_keys(args, l, raw.client_keys)?;
     client_keys.extend(pretrusted(&l.list(
         "pretrusted_tokens",
@@ -250,35 +250,77 @@ fn custom_headers(
     Ok(custom_client_headers)
 }
 
-/// The client certificate and key for mutual TLS with the upstream: both or neither.
+/// The client identity for mutual TLS with the upstream, in Unleash Edge's order when more
+/// than one is given (PKCS#12, then the PEM pair, then the single PEM file; the others get a
+/// note). The PEM pair needs both files; the PKCS#12 archive needs its passphrase.
 fn client_identity(
     args: &cli::EdgeArgs,
     l: &Layers<'_>,
     raw: &file::RawEdge,
-) -> Result<Option<(std::path::PathBuf, std::path::PathBuf)>, ConfigError> {
-    Ok(
-        match (
-            l.path(
-                "pkcs8_client_certificate_file",
-                &args.pkcs8_client_certificate_file,
-                &raw.client_certificate_file,
-            ),
-            l.path(
-                "pkcs8_client_key_file",
-                &args.pkcs8_client_key_file,
-                &raw.client_key_file,
-            ),
-        ) {
-            (Some(c), Some(k)) => Some((c, k)),
-            (None, None) => None,
-            _ => {
-                return Err(invalid(
-                    "edge.client_certificate_file / edge.client_key_file",
-                    "mutual TLS needs both the client certificate and its key",
-                ))
-            }
-        },
-    )
+    notes: &mut Vec<String>,
+) -> Result<Option<ClientIdentity>, ConfigError> {
+    let pkcs12 = l.path(
+        "pkcs12_identity_file",
+        &args.pkcs12_identity_file,
+        &raw.pkcs12_identity_file,
+    );
+    let passphrase = l.pick(
+        "pkcs12_passphrase",
+        args.pkcs12_passphrase.clone(),
+        raw.pkcs12_passphrase.clone().map(Some),
+    );
+    let certificate = l.path(
+        "pkcs8_client_certificate_file",
+        &args.pkcs8_client_certificate_file,
+        &raw.client_certificate_file,
+    );
+    let key = l.path(
+        "pkcs8_client_key_file",
+        &args.pkcs8_client_key_file,
+        &raw.client_key_file,
+    );
+    let pem = l.path("pem_cert_file", &args.pem_cert_file, &raw.pem_cert_file);
+    let pkcs8 = match (certificate, key) {
+        (Some(certificate), Some(key)) => Some(ClientIdentity::Pkcs8 { certificate, key }),
+        (None, None) => None,
+        _ => {
+            return Err(invalid(
+                "edge.client_certificate_file / edge.client_key_file",
+                "mutual TLS needs both the client certificate and its key",
+            ))
+        }
+    };
+    let pkcs12 = match (pkcs12, passphrase) {
+        (Some(file), Some(passphrase)) => Some(ClientIdentity::Pkcs12 {
+            file,
+            passphrase: crate::token::Secret::new(passphrase),
+        }),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                "edge.pkcs12_passphrase (--pkcs12-passphrase / PKCS12_PASSPHRASE)",
+                "the PKCS#12 identity file needs its passphrase (an empty one is \"\")",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "edge.pkcs12_identity_file (--pkcs12-identity-file / PKCS12_IDENTITY_FILE)",
+                "a PKCS#12 passphrase is given without the file",
+            ))
+        }
+    };
+    let mut given = [pkcs12, pkcs8, pem.map(ClientIdentity::Pem)]
+        .into_iter()
+        .flatten();
+    let chosen = given.next();
+    for unused in given {
+        notes.push(format!(
+            "more than one upstream client identity is given: {} is not used (the PKCS#12 \
+             file comes first, then the PEM certificate and key, then the PEM file)",
+            unused.describe()
+        ));
+    }
+    Ok(chosen)
 }
 
 /// The upstream URL, normalized, and a note when a trailing `/api` was removed.

@@ -283,6 +283,9 @@ fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
             s(&f.display().to_string()),
         );
     }
+    if let Some(id) = &edge.client_identity {
+        t.insert("client_identity".into(), s(&id.describe()));
+    }
     t.insert(
         "skip_ssl_verification".into(),
         Value::Boolean(edge.skip_ssl_verification),

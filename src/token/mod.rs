@@ -244,6 +244,11 @@ impl Secret {
         Secret(secret)
     }
 
+    /// The secret itself, to use it (a passphrase). Never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// Whether `given` is this secret, in time that does not depend on where they differ.
     pub fn ct_eq(&self, given: &[u8]) -> bool {
         use subtle::ConstantTimeEq as _;

@@ -235,15 +235,12 @@ fn client(
                 builder = builder.add_root_certificate(cert);
             }
         }
-        if let Some((cert, key)) = &config.client_identity {
-            let err = |problem: String| UpstreamSetupError::ClientIdentity {
-                path: cert.display().to_string(),
-                problem,
-            };
-            let mut pem = std::fs::read(cert).map_err(|e| err(e.to_string()))?;
-            pem.push(b'\n');
-            pem.extend(std::fs::read(key).map_err(|e| err(format!("{}: {e}", key.display())))?);
-            let identity = reqwest::Identity::from_pem(&pem).map_err(|e| err(e.to_string()))?;
+        if let Some(id) = &config.client_identity {
+            let identity =
+                identity::load(id).map_err(|problem| UpstreamSetupError::ClientIdentity {
+                    path: id.describe(),
+                    problem,
+                })?;
             builder = builder.identity(identity);
         }
         if config.skip_ssl_verification {
@@ -481,6 +478,7 @@ fn connection_id() -> String {
     )
 }
 
+mod identity;
 mod stream;
 
 pub use stream::{EventStream, STREAM_SILENCE};

@@ -737,6 +737,70 @@ async fn upstream_over_mutual_tls_with_an_extra_ca() {
     }
 }
 
+/// Unleash Edge's other client identity forms: one PEM file with the key and the chain
+/// (`--pem-cert-file`), and a PKCS#12 archive with its passphrase (`--pkcs12-identity-file`,
+/// made by openssl); a wrong passphrase stops flagpost at start without showing it.
+#[tokio::test]
+async fn upstream_mutual_tls_from_a_pem_file_and_a_pkcs12_archive() {
+    let pki = pki();
+    let up = FakeUpstream::start_tls(&pki.server.0, &pki.server.1, &pki.ca).await;
+    let tokens = vec![secret("client-all-dev")];
+    let dir = tempfile::tempdir().unwrap();
+    let both = format!("{}\n{}", pki.client.1, pki.client.0);
+    std::fs::write(dir.path().join("client.pem"), &pki.client.0).unwrap();
+    std::fs::write(dir.path().join("client.key"), &pki.client.1).unwrap();
+    let out = std::process::Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-in",
+            "client.pem",
+            "-inkey",
+            "client.key",
+        ])
+        .args(["-out", "id.p12", "-passout", "pass:pfx-pass-7731"])
+        .current_dir(dir.path())
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let p12 = std::fs::read(dir.path().join("id.p12")).unwrap();
+    // Files are written as text by the harness: the archive goes in as a path outside it.
+    let p12_path = dir.path().join("id.p12").display().to_string();
+    let files = [("ca.pem", pki.ca.as_str()), ("both.pem", both.as_str())];
+    for extra in [
+        "pem_cert_file = \"both.pem\"".to_string(),
+        format!("pkcs12_identity_file = {p12_path:?}\npkcs12_passphrase = \"pfx-pass-7731\""),
+    ] {
+        let extra = format!("upstream_certificate_file = \"ca.pem\"\n{extra}");
+        let s = Server::start(&edge_config(&up.https_url(), &tokens, &extra), &files).await;
+        s.wait_ready().await;
+        let (status, _, _) = get(&s, "/api/frontend", Some(&secret("frontend-all-dev"))).await;
+        assert_eq!(status, 200, "{extra}");
+        s.stop().await.unwrap();
+    }
+    assert!(p12.len() > 100);
+    let config = dir.path().join("config.toml");
+    let wrong =
+        format!("pkcs12_identity_file = {p12_path:?}\npkcs12_passphrase = \"wrong-pass-5512\"");
+    std::fs::write(&config, edge_config(&up.https_url(), &tokens, &wrong)).unwrap();
+    let out = crate::cli::flagpost()
+        .arg("--config")
+        .arg(&config)
+        .arg("--port")
+        .arg("0")
+        .output()
+        .unwrap();
+    let err =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("PKCS#12") && err.contains("id.p12"), "{err}");
+    assert!(!err.contains("wrong-pass-5512"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_log_line_of_a_request_carries_its_connection_and_request_id() {
     use crate::offline::{config, FEATURES};

@@ -80,6 +80,19 @@ pub struct EdgeArgs {
     #[arg(long, env = "PKCS8_CLIENT_KEY_FILE", value_name = "FILE")]
     pub pkcs8_client_key_file: Option<PathBuf>,
 
+    /// Client identity for mutual TLS with the upstream as a PKCS#12 archive (.pfx, .p12)
+    #[arg(long, env = "PKCS12_IDENTITY_FILE", value_name = "FILE")]
+    pub pkcs12_identity_file: Option<PathBuf>,
+
+    /// Passphrase of --pkcs12-identity-file (never printed)
+    #[arg(long, env = "PKCS12_PASSPHRASE", value_name = "PASSPHRASE")]
+    pub pkcs12_passphrase: Option<String>,
+
+    /// Client identity for mutual TLS with the upstream as one PEM file: the private key and
+    /// the certificate chain, leaf first
+    #[arg(long, env = "PEM_CERT_FILE", value_name = "FILE")]
+    pub pem_cert_file: Option<PathBuf>,
+
     /// Redis shared by a fleet of flagposts (`redis://` or `rediss://`, user and password in the
     /// URL): one instance polls upstream, the others follow; token verdicts are shared
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
