@@ -63,7 +63,7 @@
 //!   `server/refusal.rs`: the log lines requests may cause, within a budget;
 //!   `server/downstream.rs`: downstream instances, bounded.
 //! - `start.rs`: starting each mode, and edge mode's last work at shutdown.
-//! - [`metrics`]: the Prometheus registry; [`json`]: the JSON written by hand on hot paths;
+//! - [`metrics`]: the Prometheus registry (`remote_write.rs`: pushing it, Edge's remote write); [`json`]: the JSON written by hand on hot paths;
 //!   [`backoff`]: retry delays; [`watch`]: noticing that a file changed.
 //!
 //! [`run`] (and [`run_with`], for HTTPS too) takes the configuration, bound listeners and a
@@ -371,6 +371,19 @@ pub async fn run_with(
         }
     };
     app.is_ready();
+    if let Some(rw) = app.config.remote_write.clone() {
+        let labels = vec![
+            ("app_name".to_string(), app.config.app_name.clone()),
+            ("instance_id".to_string(), app.config.instance_id.clone()),
+        ];
+        let metrics = app.metrics.clone();
+        tasks.spawn(metrics::remote_write::run(
+            metrics,
+            rw,
+            labels,
+            cancel.clone(),
+        ));
+    }
     tasks.spawn(app.streams.clone().run(
         app.auth.revisions(),
         app.store.scope_changes(),

@@ -11,7 +11,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use super::unit::{parse_duration, parse_size};
 
 mod edge;
+mod telemetry;
 pub use edge::EdgeArgs;
+pub use telemetry::RemoteWriteArgs;
 
 pub const DEFAULT_PORT: u16 = 3063;
 pub const DEFAULT_INTERFACE: &str = "0.0.0.0";
@@ -62,6 +64,9 @@ pub const DEFAULT_STREAM_HISTORY: usize = 100;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub remote_write: RemoteWriteArgs,
 
     /// Configuration file (TOML). Without it, ./config.toml is read when it exists
     #[arg(long, env = "FLAGPOST_CONFIG", global = true, value_name = "FILE")]

@@ -58,9 +58,6 @@ const fn switch(mut e: EdgeOnly) -> EdgeOnly {
 }
 
 const SENTRY: &str = "flagpost does not report to Sentry; its errors are in its log and metrics";
-const REMOTE_WRITE: &str = "flagpost does not push metrics with Prometheus remote write yet; \
-     scrape /metrics (or /internal-backstage/metrics) instead";
-
 /// Every open-source setting of Unleash Edge 20 that flagpost does not read as its own.
 pub const EDGE_ONLY: &[EdgeOnly] = &[
     EdgeOnly {
@@ -134,20 +131,12 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "S3_FORCE_PATH_STYLE",
         "flagpost does not back up to S3 yet: use --backup-folder (a volume) or a Redis fleet",
     )),
-    refused(
-        "prometheus-remote-write-url",
-        "PROMETHEUS_REMOTE_WRITE_URL",
-        REMOTE_WRITE,
+    no_effect(
+        "prometheus-user-id",
+        "PROMETHEUS_USER_ID",
+        "Unleash Edge reads it but sends it nowhere either; remote write authenticates with \
+         PROMETHEUS_USERNAME and PROMETHEUS_PASSWORD",
     ),
-    refused(
-        "prometheus-push-interval",
-        "PROMETHEUS_PUSH_INTERVAL",
-        REMOTE_WRITE,
-    ),
-    refused("prometheus-username", "PROMETHEUS_USERNAME", REMOTE_WRITE),
-    refused("prometheus-password", "PROMETHEUS_PASSWORD", REMOTE_WRITE),
-    refused("prometheus-header", "PROMETHEUS_HEADER", REMOTE_WRITE),
-    refused("prometheus-user-id", "PROMETHEUS_USER_ID", REMOTE_WRITE),
     refused(
         "unleash-client-secret",
         "UNLEASH_CLIENT_SECRET",

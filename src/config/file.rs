@@ -26,8 +26,19 @@ pub struct RawFile {
     pub store: Option<RawStore>,
     #[serde(default)]
     pub backstage: RawBackstage,
+    #[serde(default)]
+    pub remote_write: RawRemoteWrite,
     pub offline: Option<RawOffline>,
     pub edge: Option<RawEdge>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRemoteWrite {
+    pub url: Option<String>,
+    pub interval: Option<RawDuration>,
+    pub username: Option<String>,
+    pub password: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -45,6 +45,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
     let usage = usage(cli, l, &raw)?;
     let streaming = streaming(cli, l, &raw)?;
     let backstage = backstage(cli, l, &raw)?;
+    let remote_write = super::telemetry::remote_write(&cli.remote_write, l, &raw.remote_write)?;
     let mode = match &cli.command {
         Some(Command::Offline(args)) => {
             if raw.store.as_ref().is_some_and(|s| s.redis_url.is_some()) {
@@ -90,6 +91,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         usage,
         streaming,
         backstage,
+        remote_write,
         mode,
         notes: Vec::new(),
     })

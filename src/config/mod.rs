@@ -12,6 +12,7 @@ mod mode;
 mod redact;
 mod server;
 mod store;
+mod telemetry;
 pub mod unit;
 
 use std::ffi::OsString;
@@ -26,6 +27,7 @@ use crate::token::{Projects, Scope, Token, TokenKind};
 pub use cli::{Cli, Command, ExplainArgs, LogFormatArg, ProbeArgs};
 use file::RawFile;
 use layer::Layers;
+pub use telemetry::RemoteWriteConfig;
 
 /// Everything flagpost needs to run, validated.
 /// `[backstage]`: the inspection endpoints under `/internal-backstage/`.
@@ -117,6 +119,8 @@ pub struct Config {
     pub usage: UsageSettings,
     pub streaming: StreamingSettings,
     pub backstage: BackstageConfig,
+    /// Prometheus remote write (`[remote_write]`), when a URL is given.
+    pub remote_write: Option<RemoteWriteConfig>,
     pub mode: Mode,
     /// Worth a warning at start (and a line in `check-config`): Unleash Edge settings that
     /// have no effect, environment variables of the other mode.

@@ -91,6 +91,9 @@ impl Config {
             backstage.insert(key.into(), Value::Boolean(on));
         }
         root.insert("backstage".into(), Value::Table(backstage));
+        if let Some(rw) = &self.remote_write {
+            root.insert("remote_write".into(), Value::Table(rw.table()));
+        }
         let mut log = Table::new();
         let format = match self.log_format {
             LogFormat::Plain => "plain",

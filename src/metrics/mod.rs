@@ -5,6 +5,7 @@
 use std::sync::OnceLock;
 
 mod register;
+pub mod remote_write;
 
 use register::{
     counter_vec, gauge_vec, histogram_vec, int_counter, int_gauge, int_gauge_vec, register,
@@ -76,6 +77,7 @@ pub struct Metrics {
     pub store_operations: IntCounterVec,
     pub frontend_conditional: IntCounterVec,
     pub log_lines_folded: IntCounter,
+    pub remote_writes: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -321,6 +323,12 @@ impl Metrics {
             "Frontend API list answers by how they were made: remembered (304, nothing evaluated), spliced (304, only the flags chance decides evaluated), evaluated",
             &["how"],
         );
+        let remote_writes = counter_vec(
+            &registry,
+            "flagpost_remote_write_total",
+            "Pushes of these metrics to the Prometheus remote-write URL, by outcome",
+            &["outcome"],
+        );
         let log_lines_folded = int_counter(
             &registry,
             "flagpost_log_lines_folded_total",
@@ -372,6 +380,7 @@ impl Metrics {
             store_operations,
             frontend_conditional,
             log_lines_folded,
+            remote_writes,
         };
         metrics.zero_known_series();
         metrics
@@ -453,6 +462,11 @@ impl Metrics {
         self.upstream_duration
             .with_label_values(&[call])
             .observe(seconds);
+    }
+
+    /// Every metric family, as gathered for exposition (remote write encodes them itself).
+    pub fn families(&self) -> Vec<prometheus::proto::MetricFamily> {
+        self.registry.gather()
     }
 
     /// The Prometheus text exposition of every metric.

@@ -439,7 +439,7 @@ fn sensitive(value: &str) -> HeaderValue {
 }
 
 /// A short description of a transport error, without the URL's query or any header.
-fn describe(e: &reqwest::Error) -> String {
+pub(crate) fn describe(e: &reqwest::Error) -> String {
     let kind = if e.is_timeout() {
         "timed out"
     } else if e.is_connect() {

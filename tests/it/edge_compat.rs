@@ -207,11 +207,7 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
             "http://collector:4317",
             "OpenTelemetry",
         ),
-        (
-            "PROMETHEUS_REMOTE_WRITE_URL",
-            "http://prom/api/v1/write",
-            "/metrics",
-        ),
+        ("UNLEASH_CLIENT_SECRET", "secret", "--tokens"),
         ("REDIRECT_HTTP_TO_HTTPS", "true", "TLS"),
     ] {
         let out = check_config(&[(var, value)], &[]);
@@ -279,6 +275,8 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         "--s3-bucket-name",
         "--redirect-http-to-https",
         "--cors-methods",
+        "--prometheus-remote-write-url",
+        "--prometheus-push-interval",
     ] {
         assert!(help.contains(flag), "{flag} not in --help");
     }

@@ -25,5 +25,6 @@ mod offline;
 mod sdk;
 mod spec;
 mod streaming;
+mod telemetry;
 mod upstream;
 mod usage;

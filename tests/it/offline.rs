@@ -192,7 +192,13 @@ async fn every_row_of_the_error_table() {
         404,
         "not_found",
     );
-    let wrong_method = post(&s, "/api/client/features", Some(CLIENT_DEFAULT_DEV), "").await;
+    let wrong_method = post(
+        &s,
+        "/api/client/features/d.on",
+        Some(CLIENT_DEFAULT_DEV),
+        "",
+    )
+    .await;
     assert_error(&wrong_method, 405, "method_not_allowed");
     assert_eq!(wrong_method.1["allow"], "GET, HEAD");
     // Nothing in any error body repeats a token's secret.

@@ -197,3 +197,76 @@ fn dash_p_means_what_it_means_in_unleash_edge() {
     let e = error(&["--config", "/dev/null", "-p", "1", "--port", "2", "offline"]);
     assert!(e.contains("--port") || e.contains("-p"), "{e}");
 }
+
+/// Unleash Edge's Prometheus remote-write settings: read from flags, environment and file;
+/// the password never printed; a user or password without a URL, or a URL that is not http(s),
+/// is an error naming the setting.
+#[test]
+fn remote_write_from_flags_and_file_redacted() {
+    let features = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/features.json");
+    let base = ["--config", "/dev/null"];
+    let tail = ["offline", "-b", features, "-c", "*:development.abc12345678"];
+    let with = |extra: &[&str]| -> Vec<String> {
+        base.iter()
+            .chain(extra)
+            .chain(&tail)
+            .map(|s| s.to_string())
+            .collect()
+    };
+    let args = with(&[
+        "--prometheus-remote-write-url",
+        "https://user:inline-pass-88@mimir.example.com/api/v1/push",
+        "--prometheus-push-interval",
+        "15",
+        "--prometheus-username",
+        "tenant-1",
+        "--prometheus-password",
+        "remote-pass-1234",
+    ]);
+    let c = serve(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let rw = c.remote_write.as_ref().unwrap();
+    assert_eq!(rw.interval, Duration::from_secs(15));
+    assert_eq!(rw.timeout, Duration::from_secs(15));
+    assert_eq!(rw.username.as_deref(), Some("tenant-1"));
+    let text = c.to_redacted_toml();
+    assert!(
+        text.contains("[remote_write]") && text.contains("mimir.example.com"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("remote-pass-1234") && !text.contains("inline-pass-88"),
+        "{text}"
+    );
+    assert!(
+        serve(&with(&[]).iter().map(String::as_str).collect::<Vec<_>>())
+            .remote_write
+            .is_none()
+    );
+    for (extra, names) in [
+        (
+            vec!["--prometheus-username", "u"],
+            "PROMETHEUS_REMOTE_WRITE_URL",
+        ),
+        (
+            vec!["--prometheus-remote-write-url", "ftp://x/y"],
+            "PROMETHEUS_REMOTE_WRITE_URL",
+        ),
+        (
+            vec![
+                "--prometheus-remote-write-url",
+                "http://p:9090/api/v1/write",
+                "--prometheus-password",
+                "p",
+            ],
+            "PROMETHEUS_USERNAME",
+        ),
+    ] {
+        let e = error(&with(&extra).iter().map(String::as_str).collect::<Vec<_>>());
+        assert!(e.contains(names), "{e}");
+    }
+    let f = write(
+        "mode = \"offline\"\n[remote_write]\nurl = \"http://prometheus:9090/api/v1/write\"\ninterval = \"30s\"\n[offline]\nfeatures_file = \"features.json\"\nclient_tokens = [\"*:development.abc12345678\"]\n",
+    );
+    let c = serve(&["--config", f.path().to_str().unwrap()]);
+    assert_eq!(c.remote_write.unwrap().interval, Duration::from_secs(30));
+}
