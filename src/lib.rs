@@ -10,7 +10,7 @@
 //!   stream followed (refresh/follow.rs)│   pool), swaps, counts,  per environment,    Store::admit)
 //!   merged (refresh/sources.rs)        │   announces a ChangeSet  read lock-free
 //! edge: backup at start (refresh/      ┘   per environment, keeps
-//!   backup.rs, persist.rs)                 a short history ─────► stream::Streams: SSE to SDKs
+//!   backup.rs, persist/)                    a short history ─────► stream::Streams: SSE to SDKs
 //!                                          (delta: rendered once  and /api/client/delta
 //!                                           per filter)            (server::handler::stream)
 //!
@@ -38,7 +38,7 @@
 //! - [`upstream`]: the only HTTP client (the Unleash server, another flagpost, or Edge).
 //! - [`refresh`]: edge mode's startup validation and polls; `refresh/sources.rs`: which
 //!   startup tokens are polled and how their answers merge; `refresh/backup.rs`: the backup.
-//! - [`persist`]: the backup folder's files.
+//! - [`persist`]: the backup's objects, in a folder or an S3 bucket (`persist/place.rs`).
 //! - [`publish`]: the one publish path: compile, swap, metrics, change sets and their ids, the
 //!   history clients resume from.
 //! - [`delta`]: a change set as the delta events one filter sees, rendered once; SSE frames.
@@ -324,6 +324,8 @@ pub enum RunError {
     Tls(#[from] server::tls::TlsError),
     #[error("cannot set up the shared store: {0}")]
     Store(#[from] fleet::StoreError),
+    #[error("cannot set up the backup: {0}")]
+    Backup(#[from] persist::BackupError),
 }
 
 /// Runs flagpost on `listener` (plain HTTP) until `shutdown` completes (or edge mode finds no

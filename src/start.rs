@@ -24,7 +24,7 @@ use crate::{offline, persist, token, usage, App, RunError};
 pub(crate) async fn finish_edge(edge: EdgeParts, deadline: tokio::time::Instant) {
     let backup_limit = deadline.max(tokio::time::Instant::now()) + BACKUP_AT_EXIT;
     let refresh = edge.refresh.clone();
-    let backup = tokio::task::spawn_blocking(move || refresh.save_backup());
+    let backup = tokio::spawn(async move { refresh.save_backup().await });
     if tokio::time::timeout_at(backup_limit, backup).await.is_err() {
         tracing::error!("the backup could not be written before the shutdown deadline");
     }
@@ -114,6 +114,7 @@ pub(crate) fn start_edge(
     fatal: oneshot::Sender<refresh::StartupError>,
 ) -> Result<(Arc<App>, EdgeParts), RunError> {
     let upstream = Arc::new(Upstream::new(edge, &config.app_name, &config.instance_id)?);
+    let backup = backup(edge)?;
     if edge.skip_ssl_verification {
         tracing::warn!("TLS verification of the upstream is OFF (skip_ssl_verification): anyone on the network path can impersonate it");
     }
@@ -155,7 +156,7 @@ pub(crate) fn start_edge(
         edge.token_revalidation_interval,
         cancel.clone(),
     ));
-    let refresh = edge_refresh(&app, &upstream, edge, (tasks, cancel), fleet);
+    let refresh = edge_refresh(&app, &upstream, edge, (tasks, cancel), fleet, backup);
     let _ = app.refresh.set(refresh.clone());
     let forwarder_stop = usage::forward::Stop {
         stop: cancel.child_token(),
@@ -193,6 +194,22 @@ pub(crate) fn start_edge(
     Ok((app, parts))
 }
 
+/// The backup folder or bucket, if any. Objects read back are bounded by what upstream may
+/// send (features) and by the token caches (verdicts), with room for the wrapping.
+fn backup(edge: &EdgeConfig) -> Result<Option<persist::Backup>, persist::BackupError> {
+    let max_object = (edge.upstream_max_body_size as u64)
+        .saturating_mul(2)
+        .saturating_add(64 * 1024 * 1024);
+    if let Some(bucket) = &edge.s3_bucket {
+        let backup = persist::Backup::bucket(bucket, edge.upstream_request_timeout, max_object)?;
+        return Ok(Some(backup));
+    }
+    Ok(edge
+        .backup_folder
+        .as_deref()
+        .map(|dir| persist::Backup::folder(dir, max_object)))
+}
+
 /// The edge refresher, with the handles it works on; flagpost registers itself upstream for
 /// each startup scope it starts polling.
 fn edge_refresh(
@@ -201,6 +218,7 @@ fn edge_refresh(
     edge: &EdgeConfig,
     (tasks, cancel): (&TaskTracker, &CancellationToken),
     fleet: Option<Arc<Fleet>>,
+    backup: Option<persist::Backup>,
 ) -> Arc<Refresh> {
     let registration = usage::forward::Registration {
         app_name: app.config.app_name.clone(),
@@ -223,16 +241,12 @@ fn edge_refresh(
         on_polled: Box::new(on_polled),
         fleet,
     };
-    let refresh = Refresh::new(
+    Refresh::new(
         handles,
         upstream.clone(),
         (edge.refresh_interval, edge.token_revalidation_interval),
         tasks.clone(),
         cancel.clone(),
-        (
-            edge.backup_folder.as_deref().map(persist::Backup::new),
-            edge.streaming,
-        ),
-    );
-    refresh
+        (backup, edge.streaming),
+    )
 }

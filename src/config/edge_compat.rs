@@ -121,16 +121,6 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "OTEL_EXPORTER_OTLP_PROTOCOL",
         "flagpost does not export OpenTelemetry traces yet; unset it",
     ),
-    refused(
-        "s3-bucket-name",
-        "S3_BUCKET_NAME",
-        "flagpost does not back up to S3 yet: use --backup-folder (a volume) or a Redis fleet",
-    ),
-    switch(refused(
-        "s3-force-path-style",
-        "S3_FORCE_PATH_STYLE",
-        "flagpost does not back up to S3 yet: use --backup-folder (a volume) or a Redis fleet",
-    )),
     no_effect(
         "prometheus-user-id",
         "PROMETHEUS_USER_ID",
@@ -269,11 +259,11 @@ mod tests {
         assert!(warnings.iter().any(|w| w.contains("SENTRY_DSN")));
         assert!(warnings.iter().any(|w| w.contains("WORKERS")));
         let m = cmd
-            .try_get_matches_from(["t", "edge", "--s3-bucket-name", "b"])
+            .try_get_matches_from(["t", "edge", "--unleash-client-secret", "b"])
             .unwrap();
         let e = check(&m).unwrap_err().to_string();
         assert!(
-            e.contains("S3_BUCKET_NAME") && e.contains("--backup-folder"),
+            e.contains("UNLEASH_CLIENT_SECRET") && e.contains("--tokens"),
             "{e}"
         );
     }

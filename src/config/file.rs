@@ -174,6 +174,8 @@ pub struct RawEdge {
     pub pkcs12_passphrase: Option<String>,
     pub pem_cert_file: Option<String>,
     pub backup_folder: Option<String>,
+    pub s3_bucket_name: Option<String>,
+    pub s3_force_path_style: Option<bool>,
     pub streaming: Option<bool>,
     pub client_keys: Option<Vec<RawClientKey>>,
     pub upstream_auth_header: Option<String>,

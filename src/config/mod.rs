@@ -238,6 +238,8 @@ pub struct EdgeConfig {
     pub client_identity: Option<ClientIdentity>,
     /// Where features and token scopes are backed up, to start from when upstream is down.
     pub backup_folder: Option<PathBuf>,
+    /// Where features and token scopes are backed up instead of a folder.
+    pub s3_bucket: Option<crate::persist::Bucket>,
     /// Follow the upstream's stream instead of polling (`--streaming`).
     pub streaming: bool,
     /// The fleet's shared Redis, if any.

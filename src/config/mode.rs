@@ -95,6 +95,14 @@ pub(super) fn edge(
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
     let custom_client_headers = custom_headers(args, l, &raw)?;
     let client_identity = client_identity(args, l, &raw, &mut notes)?;
+    let backup_folder = l.path("backup_folder", &args.backup_folder, &raw.backup_folder);
+    let s3_bucket = s3_bucket(args, l, &raw)?;
+    if backup_folder.is_some() && s3_bucket.is_some() {
+        return Err(invalid(
+            "edge.s3_bucket_name (--s3-bucket-name / S3_BUCKET_NAME)",
+            "the backup goes to a folder or a bucket, not both: edge.backup_folder is given too",
+        ));
+    }
     let mut client_keys = edge_client_keys(args, l, raw.client_keys)?;
     client_keys.extend(pretrusted(&l.list(
         "pretrusted_tokens",
@@ -171,7 +179,8 @@ pub(super) fn edge(
             raw.validate_total_budget,
         )?,
         client_identity,
-        backup_folder: l.path("backup_folder", &args.backup_folder, &raw.backup_folder),
+        backup_folder,
+        s3_bucket,
         streaming: l.pick("streaming", args.streaming, raw.streaming),
         store,
         client_keys,
@@ -248,6 +257,35 @@ fn custom_headers(
         custom_client_headers.push((name.to_string(), value.to_string()));
     }
     Ok(custom_client_headers)
+}
+
+/// The S3 bucket for the backup, if any.
+fn s3_bucket(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<Option<crate::persist::Bucket>, ConfigError> {
+    let name = l.pick(
+        "s3_bucket_name",
+        args.s3_bucket_name.clone(),
+        raw.s3_bucket_name.clone().map(Some),
+    );
+    let force_path_style = l.pick(
+        "s3_force_path_style",
+        args.s3_force_path_style,
+        raw.s3_force_path_style,
+    );
+    match name.map(|n| n.trim().to_string()) {
+        None => Ok(None),
+        Some(n) if n.is_empty() || n.contains('/') => Err(invalid(
+            "edge.s3_bucket_name (--s3-bucket-name / S3_BUCKET_NAME)",
+            "not a bucket name (a name, without s3:// or a path)",
+        )),
+        Some(name) => Ok(Some(crate::persist::Bucket {
+            name,
+            force_path_style,
+        })),
+    }
 }
 
 /// The client identity for mutual TLS with the upstream, in Unleash Edge's order when more

@@ -294,6 +294,16 @@ fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
         Value::Boolean(edge.skip_ssl_verification),
     );
     t.insert("streaming".into(), Value::Boolean(edge.streaming));
+    if let Some(dir) = &edge.backup_folder {
+        t.insert("backup_folder".into(), s(&dir.display().to_string()));
+    }
+    if let Some(b) = &edge.s3_bucket {
+        t.insert("s3_bucket_name".into(), s(&b.name));
+        t.insert(
+            "s3_force_path_style".into(),
+            Value::Boolean(b.force_path_style),
+        );
+    }
 
     let keys = edge
         .client_keys

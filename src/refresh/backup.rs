@@ -11,7 +11,7 @@ impl Refresh {
         let Some(backup) = &self.backup else {
             return false;
         };
-        let mut restored = match backup.load() {
+        let mut restored = match backup.load().await {
             Ok(Some(r)) => r,
             Ok(None) => {
                 tracing::info!("no backup to start from yet");
@@ -93,10 +93,9 @@ impl Refresh {
         let Some(backup) = self.backup.clone() else {
             return;
         };
-        let startup = self.live_scopes();
-        let verdicts = self.app.auth.verdicts();
-        self.tasks.spawn_blocking(move || {
-            if let Err(e) = backup.save_state(&startup, &verdicts) {
+        let write = backup.save_state(&self.live_scopes(), &self.app.auth.verdicts());
+        self.tasks.spawn(async move {
+            if let Err(e) = write.await {
                 tracing::error!(error = %e, "cannot write the backup");
             }
         });
@@ -111,7 +110,7 @@ impl Refresh {
     }
 
     /// Writes everything to the backup now (at shutdown).
-    pub fn save_backup(&self) {
+    pub async fn save_backup(&self) {
         let Some(backup) = &self.backup else {
             return;
         };
@@ -119,12 +118,12 @@ impl Refresh {
             return;
         }
         let startup = self.live_scopes();
-        if let Err(e) = backup.save_state(&startup, &self.app.auth.verdicts()) {
+        if let Err(e) = backup.save_state(&startup, &self.app.auth.verdicts()).await {
             tracing::error!(error = %e, "cannot write the backup");
         }
         for env in self.app.store.environments() {
             if let Some(snapshot) = self.app.store.snapshot(&env) {
-                if let Err(e) = backup.save_features(&env, snapshot.document()) {
+                if let Err(e) = backup.save_features(&env, snapshot.document()).await {
                     tracing::error!(error = %e, "cannot write the backup");
                 }
             }

@@ -376,10 +376,10 @@ impl Refresh {
 
     /// Publishes an environment's features and backs them up.
     async fn publish(&self, env: &str, document: Document) {
-        if let Some(backup) = self.backup.clone() {
-            let (env, document) = (env.to_string(), document.clone());
-            self.tasks.spawn_blocking(move || {
-                if let Err(e) = backup.save_features(&env, &document) {
+        if let Some(backup) = &self.backup {
+            let write = backup.save_features(env, &document);
+            self.tasks.spawn(async move {
+                if let Err(e) = write.await {
                     tracing::error!(error = %e, "cannot write the backup");
                 }
             });

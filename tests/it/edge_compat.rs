@@ -201,7 +201,7 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
     );
     // Refused: exit 64 naming the setting and what to do instead.
     for (var, value, hint) in [
-        ("S3_BUCKET_NAME", "bucket", "--backup-folder"),
+        ("DESIRED_ENVIRONMENTS", "production", "--tokens"),
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             "http://collector:4317",
@@ -272,7 +272,6 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         "--deny-list",
         "--trust-proxy",
         "--sentry-dsn",
-        "--s3-bucket-name",
         "--redirect-http-to-https",
         "--cors-methods",
         "--prometheus-remote-write-url",
@@ -287,6 +286,10 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         "--redis-password",
         "--pretrusted-tokens",
         "--upstream-auth-header",
+        "--s3-bucket-name",
+        "--s3-force-path-style",
+        "--pkcs12-identity-file",
+        "--pem-cert-file",
     ] {
         assert!(help.contains(flag), "{flag} not in edge --help");
     }

@@ -22,6 +22,7 @@ mod hardening;
 mod harness;
 mod logs;
 mod offline;
+mod s3;
 mod sdk;
 mod spec;
 mod streaming;

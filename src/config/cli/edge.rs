@@ -167,6 +167,20 @@ pub struct EdgeArgs {
     #[arg(short, long, env = "BACKUP_FOLDER", value_name = "DIR")]
     pub backup_folder: Option<PathBuf>,
 
+    /// S3 bucket for the backup instead of a folder; credentials, region and endpoint from the
+    /// standard AWS environment (AWS_ACCESS_KEY_ID, AWS_REGION, AWS_ENDPOINT_URL, …)
+    #[arg(
+        long,
+        env = "S3_BUCKET_NAME",
+        value_name = "BUCKET",
+        conflicts_with = "backup_folder"
+    )]
+    pub s3_bucket_name: Option<String>,
+
+    /// Path-style S3 requests (https://endpoint/bucket/key), for MinIO and other S3 servers
+    #[arg(long, env = "S3_FORCE_PATH_STYLE", requires = "s3_bucket_name")]
+    pub s3_force_path_style: bool,
+
     /// Unleash-Proxy-style client keys, comma separated, each `key@environment` (all projects)
     #[arg(long, env = "CLIENT_KEYS", value_delimiter = ',')]
     pub client_keys: Vec<String>,
