@@ -173,6 +173,15 @@ pub(crate) fn start_edge(
             .clone()
             .run(app.config.usage.interval, forwarder_stop.clone()),
     );
+    if let Some(token) = edge.tokens.first() {
+        tasks.spawn(usage::instance::run(
+            app.clone(),
+            upstream.clone(),
+            token.clone(),
+            app.config.usage.interval,
+            cancel.clone(),
+        ));
+    }
     tracing::info!(
         upstream = %edge.upstream_url,
         tokens = edge.tokens.len(),

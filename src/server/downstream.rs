@@ -32,16 +32,21 @@ impl Default for Downstream {
     }
 }
 
-/// The fields of Unleash Edge's instance data that are kept.
+/// The fields of Unleash Edge's instance data that are kept. Edge writes them in camelCase;
+/// the snake_case spellings are read too.
 #[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
 struct Reported {
     identifier: String,
+    #[serde(alias = "app_name")]
     app_name: Option<String>,
     region: Option<String>,
+    #[serde(alias = "edge_version")]
     edge_version: Option<String>,
     started: Option<String>,
+    #[serde(alias = "connected_streaming_clients")]
     connected_streaming_clients: Option<u64>,
-    #[serde(default)]
+    #[serde(default, alias = "connected_edges")]
     connected_edges: Vec<serde::de::IgnoredAny>,
 }
 
@@ -80,6 +85,26 @@ impl Downstream {
         Ok(())
     }
 
+    /// The instances reported recently in Unleash Edge's own shape (camelCase), to forward
+    /// upstream as `connectedEdges`; what was not kept is left out.
+    pub fn as_edge_reports(&self) -> Vec<Value> {
+        self.list()
+            .into_iter()
+            .map(|v| {
+                let field = |k: &str| v.get(k).cloned().unwrap_or(Value::Null);
+                json!({
+                    "identifier": field("identifier"),
+                    "appName": field("app_name"),
+                    "region": field("region"),
+                    "edgeVersion": field("edge_version"),
+                    "started": field("started"),
+                    "connectedStreamingClients": field("connected_streaming_clients"),
+                    "connectedEdges": [],
+                })
+            })
+            .collect()
+    }
+
     /// The instances reported recently, by identifier.
     pub fn list(&self) -> Vec<Value> {
         let mut all: Vec<(String, Value)> = self
@@ -100,16 +125,27 @@ mod tests {
     fn reports_are_kept_bounded_and_listed_by_identifier() {
         let d = Downstream::default();
         let long = "x".repeat(10_000);
-        let body = json!({"identifier": "edge-b", "app_name": long, "edge_version": "20.1.0",
-            "connected_edges": [{}, {}], "process_metrics": {"cpu": 1}, "unknown": true});
+        // Edge's own camelCase shape (as Edge 20.1 sends it), and the snake_case spelling.
+        let body = json!({"identifier": "edge-b", "appName": long, "edgeVersion": "20.1.0",
+            "connectedEdges": [{}, {}], "processMetrics": {"cpu": 1}, "unknown": true,
+            "traffic": {"get": {}}, "connectedStreamingClients": 3});
         d.record(body.to_string().as_bytes(), "production").unwrap();
-        d.record(br#"{"identifier":"edge-a"}"#, "development")
-            .unwrap();
+        d.record(
+            br#"{"identifier":"edge-a","app_name":"snake"}"#,
+            "development",
+        )
+        .unwrap();
         let list = d.list();
         assert_eq!(list.len(), 2);
         assert_eq!(list[0]["identifier"], "edge-a");
         assert_eq!(list[1]["app_name"].as_str().unwrap().len(), MAX_TEXT);
         assert_eq!(list[1]["connected_edges"], 2);
+        assert_eq!(list[1]["edge_version"], "20.1.0");
+        assert_eq!(list[1]["connected_streaming_clients"], 3);
+        assert_eq!(list[0]["app_name"], "snake");
+        let reports = d.as_edge_reports();
+        assert_eq!(reports[1]["edgeVersion"], "20.1.0");
+        assert_eq!(reports[1]["connectedEdges"], json!([]));
         assert_eq!(list[1]["environment"], "production");
         assert!(d.record(b"{}", "development").is_err());
         assert!(d.record(br#"{"identifier":" "}"#, "development").is_err());

@@ -8,6 +8,7 @@
 
 pub mod body;
 pub mod forward;
+pub mod instance;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

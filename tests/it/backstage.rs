@@ -272,8 +272,8 @@ async fn backstage_endpoints_need_the_backstage_token_and_keep_edge_shapes() {
     assert_eq!(data["connected_instances"], serde_json::json!([]));
     // A downstream Unleash Edge reports its instance data with a client token: kept, bounded,
     // and shown as a connected instance.
-    let report = serde_json::json!({"identifier": "edge-downstream-1", "app_name": "shop-edge",
-        "edge_version": "20.1.0", "connected_edges": [], "process_metrics": {"cpu_seconds": 3}})
+    let report = serde_json::json!({"identifier": "edge-downstream-1", "appName": "shop-edge",
+        "edgeVersion": "20.1.0", "connectedEdges": [], "processMetrics": {"cpuUsage": 3.0}})
     .to_string();
     let edge_metrics = "/api/client/metrics/edge";
     let (status, _, body) = post(

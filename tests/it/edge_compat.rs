@@ -417,3 +417,94 @@ async fn client_features_answer_post_as_get() {
         .unwrap();
     assert_eq!(put.status().as_u16(), 405);
 }
+
+/// flagpost reports its own instance data upstream as Unleash Edge does (Edge's camelCase
+/// shape, the first startup token), with the downstream instances that reported to it as
+/// `connectedEdges`; an upstream that does not take it (404, as the open-source server answers)
+/// is not asked again within the hour.
+#[tokio::test]
+async fn instance_data_goes_upstream_with_the_downstream_instances() {
+    use crate::upstream::Scripted;
+    let up = FakeUpstream::start().await;
+    up.script(|parts, _| {
+        (parts.uri.path() == "/api/client/metrics/edge").then(|| {
+            let mut r = http::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+            *r.status_mut() = http::StatusCode::ACCEPTED;
+            Scripted::Respond(r)
+        })
+    });
+    let token = secret("client-all-dev");
+    let toml = format!(
+        "{}\n[usage]\ninterval = \"200ms\"\n",
+        edge_config(&up.url(), std::slice::from_ref(&token), "")
+    )
+    .replace(
+        "mode = \"edge\"",
+        "mode = \"edge\"\ninstance_id = \"flagpost-up-1\"",
+    );
+    let s = Server::start(&toml, &[]).await;
+    s.wait_ready().await;
+    let downstream = serde_json::json!({"identifier": "edge-below-1", "appName": "shop-edge",
+        "edgeVersion": "20.1.0", "connectedEdges": [], "connectedStreamingClients": 2});
+    let (status, _, _) = post(
+        &s,
+        "/api/client/metrics/edge",
+        Some(&token),
+        downstream.to_string(),
+    )
+    .await;
+    assert_eq!(status, 202);
+    eventually("a report naming the downstream instance", || async {
+        up.requests_to("/api/client/metrics/edge")
+            .iter()
+            .any(|r| r.json()["connectedEdges"][0]["identifier"] == "edge-below-1")
+    })
+    .await;
+    let sent = up.requests_to("/api/client/metrics/edge").pop().unwrap();
+    assert_eq!(sent.header("authorization"), Some(token.as_str()));
+    let body = sent.json();
+    assert_eq!(body["identifier"], "flagpost-up-1");
+    assert_eq!(body["appName"], "flagpost");
+    assert_eq!(body["connectedEdges"][0]["appName"], "shop-edge");
+    assert_eq!(body["connectedEdges"][0]["connectedStreamingClients"], 2);
+    for field in [
+        "started",
+        "traffic",
+        "latencyUpstream",
+        "connectedStreamingClients",
+        "edgeVersion",
+    ] {
+        assert!(!body[field].is_null(), "{field} missing: {body}");
+    }
+    s.stop().await.unwrap();
+
+    // The open-source server answers 404: asked once, then left alone for the hour, while
+    // usage rounds (every 200 ms) go on.
+    up.unscript();
+    let s = Server::start(&toml, &[]).await;
+    s.wait_ready().await;
+    eventually("the first report refused", || async {
+        metric(
+            &s,
+            "flagpost_upstream_requests_total{call=\"instance_data\",outcome=\"client_error\"}",
+        )
+        .await
+        .is_some()
+    })
+    .await;
+    let before = up.requests_to("/api/client/metrics/edge").len();
+    // Three usage rounds later (each forwarded upstream, an interval apart), still no new report.
+    let usage = serde_json::json!({"appName": "app-1", "instanceId": "app-1-1",
+        "bucket": {"start": "2026-11-28T04:19:03.998Z", "stop": "2026-11-28T04:19:03.998Z",
+        "toggles": {"simple.on": {"yes": 1, "no": 0}}}});
+    for round in 1..=3 {
+        let (status, _, _) = post(&s, "/api/client/metrics", Some(&token), usage.to_string()).await;
+        assert_eq!(status, 202);
+        eventually("the usage forwarded", || async {
+            up.requests_to("/api/client/metrics/bulk").len() >= round
+        })
+        .await;
+    }
+    assert_eq!(up.requests_to("/api/client/metrics/edge").len(), before);
+    s.stop().await.unwrap();
+}
