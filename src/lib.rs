@@ -56,7 +56,7 @@
 //!   bounded memo of remembered answers; `evaluate/properties.rs`: the generated-input
 //!   properties against yggdrasil.
 //! - [`usage`]: SDK usage metrics and registrations, bounded (`usage/body.rs` reads them),
-//!   forwarded upstream (`usage/forward.rs`).
+//!   forwarded upstream (`usage/forward.rs`); flagpost's own instance data upstream (`usage/instance.rs`).
 //! - [`server`]: accept loops, TLS, connection timeouts, the router, CORS, errors;
 //!   `server/handler/` the request pipeline and the API handlers (`stream.rs`: streaming and
 //!   delta; `backstage.rs`: explain, the inspection endpoints, downstream Edge reports);

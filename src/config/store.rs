@@ -7,8 +7,57 @@ use super::cli;
 use super::file;
 use super::layer::Layers;
 use super::merge::MIN_PERIOD;
-use super::{invalid, ConfigError, RedisUrl, StoreConfig};
+use super::{invalid, ConfigError};
 use crate::token::Token;
+
+/// `[store]`: the Redis a fleet of flagposts shares (edge mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreConfig {
+    pub redis_url: RedisUrl,
+    /// The prefix of this fleet's keys: `flagpost:<namespace>:`.
+    pub namespace: String,
+    pub max_age: Duration,
+    pub lease: Duration,
+    pub timeout: Duration,
+}
+
+/// A Redis URL, which may hold a user and password: shown redacted.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn new(url: String) -> RedisUrl {
+        RedisUrl(url)
+    }
+
+    /// The URL with its password, to connect with. Never log this.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Scheme, host, port and database; any user and password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        match self.0.split_once("://") {
+            Some((scheme, rest)) => match rest.rsplit_once('@') {
+                Some((_, host)) => format!("{scheme}://***@{host}"),
+                None => self.0.clone(),
+            },
+            None => "<not a URL>".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl std::fmt::Display for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
 
 /// `[store]`: the fleet's Redis, when a URL is given.
 pub(super) fn store(
