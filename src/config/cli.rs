@@ -302,7 +302,7 @@ pub struct Cli {
     pub app_name: String,
 
     /// How often SDK usage metrics are forwarded upstream (a number is seconds)
-    #[arg(long, env = "METRICS_INTERVAL_SECONDS", global = true, value_parser = duration_arg, default_value = DEFAULT_METRICS_INTERVAL)]
+    #[arg(short, long, env = "METRICS_INTERVAL_SECONDS", global = true, value_parser = duration_arg, default_value = DEFAULT_METRICS_INTERVAL)]
     pub metrics_interval_seconds: Duration,
 
     /// Most usage rows and registrations buffered before new ones are dropped (and counted)

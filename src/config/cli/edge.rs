@@ -19,7 +19,7 @@ pub struct EdgeArgs {
     pub tokens: Vec<String>,
 
     /// How often features are fetched from upstream (a number is seconds)
-    #[arg(long, env = "FEATURES_REFRESH_INTERVAL_SECONDS", value_parser = duration_arg, default_value = DEFAULT_REFRESH_INTERVAL)]
+    #[arg(short, long, env = "FEATURES_REFRESH_INTERVAL_SECONDS", value_parser = duration_arg, default_value = DEFAULT_REFRESH_INTERVAL)]
     pub features_refresh_interval_seconds: Duration,
 
     /// How often known request tokens are validated again upstream (a number is seconds)
@@ -48,7 +48,7 @@ pub struct EdgeArgs {
     pub upstream_certificate_file: Option<PathBuf>,
 
     /// Do not verify the upstream's TLS certificate (dangerous; logged at every start)
-    #[arg(long, env = "SKIP_SSL_VERIFICATION")]
+    #[arg(short, long, env = "SKIP_SSL_VERIFICATION")]
     pub skip_ssl_verification: bool,
 
     /// Longest time one upstream request may take (a number is seconds)

@@ -162,6 +162,11 @@ fn dash_p_means_what_it_means_in_unleash_edge() {
         "*:development.abc12345678",
         "-p",
         "kiosk-key-0002@development",
+        "-m",
+        "30",
+        "-f",
+        "20",
+        "-s",
     ];
     let c = serve(&edge);
     assert_eq!(c.server.listen.unwrap().port(), 4100);
@@ -169,6 +174,10 @@ fn dash_p_means_what_it_means_in_unleash_edge() {
         panic!("not edge")
     };
     assert_eq!(e.client_keys.len(), 1, "{:?}", e.client_keys);
+    // Edge's other short forms after `edge`.
+    assert_eq!(c.usage.interval, Duration::from_secs(30));
+    assert_eq!(e.refresh_interval, Duration::from_secs(20));
+    assert!(e.skip_ssl_verification);
     let c = serve(&[
         "--config",
         "/dev/null",
