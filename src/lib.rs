@@ -374,10 +374,13 @@ pub async fn run_with(
     };
     app.is_ready();
     if let Some(rw) = app.config.remote_write.clone() {
-        let labels = vec![
+        let labels: Vec<(String, String)> = [
             ("app_name".to_string(), app.config.app_name.clone()),
             ("instance_id".to_string(), app.config.instance_id.clone()),
-        ];
+        ]
+        .into_iter()
+        .chain(rw.hostname.clone().map(|h| ("hostname".to_string(), h)))
+        .collect();
         let metrics = app.metrics.clone();
         tasks.spawn(metrics::remote_write::run(
             metrics,

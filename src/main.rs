@@ -36,6 +36,13 @@ fn main() -> ExitCode {
         }
         Ok(Invocation::Probe { path, args }) => return probe(path, &args),
         Ok(Invocation::Explain(args)) => return explain(&args),
+        Ok(Invocation::MarkdownHelp(text)) => {
+            #[allow(clippy::print_stdout)]
+            {
+                print!("{text}");
+            }
+            return ExitCode::SUCCESS;
+        }
         Err(ConfigError::Cli(e)) => {
             let _ = e.print();
             return if e.use_stderr() {

@@ -68,6 +68,10 @@ pub struct Cli {
     #[command(flatten)]
     pub remote_write: RemoteWriteArgs,
 
+    /// Print the help of every command as Markdown and exit (Unleash Edge's)
+    #[arg(long, global = true, hide = true)]
+    pub markdown_help: bool,
+
     /// Configuration file (TOML). Without it, ./config.toml is read when it exists
     #[arg(long, env = "FLAGPOST_CONFIG", global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,

@@ -269,6 +269,8 @@ pub enum Invocation {
     },
     /// `flagpost explain TOKEN`: ask a running flagpost about a token.
     Explain(cli::ExplainArgs),
+    /// `--markdown-help` (Unleash Edge's): the help of every command, as Markdown.
+    MarkdownHelp(String),
 }
 
 /// Bad configuration: the key (or flag) and the problem.
@@ -300,6 +302,9 @@ impl Config {
         let command = edge_compat::augment(Cli::command());
         let matches = command.clone().try_get_matches_from(&args)?;
         let cli = Cli::from_arg_matches(&matches)?;
+        if cli.markdown_help {
+            return Ok(Invocation::MarkdownHelp(markdown_help(command)));
+        }
         match &cli.command {
             Some(Command::Health(probe)) => {
                 return Ok(Invocation::Probe {
@@ -380,6 +385,24 @@ fn with_edge_notes(
     }));
     config.notes.extend(notes);
     Ok(config)
+}
+
+/// The help of the command and of each subcommand, as Markdown (Unleash Edge's
+/// `--markdown-help`, used to write its documentation).
+fn markdown_help(mut command: clap::Command) -> String {
+    let mut out = String::from("# Command-line help for `flagpost`\n");
+    let mut section = |title: String, help: clap::builder::StyledStr| {
+        out.push_str(&format!(
+            "\n## `{title}`\n\n```text\n{}\n```\n",
+            help.to_string().trim_end()
+        ));
+    };
+    section("flagpost".into(), command.render_long_help());
+    for sub in command.get_subcommands_mut() {
+        let title = format!("flagpost {}", sub.get_name());
+        section(title, sub.render_long_help());
+    }
+    out
 }
 
 fn wrap(config: Config, check_only: bool) -> Invocation {

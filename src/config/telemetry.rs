@@ -20,6 +20,8 @@ pub struct RemoteWriteConfig {
     pub timeout: Duration,
     pub username: Option<String>,
     pub password: Option<Secret>,
+    /// The `hostname` label on every series (`--hostname`, `HOSTNAME`), as Edge labels them.
+    pub hostname: Option<String>,
 }
 
 impl RemoteWriteConfig {
@@ -115,5 +117,6 @@ pub(super) fn remote_write(
         timeout: interval.min(Duration::from_secs(30)),
         username,
         password: password.map(Secret::new),
+        hostname: args.hostname.clone().filter(|h| !h.trim().is_empty()),
     }))
 }

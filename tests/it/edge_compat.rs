@@ -279,6 +279,14 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
     ] {
         assert!(help.contains(flag), "{flag} not in --help");
     }
+    // Edge's --markdown-help: every command's help, as Markdown.
+    let md = flagpost().arg("--markdown-help").output().unwrap();
+    let md = String::from_utf8_lossy(&md.stdout);
+    assert!(md.starts_with("# Command-line help for `flagpost`"), "{md}");
+    assert!(
+        md.contains("## `flagpost edge`") && md.contains("--upstream-url"),
+        "{md}"
+    );
     let help = flagpost().args(["edge", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [

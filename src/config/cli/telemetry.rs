@@ -34,4 +34,14 @@ pub struct RemoteWriteArgs {
         value_name = "PASSWORD"
     )]
     pub prometheus_password: Option<String>,
+
+    /// The `hostname` label on pushed series (Unleash Edge's; containers set HOSTNAME)
+    #[arg(
+        long,
+        env = "HOSTNAME",
+        global = true,
+        hide = true,
+        value_name = "NAME"
+    )]
+    pub hostname: Option<String>,
 }

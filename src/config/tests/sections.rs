@@ -231,12 +231,15 @@ fn remote_write_from_flags_and_file_redacted() {
         "tenant-1",
         "--prometheus-password",
         "remote-pass-1234",
+        "--hostname",
+        "edge-pod-7",
     ]);
     let c = serve(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let rw = c.remote_write.as_ref().unwrap();
     assert_eq!(rw.interval, Duration::from_secs(15));
     assert_eq!(rw.timeout, Duration::from_secs(15));
     assert_eq!(rw.username.as_deref(), Some("tenant-1"));
+    assert_eq!(rw.hostname.as_deref(), Some("edge-pod-7"));
     let text = c.to_redacted_toml();
     assert!(
         text.contains("[remote_write]") && text.contains("mimir.example.com"),
