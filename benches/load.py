@@ -10,7 +10,9 @@ load, time from exec to ready, scaling with the number of flags, and memory unde
 distinct invalid tokens (edge mode, chained to an offline flagpost as its upstream).
 
 Everything runs on loopback, each wrk run is bounded in time. Options: --duration SECONDS
-(default 15), --runs N (default 3, medians are reported), --quick (3 s x 1 run, for a try).
+(default 15), --runs N (default 3, medians are reported), --quick (3 s x 1 run, for a try),
+--before BIN (an older flagpost binary: the four endpoints are measured with it too, in the
+same run, runs alternating between the two binaries, and compared).
 """
 
 import argparse
@@ -234,6 +236,7 @@ def main():
     ap.add_argument("--duration", type=int, default=15)
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--before", help="an older flagpost binary, measured for comparison")
     a = ap.parse_args()
     if a.quick:
         a.duration, a.runs = 3, 1
@@ -266,18 +269,20 @@ def main():
     assert b"toggles" in bodies["frontend"] and b"features" in bodies["client"]
     assert b"token_invalid" in bodies["invalid"], bodies["invalid"]
     post_script = lua_post(work, post_body)
-    results = {}
-    for name, path, token, script in [
+    endpoints = [
         ("GET /api/frontend", get_path, FRONTEND, None),
         ("POST /api/frontend", "/api/frontend", FRONTEND, post_script),
         ("GET /api/client/features", "/api/client/features", CLIENT, None),
         ("invalid token", get_path, INVALID, None),
-    ]:
+    ]
+    results = {}
+    for name, path, token, script in endpoints:
         log(f"flagpost: {name}")
         results[name] = measure(base + path, a.duration, a.runs, token=token, script=script)
     rss_after = rss_kib(p)
     rss_peak = rss_kib(p, "VmHWM")
     stop(p)
+    compared = before_and_after(a, cfg, endpoints) if a.before else None
 
     ceilings = {}
     for kind in ["frontend", "client", "invalid"]:
@@ -336,12 +341,54 @@ token_cache_size = 10000
 
     write_results(a, ready_ms, ready, rss_idle, rss_after, rss_peak, results, ceilings, ceiling_of,
                   bodies, scaling, (thrown, attack_seconds, rss_before, rss_attack,
-                                    int(cache.group(1)) if cache else None))
+                                    int(cache.group(1)) if cache else None), compared)
     shutil.rmtree(work, ignore_errors=True)
 
 
+def before_and_after(a, cfg, endpoints):
+    """Each endpoint measured with the older binary and with this one, one run each in turn
+    (before, now, before, now, ...), so that both see the same moments of a noisy machine."""
+    base = f"http://127.0.0.1:{FLAGPOST_PORT}"
+    out = {}
+    for name, path, token, script in endpoints:
+        runs = {"before": [], "now": []}
+        for _ in range(a.runs):
+            for label, binary in (("before", a.before), ("now", BIN)):
+                p, _ = start([binary, "--config", cfg], FLAGPOST_PORT)
+                runs[label].append(wrk(base + path, a.duration, token=token, script=script))
+                stop(p)
+        out[name] = {label: {"rps": statistics.median(r["rps"] for r in rs),
+                             "p99": statistics.median(r["p99"] for r in rs),
+                             "all": [round(r["rps"]) for r in rs]}
+                     for label, rs in runs.items()}
+        b, n = out[name]["before"], out[name]["now"]
+        log(f"{name}: before {b['rps']:,.0f} req/s p99 {b['p99']:.2f} ms, now {n['rps']:,.0f} req/s "
+            f"p99 {n['p99']:.2f} ms ({n['rps'] / b['rps']:.2f}x)")
+    return out
+
+
+def compared_lines(a, compared):
+    if not compared:
+        return []
+    lines = [
+        "",
+        "## Against an older build",
+        "",
+        f"`--before {a.before}`, in the same run: each endpoint measured with both binaries, one",
+        f"{a.duration} s run each in turn ({a.runs} runs each; medians, all runs in brackets).",
+        "",
+        "| endpoint | before req/s | now req/s | now / before | p99 before | p99 now |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, c in compared.items():
+        b, n = c["before"], c["now"]
+        lines.append(f"| {name} | {b['rps']:,.0f} {b['all']} | {n['rps']:,.0f} {n['all']} | "
+                     f"{n['rps'] / b['rps']:.2f} | {b['p99']:.2f} ms | {n['p99']:.2f} ms |")
+    return lines
+
+
 def write_results(a, ready_ms, ready, rss_idle, rss_after, rss_peak, results, ceilings, ceiling_of,
-                  bodies, scaling, attack):
+                  bodies, scaling, attack, compared=None):
     lines = [
         "# flagpost load benchmark results",
         "",
@@ -410,6 +457,7 @@ def write_results(a, ready_ms, ready, rss_idle, rss_after, rss_peak, results, ce
         f"| tokens thrown | time | RSS before | RSS after | invalid tokens remembered |",
         "|---|---|---|---|---|",
         f"| {thrown:,} | {seconds:.0f} s | {before / 1024:.1f} MiB | {after / 1024:.1f} MiB | {cache} |",
+    ] + compared_lines(a, compared) + [
         "",
     ]
     out = os.path.join(ROOT, "benches", "RESULTS.md")

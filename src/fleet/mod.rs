@@ -7,8 +7,14 @@
 //! cannot be reached, every instance keeps what it has and, once the lease would have expired,
 //! polls upstream itself ("solo") until Redis answers again.
 //!
+//! Writes are fenced by the lease: the WRITE script writes only for the instance whose id the
+//! lease holds, so a poller that was paused or cut off past its lease cannot put its older
+//! snapshot over the new poller's (refused, counted as `write`/`fenced`, logged once).
+//! Versions are assigned by Redis and every time compared across instances is Redis's
+//! (`TIME`): a snapshot's age is Redis's age of it plus local time elapsed since it was read.
+//!
 //! ```text
-//!   poller ── poll upstream ─► Publisher ─► Store ─► (push) WRITE script: newer wins ─► Redis
+//!   poller ── poll upstream ─► Publisher ─► Store ─► (push) WRITE script, fenced ───► Redis
 //!                                                         PUBLISH "snapshot <v> <env>"  │
 //!   follower ◄─ subscribe / check every interval ◄───────────────────────────────────────┘
 //!            ─► read ─► Publisher (same path as a poll)
@@ -28,7 +34,7 @@ mod shared;
 mod snapshots;
 mod tokens;
 
-pub use shared::{Shared, StoreError, Written};
+pub use shared::{Confirmed, Shared, StoreError, Written};
 
 use crate::auth::Authenticator;
 use crate::backoff::backoff;
@@ -56,6 +62,22 @@ impl Role {
             Role::Poller => "poller",
             Role::Solo => "solo",
         }
+    }
+}
+
+/// When upstream last confirmed an environment's snapshot, in Redis's time: the Unix ms Redis
+/// stamped, and how old that was by Redis's clock when this instance learned it (at `seen`).
+/// Ages are Redis's age plus local time elapsed since: no two hosts' clocks are compared.
+#[derive(Debug, Clone, Copy)]
+struct Confirmation {
+    at_ms: i64,
+    age_ms: i64,
+    seen: Instant,
+}
+
+impl Confirmation {
+    fn age(&self) -> Duration {
+        Duration::from_millis(u64::try_from(self.age_ms).unwrap_or(0)) + self.seen.elapsed()
     }
 }
 
@@ -87,8 +109,10 @@ pub struct Fleet {
     local: Mutex<HashMap<String, Local>>,
     /// The last time Redis answered a lease call.
     contact: Mutex<Option<Instant>>,
-    /// Unix ms when each environment's snapshot was last confirmed upstream (followers).
-    confirmed: Mutex<HashMap<String, i64>>,
+    /// When each environment's snapshot was last confirmed upstream, by Redis's clock.
+    confirmed: Mutex<HashMap<String, Confirmation>>,
+    /// Whether a fenced write was logged since this instance last took the lease.
+    fenced_logged: std::sync::atomic::AtomicBool,
     /// What this instance's own startup tokens were validated for, per environment: what a
     /// follower may serve at most, whatever the poller serves.
     own: Mutex<HashMap<String, Projects>>,
@@ -133,6 +157,7 @@ impl Fleet {
             local: Mutex::new(HashMap::new()),
             contact: Mutex::new(None),
             confirmed: Mutex::new(HashMap::new()),
+            fenced_logged: std::sync::atomic::AtomicBool::new(false),
             own: Mutex::new(HashMap::new()),
         });
         fleet.set_role_gauge(Role::Follower);
@@ -216,6 +241,8 @@ impl Fleet {
                     match (self.role(), held) {
                         (Role::Poller, true) => {}
                         (_, true) => {
+                            self.fenced_logged
+                                .store(false, std::sync::atomic::Ordering::Relaxed);
                             self.set_role(Role::Poller, "lease acquired");
                             // The store holds this instance's snapshots at once (after a Redis
                             // restart it may be empty).
@@ -319,20 +346,19 @@ impl Fleet {
         if self.role() != Role::Follower {
             return;
         }
-        let now = shared::now_ms();
-        for (env, at) in self
+        for (env, c) in self
             .confirmed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            if *at > 0 {
-                let age = (now - at).max(0) as f64 / 1000.0;
+            if c.at_ms > 0 {
+                let age = c.age().as_secs_f64();
                 self.metrics.snapshot_age.with_label_values(&[env]).set(age);
                 self.metrics
                     .last_sync
                     .with_label_values(&[env])
-                    .set(*at as f64 / 1000.0);
+                    .set(c.at_ms as f64 / 1000.0);
             }
         }
     }

@@ -6,7 +6,7 @@
 //! | key | type | holds |
 //! |---|---|---|
 //! | `lease` | string, with expiry | the instance id of the poller |
-//! | `env:<environment>` | hash | `version`, `hash` (xxh3 of `document`), `document` (Client API JSON), `written_at`, `confirmed_at` (Unix ms), `scopes` (JSON: the poller's serving projects), `writer` |
+//! | `env:<environment>` | hash | `version` (assigned by Redis), `hash` (xxh3 of `document`), `document` (Client API JSON), `written_at`, `confirmed_at` (Unix ms by Redis's clock), `scopes` (JSON: the poller's serving projects), `writer` |
 //! | `startup` | hash | SHA-256 of a startup token → its validated scope (JSON) |
 //! | `token:<sha256>` | string, with expiry | a request token's verdict (JSON: kind and scope, or refused; `expires_at`) |
 //! | `claim:<sha256>` | string, with expiry | an instance is asking upstream about that token now |
@@ -63,8 +63,20 @@ pub struct Record {
 pub struct Head {
     pub version: u64,
     pub hash: String,
+    /// When upstream last confirmed it, by Redis's clock (Unix ms; 0: never).
     pub confirmed_at: i64,
+    /// How long ago that was, by Redis's clock when the head was read (no host's clock).
+    pub age_ms: i64,
     pub size: usize,
+}
+
+/// When the content of a write was last confirmed upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Confirmed {
+    /// Just now (a poll answered): Redis stamps it with its own clock.
+    Now,
+    /// At this Redis time (Unix ms), as read from or written to Redis before; 0: unknown.
+    At(i64),
 }
 
 /// What a snapshot write did.
@@ -74,8 +86,8 @@ pub enum Written {
     Stored(u64),
     /// The store already had this content.
     Same,
-    /// The store has a newer version and this instance is not the lease holder.
-    Older,
+    /// Refused: this instance does not hold the lease (whatever it believes).
+    Fenced,
 }
 
 /// The fleet's Redis.
@@ -203,42 +215,52 @@ impl Shared {
         Ok(released == 1)
     }
 
-    /// Writes (and announces) an environment's snapshot; see `scripts.rs`.
+    /// Writes (and announces) an environment's snapshot if `me` holds the lease; see
+    /// `scripts.rs`. Returns what happened and Redis's time of the call (Unix ms).
     pub async fn write_snapshot(
         &self,
         environment: &str,
-        (version, hash, document): (u64, &str, &str),
-        (scopes, confirmed_at): (&str, i64),
+        (hash, document): (&str, &str),
+        (scopes, confirmed): (&str, Confirmed),
         me: &str,
-    ) -> Result<Written, StoreError> {
+    ) -> Result<(Written, i64), StoreError> {
         let mut c = self.conn();
         let mut invocation = self.write.key(self.key(&format!("env:{environment}")));
+        let confirmed = match confirmed {
+            Confirmed::Now => "now".to_string(),
+            Confirmed::At(ms) => ms.max(0).to_string(),
+        };
         invocation
             .key(self.key("lease"))
             .key(self.channel())
-            .arg(version)
             .arg(hash)
             .arg(document)
-            .arg(now_ms())
             .arg(scopes)
             .arg(me)
             .arg(environment)
-            .arg(confirmed_at);
-        let result: i64 = self.call("write", invocation.invoke_async(&mut c)).await?;
-        Ok(match result {
+            .arg(confirmed);
+        let (result, now): (i64, i64) = self.call("write", invocation.invoke_async(&mut c)).await?;
+        let written = match result {
             -1 => Written::Same,
-            -2 => Written::Older,
+            -2 => Written::Fenced,
             v => Written::Stored(u64::try_from(v).unwrap_or(0)),
-        })
+        };
+        Ok((written, now))
     }
 
-    /// Moves `confirmed_at` if the record still holds `hash`.
-    pub async fn confirm(&self, environment: &str, hash: &str) -> Result<bool, StoreError> {
+    /// Moves `confirmed_at` to Redis's now if the record still holds `hash` and `me` holds
+    /// the lease; returns whether it did, and that time.
+    pub async fn confirm(
+        &self,
+        environment: &str,
+        hash: &str,
+        me: &str,
+    ) -> Result<(bool, i64), StoreError> {
         let mut c = self.conn();
         let mut invocation = self.confirm.key(self.key(&format!("env:{environment}")));
-        invocation.arg(hash).arg(now_ms());
-        let done: i64 = self.call("write", invocation.invoke_async(&mut c)).await?;
-        Ok(done == 1)
+        invocation.key(self.key("lease")).arg(hash).arg(me);
+        let (done, now): (i64, i64) = self.call("write", invocation.invoke_async(&mut c)).await?;
+        Ok((done == 1, now))
     }
 
     /// The version, content hash, confirmation time and document size of an environment's
@@ -254,9 +276,11 @@ impl Shared {
             .arg("confirmed_at")
             .cmd("HSTRLEN")
             .arg(&key)
-            .arg("document");
-        let ((version, hash, confirmed), size): (Fields3, usize) =
+            .arg("document")
+            .cmd("TIME");
+        let ((version, hash, confirmed), size, (secs, micros)): (Fields3, usize, (i64, i64)) =
             self.call("read", pipe.query_async(&mut c)).await?;
+        let redis_now = secs.saturating_mul(1000).saturating_add(micros / 1000);
         let (Some(version), Some(hash)) = (version, hash) else {
             return Ok(None);
         };
@@ -268,6 +292,11 @@ impl Shared {
             version,
             hash,
             confirmed_at,
+            age_ms: if confirmed_at > 0 {
+                redis_now.saturating_sub(confirmed_at).max(0)
+            } else {
+                i64::MAX
+            },
             size,
         }))
     }
@@ -450,10 +479,4 @@ type Fields5 = (
 
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

@@ -1,8 +1,12 @@
 //! The fleet's snapshots: the poller writes its own to Redis (after a change, and whenever Redis
 //! lacks them), followers load the poller's (when announced, and on every interval).
 
-use super::shared::{self, Written};
-use super::{Fleet, Local, Role};
+use std::sync::atomic::Ordering;
+
+use tokio::time::Instant;
+
+use super::shared::{Confirmed, Written};
+use super::{Confirmation, Fleet, Local, Role};
 use crate::snapshot::Document;
 use crate::token::Projects;
 
@@ -27,27 +31,40 @@ impl Fleet {
         }
     }
 
-    /// After a publish from a poll: the poller writes the environment's snapshot, confirmed now.
-    pub async fn published(&self, environment: &str) {
+    /// After a poll (a change published, or the environment unchanged upstream): the poller
+    /// writes or confirms the environment's snapshot in Redis, confirmed now by Redis's clock.
+    pub async fn polled(&self, environment: &str) {
         if self.role() == Role::Poller {
-            self.set_confirmed(environment, shared::now_ms());
             self.push(environment, true).await;
         }
     }
 
-    /// A poll found the environment unchanged upstream: the poller says so in Redis.
-    pub async fn confirmed(&self, environment: &str) {
-        if self.role() == Role::Poller {
-            self.set_confirmed(environment, shared::now_ms());
-            self.push(environment, true).await;
-        }
-    }
-
-    fn set_confirmed(&self, environment: &str, at: i64) {
+    /// Records when `environment` was confirmed (Redis's Unix ms) and how old that was by
+    /// Redis's clock just now.
+    fn set_confirmed(&self, environment: &str, at_ms: i64, age_ms: i64) {
         self.confirmed
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(environment.to_string(), at);
+            .insert(
+                environment.to_string(),
+                Confirmation {
+                    at_ms,
+                    age_ms,
+                    seen: Instant::now(),
+                },
+            );
+    }
+
+    /// A write this instance made without holding the lease was refused: counted, and logged
+    /// once until it takes the lease again.
+    fn fenced(&self, environment: &str) {
+        self.metrics
+            .store_operations
+            .with_label_values(&["write", "fenced"])
+            .inc();
+        if !self.fenced_logged.swap(true, Ordering::Relaxed) {
+            tracing::warn!(environment, "this instance wrote to the shared store without holding the lease (it was paused or cut off past it); refused, the lease holder's snapshot stays");
+        }
     }
 
     /// Writes the environment's current snapshot unless Redis already holds it; with `confirm`,
@@ -57,13 +74,17 @@ impl Fleet {
             return;
         };
         let revision = snapshot.revision();
-        let confirmed_at = self
-            .confirmed
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(environment)
-            .copied()
-            .unwrap_or(0);
+        let confirmed = if confirm {
+            Confirmed::Now
+        } else {
+            Confirmed::At(
+                self.confirmed
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(environment)
+                    .map_or(0, |c| c.at_ms),
+            )
+        };
         let known = self
             .local
             .lock()
@@ -74,7 +95,15 @@ impl Fleet {
         if let Some(hash) = &known {
             // Unchanged here: a cheap check (or confirmation) unless Redis lost it.
             let held = if confirm {
-                self.shared.confirm(environment, hash).await
+                self.shared
+                    .confirm(environment, hash, &self.me)
+                    .await
+                    .map(|(done, now)| {
+                        if done {
+                            self.set_confirmed(environment, now, 0);
+                        }
+                        done
+                    })
             } else {
                 self.shared
                     .head(environment)
@@ -83,6 +112,7 @@ impl Fleet {
             };
             match held {
                 Ok(true) | Err(_) => return,
+                // Changed in Redis, or the lease is not ours: the write below decides.
                 Ok(false) => {}
             }
         }
@@ -104,22 +134,21 @@ impl Fleet {
             .unwrap_or_else(|| "[]".into());
         let written = self
             .shared
-            .write_snapshot(
-                environment,
-                (revision, &hash, &json),
-                (&scopes, confirmed_at),
-                &self.me,
-            )
+            .write_snapshot(environment, (&hash, &json), (&scopes, confirmed), &self.me)
             .await;
-        if let Ok(written) = written {
+        if let Ok((written, now)) = written {
             match written {
                 Written::Stored(version) => {
                     tracing::debug!(environment, version, "snapshot written to the shared store");
                 }
-                Written::Older => {
-                    tracing::warn!(environment, revision, "the shared store holds a newer snapshot than this instance's; not overwritten");
+                Written::Fenced => {
+                    self.fenced(environment);
+                    return;
                 }
                 Written::Same => {}
+            }
+            if confirm {
+                self.set_confirmed(environment, now, 0);
             }
             self.local
                 .lock()
@@ -134,7 +163,7 @@ impl Fleet {
         let Ok(Some(head)) = self.shared.head(environment).await else {
             return false;
         };
-        self.set_confirmed(environment, head.confirmed_at);
+        self.set_confirmed(environment, head.confirmed_at, head.age_ms);
         let current = self.store.snapshot(environment).map(|s| s.revision());
         let same = self
             .local
@@ -145,11 +174,10 @@ impl Fleet {
         if same {
             return false;
         }
-        let age_ms = shared::now_ms().saturating_sub(head.confirmed_at);
-        if age_ms > i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX) {
+        if head.age_ms > i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX) {
             tracing::warn!(
                 environment,
-                age_seconds = age_ms / 1000,
+                age_seconds = head.age_ms / 1000,
                 max_age_seconds = self.max_age.as_secs(),
                 "the shared store's snapshot is older than store.max_age; not used"
             );

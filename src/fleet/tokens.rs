@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::shared;
 use super::Fleet;
 use crate::auth::SharedVerdict;
 use crate::persist::digest;
@@ -55,7 +54,31 @@ struct StoredVerdict {
     /// `invalid` or `wrong_type` when refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     refused: Option<String>,
+    /// When the writer's clock said it expires; informational only (the key's own expiry,
+    /// kept by Redis, is what ends it: no two hosts' clocks are compared).
+    #[serde(default)]
     expires_at: i64,
+}
+
+/// A stored verdict for `raw`, clamped to what the token itself states: a valid verdict whose
+/// scope the token's own text does not cover is not trusted (one bad key must not grant a
+/// token any scope); it is asked about upstream instead.
+fn read_verdict(raw: &str, text: &str) -> Option<SharedVerdict> {
+    let v: StoredVerdict = serde_json::from_str(text).ok()?;
+    match (v.kind, v.scope, v.refused.as_deref()) {
+        (Some(kind), Some(scope), None) => {
+            let scope = scope.scope();
+            let token = Token::parse(raw).ok()?;
+            if !within_token(&token, &scope) {
+                tracing::error!(token = %token, "the shared store holds a scope for this token wider than the token states; ignored");
+                return None;
+            }
+            Some(SharedVerdict::Valid(kind, scope))
+        }
+        (_, _, Some("wrong_type")) => Some(SharedVerdict::WrongType),
+        (_, _, Some(_)) => Some(SharedVerdict::Invalid),
+        _ => None,
+    }
 }
 
 impl Fleet {
@@ -115,22 +138,9 @@ impl Fleet {
         let Ok(found) = self.shared.verdicts(&digests).await else {
             return HashMap::new();
         };
-        let now = shared::now_ms();
         raws.iter()
             .zip(&digests)
-            .filter_map(|(raw, d)| {
-                let v: StoredVerdict = serde_json::from_str(found.get(d)?).ok()?;
-                if v.expires_at <= now {
-                    return None;
-                }
-                let verdict = match (v.kind, v.scope, v.refused.as_deref()) {
-                    (Some(kind), Some(scope), None) => SharedVerdict::Valid(kind, scope.scope()),
-                    (_, _, Some("wrong_type")) => SharedVerdict::WrongType,
-                    (_, _, Some(_)) => SharedVerdict::Invalid,
-                    _ => return None,
-                };
-                Some((raw.clone(), verdict))
-            })
+            .filter_map(|(raw, d)| Some((raw.clone(), read_verdict(raw, found.get(d)?)?)))
             .collect()
     }
 
@@ -151,7 +161,7 @@ impl Fleet {
 
     /// Shares verdicts; announces the tokens that were valid and now are not.
     pub async fn share(&self, verdicts: &[(String, SharedVerdict)], revoked: &[String]) {
-        let now = shared::now_ms();
+        let now = chrono::Utc::now().timestamp_millis();
         let items: Vec<(String, String, Duration)> = verdicts
             .iter()
             .filter_map(|(raw, v)| {
@@ -236,5 +246,32 @@ mod tests {
             serde_json::to_string(&v).unwrap(),
             r#"{"kind":"frontend","scope":{"environment":"development","projects":["a","b"]},"expires_at":5}"#
         );
+    }
+
+    #[test]
+    fn a_shared_verdict_wider_than_the_token_states_is_not_trusted() {
+        let valid = |env: &str, projects: &str| {
+            format!(
+                r#"{{"kind":"frontend","scope":{{"environment":"{env}","projects":{projects}}},"expires_at":0}}"#
+            )
+        };
+        let raw = "default:development.abcdef123456";
+        assert!(matches!(
+            read_verdict(raw, &valid("development", r#"["default"]"#)),
+            Some(SharedVerdict::Valid(TokenKind::Frontend, _))
+        ));
+        for wider in [
+            valid("development", r#"["*"]"#),
+            valid("development", r#"["default","checkout"]"#),
+            valid("production", r#"["default"]"#),
+        ] {
+            assert!(read_verdict(raw, &wider).is_none(), "{wider}");
+        }
+        // A verdict of refusal narrows nothing: kept. Without expires_at: read too.
+        assert!(matches!(
+            read_verdict(raw, r#"{"refused":"invalid"}"#),
+            Some(SharedVerdict::Invalid)
+        ));
+        assert!(read_verdict(raw, "not json").is_none());
     }
 }

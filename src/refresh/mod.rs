@@ -288,7 +288,7 @@ impl Refresh {
                     } else if let Some(fleet) =
                         unchanged.then_some(self.app.fleet.as_ref()).flatten()
                     {
-                        fleet.confirmed(&env).await;
+                        fleet.polled(&env).await;
                     }
                 }
                 Err(UpstreamError::Refused(status)) => {
@@ -386,7 +386,7 @@ impl Refresh {
         }
         self.app.publisher.publish(env, document).await;
         if let Some(fleet) = &self.app.fleet {
-            fleet.published(env).await;
+            fleet.polled(env).await;
         }
     }
 

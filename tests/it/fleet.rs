@@ -579,9 +579,12 @@ async fn a_killed_poller_is_replaced_within_the_lease() {
     .await;
 }
 
+/// The write script is fenced by the lease: only the instance whose id the lease holds writes
+/// (whatever the others believe), versions are assigned by Redis (one up, at least Redis's
+/// clock in seconds), and confirmation times are Redis's.
 #[tokio::test]
-async fn the_write_script_lets_newer_versions_and_the_lease_holder_win() {
-    use flagpost::fleet::{Shared, Written};
+async fn the_write_script_is_fenced_by_the_lease_and_versioned_by_redis() {
+    use flagpost::fleet::{Confirmed, Shared, Written};
     let redis = Redis::start();
     let config = flagpost::config::StoreConfig {
         redis_url: flagpost::config::RedisUrl::new(redis.url()),
@@ -592,27 +595,22 @@ async fn the_write_script_lets_newer_versions_and_the_lease_holder_win() {
     };
     let metrics = std::sync::Arc::new(flagpost::metrics::Metrics::new(&[]));
     let shared = Shared::new(&config, metrics).unwrap();
-    let write = |version: u64, hash: &'static str, me: &'static str| {
+    let write = |hash: &'static str, me: &'static str, confirmed: Confirmed| {
         let shared = &shared;
         async move {
             shared
-                .write_snapshot("dev", (version, hash, "{}"), ("[]", 1), me)
+                .write_snapshot("dev", (hash, "{}"), ("[]", confirmed), me)
                 .await
                 .unwrap()
+                .0
         }
     };
-    assert_eq!(write(5, "a", "x").await, Written::Stored(5));
     assert_eq!(
-        write(9, "a", "x").await,
-        Written::Same,
-        "same content: left alone"
+        write("a", "x", Confirmed::Now).await,
+        Written::Fenced,
+        "nobody holds the lease"
     );
-    assert_eq!(
-        write(4, "b", "x").await,
-        Written::Older,
-        "older, not the holder"
-    );
-    assert_eq!(write(6, "b", "x").await, Written::Stored(6), "newer wins");
+    assert!(shared.head("dev").await.unwrap().is_none());
     assert!(shared
         .acquire_lease("holder", Duration::from_secs(5))
         .await
@@ -621,11 +619,44 @@ async fn the_write_script_lets_newer_versions_and_the_lease_holder_win() {
         .acquire_lease("other", Duration::from_secs(5))
         .await
         .unwrap());
-    assert_eq!(
-        write(3, "c", "holder").await,
-        Written::Stored(7),
-        "the holder's content wins, with the next version"
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let Written::Stored(first) = write("a", "holder", Confirmed::Now).await else {
+        panic!("the holder writes")
+    };
+    assert!(
+        first + 5 >= unix,
+        "at least Redis's clock in seconds: {first} vs {unix}"
     );
+    assert_eq!(write("a", "holder", Confirmed::Now).await, Written::Same);
+    assert_eq!(
+        write("b", "other", Confirmed::Now).await,
+        Written::Fenced,
+        "not the holder"
+    );
+    let head = shared.head("dev").await.unwrap().unwrap();
+    assert_eq!((head.version, head.hash.as_str()), (first, "a"));
+    assert!(
+        head.age_ms < 2000,
+        "confirmed just now by Redis's clock: {}",
+        head.age_ms
+    );
+    assert_eq!(
+        write("b", "holder", Confirmed::At(0)).await,
+        Written::Stored(first + 1),
+        "the next version"
+    );
+    let head = shared.head("dev").await.unwrap().unwrap();
+    assert_eq!(head.age_ms, i64::MAX, "never confirmed");
+    assert!(!shared.confirm("dev", "b", "other").await.unwrap().0);
+    assert!(
+        !shared.confirm("dev", "a", "holder").await.unwrap().0,
+        "not its content"
+    );
+    assert!(shared.confirm("dev", "b", "holder").await.unwrap().0);
+    assert!(shared.head("dev").await.unwrap().unwrap().age_ms < 2000);
     assert!(!shared
         .renew_lease("other", Duration::from_secs(5))
         .await
@@ -636,8 +667,16 @@ async fn the_write_script_lets_newer_versions_and_the_lease_holder_win() {
         .unwrap());
     assert!(!shared.release_lease("other").await.unwrap());
     assert!(shared.release_lease("holder").await.unwrap());
+    assert_eq!(
+        write("c", "holder", Confirmed::Now).await,
+        Written::Fenced,
+        "released"
+    );
     let head = shared.head("dev").await.unwrap().unwrap();
-    assert_eq!((head.version, head.hash.as_str(), head.size), (7, "c", 2));
+    assert_eq!(
+        (head.version, head.hash.as_str(), head.size),
+        (first + 1, "b", 2)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
