@@ -152,7 +152,11 @@ pub(crate) fn start_edge(
     tasks.spawn(validator.run(cancel.clone()));
     tasks.spawn(auth::revalidate(
         app.auth.clone(),
-        (upstream.clone(), app.metrics.clone(), fleet.clone()),
+        (
+            upstream.clone(),
+            app.metrics.clone(),
+            fleet.clone().map(|f| f as Arc<dyn auth::SharedVerdicts>),
+        ),
         edge.token_revalidation_interval,
         cancel.clone(),
     ));

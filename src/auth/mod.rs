@@ -104,7 +104,14 @@ impl Authenticator {
             .max_capacity(cache_size)
             .time_to_live(invalid_ttl)
             .build();
-        let caches = Caches { valid, invalid };
+        let digests = moka::sync::Cache::builder()
+            .max_capacity(cache_size)
+            .build();
+        let caches = Caches {
+            valid,
+            invalid,
+            digests,
+        };
         let validator = Validator {
             sdk: Lane {
                 rx,
@@ -431,13 +438,7 @@ impl Authenticator {
         let Some(remote) = &self.remote else {
             return 0;
         };
-        let matching: Vec<String> = remote
-            .caches
-            .valid
-            .iter()
-            .map(|(raw, _)| raw.as_ref().clone())
-            .filter(|raw| crate::persist::digest(raw) == digest)
-            .collect();
+        let matching: Vec<String> = remote.caches.by_digest(digest).into_iter().collect();
         for raw in &matching {
             remote.caches.valid.invalidate(raw);
             remote
@@ -481,10 +482,12 @@ mod budget;
 mod header;
 use header::parse_header;
 mod remote;
+mod shared;
 mod validator;
 
 pub use budget::{Budget, OverBudget};
 use remote::{Caches, Pending, RemoteTokens, Verdict};
+pub use shared::{BoxFuture, SharedVerdicts};
 use validator::Lane;
 pub use validator::{revalidate, Validator};
 

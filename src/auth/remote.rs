@@ -20,6 +20,9 @@ pub(super) enum Verdict {
 pub(super) struct Caches {
     pub(super) valid: moka::sync::Cache<String, Known>,
     pub(super) invalid: moka::sync::Cache<String, AuthError>,
+    /// SHA-256 of each valid token → the token, so a revocation the fleet announces by digest
+    /// finds it without hashing every cached token. Bounded like `valid`.
+    pub(super) digests: moka::sync::Cache<String, String>,
 }
 
 impl std::fmt::Debug for Caches {
@@ -29,6 +32,21 @@ impl std::fmt::Debug for Caches {
 }
 
 impl Caches {
+    /// Remembers `raw` as valid, findable by its digest.
+    fn insert_valid(&self, raw: &str, known: Known) {
+        self.invalid.invalidate(raw);
+        self.digests
+            .insert(crate::persist::digest(raw), raw.to_string());
+        self.valid.insert(raw.to_string(), known);
+    }
+
+    /// The cached token whose SHA-256 is `digest`, if any.
+    pub(super) fn by_digest(&self, digest: &str) -> Option<String> {
+        self.digests
+            .get(digest)
+            .filter(|raw| self.valid.contains_key(raw))
+    }
+
     pub(super) fn get(&self, raw: &str) -> Option<Verdict> {
         if let Some(known) = self.valid.get(raw) {
             return Some(Verdict::Valid(known));
@@ -45,8 +63,7 @@ impl Caches {
                     kind: *kind,
                     scope: scope.clone(),
                 };
-                self.invalid.invalidate(raw);
-                self.valid.insert(raw.to_string(), known.clone());
+                self.insert_valid(raw, known.clone());
                 Verdict::Valid(known)
             }
             SharedVerdict::Invalid | SharedVerdict::WrongType => {
@@ -73,8 +90,7 @@ impl Caches {
             let verdict = verdict_of(v);
             match &verdict {
                 Verdict::Valid(known) => {
-                    self.invalid.invalidate(&v.token);
-                    self.valid.insert(v.token.clone(), known.clone());
+                    self.insert_valid(&v.token, known.clone());
                 }
                 Verdict::Refused(e) => {
                     self.valid.invalidate(&v.token);

@@ -8,8 +8,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::{AuthError, Authenticator, Caches, Pending, Verdict, MAX_VALIDATE_BATCH};
-use crate::fleet::Fleet;
+use super::{
+    AuthError, Authenticator, Caches, Pending, SharedVerdicts, Verdict, MAX_VALIDATE_BATCH,
+};
 use crate::metrics::Metrics;
 use crate::upstream::{Upstream, UpstreamError};
 
@@ -30,7 +31,7 @@ impl std::fmt::Debug for Validator {
 impl Validator {
     /// Shares verdicts with a fleet: a token the fleet knows is not asked about upstream, and
     /// one new to the fleet is asked about by one instance.
-    pub fn share_with(&mut self, fleet: Arc<Fleet>) {
+    pub fn share_with(&mut self, fleet: Arc<dyn SharedVerdicts>) {
         self.sdk.fleet = Some(fleet.clone());
         self.relay.fleet = Some(fleet);
     }
@@ -46,20 +47,24 @@ pub(super) struct Lane {
     pub(super) caches: Caches,
     pub(super) upstream: Arc<Upstream>,
     pub(super) metrics: Arc<Metrics>,
-    pub(super) fleet: Option<Arc<Fleet>>,
+    pub(super) fleet: Option<Arc<dyn SharedVerdicts>>,
 }
 
-/// How often a lane looks for the verdict another instance of the fleet is getting.
-const FLEET_WAIT_STEP: Duration = Duration::from_millis(25);
+/// The longest a lane waits for the announcement of another instance's verdict before looking
+/// anyway (an announcement can be missed while the subscription is re-made).
+const FLEET_WAIT_FALLBACK: Duration = Duration::from_millis(250);
 
 impl Lane {
     /// Answers the tokens the fleet already has a verdict for, and waits (up to a claim's
     /// lifetime) for those another instance is asking upstream about; leaves the rest.
     async fn ask_fleet(
         &self,
-        fleet: &Fleet,
+        fleet: &dyn SharedVerdicts,
         waiting: &mut HashMap<String, Vec<oneshot::Sender<Verdict>>>,
     ) {
+        // Seen before the first read: an announcement after it wakes the wait below.
+        let mut announced = fleet.announced();
+        announced.borrow_and_update();
         let raws: Vec<String> = waiting.keys().cloned().collect();
         let found = fleet.verdicts(&raws).await;
         self.answer_shared(found, waiting);
@@ -76,7 +81,12 @@ impl Lane {
             .collect();
         let deadline = tokio::time::Instant::now() + fleet.claim_ttl();
         while !others.is_empty() && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(FLEET_WAIT_STEP).await;
+            tokio::select! {
+                _ = announced.changed() => {}
+                _ = tokio::time::sleep(FLEET_WAIT_FALLBACK) => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+            announced.borrow_and_update();
             let found = fleet.verdicts(&others).await;
             others.retain(|raw| !found.contains_key(raw));
             self.answer_shared(found, waiting);
@@ -131,7 +141,7 @@ impl Lane {
                 continue;
             }
             if let Some(fleet) = &self.fleet {
-                self.ask_fleet(fleet, &mut waiting).await;
+                self.ask_fleet(fleet.as_ref(), &mut waiting).await;
                 if waiting.is_empty() {
                     continue;
                 }
@@ -193,7 +203,7 @@ impl Lane {
 /// token upstream no longer knows becomes invalid.
 pub async fn revalidate(
     auth: Arc<Authenticator>,
-    (upstream, metrics, fleet): (Arc<Upstream>, Arc<Metrics>, Option<Arc<Fleet>>),
+    (upstream, metrics, fleet): (Arc<Upstream>, Arc<Metrics>, Option<Arc<dyn SharedVerdicts>>),
     interval: Duration,
     cancel: CancellationToken,
 ) {
@@ -247,3 +257,7 @@ pub async fn revalidate(
         }
     }
 }
+
+#[cfg(test)]
+#[path = "validator_tests.rs"]
+mod tests;

@@ -111,6 +111,8 @@ pub struct Fleet {
     contact: Mutex<Option<Instant>>,
     /// When each environment's snapshot was last confirmed upstream, by Redis's clock.
     confirmed: Mutex<HashMap<String, Confirmation>>,
+    /// Bumped when another instance announces new token verdicts.
+    verdicts_announced: watch::Sender<u64>,
     /// Whether a fenced write was logged since this instance last took the lease.
     fenced_logged: std::sync::atomic::AtomicBool,
     /// What this instance's own startup tokens were validated for, per environment: what a
@@ -158,6 +160,7 @@ impl Fleet {
             contact: Mutex::new(None),
             confirmed: Mutex::new(HashMap::new()),
             fenced_logged: std::sync::atomic::AtomicBool::new(false),
+            verdicts_announced: watch::Sender::new(0),
             own: Mutex::new(HashMap::new()),
         });
         fleet.set_role_gauge(Role::Follower);
@@ -327,6 +330,10 @@ impl Fleet {
         match (words.next(), words.next(), words.next()) {
             (Some("snapshot"), Some(_version), Some(env)) if self.role() == Role::Follower => {
                 self.pull(env).await;
+            }
+            (Some("verdicts"), None, None) => {
+                self.verdicts_announced
+                    .send_modify(|n| *n = n.wrapping_add(1));
             }
             (Some("revoked"), Some(digest), None) => {
                 let n = auth.revoke_digest(digest);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::Fleet;
-use crate::auth::SharedVerdict;
+use crate::auth::{BoxFuture, SharedVerdict};
 use crate::persist::digest;
 use crate::token::{Projects, Scope, Token, TokenKind};
 
@@ -188,13 +188,42 @@ impl Fleet {
                 Some((digest(raw), serde_json::to_string(&stored).ok()?, ttl))
             })
             .collect();
-        let _ = self.shared.put_verdicts(&items).await;
+        if self.shared.put_verdicts(&items).await.is_ok() && !items.is_empty() {
+            // Lanes of other instances waiting for these look now.
+            let _ = self.shared.announce("verdicts").await;
+        }
         for raw in revoked {
             let _ = self
                 .shared
                 .announce(&format!("revoked {}", digest(raw)))
                 .await;
         }
+    }
+}
+
+impl crate::auth::SharedVerdicts for Fleet {
+    fn verdicts<'a>(&'a self, raws: &'a [String]) -> BoxFuture<'a, HashMap<String, SharedVerdict>> {
+        Box::pin(Fleet::verdicts(self, raws))
+    }
+
+    fn claim<'a>(&'a self, raws: &'a [String]) -> BoxFuture<'a, Vec<bool>> {
+        Box::pin(Fleet::claim(self, raws))
+    }
+
+    fn claim_ttl(&self) -> Duration {
+        Fleet::claim_ttl(self)
+    }
+
+    fn share<'a>(
+        &'a self,
+        verdicts: &'a [(String, SharedVerdict)],
+        revoked: &'a [String],
+    ) -> BoxFuture<'a, ()> {
+        Box::pin(Fleet::share(self, verdicts, revoked))
+    }
+
+    fn announced(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.verdicts_announced.subscribe()
     }
 }
 
