@@ -27,7 +27,7 @@ use crate::token::{Projects, Scope, Token, TokenKind};
 pub use cli::{Cli, Command, ExplainArgs, LogFormatArg, ProbeArgs};
 use file::RawFile;
 use layer::Layers;
-pub use store::{RedisUrl, StoreConfig};
+pub use store::{DataNodes, RedisMode, RedisUrl, StoreConfig};
 pub use telemetry::RemoteWriteConfig;
 
 /// Everything flagpost needs to run, validated.

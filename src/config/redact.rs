@@ -332,8 +332,19 @@ fn store_table(store: &super::StoreConfig) -> toml::Table {
     use toml::Value;
     let s = |v: &str| Value::String(v.to_string());
     let mut st = toml::Table::new();
-    st.insert("redis_url".into(), s(&store.redis_url.redacted()));
-    st.insert("mode".into(), s("single"));
+    let urls: Vec<String> = store.redis_urls.iter().map(|u| u.redacted()).collect();
+    st.insert("redis_url".into(), s(&urls.join(",")));
+    st.insert("mode".into(), s(store.mode.name()));
+    if let super::RedisMode::Sentinel { master, data } = &store.mode {
+        st.insert("sentinel_master".into(), s(master));
+        if let Some(user) = &data.username {
+            st.insert("data_username".into(), s(user));
+        }
+        if data.password.is_some() {
+            st.insert("data_password".into(), s("<redacted>"));
+        }
+        st.insert("data_tls".into(), Value::Boolean(data.tls));
+    }
     st.insert("namespace".into(), s(&store.namespace));
     for (key, d) in [
         ("max_age", store.max_age),

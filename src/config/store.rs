@@ -13,12 +13,46 @@ use crate::token::Token;
 /// `[store]`: the Redis a fleet of flagposts shares (edge mode).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoreConfig {
-    pub redis_url: RedisUrl,
-    /// The prefix of this fleet's keys: `flagpost:<namespace>:`.
+    /// One server (single), the seed nodes (cluster) or the Sentinels (sentinel).
+    pub redis_urls: Vec<RedisUrl>,
+    pub mode: RedisMode,
+    /// The prefix of this fleet's keys: `flagpost:{<namespace>}:` (one hash tag: one slot).
     pub namespace: String,
     pub max_age: Duration,
     pub lease: Duration,
     pub timeout: Duration,
+}
+
+/// How the fleet's Redis is deployed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisMode {
+    Single,
+    /// Redis Cluster: the client library follows the slot map, `MOVED`/`ASK` and failovers.
+    Cluster,
+    /// A primary found through Sentinels, under `master`; `data` is how to reach the data
+    /// nodes (the Sentinels' own credentials and TLS are in their URLs).
+    Sentinel {
+        master: String,
+        data: DataNodes,
+    },
+}
+
+impl RedisMode {
+    pub fn name(&self) -> &'static str {
+        match self {
+            RedisMode::Single => "single",
+            RedisMode::Cluster => "cluster",
+            RedisMode::Sentinel { .. } => "sentinel",
+        }
+    }
+}
+
+/// The data nodes behind Sentinels: user, password (never shown) and TLS.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataNodes {
+    pub username: Option<String>,
+    pub password: Option<crate::token::Secret>,
+    pub tls: bool,
 }
 
 /// A Redis URL, which may hold a user and password: shown redacted.
@@ -67,41 +101,65 @@ pub(super) fn store(
     upstream_url: &str,
     tokens: &[Token],
 ) -> Result<(Option<StoreConfig>, Vec<String>), ConfigError> {
-    let url_key = "store.redis_url (--redis-url / REDIS_URL)";
     let given = l.pick("redis_url", args.redis_url.clone(), raw.redis_url.map(Some));
-    let (url, notes) = redis_address(args, given)?;
-    let Some(url) = url else {
-        return Ok((None, notes));
-    };
-    let url = url.trim().to_string();
-    let shown = RedisUrl::new(url.clone()).redacted();
-    let host = url
-        .split_once("://")
-        .map(|(_, rest)| rest.rsplit('@').next().unwrap_or(""));
-    if !(url.starts_with("redis://") || url.starts_with("rediss://"))
-        || host.is_none_or(|h| h.is_empty() || h.starts_with('/'))
-    {
-        return Err(invalid(
-            url_key,
-            format!("{shown:?} is not a Redis URL like \"redis://host:6379\" or \"rediss://user:password@host:6380/0\""),
-        ));
-    }
+    let mode_key = "store.mode (--redis-mode / REDIS_MODE)";
     let mode = l.pick("redis_mode", args.redis_mode.clone(), raw.mode);
-    match mode.as_str() {
-        "single" => {}
-        "cluster" => {
-            return Err(invalid(
-                "store.mode (--redis-mode / REDIS_MODE)",
-                "Redis Cluster is not supported yet; use \"single\" (a single server, or a primary behind a proxy)",
-            ))
+    let master = l.pick(
+        "redis_sentinel_master",
+        args.redis_sentinel_master.clone(),
+        raw.sentinel_master.map(Some),
+    );
+    let (urls, mode, notes) = match mode.trim() {
+        "single" => {
+            if split_urls(given.clone()).len() > 1 {
+                return Err(invalid(
+                    "store.redis_url (--redis-url / REDIS_URL)",
+                    "a list of addresses is for --redis-mode cluster (its seed nodes) or sentinel \
+                     (the Sentinels); single mode takes one",
+                ));
+            }
+            let (url, notes) = redis_address(args, given)?;
+            (
+                url.into_iter().collect::<Vec<_>>(),
+                RedisMode::Single,
+                notes,
+            )
+        }
+        "cluster" => (seed_list(args, given)?, RedisMode::Cluster, Vec::new()),
+        "sentinel" => {
+            let Some(master) = master
+                .map(|m| m.trim().to_string())
+                .filter(|m| !m.is_empty())
+            else {
+                return Err(invalid(
+                    "store.sentinel_master (--redis-sentinel-master / REDIS_SENTINEL_MASTER)",
+                    "Sentinel mode needs the name the Sentinels monitor the primary under",
+                ));
+            };
+            let data = DataNodes {
+                username: args.redis_username.clone(),
+                password: args.redis_password.clone().map(crate::token::Secret::new),
+                tls: args.redis_secure,
+            };
+            let urls = split_urls(given);
+            (urls, RedisMode::Sentinel { master, data }, Vec::new())
         }
         other => {
             return Err(invalid(
-                "store.mode (--redis-mode / REDIS_MODE)",
-                format!("{other:?} is not a Redis mode: use \"single\""),
+                mode_key,
+                format!(
+                    "{other:?} is not a Redis mode: use \"single\", \"sentinel\" or \"cluster\""
+                ),
             ))
         }
+    };
+    if urls.is_empty() {
+        return Ok((None, notes));
     }
+    for url in &urls {
+        check_url(url, &mode)?;
+    }
+    let urls: Vec<RedisUrl> = urls.into_iter().map(RedisUrl::new).collect();
     let namespace = match l.pick(
         "store_namespace",
         args.store_namespace.clone(),
@@ -156,7 +214,8 @@ pub(super) fn store(
     }
     Ok((
         Some(StoreConfig {
-            redis_url: RedisUrl::new(url),
+            redis_urls: urls,
+            mode,
             namespace,
             max_age: duration(
                 "store_max_age",
@@ -265,6 +324,66 @@ fn redis_address(
         url.set_scheme("rediss").map_err(|()| bad("TLS scheme"))?;
     }
     Ok((Some(url.to_string()), notes))
+}
+
+/// A comma list of URLs, trimmed, empty items dropped.
+fn split_urls(given: Option<String>) -> Vec<String> {
+    given
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|u| !u.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// Cluster seed nodes: the comma list, each with Edge's user, password and TLS parts applied.
+fn seed_list(args: &cli::EdgeArgs, given: Option<String>) -> Result<Vec<String>, ConfigError> {
+    if args
+        .redis_port
+        .as_deref()
+        .is_some_and(|p| !p.trim().is_empty() && !kubernetes_service_link("REDIS_PORT", p))
+    {
+        return Err(invalid(
+            "REDIS_PORT (--redis-port)",
+            "a port is for a single server; give each cluster seed node with its port in --redis-url",
+        ));
+    }
+    split_urls(given)
+        .into_iter()
+        .map(|u| match redis_address(args, Some(u))? {
+            (Some(url), _) => Ok(url),
+            (None, _) => Ok(String::new()),
+        })
+        .collect()
+}
+
+/// A Redis URL flagpost can use in `mode`: `redis://` or `rediss://` with a host; a Sentinel's
+/// without a database number (Sentinels have none); a cluster node's database 0 at most.
+fn check_url(url: &str, mode: &RedisMode) -> Result<(), ConfigError> {
+    let url_key = "store.redis_url (--redis-url / REDIS_URL)";
+    let shown = RedisUrl::new(url.to_string()).redacted();
+    let parsed = url::Url::parse(url).ok().filter(|u| {
+        matches!(u.scheme(), "redis" | "rediss") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    let Some(parsed) = parsed else {
+        return Err(invalid(
+            url_key,
+            format!("{shown:?} is not a Redis URL like \"redis://host:6379\" or \"rediss://user:password@host:6380/0\""),
+        ));
+    };
+    let db = parsed.path().trim_matches('/');
+    match mode {
+        RedisMode::Sentinel { .. } if !db.is_empty() => Err(invalid(
+            url_key,
+            format!("{shown:?}: a Sentinel has no database; give it without one (\"redis://sentinel:26379\")"),
+        )),
+        RedisMode::Cluster if !db.is_empty() && db != "0" => Err(invalid(
+            url_key,
+            format!("{shown:?}: Redis Cluster has only database 0"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 /// A namespace two fleets share only when they have the same upstream and startup tokens.

@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+mod connect;
 mod scripts;
 mod shared;
 mod snapshots;
@@ -164,7 +165,8 @@ impl Fleet {
             own: Mutex::new(HashMap::new()),
         });
         fleet.set_role_gauge(Role::Follower);
-        tracing::info!(redis = %config.redis_url, namespace = %config.namespace, instance = %fleet.me, "sharing a store with the fleet");
+        let redis: Vec<String> = config.redis_urls.iter().map(|u| u.redacted()).collect();
+        tracing::info!(redis = %redis.join(","), mode = config.mode.name(), namespace = %config.namespace, instance = %fleet.me, "sharing a store with the fleet");
         Ok(fleet)
     }
 

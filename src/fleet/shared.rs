@@ -1,7 +1,8 @@
 //! The fleet's Redis: every key this fleet uses, every call (each with a timeout, counted, its
 //! failures logged once per change of state), and the scripts that make writes atomic.
 //!
-//! Keys, all under `flagpost:<namespace>:`:
+//! Keys, all under `flagpost:{<namespace>}:` (one hash tag, so every key of a fleet is in one
+//! Redis Cluster slot and the scripts may touch several):
 //!
 //! | key | type | holds |
 //! |---|---|---|
@@ -11,16 +12,18 @@
 //! | `token:<sha256>` | string, with expiry | a request token's verdict (JSON: kind and scope, or refused; `expires_at`) |
 //! | `claim:<sha256>` | string, with expiry | an instance is asking upstream about that token now |
 //!
-//! and the pub/sub channel `flagpost:<namespace>:events`: `snapshot <version> <environment>`
-//! after a write, `revoked <sha256>` when a token was found revoked. No key or message holds a
+//! and the pub/sub channel `flagpost:{<namespace>}:events`: `snapshot <version> <environment>`
+//! after a write, `verdicts` after verdicts were shared, `revoked <sha256>` when a token was
+//! found revoked. No key or message holds a
 //! token, only SHA-256 digests.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands as _;
+
+use super::connect::{Conn, Connector};
 
 use super::scripts::{CONFIRM, RELEASE, RENEW, WRITE};
 use crate::config::StoreConfig;
@@ -92,8 +95,7 @@ pub enum Written {
 
 /// The fleet's Redis.
 pub struct Shared {
-    conn: ConnectionManager,
-    client: redis::Client,
+    connector: Connector,
     prefix: String,
     timeout: Duration,
     metrics: Arc<Metrics>,
@@ -117,19 +119,10 @@ impl Shared {
     /// Sets up the client; connects on first use (and again after a failure), so an instance
     /// starts while Redis is away.
     pub fn new(config: &StoreConfig, metrics: Arc<Metrics>) -> Result<Shared, StoreError> {
-        let client = redis::Client::open(config.redis_url.expose())
-            .map_err(|e| StoreError::Redis(format!("{}: {e}", config.redis_url.redacted())))?;
-        let manager = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.timeout))
-            .set_response_timeout(Some(config.timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(1));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), manager)
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        let connector = Connector::new(config).map_err(StoreError::Redis)?;
         Ok(Shared {
-            conn,
-            client,
-            prefix: format!("flagpost:{}:", config.namespace),
+            connector,
+            prefix: format!("flagpost:{{{}}}:", config.namespace),
             timeout: config.timeout,
             metrics,
             failing: Mutex::new(None),
@@ -159,6 +152,10 @@ impl Shared {
             Ok(Err(e)) => Err(StoreError::Redis(e.to_string())),
             Ok(Ok(v)) => Ok(v),
         };
+        if result.is_err() {
+            // Behind Sentinels the primary may have moved: ask them again next time.
+            self.connector.failed().await;
+        }
         self.record(op, result.as_ref().err());
         result
     }
@@ -183,13 +180,14 @@ impl Shared {
         }
     }
 
-    fn conn(&self) -> ConnectionManager {
-        self.conn.clone()
+    /// A connection for a call (made now, within the timeout, if there is none).
+    async fn conn(&self) -> Result<Conn, StoreError> {
+        self.call("connect", self.connector.conn()).await
     }
 
     /// Takes the lease if nobody holds it.
     pub async fn acquire_lease(&self, me: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let key = self.key("lease");
         let opts = redis::SetOptions::default()
             .conditional_set(redis::ExistenceCheck::NX)
@@ -200,7 +198,7 @@ impl Shared {
 
     /// Renews the lease; false when this instance no longer holds it.
     pub async fn renew_lease(&self, me: &str, ttl: Duration) -> Result<bool, StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let mut invocation = self.renew.key(self.key("lease"));
         invocation.arg(me).arg(millis(ttl));
         let renewed: i64 = self.call("lease", invocation.invoke_async(&mut c)).await?;
@@ -208,7 +206,7 @@ impl Shared {
     }
 
     pub async fn release_lease(&self, me: &str) -> Result<bool, StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let mut invocation = self.release.key(self.key("lease"));
         invocation.arg(me);
         let released: i64 = self.call("lease", invocation.invoke_async(&mut c)).await?;
@@ -224,7 +222,7 @@ impl Shared {
         (scopes, confirmed): (&str, Confirmed),
         me: &str,
     ) -> Result<(Written, i64), StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let mut invocation = self.write.key(self.key(&format!("env:{environment}")));
         let confirmed = match confirmed {
             Confirmed::Now => "now".to_string(),
@@ -256,7 +254,7 @@ impl Shared {
         hash: &str,
         me: &str,
     ) -> Result<(bool, i64), StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let mut invocation = self.confirm.key(self.key(&format!("env:{environment}")));
         invocation.key(self.key("lease")).arg(hash).arg(me);
         let (done, now): (i64, i64) = self.call("write", invocation.invoke_async(&mut c)).await?;
@@ -266,7 +264,7 @@ impl Shared {
     /// The version, content hash, confirmation time and document size of an environment's
     /// record, if there is one.
     pub async fn head(&self, environment: &str) -> Result<Option<Head>, StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let key = self.key(&format!("env:{environment}"));
         let mut pipe = redis::pipe();
         pipe.cmd("HMGET")
@@ -303,7 +301,7 @@ impl Shared {
 
     /// An environment's whole record.
     pub async fn read(&self, environment: &str) -> Result<Option<Record>, StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let key = self.key(&format!("env:{environment}"));
         let (version, hash, document, confirmed, scopes): Fields5 = self
             .call(
@@ -343,7 +341,7 @@ impl Shared {
         if scopes.is_empty() {
             return Ok(());
         }
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let items: Vec<(&str, &str)> = scopes
             .iter()
             .map(|(d, s)| (d.as_str(), s.as_str()))
@@ -360,7 +358,7 @@ impl Shared {
         if digests.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let values: Vec<Option<String>> = self
             .call(
                 "read",
@@ -385,7 +383,7 @@ impl Shared {
         if digests.is_empty() {
             return Ok(HashMap::new());
         }
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let keys: Vec<String> = digests
             .iter()
             .map(|d| self.key(&format!("token:{d}")))
@@ -408,7 +406,7 @@ impl Shared {
         if verdicts.is_empty() {
             return Ok(());
         }
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let mut pipe = redis::pipe();
         for (digest, json, ttl) in verdicts {
             pipe.cmd("SET")
@@ -432,7 +430,7 @@ impl Shared {
         if digests.is_empty() {
             return Ok(Vec::new());
         }
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         let mut pipe = redis::pipe();
         for digest in digests {
             pipe.cmd("SET")
@@ -448,7 +446,7 @@ impl Shared {
 
     /// Announces on the fleet's channel.
     pub async fn announce(&self, message: &str) -> Result<(), StoreError> {
-        let mut c = self.conn();
+        let mut c = self.conn().await?;
         self.call("publish", c.publish::<_, _, ()>(self.channel(), message))
             .await
     }
@@ -456,8 +454,8 @@ impl Shared {
     /// A subscription to the fleet's channel.
     pub async fn subscribe(&self) -> Result<redis::aio::PubSub, StoreError> {
         let channel = self.channel();
-        let client = self.client.clone();
         self.call("subscribe", async move {
+            let client = self.connector.pubsub_client().await?;
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(channel).await?;
             Ok(pubsub)

@@ -159,7 +159,7 @@ async fn start_member(up: &FakeUpstream, redis: &Redis, name: &str, tokens: &[&s
     s
 }
 
-async fn role(s: &Server) -> &'static str {
+pub async fn role(s: &Server) -> &'static str {
     for r in ["poller", "follower", "solo"] {
         if metric(s, &format!("flagpost_fleet_role{{role=\"{r}\"}}")).await == Some(1.0) {
             return r;
@@ -181,7 +181,7 @@ fn pollers_since(up: &FakeUpstream, from: usize) -> Vec<String> {
     ids
 }
 
-async fn client_body(s: &Server, token: &str) -> (u16, String, serde_json::Value) {
+pub async fn client_body(s: &Server, token: &str) -> (u16, String, serde_json::Value) {
     let (status, headers, body) = get(s, "/api/client/features", Some(token)).await;
     let etag = headers
         .get("etag")
@@ -190,7 +190,7 @@ async fn client_body(s: &Server, token: &str) -> (u16, String, serde_json::Value
     (status, etag, body)
 }
 
-fn enabled(body: &serde_json::Value, flag: &str) -> Option<bool> {
+pub fn enabled(body: &serde_json::Value, flag: &str) -> Option<bool> {
     body["features"]
         .as_array()?
         .iter()
@@ -333,7 +333,7 @@ async fn a_new_instance_boots_from_redis_while_upstream_is_down_within_its_own_s
     eventually("the snapshot in Redis", || async {
         matches!(
             redis
-                .command(&["EXISTS", "flagpost:boot-test:env:development"])
+                .command(&["EXISTS", "flagpost:{boot-test}:env:development"])
                 .await,
             redis::Value::Int(1)
         )
@@ -374,7 +374,7 @@ async fn a_new_instance_boots_from_redis_while_upstream_is_down_within_its_own_s
     redis
         .command(&[
             "HSET",
-            "flagpost:boot-test:env:development",
+            "flagpost:{boot-test}:env:development",
             "confirmed_at",
             "1000",
         ])
@@ -587,7 +587,8 @@ async fn the_write_script_is_fenced_by_the_lease_and_versioned_by_redis() {
     use flagpost::fleet::{Confirmed, Shared, Written};
     let redis = Redis::start();
     let config = flagpost::config::StoreConfig {
-        redis_url: flagpost::config::RedisUrl::new(redis.url()),
+        redis_urls: vec![flagpost::config::RedisUrl::new(redis.url())],
+        mode: flagpost::config::RedisMode::Single,
         namespace: "script".into(),
         max_age: Duration::from_secs(60),
         lease: Duration::from_secs(5),

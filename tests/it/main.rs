@@ -17,6 +17,7 @@ mod edge;
 mod edge_compat;
 mod failure;
 mod fleet;
+mod fleet_ha;
 mod frontend;
 mod hardening;
 mod harness;

@@ -94,7 +94,8 @@ pub struct EdgeArgs {
     pub pem_cert_file: Option<PathBuf>,
 
     /// Redis shared by a fleet of flagposts (`redis://` or `rediss://`, user and password in the
-    /// URL): one instance polls upstream, the others follow; token verdicts are shared
+    /// URL): one instance polls upstream, the others follow; token verdicts are shared. With
+    /// --redis-mode cluster, the seed nodes, comma separated; with sentinel, the Sentinels
     #[arg(long, env = "REDIS_URL", value_name = "URL")]
     pub redis_url: Option<String>,
 
@@ -138,9 +139,15 @@ pub struct EdgeArgs {
     )]
     pub redis_write_connection_timeout_milliseconds: Option<u64>,
 
-    /// Redis deployment: `single` (a single server or a primary behind a proxy)
+    /// Redis deployment: `single` (one server, or a primary behind a proxy), `sentinel` (the
+    /// primary named by --redis-sentinel-master, found through the Sentinels of --redis-url) or
+    /// `cluster` (Redis Cluster, --redis-url its seed nodes)
     #[arg(long, env = "REDIS_MODE", default_value = "single")]
     pub redis_mode: String,
+
+    /// With --redis-mode sentinel: the name the Sentinels monitor the primary under
+    #[arg(long, env = "REDIS_SENTINEL_MASTER", value_name = "NAME")]
+    pub redis_sentinel_master: Option<String>,
 
     /// Key prefix of this fleet in Redis [default: derived from the upstream URL and the startup tokens]
     #[arg(long, env = "STORE_NAMESPACE")]

@@ -73,10 +73,14 @@ fn the_store_from_the_file_and_flags_redacted() {
     let c = serve(&["--config", path]);
     let s = store(&c).unwrap();
     assert_eq!(
-        s.redis_url.expose(),
+        s.redis_urls[0].expose(),
         "rediss://fleet:s3cr3t-pw@redis.example:6380/2"
     );
-    assert_eq!(s.redis_url.redacted(), "rediss://***@redis.example:6380/2");
+    assert_eq!(
+        s.redis_urls[0].redacted(),
+        "rediss://***@redis.example:6380/2"
+    );
+    assert_eq!(s.mode, RedisMode::Single);
     assert_eq!(
         (s.lease, s.timeout),
         (Duration::from_secs(6), Duration::from_secs(2))
@@ -101,7 +105,12 @@ fn the_store_from_the_file_and_flags_redacted() {
     let named = serve(&["--config", path, "edge", "--store-namespace", "team-a"]);
     assert_eq!(store(&named).unwrap().namespace, "team-a");
     for (args, key) in [
-        (vec!["edge", "--redis-mode", "cluster"], "store.mode"),
+        (vec!["edge", "--redis-mode", "ring"], "store.mode"),
+        (vec!["edge", "--redis-mode", "cluster"], "store.redis_url"),
+        (
+            vec!["edge", "--redis-mode", "sentinel"],
+            "store.sentinel_master",
+        ),
         (
             vec!["edge", "--redis-url", "http://redis:6379"],
             "store.redis_url",
@@ -281,4 +290,102 @@ fn remote_write_from_flags_and_file_redacted() {
     );
     let c = serve(&["--config", f.path().to_str().unwrap()]);
     assert_eq!(c.remote_write.unwrap().interval, Duration::from_secs(30));
+}
+
+/// Sentinel and Cluster: the comma list of Sentinels or seed nodes; the data nodes' user,
+/// password and TLS for Sentinel from Edge's parts (never shown); keys in one hash tag.
+#[test]
+fn sentinel_and_cluster_from_flags() {
+    let edge = "mode = \"edge\"\n[edge]\nupstream_url = \"http://unleash:4242\"\ntokens = [\"*:development.abc12345678\"]\n";
+    let f = write(edge);
+    let path = f.path().to_str().unwrap();
+    let store = |c: &Config| match &c.mode {
+        Mode::Edge(e) => e.store.clone().unwrap(),
+        Mode::Offline(_) => panic!("offline"),
+    };
+    let c = serve(&[
+        "--config",
+        path,
+        "edge",
+        "--redis-mode",
+        "sentinel",
+        "--redis-url",
+        "redis://:sentinel-pw-1@s1:26379, rediss://s2:26379,redis://s3:26379",
+        "--redis-sentinel-master",
+        "fleetmaster",
+        "--redis-password",
+        "data-pw-77",
+        "--redis-secure",
+    ]);
+    let s = store(&c);
+    assert_eq!(s.redis_urls.len(), 3);
+    let RedisMode::Sentinel { master, data } = &s.mode else {
+        panic!("not sentinel")
+    };
+    assert_eq!(master, "fleetmaster");
+    assert!(data.tls && data.password.is_some());
+    // The Sentinels' URLs are as given: Edge's parts are the data nodes'.
+    assert_eq!(s.redis_urls[0].expose(), "redis://:sentinel-pw-1@s1:26379");
+    let text = c.to_redacted_toml();
+    assert!(
+        text.contains("mode = \"sentinel\"") && text.contains("sentinel_master"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("data-pw-77") && !text.contains("sentinel-pw-1"),
+        "{text}"
+    );
+    let e = error(&[
+        "--config",
+        path,
+        "edge",
+        "--redis-mode",
+        "sentinel",
+        "--redis-url",
+        "redis://s1:26379/1",
+        "--redis-sentinel-master",
+        "m",
+    ]);
+    assert!(
+        e.contains("store.redis_url") && e.contains("no database"),
+        "{e}"
+    );
+    let c = serve(&[
+        "--config",
+        path,
+        "edge",
+        "--redis-mode",
+        "cluster",
+        "--redis-url",
+        "redis://n1:7000,redis://n2:7001",
+        "--redis-password",
+        "cluster-pw-9",
+    ]);
+    let s = store(&c);
+    assert_eq!(s.mode, RedisMode::Cluster);
+    assert_eq!(s.redis_urls.len(), 2);
+    assert!(s
+        .redis_urls
+        .iter()
+        .all(|u| u.expose().contains(":cluster-pw-9@")));
+    let e = error(&[
+        "--config",
+        path,
+        "edge",
+        "--redis-mode",
+        "cluster",
+        "--redis-url",
+        "redis://n1:7000",
+        "--redis-port",
+        "7001",
+    ]);
+    assert!(e.contains("REDIS_PORT"), "{e}");
+    let e = error(&[
+        "--config",
+        path,
+        "edge",
+        "--redis-url",
+        "redis://a:1,redis://b:2",
+    ]);
+    assert!(e.contains("store.redis_url"), "{e}");
 }

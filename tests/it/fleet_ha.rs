@@ -1,0 +1,426 @@
+//! The fleet on the Redis teams run with high availability, all real processes started here:
+//! a primary, a replica and three Sentinels (`redis-server --sentinel`), and a six-node Redis
+//! Cluster made with `redis-cli --cluster create`. In each, the node holding the fleet's keys is
+//! killed while SDK requests keep coming: no request fails, one poller is elected again, and a
+//! change upstream reaches every instance after it.
+
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::edge::edge_config;
+use crate::fleet::{client_body, enabled, role};
+use crate::harness::*;
+use crate::upstream::{secret, FakeUpstream};
+
+/// A `redis-server` (a data node or a Sentinel) of the test's own, in its own folder.
+struct Node {
+    child: Option<Child>,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Node {
+    /// A data node with extra arguments.
+    fn start(extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed (.ci/run installs it)");
+        let node = Node {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        node.wait_up();
+        node
+    }
+
+    /// A Sentinel watching the primary on `primary` as `fleetmaster`.
+    fn sentinel(primary: u16) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let conf = dir.path().join("sentinel.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor fleetmaster 127.0.0.1 {primary} 2\n\
+                 sentinel down-after-milliseconds fleetmaster 1000\nsentinel failover-timeout fleetmaster 5000\n\
+                 sentinel parallel-syncs fleetmaster 1\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("redis-server")
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server runs as a Sentinel");
+        let node = Node {
+            child: Some(child),
+            port,
+            _dir: dir,
+        };
+        node.wait_up();
+        node
+    }
+
+    fn wait_up(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.query(&["PING"]).is_none() {
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            #[allow(clippy::disallowed_methods)] // polling a child process, with a deadline
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// One command, its answer as text (`None`: not reachable).
+    fn query(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (out.status.success() && !text.contains("Could not connect")).then_some(text)
+    }
+}
+
+/// SDK requests to every instance, every 20 ms, until stopped; counts the ones not answered 200.
+struct Traffic {
+    stop: Arc<AtomicBool>,
+    failed: Arc<AtomicU64>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Traffic {
+    fn start(servers: &[&Server], token: &str) -> Traffic {
+        let t = Traffic {
+            stop: Arc::new(AtomicBool::new(false)),
+            failed: Arc::new(AtomicU64::new(0)),
+            sent: Arc::new(AtomicU64::new(0)),
+        };
+        for s in servers {
+            let url = s.url("/api/client/features");
+            let (stop, failed, sent, token) = (
+                t.stop.clone(),
+                t.failed.clone(),
+                t.sent.clone(),
+                token.to_string(),
+            );
+            tokio::spawn(async move {
+                let c = client();
+                while !stop.load(Ordering::Relaxed) {
+                    let ok = c
+                        .get(&url)
+                        .header("Authorization", &token)
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status() == 200);
+                    sent.fetch_add(1, Ordering::Relaxed);
+                    if !ok {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            });
+        }
+        t
+    }
+
+    fn finish(&self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        (
+            self.sent.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Three instances on `store` (a `[store]` body), one poller among them.
+async fn fleet(up: &FakeUpstream, store: &str) -> Vec<Server> {
+    let tokens = vec![secret("client-all-dev")];
+    let mut servers = Vec::new();
+    for name in ["ha-a", "ha-b", "ha-c"] {
+        let toml = format!(
+            "instance_id = \"{name}\"\n{}\n[store]\n{store}\nlease = \"1s\"\ntimeout = \"300ms\"\n",
+            edge_config(&up.url(), &tokens, "")
+        );
+        let s = Server::start(&toml, &[]).await;
+        s.wait_ready().await;
+        servers.push(s);
+    }
+    eventually("one poller", || async {
+        let mut pollers = 0;
+        for s in &servers {
+            pollers += usize::from(role(s).await == "poller");
+        }
+        pollers == 1
+    })
+    .await;
+    servers
+}
+
+/// The outcomes a failover must have: no failed request, one poller again (how long it took is
+/// returned), and a change upstream reaching every instance.
+async fn through_failover(
+    shape: &str,
+    up: &FakeUpstream,
+    servers: &[Server],
+    kill: impl FnOnce(),
+) -> Duration {
+    let token = secret("client-all-dev");
+    let refs: Vec<&Server> = servers.iter().collect();
+    let traffic = Traffic::start(&refs, &token);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let killed = Instant::now();
+    kill();
+    // The failure is seen (a lease call fails somewhere), then one poller again with every
+    // other instance following, Redis answering lease calls again.
+    let lease = |outcome: &'static str| {
+        let series =
+            format!("flagpost_store_operations_total{{operation=\"lease\",outcome=\"{outcome}\"}}");
+        async move {
+            let mut sum = 0.0;
+            for s in servers {
+                sum += metric(s, &series).await.unwrap_or(0.0);
+            }
+            sum
+        }
+    };
+    // Store calls of any kind that failed (connecting, the lease, reads...), on every instance.
+    let failures = || async {
+        let mut sum = 0.0;
+        for s in servers {
+            let text = metrics_text(s, "/metrics").await.unwrap_or_default();
+            sum += text
+                .lines()
+                .filter(|l| l.starts_with("flagpost_store_operations_total{"))
+                .filter(|l| l.contains("outcome=\"error\"") || l.contains("outcome=\"timeout\""))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .sum::<f64>();
+        }
+        sum
+    };
+    let failed_before = failures().await;
+    eventually("a store call failing", || async {
+        failures().await > failed_before
+    })
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut repolled = None;
+    let ok_after_failure = lease("ok").await;
+    while Instant::now() < deadline {
+        let mut roles = Vec::new();
+        for s in servers {
+            roles.push(role(s).await);
+        }
+        let one_poller = roles.iter().filter(|r| **r == "poller").count() == 1
+            && roles.iter().filter(|r| **r == "follower").count() == servers.len() - 1;
+        if one_poller && lease("ok").await >= ok_after_failure + 6.0 {
+            repolled = Some(killed.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut roles = Vec::new();
+    for s in servers {
+        roles.push(role(s).await);
+    }
+    let repolled =
+        repolled.unwrap_or_else(|| panic!("one poller again after the failover: roles {roles:?}"));
+    up.set_enabled("development", "simple.on", false);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut seen = 0;
+        for s in servers {
+            let (_, _, body) = client_body(s, &token).await;
+            seen += usize::from(enabled(&body, "simple.on") == Some(false));
+        }
+        if seen == servers.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the change did not reach every instance"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let reached = killed.elapsed();
+    let (sent, failed) = traffic.finish();
+    #[allow(clippy::print_stderr)] // the measured failover, for benches/RESULTS.md
+    {
+        eprintln!(
+        "{shape} failover: one poller again after {repolled:?}, the change everywhere after {reached:?}, \
+         {failed} of {sent} requests failed"
+    );
+    }
+    assert_eq!(
+        failed, 0,
+        "requests failed during the failover ({sent} sent)"
+    );
+    assert!(sent > 100, "{sent}");
+    repolled
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_sentinel_follows_the_primary_through_a_failover() {
+    let up = FakeUpstream::start().await;
+    let mut primary = Node::start(&[]);
+    let replica = Node::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    eventually("the replica in sync", || async {
+        replica
+            .query(&["INFO", "replication"])
+            .is_some_and(|i| i.contains("master_link_status:up"))
+    })
+    .await;
+    let sentinels: Vec<Node> = (0..3).map(|_| Node::sentinel(primary.port)).collect();
+    eventually("the Sentinels know the replica and each other", || async {
+        sentinels.iter().all(|s| {
+            s.query(&["SENTINEL", "MASTER", "fleetmaster"])
+                .is_some_and(|m| {
+                    m.contains("num-slaves\n1") && m.contains("num-other-sentinels\n2")
+                })
+        })
+    })
+    .await;
+    let urls: Vec<String> = sentinels.iter().map(Node::url).collect();
+    let store = format!(
+        "redis_url = \"{}\"\nmode = \"sentinel\"\nsentinel_master = \"fleetmaster\"",
+        urls.join(",")
+    );
+    let servers = fleet(&up, &store).await;
+    // The fleet's keys are on the primary.
+    assert!(primary
+        .query(&["KEYS", "flagpost:*"])
+        .is_some_and(|k| k.contains("lease")));
+    let took = through_failover("sentinel", &up, &servers, || primary.kill()).await;
+    assert!(
+        replica
+            .query(&["ROLE"])
+            .is_some_and(|r| r.starts_with("master")),
+        "the replica was promoted"
+    );
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_redis_cluster_survives_a_master_failing_over() {
+    let up = FakeUpstream::start().await;
+    let mut nodes: Vec<Node> = (0..6)
+        .map(|_| {
+            Node::start(&[
+                "--cluster-enabled",
+                "yes",
+                "--cluster-config-file",
+                "nodes.conf",
+                "--cluster-node-timeout",
+                "1000",
+            ])
+        })
+        .collect();
+    let addresses: Vec<String> = nodes
+        .iter()
+        .map(|n| format!("127.0.0.1:{}", n.port))
+        .collect();
+    let created = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addresses)
+        .args(["--cluster-replicas", "1", "--cluster-yes"])
+        .output()
+        .expect("redis-cli is installed");
+    assert!(
+        created.status.success(),
+        "{}",
+        String::from_utf8_lossy(&created.stdout)
+    );
+    eventually("the cluster up", || async {
+        nodes.iter().all(|n| {
+            n.query(&["CLUSTER", "INFO"])
+                .is_some_and(|i| i.contains("cluster_state:ok"))
+        })
+    })
+    .await;
+    // Every replica in sync with its master: an unsynced replica refuses to fail over.
+    eventually("the replicas in sync", || async {
+        nodes.iter().all(|n| {
+            n.query(&["INFO", "replication"])
+                .is_some_and(|i| i.contains("role:master") || i.contains("master_link_status:up"))
+        })
+    })
+    .await;
+    let urls: Vec<String> = nodes.iter().map(Node::url).collect();
+    let store = format!(
+        "redis_url = \"{}\"\nmode = \"cluster\"\nnamespace = \"ha\"",
+        urls.join(",")
+    );
+    let servers = fleet(&up, &store).await;
+    // Every key of the fleet is in one slot: find the master holding it.
+    let slot: u16 = nodes[0]
+        .query(&["CLUSTER", "KEYSLOT", "flagpost:{ha}:lease"])
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let owner = nodes
+        .iter()
+        .position(|n| {
+            n.query(&["CLUSTER", "NODES"]).is_some_and(|text| {
+                text.lines()
+                    .any(|l| l.contains("myself") && l.contains("master") && owns(l, slot))
+            })
+        })
+        .expect("a master holds the slot");
+    let keys = nodes[owner].query(&["KEYS", "flagpost:{ha}:*"]).unwrap();
+    assert!(keys.contains("lease") && keys.contains("env:"), "{keys}");
+    let took = through_failover("cluster", &up, &servers, || nodes[owner].kill()).await;
+    assert!(took < Duration::from_secs(15), "{took:?}");
+}
+
+/// Whether a `CLUSTER NODES` line's slot ranges include `slot`.
+fn owns(line: &str, slot: u16) -> bool {
+    line.split_whitespace().skip(8).any(|range| {
+        let mut ends = range.splitn(2, '-').map(|n| n.parse::<u16>());
+        match (ends.next(), ends.next()) {
+            (Some(Ok(a)), Some(Ok(b))) => (a..=b).contains(&slot),
+            (Some(Ok(a)), None) => a == slot,
+            _ => false,
+        }
+    })
+}
