@@ -424,3 +424,151 @@ fn owns(line: &str, slot: u16) -> bool {
         }
     })
 }
+
+/// The classic fencing test: the poller is paused (SIGSTOP) past its lease, another instance
+/// takes over and publishes a change, and the paused one is woken (SIGCONT) still believing it
+/// polls. Whatever it tries to write is refused by the lease; Redis keeps the new poller's
+/// snapshot and no instance ever serves the older one again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
+    let up = FakeUpstream::start().await;
+    let redis = Node::start(&[]);
+    let tokens = vec![secret("client-all-dev")];
+    let store = format!(
+        "[store]\nredis_url = \"{}\"\nnamespace = \"fence\"\nlease = \"1s\"\ntimeout = \"300ms\"\n",
+        redis.url()
+    );
+    let config = |name: &str| {
+        format!(
+            "instance_id = \"{name}\"\n{}\n{store}",
+            edge_config(&up.url(), &tokens, "")
+        )
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("paused.toml");
+    let listen = "[server]\ninterface = \"127.0.0.1\"\nport = 0\nshutdown_delay = \"0s\"\n";
+    std::fs::write(&path, format!("{}\n{listen}", config("paused-a"))).unwrap();
+    let mut command = crate::cli::flagpost();
+    command.arg("--config").arg(&path);
+    let mut paused = Binary::spawn(command);
+    let base = format!("http://{}", paused.listening());
+    let role_of_paused = || async {
+        let text = client()
+            .get(format!("{base}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        ["poller", "follower", "solo"]
+            .into_iter()
+            .find(|r| text.contains(&format!("flagpost_fleet_role{{role=\"{r}\"}} 1")))
+    };
+    eventually("the binary polls", || async {
+        role_of_paused().await == Some("poller")
+    })
+    .await;
+    let b = Server::start(&config("fence-b"), &[]).await;
+    let c = Server::start(&config("fence-c"), &[]).await;
+    b.wait_ready().await;
+    c.wait_ready().await;
+    let token = secret("client-all-dev");
+    let writer = || {
+        redis
+            .query(&["HGET", "flagpost:{fence}:env:development", "writer"])
+            .unwrap_or_default()
+    };
+    assert!(writer().starts_with("paused-a"), "{}", writer());
+
+    let signal = |sig: &str| {
+        let sent = Command::new("kill")
+            .args([sig, &paused.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal("-STOP");
+    eventually("another instance polls", || async {
+        role(&b).await == "poller" || role(&c).await == "poller"
+    })
+    .await;
+    up.set_enabled("development", "simple.on", false);
+    eventually("the change everywhere but the paused one", || async {
+        let mut seen = 0;
+        for s in [&b, &c] {
+            let (_, _, body) = client_body(s, &token).await;
+            seen += usize::from(enabled(&body, "simple.on") == Some(false));
+        }
+        seen == 2 && writer().starts_with("fence-")
+    })
+    .await;
+    let new_writer = writer();
+
+    signal("-CONT");
+    // Until the woken instance knows it follows (and serves the change), nothing goes back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert_eq!(
+            writer(),
+            new_writer,
+            "the paused poller's snapshot was written back"
+        );
+        for s in [&b, &c] {
+            let (_, _, body) = client_body(s, &token).await;
+            assert_eq!(
+                enabled(&body, "simple.on"),
+                Some(false),
+                "an older snapshot served"
+            );
+        }
+        let served = client()
+            .get(format!("{base}/api/client/features"))
+            .header("Authorization", &token)
+            .send()
+            .await
+            .unwrap()
+            .bytes()
+            .await
+            .unwrap();
+        let served: serde_json::Value = serde_json::from_slice(&served).unwrap_or_default();
+        if role_of_paused().await == Some("follower")
+            && enabled(&served, "simple.on") == Some(false)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the woken instance never followed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let text = client()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let fenced = text
+        .lines()
+        .find(|l| {
+            l.starts_with("flagpost_store_operations_total{operation=\"write\",outcome=\"fenced\"}")
+        })
+        .map(|l| l.to_string());
+    #[allow(clippy::print_stderr)] // whether the woken poller tried to write before it knew
+    {
+        eprintln!("fencing: the woken poller's refused writes: {fenced:?}");
+    }
+    assert_eq!(writer(), new_writer);
+    // Woken, it published what it polled before it knew it had lost the lease: refused.
+    let count: f64 = fenced
+        .as_deref()
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        count >= 1.0,
+        "the woken poller never tried to write: {fenced:?}"
+    );
+}

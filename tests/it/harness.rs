@@ -294,6 +294,11 @@ impl Binary {
             .to_string()
     }
 
+    /// The process id (to send it signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Kills the process at once (SIGKILL): nothing is given up or written.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
