@@ -15,7 +15,6 @@ use tokio::time::Instant;
 
 use super::Refresh;
 use crate::backoff::backoff;
-use crate::snapshot::Document;
 use crate::token::Token;
 use crate::upstream::UpstreamError;
 
@@ -154,21 +153,38 @@ impl Refresh {
         }
     }
 
-    /// Applies one event's data to the token's document and publishes the environment.
+    /// Applies one event's data to the token's document and publishes the environment. The
+    /// lock is held only to take the document and to put the new one back: parsing, applying
+    /// and merging a large flag set happen on a blocking thread, never under the lock the
+    /// readiness check and the metrics scrape take, nor on an async worker.
     async fn apply(&self, index: usize, data: &[u8]) -> Result<(), crate::document::DocumentError> {
-        let merged = {
+        let (current, env) = {
+            let sources = self.lock();
+            let Some(source) = sources.get(index) else {
+                return Ok(());
+            };
+            (source.document.clone(), source.scope.environment.clone())
+        };
+        let data = data.to_vec();
+        let applied = tokio::task::spawn_blocking(move || {
+            let mut next = current.as_deref().cloned().unwrap_or_default();
+            next.apply_events(&data).map(|_| next)
+        })
+        .await
+        .map_err(|e| crate::document::DocumentError::Event(e.to_string()))??;
+        let parts = {
             let mut sources = self.lock();
             let Some(source) = sources.get_mut(index) else {
                 return Ok(());
             };
-            source
-                .document
-                .get_or_insert_with(Document::default)
-                .apply_events(data)?;
-            let env = source.scope.environment.clone();
-            super::merged(&sources, &env).map(|d| (env, d))
+            source.document = Some(Arc::new(applied));
+            super::sources::parts(&sources, &env)
         };
-        if let Some((env, document)) = merged {
+        let Some(parts) = parts else {
+            return Ok(());
+        };
+        let merged = tokio::task::spawn_blocking(move || super::sources::merge(parts)).await;
+        if let Ok(document) = merged {
             self.publish(&env, document).await;
         }
         Ok(())

@@ -283,8 +283,12 @@ impl Refresh {
                         self.reinstate(index);
                     }
                     let unchanged = matches!(fetch, Fetch::NotModified);
-                    if let Some((env, document)) = self.fetched(index, fetch) {
-                        self.publish(&env, document).await;
+                    if let Some((env, parts)) = self.fetched(index, fetch) {
+                        // Merged on a blocking thread, not under the lock.
+                        let merged = tokio::task::spawn_blocking(move || sources::merge(parts));
+                        if let Ok(document) = merged.await {
+                            self.publish(&env, document).await;
+                        }
                     } else if let Some(fleet) =
                         unchanged.then_some(self.app.fleet.as_ref()).flatten()
                     {
@@ -359,9 +363,9 @@ impl Refresh {
         self.lock().get(index).is_some_and(|s| s.revoked)
     }
 
-    /// Records a successful fetch; returns the environment's merged features to publish once
-    /// all its polls have answered.
-    fn fetched(&self, index: usize, fetch: Fetch) -> Option<(String, Document)> {
+    /// Records a successful fetch; returns what the environment's features are merged from,
+    /// once all its polls have answered.
+    fn fetched(&self, index: usize, fetch: Fetch) -> Option<(String, sources::Parts)> {
         let mut sources = self.lock();
         let source = sources.get_mut(index)?;
         source.last_success = Some(SystemTime::now());
@@ -369,9 +373,9 @@ impl Refresh {
         match fetch {
             // Nothing new (a 304 before any 200 cannot happen: no ETag was sent).
             Fetch::NotModified => return None,
-            Fetch::Updated { document, .. } => source.document = Some(document),
+            Fetch::Updated { document, .. } => source.document = Some(Arc::new(document)),
         }
-        merged(&sources, &env).map(|document| (env, document))
+        sources::parts(&sources, &env).map(|parts| (env, parts))
     }
 
     /// Publishes an environment's features and backs them up.

@@ -1,17 +1,19 @@
 //! The startup tokens as sources of features: which of them must be polled (one per distinct
 //! scope), and an environment's document merged from their answers.
 
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::snapshot::Document;
-use crate::token::{Scope, Token};
+use crate::token::{Projects, Scope, Token};
 
 /// A startup token and what it fetches.
 #[derive(Debug)]
 pub(super) struct Source {
     pub(super) token: Token,
     pub(super) scope: Scope,
-    pub(super) document: Option<Document>,
+    /// Shared, so the lock is held only to take or replace it (work on it happens outside).
+    pub(super) document: Option<Arc<Document>>,
     pub(super) last_success: Option<SystemTime>,
     pub(super) polling: bool,
     pub(super) revoked: bool,
@@ -56,20 +58,35 @@ pub(super) fn needed_sources(sources: &[Source]) -> Vec<usize> {
 /// The environment's features from all its polling sources, merged by project; `None` until
 /// every one of them has answered.
 pub(super) fn merged(sources: &[Source], env: &str) -> Option<Document> {
+    parts(sources, env).map(merge)
+}
+
+/// Each polling source's document (shared) and the projects it is merged for.
+pub(super) type Parts = Vec<(Arc<Document>, Projects)>;
+
+/// What merging the environment's features needs, cheap to take under the lock: each polling
+/// source's document (shared) and projects; `None` until every one of them has answered.
+pub(super) fn parts(sources: &[Source], env: &str) -> Option<Parts> {
     let polling: Vec<&Source> = sources
         .iter()
         .filter(|s| s.polling && !s.revoked && s.scope.environment == env)
         .collect();
-    if polling.is_empty() || polling.iter().any(|s| s.document.is_none()) {
+    if polling.is_empty() {
         return None;
     }
+    polling
+        .iter()
+        .map(|s| Some((s.document.clone()?, s.scope.projects.clone())))
+        .collect()
+}
+
+/// The merge itself (work for a blocking thread on large flag sets).
+pub(super) fn merge(parts: Parts) -> Document {
     let mut document = Document::default();
-    for s in polling {
-        if let Some(d) = &s.document {
-            document.merge(d, &s.scope.projects);
-        }
+    for (d, projects) in &parts {
+        document.merge(d, projects);
     }
-    Some(document)
+    document
 }
 
 #[cfg(test)]
