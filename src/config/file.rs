@@ -128,6 +128,7 @@ pub struct RawStore {
     pub redis_url: Option<String>,
     pub mode: Option<String>,
     pub sentinel_master: Option<String>,
+    pub ca_certificate_file: Option<String>,
     pub namespace: Option<String>,
     pub max_age: Option<RawDuration>,
     pub lease: Option<RawDuration>,

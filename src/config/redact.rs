@@ -335,6 +335,9 @@ fn store_table(store: &super::StoreConfig) -> toml::Table {
     let urls: Vec<String> = store.redis_urls.iter().map(|u| u.redacted()).collect();
     st.insert("redis_url".into(), s(&urls.join(",")));
     st.insert("mode".into(), s(store.mode.name()));
+    if let Some(ca) = &store.ca_certificate_file {
+        st.insert("ca_certificate_file".into(), s(&ca.display().to_string()));
+    }
     if let super::RedisMode::Sentinel { master, data } = &store.mode {
         st.insert("sentinel_master".into(), s(master));
         if let Some(user) = &data.username {

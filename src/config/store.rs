@@ -21,6 +21,8 @@ pub struct StoreConfig {
     pub max_age: Duration,
     pub lease: Duration,
     pub timeout: Duration,
+    /// CA certificates (PEM) trusted for `rediss://` instead of the public roots.
+    pub ca_certificate_file: Option<std::path::PathBuf>,
 }
 
 /// How the fleet's Redis is deployed.
@@ -160,6 +162,18 @@ pub(super) fn store(
         check_url(url, &mode)?;
     }
     let urls: Vec<RedisUrl> = urls.into_iter().map(RedisUrl::new).collect();
+    let ca_certificate_file = l.path(
+        "redis_ca_certificate_file",
+        &args.redis_ca_certificate_file,
+        &raw.ca_certificate_file,
+    );
+    if ca_certificate_file.is_some() && matches!(mode, RedisMode::Sentinel { .. }) {
+        return Err(invalid(
+            "store.ca_certificate_file (--redis-ca-certificate-file / REDIS_CA_CERTIFICATE_FILE)",
+            "a private CA is not supported with Sentinel yet: use certificates the public roots \
+             trust, or single or cluster mode",
+        ));
+    }
     let namespace = match l.pick(
         "store_namespace",
         args.store_namespace.clone(),
@@ -226,6 +240,7 @@ pub(super) fn store(
             )?,
             lease,
             timeout,
+            ca_certificate_file,
         }),
         notes,
     ))

@@ -79,8 +79,23 @@ impl Connector {
     /// Sets up the clients; nothing connects until first used, so an instance starts while
     /// Redis is away.
     pub fn new(config: &StoreConfig) -> Result<Connector, String> {
+        let ca = match &config.ca_certificate_file {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("the Redis CA file {}: {e}", path.display()))?,
+            ),
+            None => None,
+        };
+        let certs = || redis::TlsCertificates {
+            client_tls: None,
+            root_cert: ca.clone(),
+        };
         let open = |url: &crate::config::RedisUrl| {
-            redis::Client::open(url.expose()).map_err(|e| format!("{}: {e}", url.redacted()))
+            let opened = match &ca {
+                Some(_) => redis::Client::build_with_tls(url.expose(), certs()),
+                None => redis::Client::open(url.expose()),
+            };
+            opened.map_err(|e| format!("{}: {e}", url.redacted()))
         };
         match &config.mode {
             RedisMode::Single => {
@@ -101,18 +116,22 @@ impl Connector {
                     .iter()
                     .map(open)
                     .collect::<Result<Vec<_>, _>>()?;
-                let client = redis::cluster::ClusterClientBuilder::new(
+                let mut builder = redis::cluster::ClusterClientBuilder::new(
                     config.redis_urls.iter().map(|u| u.expose().to_string()),
-                )
-                .connection_timeout(config.timeout)
-                .response_timeout(config.timeout)
-                // A master's failover makes its slots answer CLUSTERDOWN for about a second and
-                // unreachable for about two: retries cover that within the lease.
-                .retries(6)
-                .min_retry_wait(50)
-                .max_retry_wait(1000)
-                .build()
-                .map_err(|e| e.to_string())?;
+                );
+                if ca.is_some() {
+                    builder = builder.certs(certs());
+                }
+                let client = builder
+                    .connection_timeout(config.timeout)
+                    .response_timeout(config.timeout)
+                    // A master's failover makes its slots answer CLUSTERDOWN for about a second and
+                    // unreachable for about two: retries cover that within the lease.
+                    .retries(6)
+                    .min_retry_wait(50)
+                    .max_retry_wait(1000)
+                    .build()
+                    .map_err(|e| e.to_string())?;
                 Ok(Connector::Cluster {
                     client,
                     seeds,

@@ -589,6 +589,7 @@ async fn the_write_script_is_fenced_by_the_lease_and_versioned_by_redis() {
     let config = flagpost::config::StoreConfig {
         redis_urls: vec![flagpost::config::RedisUrl::new(redis.url())],
         mode: flagpost::config::RedisMode::Single,
+        ca_certificate_file: None,
         namespace: "script".into(),
         max_age: Duration::from_secs(60),
         lease: Duration::from_secs(5),

@@ -572,3 +572,122 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
         "the woken poller never tried to write: {fenced:?}"
     );
 }
+
+/// A CA, and a server certificate for 127.0.0.1 it issued (PEM).
+fn tls_files(dir: &std::path::Path) {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    };
+    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(DnType::CommonName, "fleet test CA");
+    ca_params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let mut p = CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
+    p.distinguished_name.push(DnType::CommonName, "redis");
+    let key = KeyPair::generate().unwrap();
+    let cert = p.signed_by(&key, &issuer).unwrap();
+    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("redis.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("redis.key"), key.serialize_pem()).unwrap();
+}
+
+/// Redis over TLS only (no plain port), an ACL user and the default user off, a private CA
+/// given with --redis-ca-certificate-file: the fleet elects one poller and a change reaches
+/// every instance; without the CA, nothing connects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_redis_over_tls_with_an_acl_user() {
+    let up = FakeUpstream::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    tls_files(dir.path());
+    let file = |name: &str| dir.path().join(name).display().to_string();
+    let port = free_port();
+    let mut child = Command::new("redis-server")
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--tls-cert-file",
+            &file("redis.pem"),
+            "--tls-key-file",
+            &file("redis.key"),
+        ])
+        .args([
+            "--tls-ca-cert-file",
+            &file("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+        ])
+        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
+        .args(["--user", "default", "off"])
+        .args([
+            "--user",
+            "fleet",
+            "on",
+            ">tls-fleet-pw-3",
+            "~flagpost:*",
+            "&*",
+            "+@all",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed");
+    let up_tls = || {
+        Command::new("redis-cli")
+            .args(["--tls", "--cacert", &file("ca.pem"), "-h", "127.0.0.1"])
+            .args([
+                "-p",
+                &port.to_string(),
+                "--user",
+                "fleet",
+                "--pass",
+                "tls-fleet-pw-3",
+            ])
+            .args(["--no-auth-warning", "PING"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
+    };
+    eventually("redis-server over TLS", || async { up_tls() }).await;
+    let store = format!(
+        "redis_url = \"rediss://fleet:tls-fleet-pw-3@127.0.0.1:{port}\"\nca_certificate_file = \"{}\"\nnamespace = \"tls\"",
+        file("ca.pem")
+    );
+    let servers = fleet(&up, &store).await;
+    let token = secret("client-all-dev");
+    up.set_enabled("development", "simple.on", false);
+    eventually("the change on every instance", || async {
+        let mut seen = 0;
+        for s in &servers {
+            let (_, _, body) = client_body(s, &token).await;
+            seen += usize::from(enabled(&body, "simple.on") == Some(false));
+        }
+        seen == servers.len()
+    })
+    .await;
+    // Without the private CA, the server's certificate is not trusted: nothing connects.
+    let tokens = vec![token.clone()];
+    let untrusted = format!(
+        "instance_id = \"ha-untrusted\"\n{}\n[store]\nredis_url = \"rediss://fleet:tls-fleet-pw-3@127.0.0.1:{port}\"\nnamespace = \"tls\"\nlease = \"1s\"\ntimeout = \"300ms\"\n",
+        edge_config(&up.url(), &tokens, "")
+    );
+    let s = Server::start(&untrusted, &[]).await;
+    eventually("alone, without Redis", || async {
+        role(&s).await == "solo"
+    })
+    .await;
+    let _ = child.kill();
+    let _ = child.wait();
+}

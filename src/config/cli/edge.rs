@@ -145,6 +145,11 @@ pub struct EdgeArgs {
     #[arg(long, env = "REDIS_MODE", default_value = "single")]
     pub redis_mode: String,
 
+    /// CA certificates (PEM) to trust for `rediss://` Redis instead of the public roots (a
+    /// private CA); single and cluster modes
+    #[arg(long, env = "REDIS_CA_CERTIFICATE_FILE", value_name = "FILE")]
+    pub redis_ca_certificate_file: Option<PathBuf>,
+
     /// With --redis-mode sentinel: the name the Sentinels monitor the primary under
     #[arg(long, env = "REDIS_SENTINEL_MASTER", value_name = "NAME")]
     pub redis_sentinel_master: Option<String>,
