@@ -44,12 +44,15 @@
 //! - [`delta`]: a change set as the delta events one filter sees, rendered once; SSE frames.
 //! - [`stream`]: the open SDK streams: their limit, tasks, heartbeats and why they end.
 //! - [`sse`]: the Server-Sent Events parser (the upstream stream, and the tests' client).
-//! - [`fleet`]: a fleet on one Redis: the poller's lease, snapshots written and followed,
-//!   shared token verdicts, booting from the store; `fleet/shared.rs` every Redis key and call.
+//! - [`fleet`]: a fleet on one Redis (a server, Sentinels or a cluster): the poller's lease,
+//!   snapshots written (fenced by the lease) and followed, shared token verdicts, booting from the
+//!   store; `fleet/shared.rs` every Redis key and call, `fleet/connect.rs` the connections per
+//!   shape.
 //! - [`snapshot`]: immutable per-environment snapshots, the serving scopes, and the arc-swap
 //!   [`snapshot::Store`].
 //! - [`auth`]: token → [`auth::Access`]; `auth/remote.rs` the verdict caches, `auth/budget.rs`
-//!   the `/edge/validate` budgets, `auth/validator.rs` the validation lanes.
+//!   the `/edge/validate` budgets, `auth/validator.rs` the validation lanes, `auth/shared.rs`
+//!   what validation needs from a fleet ([`auth::SharedVerdicts`], which the fleet implements).
 //! - [`evaluate`]: flagpost's walk of yggdrasil's compiled flags (`evaluate/engine.rs`) and the
 //!   Frontend API response; `evaluate/context.rs`: the SDK context from a query or a body;
 //!   `evaluate/volatility.rs`: what chance and the clock decide; `evaluate/memo.rs`: the

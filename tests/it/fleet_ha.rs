@@ -35,11 +35,28 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// A free port whose cluster bus port (the port + 10000) is a port too, and free.
+fn cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10000) else {
+            continue;
+        };
+        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return port;
+        }
+    }
+}
+
 impl Node {
     /// A data node with extra arguments.
     fn start(extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = if extra.contains(&"--cluster-enabled") {
+            cluster_port()
+        } else {
+            free_port()
+        };
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
