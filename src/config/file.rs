@@ -128,6 +128,11 @@ pub struct RawStore {
     pub redis_url: Option<String>,
     pub mode: Option<String>,
     pub sentinel_master: Option<String>,
+    /// Sentinel mode: the data nodes' user, password and TLS (flags and environment: Edge's
+    /// REDIS_USERNAME, REDIS_PASSWORD, REDIS_SECURE).
+    pub data_username: Option<String>,
+    pub data_password: Option<String>,
+    pub data_tls: Option<bool>,
     pub ca_certificate_file: Option<String>,
     pub namespace: Option<String>,
     pub max_age: Option<RawDuration>,

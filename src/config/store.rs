@@ -139,9 +139,13 @@ pub(super) fn store(
                 ));
             };
             let data = DataNodes {
-                username: args.redis_username.clone(),
-                password: args.redis_password.clone().map(crate::token::Secret::new),
-                tls: args.redis_secure,
+                username: args.redis_username.clone().or(raw.data_username.clone()),
+                password: args
+                    .redis_password
+                    .clone()
+                    .or(raw.data_password.clone())
+                    .map(crate::token::Secret::new),
+                tls: args.redis_secure || raw.data_tls.unwrap_or(false),
             };
             let urls = split_urls(given);
             (urls, RedisMode::Sentinel { master, data }, Vec::new())

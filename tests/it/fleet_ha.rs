@@ -18,6 +18,8 @@ use crate::upstream::{secret, FakeUpstream};
 struct Node {
     child: Option<Child>,
     port: u16,
+    /// The password `query` authenticates with, if the node wants one.
+    auth: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -70,14 +72,37 @@ impl Node {
         let node = Node {
             child: Some(child),
             port,
+            auth: None,
             _dir: dir,
         };
         node.wait_up();
         node
     }
 
-    /// A Sentinel watching the primary on `primary` as `fleetmaster`.
-    fn sentinel(primary: u16) -> Node {
+    /// A data node that wants `password` (and gives it to its primary when it replicates).
+    fn start_auth(extra: &[&str], password: &str) -> Node {
+        let mut args = vec!["--requirepass", password, "--masterauth", password];
+        args.extend_from_slice(extra);
+        Node::start(&args).with_auth(password)
+    }
+
+    fn with_auth(mut self, password: &str) -> Node {
+        self.auth = Some(password.to_string());
+        self
+    }
+
+    /// A Sentinel watching the primary on `primary` as `fleetmaster`, wanting `own` from its
+    /// clients and giving `data` to the data nodes.
+    fn sentinel_auth(primary: u16, own: &str, data: &str) -> Node {
+        let node = Node::sentinel_with(
+            primary,
+            &format!("requirepass {own}\nsentinel auth-pass fleetmaster {data}\n"),
+        );
+        node.with_auth(own)
+    }
+
+    /// A Sentinel watching the primary on `primary` as `fleetmaster`, with `extra` config.
+    fn sentinel_with(primary: u16, extra: &str) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
@@ -86,7 +111,7 @@ impl Node {
             format!(
                 "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor fleetmaster 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds fleetmaster 1000\nsentinel failover-timeout fleetmaster 5000\n\
-                 sentinel parallel-syncs fleetmaster 1\n",
+                 sentinel parallel-syncs fleetmaster 1\n{extra}",
                 dir.path().display()
             ),
         )
@@ -101,6 +126,7 @@ impl Node {
         let node = Node {
             child: Some(child),
             port,
+            auth: None,
             _dir: dir,
         };
         node.wait_up();
@@ -109,6 +135,7 @@ impl Node {
 
     fn wait_up(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
+        // Up: PONG, or a refusal to answer before AUTH.
         while self.query(&["PING"]).is_none() {
             assert!(Instant::now() < deadline, "redis-server did not start");
             #[allow(clippy::disallowed_methods)] // polling a child process, with a deadline
@@ -129,11 +156,12 @@ impl Node {
 
     /// One command, its answer as text (`None`: not reachable).
     fn query(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(args)
-            .output()
-            .ok()?;
+        let mut cmd = Command::new("redis-cli");
+        cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
+        if let Some(password) = &self.auth {
+            cmd.args(["-a", password, "--no-auth-warning"]);
+        }
+        let out = cmd.args(args).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         (out.status.success() && !text.contains("Could not connect")).then_some(text)
     }
@@ -319,15 +347,22 @@ async fn through_failover(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fleet_on_sentinel_follows_the_primary_through_a_failover() {
     let up = FakeUpstream::start().await;
-    let mut primary = Node::start(&[]);
-    let replica = Node::start(&["--replicaof", "127.0.0.1", &primary.port.to_string()]);
+    // Passwords everywhere: the data nodes want one, the Sentinels want their own.
+    let data_pw = "sentinel-data-pw-5";
+    let mut primary = Node::start_auth(&[], data_pw);
+    let replica = Node::start_auth(
+        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
+        data_pw,
+    );
     eventually("the replica in sync", || async {
         replica
             .query(&["INFO", "replication"])
             .is_some_and(|i| i.contains("master_link_status:up"))
     })
     .await;
-    let sentinels: Vec<Node> = (0..3).map(|_| Node::sentinel(primary.port)).collect();
+    let sentinels: Vec<Node> = (0..3)
+        .map(|_| Node::sentinel_auth(primary.port, "sentinel-own-pw-6", data_pw))
+        .collect();
     eventually("the Sentinels know the replica and each other", || async {
         sentinels.iter().all(|s| {
             s.query(&["SENTINEL", "MASTER", "fleetmaster"])
@@ -337,9 +372,12 @@ async fn a_fleet_on_sentinel_follows_the_primary_through_a_failover() {
         })
     })
     .await;
-    let urls: Vec<String> = sentinels.iter().map(Node::url).collect();
+    let urls: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("redis://:sentinel-own-pw-6@127.0.0.1:{}", s.port))
+        .collect();
     let store = format!(
-        "redis_url = \"{}\"\nmode = \"sentinel\"\nsentinel_master = \"fleetmaster\"",
+        "redis_url = \"{}\"\nmode = \"sentinel\"\nsentinel_master = \"fleetmaster\"\ndata_password = \"{data_pw}\"",
         urls.join(",")
     );
     let servers = fleet(&up, &store).await;
