@@ -171,13 +171,6 @@ pub(super) fn store(
         &args.redis_ca_certificate_file,
         &raw.ca_certificate_file,
     );
-    if ca_certificate_file.is_some() && matches!(mode, RedisMode::Sentinel { .. }) {
-        return Err(invalid(
-            "store.ca_certificate_file (--redis-ca-certificate-file / REDIS_CA_CERTIFICATE_FILE)",
-            "a private CA is not supported with Sentinel yet: use certificates the public roots \
-             trust, or single or cluster mode",
-        ));
-    }
     let namespace = match l.pick(
         "store_namespace",
         args.store_namespace.clone(),

@@ -139,33 +139,46 @@ impl Connector {
                 })
             }
             RedisMode::Sentinel { master, data } => {
-                let sentinels: Vec<redis::ConnectionInfo> = config
-                    .redis_urls
-                    .iter()
-                    .map(|u| {
-                        redis::IntoConnectionInfo::into_connection_info(u.expose())
-                            .map_err(|e| format!("{}: {e}", u.redacted()))
-                    })
-                    .collect::<Result<_, _>>()?;
-                let mut redis_info = redis::RedisConnectionInfo::default();
+                // The Sentinels' addresses, TLS, user and password from their URLs; the data
+                // nodes' from `data`; a private CA for both.
+                let mut sentinels = Vec::new();
+                let (mut user, mut password, mut tls) = (None, None, false);
+                for url in &config.redis_urls {
+                    let info = redis::IntoConnectionInfo::into_connection_info(url.expose())
+                        .map_err(|e| format!("{}: {e}", url.redacted()))?;
+                    tls |= matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+                    let settings = info.redis_settings();
+                    user = user.or(settings.username().map(str::to_string));
+                    password = password.or(settings.password().map(str::to_string));
+                    sentinels.push(info.addr().clone());
+                }
+                let server = redis::sentinel::SentinelServerType::Master;
+                let mut b = redis::sentinel::SentinelClientBuilder::new(sentinels, master, server)
+                    .map_err(|e| e.to_string())?;
+                if let Some(user) = user {
+                    b = b.set_client_to_sentinel_username(user);
+                }
+                if let Some(password) = password {
+                    b = b.set_client_to_sentinel_password(password);
+                }
+                if tls {
+                    b = b.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+                }
                 if let Some(user) = &data.username {
-                    redis_info = redis_info.set_username(user);
+                    b = b.set_client_to_redis_username(user);
                 }
                 if let Some(password) = &data.password {
-                    redis_info = redis_info.set_password(password.expose());
+                    b = b.set_client_to_redis_password(password.expose());
                 }
-                let mut node = redis::sentinel::SentinelNodeConnectionInfo::default()
-                    .set_redis_connection_info(redis_info);
                 if data.tls {
-                    node = node.set_tls_mode(redis::TlsMode::Secure);
+                    b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
                 }
-                let sentinel = redis::sentinel::SentinelClient::build(
-                    sentinels,
-                    master.clone(),
-                    Some(node),
-                    redis::sentinel::SentinelServerType::Master,
-                )
-                .map_err(|e| e.to_string())?;
+                if ca.is_some() {
+                    b = b
+                        .set_client_to_sentinel_certificates(certs())
+                        .set_client_to_redis_certificates(certs());
+                }
+                let sentinel = b.build().map_err(|e| e.to_string())?;
                 Ok(Connector::Sentinel {
                     sentinel: tokio::sync::Mutex::new(sentinel),
                     current: tokio::sync::Mutex::new(None),

@@ -20,6 +20,8 @@ struct Node {
     port: u16,
     /// The password `query` authenticates with, if the node wants one.
     auth: Option<String>,
+    /// The CA `query` trusts when the node speaks only TLS.
+    tls_ca: Option<String>,
     _dir: tempfile::TempDir,
 }
 
@@ -73,6 +75,7 @@ impl Node {
             child: Some(child),
             port,
             auth: None,
+            tls_ca: None,
             _dir: dir,
         };
         node.wait_up();
@@ -97,19 +100,93 @@ impl Node {
         let node = Node::sentinel_with(
             primary,
             &format!("requirepass {own}\nsentinel auth-pass fleetmaster {data}\n"),
+            None,
         );
         node.with_auth(own)
     }
 
+    /// A data node speaking only TLS (certificates from `tls_files` in `certs`), replicating
+    /// over TLS too.
+    fn start_tls(certs: &std::path::Path, extra: &[&str]) -> Node {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let f = |name: &str| certs.join(name).display().to_string();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                "0",
+                "--tls-port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args([
+                "--tls-cert-file",
+                &f("redis.pem"),
+                "--tls-key-file",
+                &f("redis.key"),
+            ])
+            .args([
+                "--tls-ca-cert-file",
+                &f("ca.pem"),
+                "--tls-auth-clients",
+                "no",
+            ])
+            .args([
+                "--tls-replication",
+                "yes",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--loglevel", "warning"])
+            .arg("--dir")
+            .arg(dir.path())
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server is installed");
+        let node = Node {
+            child: Some(child),
+            port,
+            auth: None,
+            tls_ca: Some(f("ca.pem")),
+            _dir: dir,
+        };
+        node.wait_up();
+        node
+    }
+
+    /// A Sentinel speaking only TLS, reaching the data nodes over TLS.
+    fn sentinel_tls(primary: u16, certs: &std::path::Path) -> Node {
+        let f = |name: &str| certs.join(name).display().to_string();
+        Node::sentinel_with(
+            primary,
+            &format!(
+                "tls-cert-file {}\ntls-key-file {}\ntls-ca-cert-file {}\ntls-auth-clients no\ntls-replication yes\n",
+                f("redis.pem"),
+                f("redis.key"),
+                f("ca.pem")
+            ),
+            Some(f("ca.pem")),
+        )
+    }
+
     /// A Sentinel watching the primary on `primary` as `fleetmaster`, with `extra` config.
-    fn sentinel_with(primary: u16, extra: &str) -> Node {
+    fn sentinel_with(primary: u16, extra: &str, tls_ca: Option<String>) -> Node {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let conf = dir.path().join("sentinel.conf");
+        let listen = match tls_ca {
+            Some(_) => format!("port 0\ntls-port {port}"),
+            None => format!("port {port}"),
+        };
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor fleetmaster 127.0.0.1 {primary} 2\n\
+                "{listen}\nbind 127.0.0.1\ndir {}\nsentinel monitor fleetmaster 127.0.0.1 {primary} 2\n\
                  sentinel down-after-milliseconds fleetmaster 1000\nsentinel failover-timeout fleetmaster 5000\n\
                  sentinel parallel-syncs fleetmaster 1\n{extra}",
                 dir.path().display()
@@ -127,6 +204,7 @@ impl Node {
             child: Some(child),
             port,
             auth: None,
+            tls_ca,
             _dir: dir,
         };
         node.wait_up();
@@ -160,6 +238,9 @@ impl Node {
         cmd.args(["-h", "127.0.0.1", "-p", &self.port.to_string()]);
         if let Some(password) = &self.auth {
             cmd.args(["-a", password, "--no-auth-warning"]);
+        }
+        if let Some(ca) = &self.tls_ca {
+            cmd.args(["--tls", "--cacert", ca]);
         }
         let out = cmd.args(args).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -745,4 +826,62 @@ async fn a_fleet_on_redis_over_tls_with_an_acl_user() {
     .await;
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// Everything behind Sentinels over TLS only, with a private CA: the data nodes (replicating
+/// over TLS), the Sentinels (reaching the data nodes over TLS), and flagpost to both
+/// (`rediss://` Sentinel URLs, `store.data_tls`, `store.ca_certificate_file`). The fleet elects
+/// one poller and a change reaches every instance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fleet_on_sentinels_over_tls_with_a_private_ca() {
+    let up = FakeUpstream::start().await;
+    let certs = tempfile::tempdir().unwrap();
+    tls_files(certs.path());
+    let primary = Node::start_tls(certs.path(), &[]);
+    let replica = Node::start_tls(
+        certs.path(),
+        &["--replicaof", "127.0.0.1", &primary.port.to_string()],
+    );
+    eventually("the replica in sync over TLS", || async {
+        replica
+            .query(&["INFO", "replication"])
+            .is_some_and(|i| i.contains("master_link_status:up"))
+    })
+    .await;
+    let sentinels: Vec<Node> = (0..3)
+        .map(|_| Node::sentinel_tls(primary.port, certs.path()))
+        .collect();
+    eventually("the Sentinels know the replica and each other", || async {
+        sentinels.iter().all(|s| {
+            s.query(&["SENTINEL", "MASTER", "fleetmaster"])
+                .is_some_and(|m| {
+                    m.contains("num-slaves\n1") && m.contains("num-other-sentinels\n2")
+                })
+        })
+    })
+    .await;
+    let urls: Vec<String> = sentinels
+        .iter()
+        .map(|s| format!("rediss://127.0.0.1:{}", s.port))
+        .collect();
+    let store = format!(
+        "redis_url = \"{}\"\nmode = \"sentinel\"\nsentinel_master = \"fleetmaster\"\ndata_tls = true\nca_certificate_file = \"{}\"\nnamespace = \"sentinel-tls\"",
+        urls.join(","),
+        certs.path().join("ca.pem").display()
+    );
+    let servers = fleet(&up, &store).await;
+    let token = secret("client-all-dev");
+    up.set_enabled("development", "simple.on", false);
+    eventually("the change on every instance", || async {
+        let mut seen = 0;
+        for s in &servers {
+            let (_, _, body) = client_body(s, &token).await;
+            seen += usize::from(enabled(&body, "simple.on") == Some(false));
+        }
+        seen == servers.len()
+    })
+    .await;
+    assert!(primary
+        .query(&["KEYS", "flagpost:*"])
+        .is_some_and(|k| k.contains("sentinel-tls")));
 }

@@ -146,7 +146,7 @@ pub struct EdgeArgs {
     pub redis_mode: String,
 
     /// CA certificates (PEM) to trust for `rediss://` Redis instead of the public roots (a
-    /// private CA); single and cluster modes
+    /// private CA), in every mode (with Sentinel: for the Sentinels and the data nodes)
     #[arg(long, env = "REDIS_CA_CERTIFICATE_FILE", value_name = "FILE")]
     pub redis_ca_certificate_file: Option<PathBuf>,
 
