@@ -2,8 +2,8 @@ use super::remote::verdict_of;
 use super::*;
 use crate::token::Projects;
 
-#[tokio::test]
-async fn a_full_validation_queue_answers_unavailable_at_once() {
+/// An upstream client for a server that is never reached (port 9, discard).
+pub(super) fn unreached_upstream() -> Arc<Upstream> {
     use crate::config::{Config, Invocation, Mode};
     let args = [
         "flagpost",
@@ -21,7 +21,12 @@ async fn a_full_validation_queue_answers_unavailable_at_once() {
     let Mode::Edge(edge) = &config.mode else {
         panic!("not edge")
     };
-    let upstream = Arc::new(Upstream::new(edge, "flagpost", "test").unwrap());
+    Arc::new(Upstream::new(edge, "flagpost", "test").unwrap())
+}
+
+#[tokio::test]
+async fn a_full_validation_queue_answers_unavailable_at_once() {
+    let upstream = unreached_upstream();
     let metrics = Arc::new(Metrics::new(&[]));
     let budget = Budget::new(1, 1, metrics.clone());
     let caches = (100, Duration::from_secs(60));

@@ -66,23 +66,6 @@ impl SharedVerdicts for Fake {
 }
 
 fn lane() -> Lane {
-    use crate::config::{Config, Invocation, Mode};
-    let args = [
-        "flagpost",
-        "--config",
-        "/dev/null",
-        "edge",
-        "-u",
-        "http://127.0.0.1:9",
-    ];
-    let Ok(Invocation::Serve(config)) =
-        Config::from_args(args.into_iter().chain(["-t", "*:development.startup-0001"]))
-    else {
-        panic!("not a config")
-    };
-    let Mode::Edge(edge) = &config.mode else {
-        panic!("not edge")
-    };
     let (_tx, rx) = mpsc::channel(1);
     Lane {
         rx,
@@ -91,7 +74,7 @@ fn lane() -> Lane {
             invalid: moka::sync::Cache::new(100),
             digests: moka::sync::Cache::new(100),
         },
-        upstream: Arc::new(Upstream::new(edge, "flagpost", "test").unwrap()),
+        upstream: crate::auth::tests::unreached_upstream(),
         metrics: Arc::new(Metrics::new(&[])),
         fleet: None,
     }

@@ -323,6 +323,26 @@ async fn fleet(up: &FakeUpstream, store: &str) -> Vec<Server> {
     servers
 }
 
+/// How many of `servers` serve `simple.on` switched off.
+async fn serving_the_change(servers: &[&Server], token: &str) -> usize {
+    let mut seen = 0;
+    for s in servers {
+        let (_, _, body) = client_body(s, token).await;
+        seen += usize::from(enabled(&body, "simple.on") == Some(false));
+    }
+    seen
+}
+
+/// Switches `simple.on` off upstream and waits until every one of `servers` serves it.
+async fn a_change_reaches(up: &FakeUpstream, servers: &[Server], token: &str) {
+    up.set_enabled("development", "simple.on", false);
+    let all: Vec<&Server> = servers.iter().collect();
+    eventually("the change on every instance", || async {
+        serving_the_change(&all, token).await == all.len()
+    })
+    .await;
+}
+
 /// The outcomes a failover must have: no failed request, one poller again (how long it took is
 /// returned), and a change upstream reaching every instance.
 async fn through_failover(
@@ -393,13 +413,9 @@ async fn through_failover(
         repolled.unwrap_or_else(|| panic!("one poller again after the failover: roles {roles:?}"));
     up.set_enabled("development", "simple.on", false);
     let deadline = Instant::now() + Duration::from_secs(30);
+    let all: Vec<&Server> = servers.iter().collect();
     loop {
-        let mut seen = 0;
-        for s in servers {
-            let (_, _, body) = client_body(s, &token).await;
-            seen += usize::from(enabled(&body, "simple.on") == Some(false));
-        }
-        if seen == servers.len() {
+        if serving_the_change(&all, &token).await == all.len() {
             break;
         }
         assert!(
@@ -631,12 +647,7 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
     .await;
     up.set_enabled("development", "simple.on", false);
     eventually("the change everywhere but the paused one", || async {
-        let mut seen = 0;
-        for s in [&b, &c] {
-            let (_, _, body) = client_body(s, &token).await;
-            seen += usize::from(enabled(&body, "simple.on") == Some(false));
-        }
-        seen == 2 && writer().starts_with("fence-")
+        serving_the_change(&[&b, &c], &token).await == 2 && writer().starts_with("fence-")
     })
     .await;
     let new_writer = writer();
@@ -709,30 +720,12 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
     );
 }
 
-/// A CA, and a server certificate for 127.0.0.1 it issued (PEM).
+/// A CA, and a server certificate for 127.0.0.1 it issued, as files (PEM).
 fn tls_files(dir: &std::path::Path) {
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
-    };
-    let mut ca_params = CertificateParams::new(Vec::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::CommonName, "fleet test CA");
-    ca_params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    let ca_key = KeyPair::generate().unwrap();
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-    let mut p = CertificateParams::new(vec!["127.0.0.1".into()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, "redis");
-    let key = KeyPair::generate().unwrap();
-    let cert = p.signed_by(&key, &issuer).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca.pem()).unwrap();
-    std::fs::write(dir.join("redis.pem"), cert.pem()).unwrap();
-    std::fs::write(dir.join("redis.key"), key.serialize_pem()).unwrap();
+    let pki = crate::hardening::pki();
+    std::fs::write(dir.join("ca.pem"), pki.ca).unwrap();
+    std::fs::write(dir.join("redis.pem"), pki.server.0).unwrap();
+    std::fs::write(dir.join("redis.key"), pki.server.1).unwrap();
 }
 
 /// Redis over TLS only (no plain port), an ACL user and the default user off, a private CA
@@ -803,16 +796,7 @@ async fn a_fleet_on_redis_over_tls_with_an_acl_user() {
     );
     let servers = fleet(&up, &store).await;
     let token = secret("client-all-dev");
-    up.set_enabled("development", "simple.on", false);
-    eventually("the change on every instance", || async {
-        let mut seen = 0;
-        for s in &servers {
-            let (_, _, body) = client_body(s, &token).await;
-            seen += usize::from(enabled(&body, "simple.on") == Some(false));
-        }
-        seen == servers.len()
-    })
-    .await;
+    a_change_reaches(&up, &servers, &token).await;
     // Without the private CA, the server's certificate is not trusted: nothing connects.
     let tokens = vec![token.clone()];
     let untrusted = format!(
@@ -871,16 +855,7 @@ async fn a_fleet_on_sentinels_over_tls_with_a_private_ca() {
     );
     let servers = fleet(&up, &store).await;
     let token = secret("client-all-dev");
-    up.set_enabled("development", "simple.on", false);
-    eventually("the change on every instance", || async {
-        let mut seen = 0;
-        for s in &servers {
-            let (_, _, body) = client_body(s, &token).await;
-            seen += usize::from(enabled(&body, "simple.on") == Some(false));
-        }
-        seen == servers.len()
-    })
-    .await;
+    a_change_reaches(&up, &servers, &token).await;
     assert!(primary
         .query(&["KEYS", "flagpost:*"])
         .is_some_and(|k| k.contains("sentinel-tls")));

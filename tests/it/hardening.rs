@@ -661,13 +661,13 @@ async fn no_secret_reaches_logs_metrics_or_error_bodies() {
 }
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate, all issued by it (PEM).
-struct Pki {
-    ca: String,
-    server: (String, String),
-    client: (String, String),
+pub struct Pki {
+    pub ca: String,
+    pub server: (String, String),
+    pub client: (String, String),
 }
 
-fn pki() -> Pki {
+pub fn pki() -> Pki {
     use rcgen::{
         BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, KeyUsagePurpose,
     };
