@@ -389,3 +389,28 @@ fn sentinel_and_cluster_from_flags() {
     ]);
     assert!(e.contains("store.redis_url"), "{e}");
 }
+
+/// Unleash Edge's `-l` / `LOG_FORMAT`: `plain`, `json`, and Edge's `pretty` (plain here).
+#[test]
+fn log_format_short_form_and_edge_values() {
+    let features = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/features.json");
+    let with = |format: &str| {
+        serve(&[
+            "--config",
+            "/dev/null",
+            "-l",
+            format,
+            "offline",
+            "-b",
+            features,
+            "-c",
+            "*:development.abc12345678",
+        ])
+        .log_format
+    };
+    assert_eq!(with("json"), LogFormat::Json);
+    assert_eq!(with("plain"), LogFormat::Plain);
+    assert_eq!(with("pretty"), LogFormat::Plain);
+    let e = error(&["--config", "/dev/null", "-l", "xml", "offline"]);
+    assert!(e.contains("xml"), "{e}");
+}
