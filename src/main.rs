@@ -274,7 +274,7 @@ fn explain(args: &flagpost::config::ExplainArgs) -> ExitCode {
             if args.json {
                 println!("{v:#}");
             } else {
-                print!("{}", flagpost::explain_text(&v));
+                print!("{}", flagpost::explain::text(&v));
             }
             if v["answer"]["status"] == 200 {
                 ExitCode::SUCCESS

@@ -224,6 +224,24 @@ pub fn other_mode(command: &Command, running: &str, env: impl Fn(&str) -> bool) 
         .collect()
 }
 
+/// The help of the command and of each subcommand, as Markdown (Unleash Edge's
+/// `--markdown-help`, used to write its documentation).
+pub(super) fn markdown_help(mut command: clap::Command) -> String {
+    let mut out = String::from("# Command-line help for `flagpost`\n");
+    let mut section = |title: String, help: clap::builder::StyledStr| {
+        out.push_str(&format!(
+            "\n## `{title}`\n\n```text\n{}\n```\n",
+            help.to_string().trim_end()
+        ));
+    };
+    section("flagpost".into(), command.render_long_help());
+    for sub in command.get_subcommands_mut() {
+        let title = format!("flagpost {}", sub.get_name());
+        section(title, sub.render_long_help());
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,7 @@ mod check;
 mod cli;
 mod edge_compat;
 mod file;
+mod identity;
 mod layer;
 mod merge;
 mod mode;
@@ -26,6 +27,7 @@ use clap::{CommandFactory, FromArgMatches};
 use crate::token::{Projects, Scope, Token, TokenKind};
 pub use cli::{Cli, Command, ExplainArgs, LogFormatArg, ProbeArgs};
 use file::RawFile;
+pub use identity::ClientIdentity;
 use layer::Layers;
 pub use store::{DataNodes, RedisMode, RedisUrl, StoreConfig};
 pub use telemetry::RemoteWriteConfig;
@@ -204,34 +206,6 @@ pub struct EdgeConfig {
     pub notes: Vec<String>,
 }
 
-/// The client identity flagpost shows the upstream for mutual TLS, in the forms Unleash Edge
-/// reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClientIdentity {
-    /// A PEM certificate chain (leaf first) and its PEM private key, in two files.
-    Pkcs8 { certificate: PathBuf, key: PathBuf },
-    /// A PKCS#12 archive (`.pfx`, `.p12`) and its passphrase.
-    Pkcs12 {
-        file: PathBuf,
-        passphrase: crate::token::Secret,
-    },
-    /// One PEM file with the private key and the certificate chain.
-    Pem(PathBuf),
-}
-
-impl ClientIdentity {
-    /// The files, for the redacted configuration and error messages.
-    pub fn describe(&self) -> String {
-        match self {
-            ClientIdentity::Pkcs8 { certificate, key } => {
-                format!("{} with key {}", certificate.display(), key.display())
-            }
-            ClientIdentity::Pkcs12 { file, .. } => format!("PKCS#12 {}", file.display()),
-            ClientIdentity::Pem(file) => format!("PEM {}", file.display()),
-        }
-    }
-}
-
 impl Mode {
     pub fn name(&self) -> &'static str {
         match self {
@@ -303,7 +277,9 @@ impl Config {
         let matches = command.clone().try_get_matches_from(&args)?;
         let cli = Cli::from_arg_matches(&matches)?;
         if cli.markdown_help {
-            return Ok(Invocation::MarkdownHelp(markdown_help(command)));
+            return Ok(Invocation::MarkdownHelp(edge_compat::markdown_help(
+                command,
+            )));
         }
         match &cli.command {
             Some(Command::Health(probe)) => {
@@ -385,24 +361,6 @@ fn with_edge_notes(
     }));
     config.notes.extend(notes);
     Ok(config)
-}
-
-/// The help of the command and of each subcommand, as Markdown (Unleash Edge's
-/// `--markdown-help`, used to write its documentation).
-fn markdown_help(mut command: clap::Command) -> String {
-    let mut out = String::from("# Command-line help for `flagpost`\n");
-    let mut section = |title: String, help: clap::builder::StyledStr| {
-        out.push_str(&format!(
-            "\n## `{title}`\n\n```text\n{}\n```\n",
-            help.to_string().trim_end()
-        ));
-    };
-    section("flagpost".into(), command.render_long_help());
-    for sub in command.get_subcommands_mut() {
-        let title = format!("flagpost {}", sub.get_name());
-        section(title, sub.render_long_help());
-    }
-    out
 }
 
 fn wrap(config: Config, check_only: bool) -> Invocation {
