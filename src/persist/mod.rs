@@ -1,4 +1,4 @@
-//! The optional backup (edge mode), in a folder or an S3 bucket ([`place`]): each environment's
+//! The optional backup (edge mode), in a folder or an S3 bucket (`persist/place.rs`): each environment's
 //! features and the validated scopes of the startup tokens (and of request tokens seen), each
 //! replaced whole after each change and at shutdown, so flagpost can start, and be ready, while
 //! upstream is down. Writes are made one at a time in the order they were asked for; an older
