@@ -66,6 +66,10 @@
 //!   `server/refusal.rs`: the log lines requests may cause, within a budget;
 //!   `server/downstream.rs`: downstream instances, bounded.
 //! - `start.rs`: starting each mode, and edge mode's last work at shutdown.
+//! - [`otel`]: OpenTelemetry traces: the subscriber (log and OTel layer, trace ids in JSON
+//!   lines), the bounded span queue and its export over OTLP, `traceparent` in and out. The
+//!   spans themselves are made where the work is (`server/handler/trace.rs` the request span,
+//!   `upstream/trace.rs` upstream calls, the publisher, the validation lanes, the fleet).
 //! - [`metrics`]: the Prometheus registry (`remote_write.rs`: pushing it, Edge's remote write);
 //!   [`explain`]: `flagpost explain`'s text; [`json`]: the JSON written by hand on hot paths;
 //!   [`backoff`]: retry delays; [`watch`]: noticing that a file changed.
@@ -84,6 +88,7 @@ pub mod fleet;
 pub mod json;
 pub mod metrics;
 pub mod offline;
+pub mod otel;
 pub mod persist;
 pub mod publish;
 pub mod refresh;
@@ -306,6 +311,7 @@ impl App {
     /// Brings the gauges computed on demand up to date (before a scrape).
     pub fn observe(&self) {
         self.is_ready();
+        self.metrics.more.observe_spans();
         self.auth.observe(&self.metrics);
         if let Some(refresh) = self.refresh.get() {
             refresh.observe();

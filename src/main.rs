@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use flagpost::config::{Config, ConfigError, Invocation, LogFormat};
+use flagpost::config::{Config, ConfigError, Invocation};
 use flagpost::Listeners;
 
 /// jemalloc, with background threads that give freed memory back to the system about a second
@@ -59,24 +59,67 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_BAD_CONFIG);
         }
     };
-    init_logging(config.log_format);
-    for w in config.warnings() {
-        tracing::warn!("{w}");
-    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(rt) => rt,
         Err(e) => {
-            tracing::error!(error = %e, "cannot start the async runtime");
+            #[allow(clippy::print_stderr)]
+            {
+                eprintln!("flagpost: cannot start the async runtime: {e}");
+            }
             return ExitCode::FAILURE;
         }
     };
-    let code = runtime.block_on(serve(config));
+    let pipeline = match tracing_and_logs(&config, &runtime) {
+        Ok(p) => p,
+        Err(code) => return code,
+    };
+    let grace = config.server.shutdown_grace;
+    let code = runtime.block_on(async move {
+        let code = serve(config).await;
+        // The last spans, while the runtime still runs, within the drain's grace.
+        if let Some(pipeline) = pipeline {
+            pipeline.finish(grace).await;
+        }
+        code
+    });
     // Blocking work still running (a backup write on a stuck disk) must not hold the exit.
     runtime.shutdown_timeout(Duration::from_millis(200));
     code
+}
+
+/// The log and, with `[otel]`, the trace export (its task and gRPC channel made inside the
+/// runtime they run on); then the start's warnings.
+fn tracing_and_logs(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<Option<flagpost::otel::Pipeline>, ExitCode> {
+    let (tracer, pipeline) = match &config.otel {
+        Some(otel) => {
+            let _entered = runtime.enter();
+            match flagpost::otel::pipeline(otel, &config.instance_id) {
+                Ok((tracer, pipeline)) => (Some(tracer), Some(pipeline)),
+                Err(e) => {
+                    #[allow(clippy::print_stderr)]
+                    {
+                        eprintln!("flagpost: {e}");
+                    }
+                    return Err(ExitCode::from(EXIT_BAD_CONFIG));
+                }
+            }
+        }
+        None => (None, None),
+    };
+    flagpost::otel::logs::install(config.log_format, tracer);
+    for w in config.warnings() {
+        tracing::warn!("{w}");
+    }
+    if let Some(otel) = &config.otel {
+        tracing::info!(endpoint = %otel.redacted_endpoint(), protocol = otel.protocol.name(), "exporting traces over OTLP");
+    }
+    Ok(pipeline)
 }
 
 /// Binds a listener; `::` accepts IPv4 too (dual stack), so IPv4 clients keep their address.
@@ -282,18 +325,5 @@ fn explain(args: &flagpost::config::ExplainArgs) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    }
-}
-
-fn init_logging(format: LogFormat) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Plain => builder.init(),
-        LogFormat::Json => builder.json().flatten_event(true).init(),
     }
 }

@@ -158,6 +158,8 @@ pub(super) struct RemoteTokens {
 pub(super) struct Pending {
     pub(super) token: String,
     pub(super) reply: oneshot::Sender<Verdict>,
+    /// The waiting request's trace, when traces are exported: the validation joins it.
+    pub(super) trace: Option<opentelemetry::Context>,
 }
 
 impl RemoteTokens {
@@ -178,6 +180,7 @@ impl RemoteTokens {
         let pending = Pending {
             token: token.expose().to_string(),
             reply,
+            trace: crate::otel::propagate::current(),
         };
         let tx = if relay { &self.relay_tx } else { &self.tx };
         match tx.try_send(pending) {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::{
     AuthError, Authenticator, Caches, Pending, SharedVerdicts, Verdict, MAX_VALIDATE_BATCH,
@@ -40,6 +41,22 @@ impl Validator {
     pub async fn run(self, cancel: CancellationToken) {
         tokio::join!(self.sdk.run(cancel.clone()), self.relay.run(cancel));
     }
+}
+
+/// The span of one batch of validations: a child of the first waiting request's span, linked
+/// to the others', so each request's trace shows the upstream call it waited for.
+fn validation_span(tokens: usize, traces: Vec<opentelemetry::Context>) -> tracing::Span {
+    if traces.is_empty() {
+        return tracing::Span::none();
+    }
+    let span = tracing::info_span!(
+        "validate",
+        otel.name = "validate tokens",
+        flagpost.tokens = tokens as i64,
+    );
+    let mut traces = traces.into_iter();
+    crate::otel::propagate::adopt(&span, traces.next(), traces);
+    span
 }
 
 pub(super) struct Lane {
@@ -111,6 +128,30 @@ impl Lane {
         }
     }
 
+    /// Answers every waiter with its token's verdict (unavailable when upstream gave none).
+    fn reply(
+        &self,
+        waiting: HashMap<String, Vec<oneshot::Sender<Verdict>>>,
+        verdicts: &HashMap<String, Verdict>,
+    ) {
+        for (raw, replies) in waiting {
+            let verdict = verdicts.get(&raw).cloned().unwrap_or(Verdict::Unavailable);
+            let result = match &verdict {
+                Verdict::Valid(_) => "valid",
+                Verdict::Refused(AuthError::AdminOrPersonal) => "wrong_type",
+                Verdict::Refused(_) => "invalid",
+                Verdict::Unavailable => "unavailable",
+            };
+            self.metrics
+                .token_validations
+                .with_label_values(&[result])
+                .inc_by(replies.len() as u64);
+            for reply in replies {
+                let _ = reply.send(verdict.clone());
+            }
+        }
+    }
+
     /// Runs until `cancel`: takes every validation waiting, asks upstream once for the tokens
     /// not yet known, answers every waiter.
     pub async fn run(mut self, cancel: CancellationToken) {
@@ -124,8 +165,10 @@ impl Lane {
                 },
             };
             let mut waiting: HashMap<String, Vec<oneshot::Sender<Verdict>>> = HashMap::new();
+            let mut traces = Vec::new();
             let mut next = Some(first);
             while let Some(p) = next.take() {
+                traces.extend(p.trace);
                 match self.caches.get(&p.token) {
                     // Answered by an earlier batch while this one waited.
                     Some(verdict) => {
@@ -140,15 +183,23 @@ impl Lane {
             if waiting.is_empty() {
                 continue;
             }
+            let span = validation_span(waiting.len(), traces);
             if let Some(fleet) = &self.fleet {
-                self.ask_fleet(fleet.as_ref(), &mut waiting).await;
+                self.ask_fleet(fleet.as_ref(), &mut waiting)
+                    .instrument(span.clone())
+                    .await;
                 if waiting.is_empty() {
                     continue;
                 }
             }
             let asked: Vec<String> = waiting.keys().cloned().collect();
             let refs: Vec<&str> = asked.iter().map(String::as_str).collect();
-            match self.upstream.validate(&refs, &self.metrics).await {
+            let validated = self
+                .upstream
+                .validate(&refs, &self.metrics)
+                .instrument(span)
+                .await;
+            match validated {
                 Ok(validated) => {
                     if failing {
                         tracing::info!("token validation upstream works again");
@@ -162,22 +213,7 @@ impl Lane {
                             .collect();
                         fleet.share(&shared, &[]).await;
                     }
-                    for (raw, replies) in waiting {
-                        let verdict = verdicts.get(&raw).cloned().unwrap_or(Verdict::Unavailable);
-                        let result = match &verdict {
-                            Verdict::Valid(_) => "valid",
-                            Verdict::Refused(AuthError::AdminOrPersonal) => "wrong_type",
-                            Verdict::Refused(_) => "invalid",
-                            Verdict::Unavailable => "unavailable",
-                        };
-                        self.metrics
-                            .token_validations
-                            .with_label_values(&[result])
-                            .inc_by(replies.len() as u64);
-                        for reply in replies {
-                            let _ = reply.send(verdict.clone());
-                        }
-                    }
+                    self.reply(waiting, &verdicts);
                 }
                 Err(e) => {
                     if !failing {

@@ -11,8 +11,10 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use super::unit::{parse_duration, parse_size};
 
 mod edge;
+mod otel;
 mod telemetry;
 pub use edge::EdgeArgs;
+pub use otel::OtelArgs;
 pub use telemetry::RemoteWriteArgs;
 
 pub const DEFAULT_PORT: u16 = 3063;
@@ -67,6 +69,9 @@ pub struct Cli {
 
     #[command(flatten)]
     pub remote_write: RemoteWriteArgs,
+
+    #[command(flatten)]
+    pub otel: OtelArgs,
 
     /// Print the help of every command as Markdown and exit (Unleash Edge's)
     #[arg(long, global = true, hide = true)]

@@ -111,16 +111,6 @@ pub const EDGE_ONLY: &[EdgeOnly] = &[
         "EDGE_KEEPALIVE_TIMEOUT",
         "flagpost closes idle keep-alive connections after --idle-timeout (IDLE_TIMEOUT, 75 s)",
     ),
-    refused(
-        "otel-exporter-otlp-endpoint",
-        "OTEL_EXPORTER_OTLP_ENDPOINT",
-        "flagpost does not export OpenTelemetry traces yet; unset it",
-    ),
-    refused(
-        "otel-exporter-otlp-protocol",
-        "OTEL_EXPORTER_OTLP_PROTOCOL",
-        "flagpost does not export OpenTelemetry traces yet; unset it",
-    ),
     no_effect(
         "prometheus-user-id",
         "PROMETHEUS_USER_ID",

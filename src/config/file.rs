@@ -28,6 +28,8 @@ pub struct RawFile {
     pub backstage: RawBackstage,
     #[serde(default)]
     pub remote_write: RawRemoteWrite,
+    #[serde(default)]
+    pub otel: RawOtel,
     pub offline: Option<RawOffline>,
     pub edge: Option<RawEdge>,
 }
@@ -39,6 +41,23 @@ pub struct RawRemoteWrite {
     pub interval: Option<RawDuration>,
     pub username: Option<String>,
     pub password: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOtel {
+    pub endpoint: Option<String>,
+    pub protocol: Option<String>,
+    pub headers: Option<std::collections::BTreeMap<String, String>>,
+    pub timeout: Option<String>,
+    pub compression: Option<String>,
+    pub service_name: Option<String>,
+    pub resource_attributes: Option<std::collections::BTreeMap<String, String>>,
+    pub sampler: Option<String>,
+    pub sampler_arg: Option<f64>,
+    pub disabled: Option<bool>,
+    pub record_query: Option<bool>,
+    pub record_context: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -46,6 +46,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
     let streaming = streaming(cli, l, &raw)?;
     let backstage = backstage(cli, l, &raw)?;
     let remote_write = super::telemetry::remote_write(&cli.remote_write, l, &raw.remote_write)?;
+    let otel = super::otel::otel(&cli.otel, l, &raw.otel)?;
     let mode = match &cli.command {
         Some(Command::Offline(args)) => {
             if raw.store.as_ref().is_some_and(|s| s.redis_url.is_some()) {
@@ -92,6 +93,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
         streaming,
         backstage,
         remote_write,
+        otel,
         mode,
         notes: Vec::new(),
     })

@@ -10,6 +10,7 @@ mod identity;
 mod layer;
 mod merge;
 mod mode;
+mod otel;
 mod redact;
 mod server;
 mod store;
@@ -29,6 +30,7 @@ pub use cli::{Cli, Command, ExplainArgs, LogFormatArg, ProbeArgs};
 use file::RawFile;
 pub use identity::ClientIdentity;
 use layer::Layers;
+pub use otel::{OtelConfig, OtlpProtocol, ParentRoot, SamplerChoice};
 pub use store::{DataNodes, RedisMode, RedisUrl, StoreConfig};
 pub use telemetry::RemoteWriteConfig;
 
@@ -75,6 +77,8 @@ pub struct Config {
     pub backstage: BackstageConfig,
     /// Prometheus remote write (`[remote_write]`), when a URL is given.
     pub remote_write: Option<RemoteWriteConfig>,
+    /// OpenTelemetry trace export (`[otel]`), when an endpoint is given.
+    pub otel: Option<OtelConfig>,
     pub mode: Mode,
     /// Worth a warning at start (and a line in `check-config`): Unleash Edge settings that
     /// have no effect, environment variables of the other mode.

@@ -94,6 +94,9 @@ impl Config {
         if let Some(rw) = &self.remote_write {
             root.insert("remote_write".into(), Value::Table(rw.table()));
         }
+        if let Some(otel) = &self.otel {
+            root.insert("otel".into(), Value::Table(otel.table()));
+        }
         let mut log = Table::new();
         let format = match self.log_format {
             LogFormat::Plain => "plain",

@@ -147,11 +147,20 @@ impl Shared {
         op: &'static str,
         f: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.timeout, f).await {
+        use tracing::Instrument as _;
+        let span = crate::otel::store_span(op);
+        let result = match tokio::time::timeout(self.timeout, f)
+            .instrument(span.clone())
+            .await
+        {
             Err(_) => Err(StoreError::Timeout(self.timeout)),
             Ok(Err(e)) => Err(StoreError::Redis(e.to_string())),
             Ok(Ok(v)) => Ok(v),
         };
+        if let Err(e) = &result {
+            span.record("otel.status_code", "error");
+            span.record("error.type", e.outcome());
+        }
         if result.is_err() {
             // Behind Sentinels the primary may have moved: ask them again next time.
             self.connector.failed().await;

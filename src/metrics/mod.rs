@@ -4,7 +4,9 @@
 
 use std::sync::OnceLock;
 
+mod more;
 mod register;
+pub use more::{More, WARNING_REASONS};
 pub mod remote_write;
 
 use register::{
@@ -78,6 +80,7 @@ pub struct Metrics {
     pub frontend_conditional: IntCounterVec,
     pub log_lines_folded: IntCounter,
     pub remote_writes: IntCounterVec,
+    pub more: More,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -335,6 +338,7 @@ impl Metrics {
             "Log lines client requests would have caused beyond log.request_lines_per_minute, folded into the minute's summary",
         );
         let slots = routes.len() * METHODS.len() * STATUS_CLASSES.len();
+        let more = More::new(&registry);
         let metrics = Metrics {
             registry,
             http_requests,
@@ -381,6 +385,7 @@ impl Metrics {
             frontend_conditional,
             log_lines_folded,
             remote_writes,
+            more,
         };
         metrics.zero_known_series();
         metrics

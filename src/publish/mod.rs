@@ -302,7 +302,9 @@ impl Publisher {
     pub async fn publish(self: &Arc<Self>, environment: &str, document: Document) {
         let this = self.clone();
         let env = environment.to_string();
-        let built = tokio::task::spawn_blocking(move || this.publish_blocking(&env, document));
+        // Made here, so that it is a child of the caller's span (a poll, a stream event).
+        let span = publish_span(environment);
+        let built = tokio::task::spawn_blocking(move || this.publish_within(&span, &env, document));
         if let Err(e) = built.await {
             tracing::error!(environment, error = %e, "building a snapshot failed");
         }
@@ -315,11 +317,40 @@ impl Publisher {
         environment: &str,
         document: Document,
     ) -> Option<Arc<ChangeSet>> {
+        self.publish_within(&publish_span(environment), environment, document)
+    }
+
+    /// Compiles and swaps in `span` (recording what the publish did on it).
+    fn publish_within(
+        &self,
+        span: &tracing::Span,
+        environment: &str,
+        document: Document,
+    ) -> Option<Arc<ChangeSet>> {
+        let _entered = span.enter();
+        let started = std::time::Instant::now();
         let (snapshot, warnings) = Snapshot::build(environment, document);
-        for w in warnings {
+        if !span.is_none() {
+            span.record(
+                "flagpost.compile_ms",
+                started.elapsed().as_secs_f64() * 1000.0,
+            );
+            span.record("flagpost.features", snapshot.features().len() as i64);
+            span.record("flagpost.warnings", warnings.len() as i64);
+        }
+        for w in &warnings {
             tracing::warn!(environment, warning = %w, "flag cannot be evaluated; it will be off");
         }
+        self.metrics.more.count_warnings(environment, &warnings);
         let (changes, replaced) = self.swap(environment, snapshot);
+        if let (false, Some(c)) = (span.is_none(), &changes) {
+            let size = c.features_updated.len()
+                + c.features_removed.len()
+                + c.segments_updated.len()
+                + c.segments_removed.len();
+            span.record("flagpost.changes", size as i64);
+            span.record("flagpost.revision", c.revision as i64);
+        }
         // The replaced snapshot (maybe large) is freed here, after the lock is released.
         drop(replaced);
         changes
@@ -373,6 +404,11 @@ impl Publisher {
             .entry(environment.to_string())
             .or_insert_with(Channel::new);
         channel.revision = revision;
+        self.metrics
+            .more
+            .last_applied_revision
+            .with_label_values(&[environment])
+            .set(i64::try_from(revision).unwrap_or(i64::MAX));
         changes.environment = environment.to_string();
         changes.revision = revision;
         let changes = Arc::new(changes);
@@ -381,6 +417,19 @@ impl Publisher {
             while channel.history.len() > self.history {
                 channel.history.pop_front();
             }
+            // One span for the fan-out to every stream, not one per stream.
+            let fan_out = if crate::otel::enabled() {
+                tracing::info_span!(
+                    "fan-out",
+                    otel.name = "stream fan-out",
+                    environment,
+                    flagpost.revision = revision as i64,
+                    flagpost.streams = channel.tx.receiver_count() as i64,
+                )
+            } else {
+                tracing::Span::none()
+            };
+            let _entered = fan_out.enter();
             // No subscriber is not an error: nobody is listening yet.
             let _ = channel.tx.send(changes.clone());
         }
@@ -408,6 +457,23 @@ impl Publisher {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Channel>> {
         self.channels.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The span of one publish, when traces are exported.
+fn publish_span(environment: &str) -> tracing::Span {
+    if !crate::otel::enabled() {
+        return tracing::Span::none();
+    }
+    tracing::info_span!(
+        "publish",
+        otel.name = "publish snapshot",
+        environment,
+        flagpost.features = tracing::field::Empty,
+        flagpost.warnings = tracing::field::Empty,
+        flagpost.compile_ms = tracing::field::Empty,
+        flagpost.changes = tracing::field::Empty,
+        flagpost.revision = tracing::field::Empty,
+    )
 }
 
 impl Channel {

@@ -150,3 +150,36 @@ fn a_held_revision_gets_what_was_missed_and_any_other_a_hydration() {
     publisher.publish_blocking("development", with_revision(doc(&[("b", true)], &[]), 14));
     assert_eq!(rx.try_recv().unwrap().revision, 14);
 }
+
+#[test]
+fn flags_the_engine_cannot_compile_are_counted_by_reason_and_the_revision_is_shown() {
+    let store = Arc::new(Store::new([("development".to_string(), Projects::All)]));
+    let metrics = Arc::new(Metrics::new(&[]));
+    let publisher = Publisher::new(store, metrics.clone(), 4);
+    // A segment that does not exist cannot be compiled: the flag is served off.
+    let text = r#"{"version":2,"features":[
+        {"name":"fine","enabled":true,"project":"default","strategies":[{"name":"default"}]},
+        {"name":"no-segment","enabled":true,"project":"default",
+         "strategies":[{"name":"default","segments":[404]}]}],
+        "meta":{"revisionId":77}}"#;
+    publisher.publish_blocking("development", Document::parse(text.as_bytes()).unwrap());
+    let warnings = |reason: &str| {
+        metrics
+            .more
+            .feature_state_warnings
+            .with_label_values(&["development", reason])
+            .get()
+    };
+    // Its rule cannot be compiled (off) and neither can its variants' (default variant).
+    assert_eq!(warnings("always_off"), 1);
+    assert_eq!(warnings("default_variant"), 1);
+    assert_eq!(warnings("unreadable") + warnings("other"), 0);
+    assert_eq!(
+        metrics
+            .more
+            .last_applied_revision
+            .with_label_values(&["development"])
+            .get(),
+        77
+    );
+}

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::Refresh;
 use crate::backoff::backoff;
@@ -91,7 +92,15 @@ impl Refresh {
                             match event.name.as_str() {
                                 "unleash-connected" | "unleash-updated" => {
                                     self.app.metrics.upstream_stream_events.inc();
-                                    if let Err(e) = self.apply(index, event.data.as_bytes()).await {
+                                    let applying = crate::otel::internal_span(
+                                        "stream event",
+                                        token.environment().unwrap_or_default(),
+                                    );
+                                    let applied = self
+                                        .apply(index, event.data.as_bytes())
+                                        .instrument(applying)
+                                        .await;
+                                    if let Err(e) = applied {
                                         // Start again from a hydration, as the SDKs do.
                                         last_id = None;
                                         bad = true;

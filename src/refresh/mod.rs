@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument as _;
 
 use crate::auth::Authenticator;
 mod backup;
@@ -265,9 +266,12 @@ impl Refresh {
                 Some(revoked) => revoked,
                 None => return,
             };
+            // One trace per poll: the fetch, and the publish of what it brought.
+            let cycle = crate::otel::internal_span("poll features", &env);
             let result = self
                 .upstream
                 .features(&token, etag.as_deref(), &self.app.metrics)
+                .instrument(cycle.clone())
                 .await;
             match result {
                 Ok(fetch) => {
@@ -287,7 +291,7 @@ impl Refresh {
                         // Merged on a blocking thread, not under the lock.
                         let merged = tokio::task::spawn_blocking(move || sources::merge(parts));
                         if let Ok(document) = merged.await {
-                            self.publish(&env, document).await;
+                            self.publish(&env, document).instrument(cycle).await;
                         }
                     } else if let Some(fleet) =
                         unchanged.then_some(self.app.fleet.as_ref()).flatten()

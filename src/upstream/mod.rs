@@ -350,8 +350,21 @@ impl Upstream {
         metrics: &Metrics,
     ) -> Result<(StatusCode, HeaderMap, Bytes), UpstreamError> {
         let started = Instant::now();
-        let result = async {
-            let response = request.send().await.map_err(|e| unreachable(&e))?;
+        let mut request = match request.build() {
+            Ok(r) => r,
+            Err(e) => {
+                let e = unreachable(&e);
+                metrics.upstream_outcome(call, e.outcome());
+                return Err(e);
+            }
+        };
+        let span = trace::begin(call, &mut request);
+        let result = trace::within(&span, async {
+            let response = self
+                .http
+                .execute(request)
+                .await
+                .map_err(|e| unreachable(&e))?;
             let status = response.status();
             // 304 is an answer (nothing new); every other 3xx is a redirect.
             if status.is_redirection() && status != StatusCode::NOT_MODIFIED {
@@ -368,8 +381,9 @@ impl Upstream {
             let headers = response.headers().clone();
             let bytes = read_bounded(response, self.max_body).await?;
             Ok((status, headers, bytes))
-        }
+        })
         .await;
+        trace::end(&span, result.as_ref().map(|(s, _, _)| *s));
         metrics.upstream_latency(call, started.elapsed().as_secs_f64());
         result.inspect_err(|e| metrics.upstream_outcome(call, e.outcome()))
     }
@@ -480,6 +494,7 @@ fn connection_id() -> String {
 
 mod identity;
 mod stream;
+mod trace;
 
 pub use stream::{EventStream, STREAM_SILENCE};
 

@@ -59,11 +59,17 @@ impl Upstream {
             request = request.header("last-event-id", id);
         }
         let started = Instant::now();
-        let response = request.send().await.map_err(|e| {
-            let e = unreachable(&e);
-            metrics.upstream_outcome("streaming", e.outcome());
-            e
-        })?;
+        let mut request = request.build().map_err(|e| unreachable(&e))?;
+        let span = super::trace::begin("streaming", &mut request);
+        let response = super::trace::within(&span, http.execute(request))
+            .await
+            .map_err(|e| {
+                let e = unreachable(&e);
+                metrics.upstream_outcome("streaming", e.outcome());
+                super::trace::end(&span, Err(&e));
+                e
+            })?;
+        super::trace::end(&span, Ok(response.status()));
         metrics.upstream_latency("streaming", started.elapsed().as_secs_f64());
         let status = response.status();
         let is_events = response

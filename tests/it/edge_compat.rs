@@ -157,7 +157,7 @@ async fn tokens_go_upstream_in_the_configured_header() {
     drop(s);
 }
 
-fn check_config(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
+pub fn check_config(env: &[(&str, &str)], args: &[&str]) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
     let path = write_config(dir.path(), 0);
     let mut c = flagpost();
@@ -202,11 +202,6 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
     // Refused: exit 64 naming the setting and what to do instead.
     for (var, value, hint) in [
         ("DESIRED_ENVIRONMENTS", "production", "--tokens"),
-        (
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "http://collector:4317",
-            "OpenTelemetry",
-        ),
         ("UNLEASH_CLIENT_SECRET", "secret", "--tokens"),
         ("REDIRECT_HTTP_TO_HTTPS", "true", "TLS"),
     ] {

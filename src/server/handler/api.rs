@@ -148,6 +148,7 @@ pub(super) async fn frontend_api(
     if context.environment.is_none() {
         context.environment = Some(access.scope.environment.clone());
     }
+    super::trace::note_context(app, &context);
     if context.remote_address.is_none() {
         let ip = client_ip::client_ip(
             peer.ip(),
@@ -219,10 +220,12 @@ pub(super) async fn frontend_api(
                 .frontend_conditional
                 .with_label_values(&[how])
                 .inc();
+            super::trace::note("flagpost.answer", how);
             return Ok(not_modified(&etag, true));
         }
     }
     let answer = evaluate::frontend_answer(parts_of, projects, &context, clock, listing);
+    super::trace::note("flagpost.answer", "evaluated");
     if let Some(key) = memo_key {
         // Right until the clock passes the next date a constraint names (unless the client
         // fixed the time itself).

@@ -22,11 +22,13 @@ use crate::token::{Projects, TokenKind};
 use crate::App;
 pub use access::redirect_to_https;
 use access::{peer_allowed, under_base};
+use trace::{RequestId, X_REQUEST_ID};
 
 mod access;
 mod api;
 mod backstage;
 mod stream;
+mod trace;
 
 pub use api::MAX_VALIDATE_TOKENS;
 use api::{client_api, edge_validate, frontend_api, usage_api};
@@ -52,42 +54,16 @@ pub async fn handle(app: &App, req: Request<Incoming>, peer: SocketAddr) -> Http
         }
         Err(_) => None,
     };
-    let span = tracing::info_span!(
-        "request",
-        method = %req.method(),
-        route = label,
-        request_id = %request_id.0,
-    );
-    let mut response = answer(app, req, peer, routed).instrument(span).await;
+    let span = trace::request_span(app, &req, label, &request_id.0, peer);
+    let mut response = answer(app, req, peer, routed)
+        .instrument(span.clone())
+        .await;
+    trace::finish(&span, response.status());
     // The id's own buffer becomes the header value: no copy.
     if let Ok(value) = http::HeaderValue::from_maybe_shared(Bytes::from(request_id.0)) {
         response.headers_mut().insert(X_REQUEST_ID, value);
     }
     response
-}
-
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-
-/// The request's id for logs and the `X-Request-Id` response header: the client's (or load
-/// balancer's) `X-Request-Id` when it is a sane token (1 to 128 of `A-Z a-z 0-9 - _ . :`),
-/// otherwise a new random one; never hostile bytes in a header or a log line.
-struct RequestId(String);
-
-impl RequestId {
-    fn of(headers: &http::HeaderMap) -> RequestId {
-        let given = headers
-            .get(X_REQUEST_ID)
-            .map(http::HeaderValue::as_bytes)
-            .filter(|v| {
-                (1..=128).contains(&v.len())
-                    && v.iter()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(b))
-            });
-        match given {
-            Some(v) => RequestId(String::from_utf8_lossy(v).into_owned()),
-            None => RequestId(format!("{:016x}", rand::random::<u64>())),
-        }
-    }
 }
 
 async fn answer(
@@ -144,23 +120,7 @@ async fn answer(
         .unwrap_or("");
     let mut response = match result {
         Ok(r) => r,
-        Err(e) => {
-            let status = e.status().as_u16();
-            if status >= 500 {
-                // Ours or upstream's: worth an operator's attention, within the budget (a
-                // client can cause many: new tokens while upstream is down, overload).
-                if app.request_log.line(Line::Failed) {
-                    tracing::warn!(%method, route = label, status, error = ?e, "request failed");
-                } else {
-                    tracing::debug!(%method, route = label, status, error = ?e, "request failed");
-                }
-            } else {
-                // The client's: one line at debug, and counted for the summary at info.
-                tracing::debug!(%method, route = label, status, error = ?e, "request refused");
-                app.request_log.refused(e.code());
-            }
-            e.into_response()
-        }
+        Err(e) => error_response(app, e, &method, label),
     };
     if route.is_frontend() {
         cors::decorate(&app.config.cors, origin.as_ref(), &mut response);
@@ -171,6 +131,27 @@ async fn answer(
         .observe_request(route.index(), &method, status, elapsed.as_secs_f64());
     tracing::debug!(%method, route = label, status, micros = elapsed.as_micros() as u64, "request");
     response
+}
+
+/// A refusal or failure as its JSON response; a 5xx is logged (within the budget), a 4xx is
+/// counted for the summary.
+fn error_response(app: &App, e: ApiError, method: &Method, label: &str) -> HttpResponse {
+    trace::note("flagpost.refusal", e.code());
+    let status = e.status().as_u16();
+    if status >= 500 {
+        // Ours or upstream's: worth an operator's attention, within the budget (a
+        // client can cause many: new tokens while upstream is down, overload).
+        if app.request_log.line(Line::Failed) {
+            tracing::warn!(%method, route = label, status, error = ?e, "request failed");
+        } else {
+            tracing::debug!(%method, route = label, status, error = ?e, "request failed");
+        }
+    } else {
+        // The client's: one line at debug, and counted for the summary at info.
+        tracing::debug!(%method, route = label, status, error = ?e, "request refused");
+        app.request_log.refused(e.code());
+    }
+    e.into_response()
 }
 
 /// The route (for the metrics label) and the error for a path the router did not match.
@@ -340,6 +321,8 @@ async fn authenticate(
         }
         error
     })?;
+    trace::note("unleash.token.kind", access.kind.as_str());
+    trace::note("unleash.token.environment", &access.scope.environment);
     if access.kind != expected {
         decision("wrong_type");
         let error = ApiError::WrongKind {
