@@ -33,8 +33,12 @@ pub fn install(format: LogFormat, tracer: Option<Tracer>) {
         }
         return;
     };
+    // Only the spans made for export (they name themselves with `otel.name`): not the
+    // connection span, not a request's plain span when it is not sampled, not events.
     let spans = tracing_subscriber::filter::filter_fn(|meta| {
-        meta.is_span() && meta.target().starts_with("flagpost") && meta.name() != "conn"
+        meta.is_span()
+            && meta.target().starts_with("flagpost")
+            && meta.fields().field("otel.name").is_some()
     });
     let otel = tracing_opentelemetry::layer()
         .with_tracer(tracer)

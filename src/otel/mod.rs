@@ -26,6 +26,7 @@ mod batch;
 mod client;
 pub mod logs;
 pub mod propagate;
+pub mod sample;
 
 pub use batch::{Exporting, SpanStats, BATCH_DELAY, MAX_BATCH, QUEUE_CAPACITY, STATS};
 
@@ -100,10 +101,11 @@ pub fn pipeline(config: &OtelConfig, instance_id: &str) -> Result<(Tracer, Pipel
     let (queue, exporting) = batch::start(exporter, config.timeout);
     let provider = SdkTracerProvider::builder()
         .with_span_processor(queue)
-        .with_sampler(sampler(config.sampler))
+        .with_sampler(sample::Sampling(sampler(config.sampler)))
         .with_resource(resource)
         .build();
     let tracer = provider.tracer("flagpost");
+    sample::configure(config.sampler);
     opentelemetry::global::set_text_map_propagator(
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );

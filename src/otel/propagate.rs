@@ -51,7 +51,12 @@ pub fn outgoing(span: &tracing::Span) -> http::HeaderMap {
 /// The current span's trace context when spans are exported, to carry work handed to a
 /// background task (a token validation) into the trace of the request that waits for it.
 pub fn current() -> Option<Context> {
-    super::enabled().then(|| tracing::Span::current().context())
+    use opentelemetry::trace::TraceContextExt as _;
+    if !super::enabled() {
+        return None;
+    }
+    let cx = tracing::Span::current().context();
+    cx.span().span_context().is_valid().then_some(cx)
 }
 
 /// Makes `span` a child of `parent` (and linked to the other waiters' spans), if traced.

@@ -355,6 +355,53 @@ async fn parent_based_sampling_follows_the_callers_decision() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ratio_traces_about_that_share_of_requests() {
+    let up = FakeUpstream::start().await;
+    let collector = Collector::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (_bin, addr) = flagpost(
+        &up,
+        &dir,
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url()),
+            ("OTEL_TRACES_SAMPLER", "traceidratio".into()),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.25".into()),
+        ],
+    );
+    ready(&addr).await;
+    let token = secret("frontend-all-dev");
+    many(&addr, &token, 400).await;
+    // A caller's trace whose id the ratio keeps (the lowest there is), sent last: once it is
+    // in, every span before it is too (one queue, in order).
+    let last = "00000000000000000000000000000001";
+    assert_eq!(
+        frontend(&addr, &token, "", Some(&traceparent(last, PARENT, false))).await,
+        200
+    );
+    collector
+        .span("the last request", |s| {
+            s.trace_id == last && s.kind == SERVER
+        })
+        .await;
+    let traced = collector
+        .spans()
+        .iter()
+        .filter(|s| s.kind == SERVER && s.trace_id != last)
+        .count();
+    // 400 draws at 1/4: 100 expected, outside 50..=150 once in about 10^8 runs.
+    assert!(
+        (50..=150).contains(&traced),
+        "{traced} of 400 requests traced"
+    );
+    let drawn = collector
+        .spans()
+        .into_iter()
+        .find(|s| s.kind == SERVER && s.trace_id != last)
+        .unwrap();
+    assert_eq!(drawn.attr("flagpost.sampled"), true);
+}
+
 /// VmRSS of a process, in KiB.
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

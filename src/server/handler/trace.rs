@@ -43,14 +43,15 @@ pub(super) fn request_span(
     request_id: &str,
     peer: SocketAddr,
 ) -> tracing::Span {
-    if !crate::otel::enabled() {
+    // Not traced (export off, or not sampled): the plain span the log has always had.
+    let Some(head) = crate::otel::sample::head(req.headers()) else {
         return tracing::info_span!(
             "request",
             method = %req.method(),
             route,
             request_id,
         );
-    }
+    };
     let method = req.method().as_str();
     let name = match route {
         Some(r) => format!("{method} {r}"),
@@ -87,6 +88,7 @@ pub(super) fn request_span(
         unleash.context = tracing::field::Empty,
         flagpost.refusal = tracing::field::Empty,
         flagpost.answer = tracing::field::Empty,
+        flagpost.sampled = head.drawn.then_some(true),
     );
     if app.config.otel.as_ref().is_some_and(|o| o.record_query) {
         if let Some(q) = req.uri().query() {
@@ -95,7 +97,7 @@ pub(super) fn request_span(
     }
     // Before the span is first entered; from an empty context, so a request without
     // `traceparent` starts its own trace.
-    let _ = span.set_parent(crate::otel::propagate::incoming(req.headers()));
+    let _ = span.set_parent(head.parent);
     span
 }
 
