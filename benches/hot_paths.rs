@@ -26,11 +26,12 @@ use std::path::PathBuf;
 use std::process::Command;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use flagpost::document::Document;
 use flagpost::evaluate::{
     chance_part, context_from_json, context_from_query, etag_of_parts, fix_current_time,
     frontend_answer, frontend_response, Clock, Listing, Memo,
 };
-use flagpost::snapshot::{Document, Snapshot};
+use flagpost::snapshot::Snapshot;
 use flagpost::token::{Projects, Scope, Token};
 use unleash_types::client_features::Context;
 

@@ -7,13 +7,14 @@
 //! features use and for the segments an updated feature uses (before that feature),
 //! `feature-updated` for its new or changed features, and `segment-removed` last.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::HashSet;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::change::ChangeSet;
+pub use crate::change::Rendered;
 use crate::json;
-use crate::publish::ChangeSet;
 use crate::snapshot::Filter;
 
 /// Filters a change keeps rendered; more are rendered for each client (never unbounded).
@@ -21,19 +22,6 @@ const MEMO_FILTERS: usize = 1024;
 
 /// The SSE comment that keeps a stream alive.
 pub const HEARTBEAT: &[u8] = b": keep-alive\n\n";
-
-/// One change as one filter sees it.
-#[derive(Debug, Default)]
-pub struct Rendered {
-    /// The event objects, comma-separated (empty: nothing for this filter).
-    pub events: Bytes,
-    /// The `unleash-updated` frame carrying them (empty when there are none).
-    pub frame: Bytes,
-}
-
-/// A change's renderings, by filter.
-#[derive(Debug, Default)]
-pub struct Memo(Mutex<HashMap<Filter, Arc<Rendered>>>);
 
 /// `change` as `filter` sees it, rendered on first use.
 pub fn render(change: &ChangeSet, filter: &Filter) -> Arc<Rendered> {

@@ -1,7 +1,7 @@
 //! A Client API document as received: each feature's and segment's JSON kept as sent
 //! (compacted), with the few facts read from it that requests need; parsing, merging the
-//! answers of several project tokens, and writing it back. A leaf: it imports no other part of
-//! flagpost but the JSON writer.
+//! answers of several project tokens, and writing it back. Near the bottom of the layers: it
+//! uses only the JSON writer and the token module.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;

@@ -10,8 +10,8 @@ use serde_json::value::RawValue;
 use serde_json::{json, Map, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::document::{Document, DocumentError};
 use crate::publish::Publisher;
-use crate::snapshot::{Document, DocumentError};
 use crate::watch::Stamp;
 
 /// A features file that cannot be used.

@@ -1,21 +1,26 @@
-//! Starting and finishing a mode: offline (load and watch the file), edge (the upstream
-//! client, validation, the refresher, the usage forwarder), and edge mode's last work at
-//! shutdown.
+//! Running flagpost: [`run_with`] starts a mode (offline: load and watch the file; edge: the
+//! upstream client, validation, the refresher, the usage forwarder), owns every background
+//! task, serves until the shutdown signal, and drains (edge mode's last work included).
 
+use std::future::Future;
 use std::sync::Arc;
 
+use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::{self, Authenticator, Validator};
-use crate::config::{Config, EdgeConfig, OfflineConfig};
+use crate::config::{Config, EdgeConfig, Mode, OfflineConfig};
 use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::refresh::{self, Refresh};
+use crate::server::tls::TlsReloader;
+use crate::server::App;
+use crate::server::Listeners;
 use crate::snapshot::Store;
-use crate::upstream::Upstream;
-use crate::{offline, persist, token, usage, App, RunError};
+use crate::upstream::{Upstream, UpstreamSetupError};
+use crate::{fleet, offline, persist, server, token, usage};
 
 /// Edge mode's last work at shutdown, in order: the backup (local, quick), then the usage
 /// forwarder is stopped (a round under way finishes the body on its way, until `deadline`, and
@@ -24,8 +29,13 @@ use crate::{offline, persist, token, usage, App, RunError};
 pub(crate) async fn finish_edge(edge: EdgeParts, deadline: tokio::time::Instant) {
     let backup_limit = deadline.max(tokio::time::Instant::now()) + BACKUP_AT_EXIT;
     let refresh = edge.refresh.clone();
-    let backup = tokio::spawn(async move { refresh.save_backup().await });
-    if tokio::time::timeout_at(backup_limit, backup).await.is_err() {
+    // Its own task, awaited here and aborted past the limit: never left running.
+    let mut backup = tokio::spawn(async move { refresh.save_backup().await });
+    if tokio::time::timeout_at(backup_limit, &mut backup)
+        .await
+        .is_err()
+    {
+        backup.abort();
         tracing::error!("the backup could not be written before the shutdown deadline");
     }
     edge.forwarder_stop.stop.cancel();
@@ -144,7 +154,7 @@ pub(crate) fn start_edge(
             validator.share_with(fleet.clone());
             tasks.spawn(fleet.clone().run_lease(cancel.clone()));
             tasks.spawn(fleet.clone().run_follow(app.auth.clone(), cancel.clone()));
-            let _ = app.fleet.set(fleet.clone());
+            app.attach_fleet(fleet.clone());
             Some(fleet)
         }
         None => None,
@@ -161,7 +171,7 @@ pub(crate) fn start_edge(
         cancel.clone(),
     ));
     let refresh = edge_refresh(&app, &upstream, edge, (tasks, cancel), fleet, backup);
-    let _ = app.refresh.set(refresh.clone());
+    app.attach_refresh(refresh.clone());
     let forwarder_stop = usage::forward::Stop {
         stop: cancel.child_token(),
         abandon: CancellationToken::new(),
@@ -178,7 +188,7 @@ pub(crate) fn start_edge(
             .run(app.config.usage.interval, forwarder_stop.clone()),
     );
     if let Some(token) = edge.tokens.first() {
-        tasks.spawn(usage::instance::run(
+        tasks.spawn(crate::instance::run(
             app.clone(),
             upstream.clone(),
             token.clone(),
@@ -262,4 +272,129 @@ fn edge_refresh(
         cancel.clone(),
         (backup, edge.streaming),
     )
+}
+
+/// Why flagpost could not start or keep running.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("cannot load the features file: {0}")]
+    Features(#[from] offline::LoadError),
+    #[error("cannot set up the upstream client: {0}")]
+    Upstream(#[from] UpstreamSetupError),
+    #[error("{0}")]
+    Startup(#[from] refresh::StartupError),
+    #[error("{0}")]
+    Tls(#[from] server::tls::TlsError),
+    #[error("cannot set up the shared store: {0}")]
+    Store(#[from] fleet::StoreError),
+    #[error("cannot set up the backup: {0}")]
+    Backup(#[from] persist::BackupError),
+}
+
+/// Runs flagpost on `listener` (plain HTTP) until `shutdown` completes (or edge mode finds no
+/// usable startup token), then drains and returns.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let listeners = Listeners {
+        http: Some(listener),
+        https: None,
+    };
+    run_with(config, listeners, shutdown).await
+}
+
+/// Runs flagpost on plain HTTP and/or HTTPS listeners (HTTPS with the certificate of
+/// `config.server.tls`).
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RunError> {
+    let metrics = Arc::new(Metrics::new(server::route::ROUTE_LABELS));
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+    let tls = match (&config.server.tls, &listeners.https) {
+        (Some(t), Some(_)) => {
+            let reloader = Arc::new(TlsReloader::load(&t.cert_file, &t.key_file)?);
+            tasks.spawn(reloader.clone().watch(metrics.clone(), cancel.clone()));
+            Some(reloader)
+        }
+        _ => None,
+    };
+    let (fatal_tx, fatal_rx) = oneshot::channel::<refresh::StartupError>();
+    let (app, edge) = match config.mode.clone() {
+        Mode::Offline(offline) => {
+            let app = Arc::new(App::offline(config, &offline, metrics));
+            start_offline(&app, &offline, &tasks, &cancel).await?;
+            (app, None)
+        }
+        Mode::Edge(edge) => {
+            let (app, pieces) = start_edge(config, &edge, metrics, &tasks, &cancel, fatal_tx)?;
+            (app, Some(pieces))
+        }
+    };
+    let _ = app.check_readiness();
+    if let Some(rw) = app.config.remote_write.clone() {
+        let labels: Vec<(String, String)> = [
+            ("app_name".to_string(), app.config.app_name.clone()),
+            ("instance_id".to_string(), app.config.instance_id.clone()),
+        ]
+        .into_iter()
+        .chain(rw.hostname.clone().map(|h| ("hostname".to_string(), h)))
+        .collect();
+        let metrics = app.metrics.clone();
+        tasks.spawn(crate::remote_write::run(
+            metrics,
+            rw,
+            labels,
+            cancel.clone(),
+        ));
+    }
+    tasks.spawn(app.streams.clone().run(
+        app.auth.revisions(),
+        app.store.scope_changes(),
+        cancel.clone(),
+    ));
+    let fatal = Arc::new(std::sync::Mutex::new(None));
+    let fatal_slot = fatal.clone();
+    let app_for_stop = app.clone();
+    let stop = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            Ok(e) = fatal_rx => {
+                tracing::error!(error = %e, "flagpost cannot serve; stopping");
+                app_for_stop.abort();
+                if let Ok(mut slot) = fatal_slot.lock() {
+                    *slot = Some(e);
+                }
+            }
+        }
+    };
+    // Everything after this must be done by `deadline`: the grace period, counted from when
+    // the listeners closed, covers the requests in flight and then the final flush.
+    let deadline = server::serve(app.clone(), listeners, tls, stop).await;
+    if tokio::time::timeout_at(deadline, app.streams.finished())
+        .await
+        .is_err()
+    {
+        tracing::warn!("stream tasks still running at the shutdown deadline");
+    }
+    if let Some(edge) = edge {
+        finish_edge(edge, deadline).await;
+    }
+    cancel.cancel();
+    tasks.close();
+    if tokio::time::timeout_at(deadline, tasks.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("background tasks still busy at the shutdown deadline; stopping anyway");
+    }
+    let failed = fatal.lock().ok().and_then(|mut f| f.take());
+    match failed {
+        Some(e) => Err(e.into()),
+        None => Ok(()),
+    }
 }

@@ -15,12 +15,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::auth::{Access, AuthError, Authenticator};
+use crate::change::ChangeSet;
 use crate::config::StreamingSettings;
 use crate::delta;
 use crate::metrics::Metrics;
-use crate::publish::ChangeSet;
 use crate::snapshot::{Filter, Store};
 
 /// Frames queued for a stream's connection beyond what it has taken: more and it is too slow.
@@ -73,6 +74,8 @@ pub struct Streams {
     open: AtomicUsize,
     control: watch::Sender<Control>,
     metrics: Arc<Metrics>,
+    /// Every stream's task: [`Streams::finished`] waits for them at shutdown.
+    tasks: TaskTracker,
 }
 
 /// A place among the open streams, given back when dropped.
@@ -104,6 +107,7 @@ impl Streams {
             open: AtomicUsize::new(0),
             control: watch::Sender::new(Control::default()),
             metrics,
+            tasks: TaskTracker::new(),
         })
     }
 
@@ -138,6 +142,13 @@ impl Streams {
     /// Ends every stream (the listeners are closed).
     pub fn stop(&self) {
         self.control.send_modify(|c| c.stopped = true);
+    }
+
+    /// Completes when every stream's task has ended (after [`Streams::stop`]: at once, or
+    /// when a task blocked on its client's socket gives up).
+    pub async fn finished(&self) {
+        self.tasks.close();
+        self.tasks.wait().await;
     }
 
     /// Heartbeats every `heartbeat_interval`, and a token check on every stream whenever
@@ -179,7 +190,7 @@ impl Streams {
         self.metrics.stream_bytes.inc_by(bytes as u64);
         let control = self.control.subscribe();
         let me = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             let reason = me.pump(stream, control, &tx, &auth, &store).await;
             me.metrics
                 .streams_closed
@@ -284,8 +295,8 @@ async fn still_allowed(s: &Stream, auth: &Authenticator, store: &Store) -> Optio
 mod tests {
     use super::*;
     use crate::config::ConfiguredToken;
+    use crate::document::Document;
     use crate::publish::Publisher;
-    use crate::snapshot::Document;
     use crate::token::{Projects, Scope, Token, TokenKind};
     use std::time::Duration;
 
@@ -402,6 +413,11 @@ mod tests {
         assert_eq!(c.recv().await.unwrap(), "first");
         r.streams.stop();
         assert!(c.recv().await.is_none(), "ended at stop");
+        // Every stream's task is owned: all of them have ended.
+        tokio::time::timeout(Duration::from_secs(5), r.streams.finished())
+            .await
+            .expect("every stream task ends at stop");
+        assert_eq!(r.streams.open(), 0);
     }
 
     #[tokio::test]

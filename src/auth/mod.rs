@@ -233,7 +233,7 @@ impl Authenticator {
                 if restored.is_empty() {
                     return result;
                 }
-                match restored.get(&crate::persist::digest(token.expose())) {
+                match restored.get(&crate::token::digest(token.expose())) {
                     Some(known) => Ok(Access {
                         token,
                         kind: known.kind,
@@ -272,7 +272,7 @@ impl Authenticator {
             .map(|(digest, known)| (digest.clone(), (known.kind, known.scope.clone())))
             .collect();
         for (raw, known) in r.caches.valid.iter() {
-            out.insert(crate::persist::digest(&raw), (known.kind, known.scope));
+            out.insert(crate::token::digest(&raw), (known.kind, known.scope));
         }
         out.into_iter().map(|(d, (k, s))| (d, k, s)).collect()
     }

@@ -36,7 +36,7 @@ impl Caches {
     fn insert_valid(&self, raw: &str, known: Known) {
         self.invalid.invalidate(raw);
         self.digests
-            .insert(crate::persist::digest(raw), raw.to_string());
+            .insert(crate::token::digest(raw), raw.to_string());
         self.valid.insert(raw.to_string(), known);
     }
 

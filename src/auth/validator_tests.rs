@@ -110,7 +110,7 @@ async fn a_verdict_the_fleet_holds_is_answered_without_upstream() {
     assert!(matches!(rxs[0].try_recv(), Ok(Verdict::Valid(_))));
     assert!(lane
         .caches
-        .by_digest(&crate::persist::digest("*:development.known-0001"))
+        .by_digest(&crate::token::digest("*:development.known-0001"))
         .is_some());
     // Nobody else asks about the new one: left for this lane to ask upstream, at once.
     assert_eq!(w.keys().collect::<Vec<_>>(), ["*:development.new-0003"]);

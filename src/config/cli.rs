@@ -53,6 +53,8 @@ pub const DEFAULT_STORE_LEASE: &str = "10s";
 pub const DEFAULT_STORE_TIMEOUT: &str = "2s";
 pub const DEFAULT_STREAM_HEARTBEAT: &str = "20s";
 pub const DEFAULT_STREAM_HISTORY: usize = 100;
+/// Most log lines a minute client requests may cause (`log.request_lines_per_minute`).
+pub const DEFAULT_LOG_LINES_PER_MINUTE: u64 = 60;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -102,7 +104,7 @@ pub struct Cli {
     pub log_format: LogFormatArg,
 
     /// Most log lines a minute (info and above) that client requests may cause (refused tokens, failed requests); the rest are counted in the minute's summary
-    #[arg(long, env = "LOG_REQUEST_LINES_PER_MINUTE", global = true, default_value_t = crate::server::refusal::DEFAULT_LINES_PER_MINUTE)]
+    #[arg(long, env = "LOG_REQUEST_LINES_PER_MINUTE", global = true, default_value_t = DEFAULT_LOG_LINES_PER_MINUTE)]
     pub log_request_lines_per_minute: u64,
 
     /// How often the summary of refused requests (and of the lines folded away) is written

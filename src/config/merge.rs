@@ -7,13 +7,11 @@ use super::file::RawFile;
 use super::layer::Layers;
 use super::mode::{edge, offline};
 use super::server::{header_list, header_name, server};
+use super::unit::MIN_PERIOD;
 use super::{
     invalid, AllowedOrigins, BackstageConfig, Config, ConfigError, CorsConfig, FrontendConfig,
     LogFormat, Mode, StreamingSettings, UsageSettings,
 };
-
-/// The shortest timeout or interval accepted: below it, flagpost would spin.
-pub(super) const MIN_PERIOD: Duration = Duration::from_millis(10);
 
 pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Config, ConfigError> {
     let l = layers;

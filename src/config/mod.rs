@@ -26,7 +26,7 @@ use std::time::Duration;
 use clap::{CommandFactory, FromArgMatches};
 
 use crate::token::{Projects, Scope, Token, TokenKind};
-pub use cli::{Cli, Command, ExplainArgs, LogFormatArg, ProbeArgs};
+pub use cli::{Cli, Command, ExplainArgs, LogFormatArg, ProbeArgs, DEFAULT_LOG_LINES_PER_MINUTE};
 use file::RawFile;
 pub use identity::ClientIdentity;
 use layer::Layers;
@@ -58,6 +58,14 @@ pub struct StreamingSettings {
     pub history: usize,
     /// `fetch-mode: streaming` on Client API answers.
     pub advertise: bool,
+}
+
+/// An S3 bucket as configured: its name, and whether requests use path-style addressing
+/// (`https://endpoint/bucket/key`, for MinIO, Ceph and the like) instead of virtual-hosted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bucket {
+    pub name: String,
+    pub force_path_style: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -197,7 +205,7 @@ pub struct EdgeConfig {
     /// Where features and token scopes are backed up, to start from when upstream is down.
     pub backup_folder: Option<PathBuf>,
     /// Where features and token scopes are backed up instead of a folder.
-    pub s3_bucket: Option<crate::persist::Bucket>,
+    pub s3_bucket: Option<Bucket>,
     /// Follow the upstream's stream instead of polling (`--streaming`).
     pub streaming: bool,
     /// The fleet's shared Redis, if any.

@@ -9,8 +9,8 @@ use super::check::{
 use super::cli;
 use super::file::{self, RawToken};
 use super::layer::Layers;
-use super::merge::MIN_PERIOD;
 use super::store::store;
+use super::unit::MIN_PERIOD;
 use super::{invalid, ClientIdentity, ConfigError, EdgeConfig, OfflineConfig};
 use crate::token::{Token, TokenKind};
 
@@ -264,7 +264,7 @@ fn s3_bucket(
     args: &cli::EdgeArgs,
     l: &Layers<'_>,
     raw: &file::RawEdge,
-) -> Result<Option<crate::persist::Bucket>, ConfigError> {
+) -> Result<Option<super::Bucket>, ConfigError> {
     let name = l.pick(
         "s3_bucket_name",
         args.s3_bucket_name.clone(),
@@ -281,7 +281,7 @@ fn s3_bucket(
             "edge.s3_bucket_name (--s3-bucket-name / S3_BUCKET_NAME)",
             "not a bucket name (a name, without s3:// or a path)",
         )),
-        Some(name) => Ok(Some(crate::persist::Bucket {
+        Some(name) => Ok(Some(super::Bucket {
             name,
             force_path_style,
         })),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::cli::Cli;
 use super::file::RawFile;
 use super::layer::Layers;
-use super::merge::MIN_PERIOD;
+use super::unit::MIN_PERIOD;
 use super::{invalid, ConfigError, ServerConfig, TlsConfig};
 
 /// `[server]` and `[tls]`: where and how flagpost listens.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use super::cli;
 use super::file;
 use super::layer::Layers;
-use super::merge::MIN_PERIOD;
+use super::unit::MIN_PERIOD;
 use super::{invalid, ConfigError};
 use crate::token::Token;
 
@@ -403,7 +403,7 @@ fn default_namespace(upstream_url: &str, tokens: &[Token]) -> String {
     use sha2::{Digest, Sha256};
     let mut digests: Vec<String> = tokens
         .iter()
-        .map(|t| crate::persist::digest(t.expose()))
+        .map(|t| crate::token::digest(t.expose()))
         .collect();
     digests.sort();
     let mut h = Sha256::new();

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// The shortest timeout or interval accepted: below it, flagpost would spin.
+pub const MIN_PERIOD: Duration = Duration::from_millis(10);
+
 /// Parses `<integer><unit>` with unit `ms`, `s`, `m`, `h` or `d`. With `bare_seconds`, a plain
 /// integer means seconds (the command line accepts Unleash Edge's `--reload-interval 5`).
 pub fn parse_duration(text: &str, bare_seconds: bool) -> Result<Duration, String> {

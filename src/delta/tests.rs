@@ -1,6 +1,6 @@
 use super::*;
-use crate::publish::diff;
-use crate::snapshot::Document;
+use crate::change::diff;
+use crate::document::Document;
 use crate::token::Projects;
 
 fn doc(features: &[(&str, &str, bool, &[i32])], segments: &[(i32, &str)]) -> Document {

@@ -260,7 +260,7 @@ proptest! {
             serde_json::from_value(json!({"version": 2, "features": features,
                 "segments": set["segments"].clone()})).unwrap_or_else(|e| panic!("{e}"))
         };
-        let mut change = crate::publish::diff(Some(&before), &after);
+        let mut change = crate::change::diff(Some(&before), &after);
         change.revision = revision;
         let rendered = crate::delta::render(&change, &filter);
         let mut client = seen(&old);

@@ -7,7 +7,7 @@ use tokio::time::Instant;
 
 use super::shared::{Confirmed, Written};
 use super::{Confirmation, Fleet, Local, Role};
-use crate::snapshot::Document;
+use crate::document::Document;
 use crate::token::Projects;
 
 impl Fleet {

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Fleet;
 use crate::auth::{BoxFuture, SharedVerdict};
-use crate::persist::digest;
+use crate::token::digest;
 use crate::token::{Projects, Scope, Token, TokenKind};
 
 /// A scope as stored: `{"environment":"…","projects":["*"]}`.

@@ -7,7 +7,6 @@ use std::sync::OnceLock;
 mod more;
 mod register;
 pub use more::{More, WARNING_REASONS};
-pub mod remote_write;
 
 use register::{
     counter_vec, gauge_vec, histogram_vec, int_counter, int_gauge, int_gauge_vec, register,

@@ -2,7 +2,7 @@
 //! is made, so that a request not sampled (99 of 100 at a 1% ratio) costs what it costs with
 //! export off: a plain span the OpenTelemetry layer never sees. The decision is the configured
 //! sampler's: a caller's `traceparent` flag under a parent-based sampler, the ratio drawn here
-//! for a request that starts a trace. [`Sampling`], the SDK's sampler, honours a decision drawn
+//! for a request that starts a trace. `Sampling`, the SDK's sampler, honours a decision drawn
 //! here and decides every other span (background work) as configured.
 
 use std::sync::OnceLock;

@@ -15,9 +15,8 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
-use sha2::{Digest, Sha256};
 
-use crate::snapshot::Document;
+use crate::document::Document;
 use crate::token::{Projects, Scope, Token, TokenKind};
 
 mod place;
@@ -27,11 +26,7 @@ use place::Place;
 const STATE_FILE: &str = "flagpost-state.json";
 const FORMAT: u32 = 1;
 
-/// The SHA-256 of a raw token, hex.
-pub fn digest(raw: &str) -> String {
-    let d = Sha256::digest(raw.as_bytes());
-    d.iter().map(|b| format!("{b:02x}")).collect()
-}
+use crate::token::digest;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 struct BackedScope {

@@ -8,13 +8,7 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 
-/// An S3 bucket as configured: its name, and whether requests use path-style addressing
-/// (`https://endpoint/bucket/key`, for MinIO, Ceph and the like) instead of virtual-hosted.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Bucket {
-    pub name: String,
-    pub force_path_style: bool,
-}
+pub use crate::config::Bucket;
 
 #[derive(Clone)]
 pub(super) enum Place {

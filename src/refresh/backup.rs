@@ -25,7 +25,7 @@ impl Refresh {
         let usable: Vec<(Token, Scope)> = tokens
             .iter()
             .filter_map(|t| {
-                let scope = restored.startup.get(&crate::persist::digest(t.expose()))?;
+                let scope = restored.startup.get(&crate::token::digest(t.expose()))?;
                 Some((t.clone(), scope.clone()))
             })
             .collect();

@@ -26,11 +26,11 @@ pub use status::StartupStatus;
 use sources::{merged, needed_sources, Source};
 
 use crate::backoff::backoff;
+use crate::document::Document;
 use crate::fleet::{Fleet, Role};
 use crate::metrics::Metrics;
 use crate::persist::Backup;
 use crate::publish::Publisher;
-use crate::snapshot::Document;
 use crate::snapshot::Store;
 use crate::token::{Projects, Scope, Token};
 use crate::upstream::{Fetch, Upstream, UpstreamError, UpstreamKind, ValidatedToken};

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::snapshot::Document;
+use crate::document::Document;
 use crate::token::{Projects, Scope, Token};
 
 /// A startup token and what it fetches.

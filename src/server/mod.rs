@@ -2,6 +2,7 @@
 //! HTTP/2), connection limits and timeouts, and the drain on shutdown. The only module that
 //! touches hyper types.
 
+mod app;
 pub mod body;
 pub mod client_ip;
 pub mod conn;
@@ -12,6 +13,8 @@ pub mod handler;
 pub mod refusal;
 pub mod route;
 pub mod tls;
+
+pub use app::App;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,7 +32,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::App;
 use conn::{ConnClock, TimedIo};
 use tls::TlsReloader;
 

@@ -22,8 +22,7 @@ const MAX_TOKENS_REMEMBERED: u64 = 10_000;
 /// Most distinct folded tokens counted exactly in one window (beyond: "at least").
 const MAX_FOLDED_TOKENS: usize = 100_000;
 
-/// The default of `log.request_lines_per_minute`.
-pub const DEFAULT_LINES_PER_MINUTE: u64 = 60;
+pub use crate::config::DEFAULT_LOG_LINES_PER_MINUTE as DEFAULT_LINES_PER_MINUTE;
 
 /// What kind of line a request would cause, for [`RequestLog::line`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-pub use crate::document::{Document, DocumentError, Feature, SegmentEntry};
+use crate::document::{Document, Feature, SegmentEntry};
 use crate::evaluate::FrontendView;
 use crate::json;
 
@@ -258,6 +258,7 @@ impl Snapshot {
 #[cfg(test)]
 pub(super) mod tests {
     use super::*;
+    use crate::document::DocumentError;
 
     const DOC: &str = r#"{"version":2,"features":[
         {"name":"a","project":"default","enabled":true,"strategies":[{"name":"default","segments":[1]}],"extra":{"kept":true}},

@@ -235,6 +235,14 @@ fn classify(raw: &str) -> Result<(Shape, usize), TokenError> {
     ))
 }
 
+/// The SHA-256 of a raw token, hex: how a token is named where its secret must not be kept
+/// (the backup, the fleet's store, the revocation index).
+pub fn digest(raw: &str) -> String {
+    use sha2::Digest as _;
+    let d = sha2::Sha256::digest(raw.as_bytes());
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// A secret from configuration (the backstage token): compared in constant time, never shown.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);

@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::config::EdgeConfig;
+use crate::document::Document;
 use crate::metrics::Metrics;
-use crate::snapshot::Document;
 use crate::token::Token;
 
 /// The flagpost SDK identifier sent upstream.

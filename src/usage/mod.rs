@@ -8,7 +8,6 @@
 
 pub mod body;
 pub mod forward;
-pub mod instance;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};

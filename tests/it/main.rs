@@ -21,6 +21,7 @@ mod fleet_ha;
 mod frontend;
 mod hardening;
 mod harness;
+mod layers;
 mod logs;
 mod offline;
 mod otlp;

@@ -7,7 +7,7 @@ use hyper::body::Incoming;
 
 use super::HttpResponse;
 use crate::server::error::ApiError;
-use crate::App;
+use crate::server::App;
 
 /// Unleash Edge's `--redirect-http-to-https`: 308 to the same host, path and query on the
 /// HTTPS `port`. Probes are answered as they are (`None`), so a load balancer or Kubernetes

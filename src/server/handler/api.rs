@@ -15,7 +15,7 @@ pub(super) async fn usage_api(
         Route::ClientBulkMetrics => (TokenKind::Client, Source::Bulk),
         _ => (TokenKind::Client, Source::Client),
     };
-    let (access, _) = authenticate(app, req.headers(), kind).await?;
+    let (access, _) = admit(app, req.headers(), kind).await?;
     let (parts, incoming) = req.into_parts();
     let bytes = read_body(
         app,
@@ -56,7 +56,7 @@ pub(super) async fn client_api(
     matched: Matched,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Client).await?;
+    let (access, snapshot) = admit_loaded(app, req.headers(), TokenKind::Client).await?;
     if let Some(name) = matched.name {
         let feature = snapshot
             .feature(&name)
@@ -132,7 +132,7 @@ pub(super) async fn frontend_api(
     req: Request<Incoming>,
     peer: SocketAddr,
 ) -> Result<HttpResponse, ApiError> {
-    let (access, snapshot) = authorize(app, req.headers(), TokenKind::Frontend).await?;
+    let (access, snapshot) = admit_loaded(app, req.headers(), TokenKind::Frontend).await?;
     let (parts, body) = req.into_parts();
     let mut context = if parts.method == Method::POST {
         let bytes = read_body(app, &parts.headers, body, app.config.server.max_body_size).await?;

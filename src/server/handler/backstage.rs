@@ -272,7 +272,7 @@ fn instance_data(app: &App) -> Value {
             "edge_version": concat!("flagpost ", env!("CARGO_PKG_VERSION")),
             "mode": app.config.mode.name(),
             "started": iso(app.started),
-            "ready": app.readiness().is_ok(),
+            "ready": app.check_readiness().is_ok(),
             "fleet_role": app.fleet_role(),
             "connected_streaming_clients": app.streams.open(),
             "environments": environments,
@@ -288,8 +288,7 @@ pub(super) async fn downstream_instance(
     app: &App,
     req: http::Request<hyper::body::Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (access, _) =
-        super::authenticate(app, req.headers(), crate::token::TokenKind::Client).await?;
+    let (access, _) = super::admit(app, req.headers(), crate::token::TokenKind::Client).await?;
     let (parts, incoming) = req.into_parts();
     let bytes = super::read_body(
         app,

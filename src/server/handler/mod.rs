@@ -17,9 +17,9 @@ use super::route::{self, Matched, Route, RouteError};
 use super::{client_ip, cors};
 use crate::auth::{Access, AuthError};
 use crate::evaluate::{self, Listing};
+use crate::server::App;
 use crate::snapshot::{etag_of, etag_value, Filter, GateError, Snapshot};
 use crate::token::{Projects, TokenKind};
-use crate::App;
 pub use access::redirect_to_https;
 use access::{peer_allowed, under_base};
 use trace::{RequestId, X_REQUEST_ID};
@@ -214,7 +214,7 @@ async fn dispatch(
 ) -> Result<HttpResponse, ApiError> {
     match matched.route {
         Route::Health => Ok(json_response(StatusCode::OK, r#"{"health":"GOOD"}"#)),
-        Route::Ready => Ok(match app.readiness() {
+        Route::Ready => Ok(match app.check_readiness() {
             Ok(()) => json_response(StatusCode::OK, r#"{"health":"READY"}"#),
             Err(why) => {
                 let body = serde_json::json!({
@@ -272,13 +272,13 @@ async fn dispatch(
     }
 }
 
-/// Resolves the token, checks its kind and gates its scope; returns the snapshot to serve.
-async fn authorize(
+/// [`admit`] for an answer made from the snapshot: one not loaded yet is 503 `not_ready`.
+async fn admit_loaded(
     app: &App,
     headers: &HeaderMap,
     expected: TokenKind,
 ) -> Result<(Access, std::sync::Arc<Snapshot>), ApiError> {
-    let (access, snapshot) = authenticate(app, headers, expected).await?;
+    let (access, snapshot) = admit(app, headers, expected).await?;
     let snapshot = snapshot.ok_or_else(|| {
         ApiError::Gate(GateError::NotReady {
             environment: access.scope.environment.clone(),
@@ -287,9 +287,9 @@ async fn authorize(
     Ok((access, snapshot))
 }
 
-/// Resolves the token, checks its kind and the scope rule (once); counts the decision. Returns
-/// the access and the environment's snapshot, if one is loaded.
-async fn authenticate(
+/// Admits a request's token: resolves it, checks its kind and the scope rule (once), counts
+/// the decision. Returns the access and the environment's snapshot, if one is loaded.
+async fn admit(
     app: &App,
     headers: &HeaderMap,
     expected: TokenKind,

@@ -18,10 +18,17 @@ pub(super) async fn client_streaming(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (access, _) = authorize(app, req.headers(), TokenKind::Client).await?;
+    // Token and scope only: the snapshot is read under the publisher's lock below, with the
+    // revision and history it goes with.
+    let (access, loaded) = admit(app, req.headers(), TokenKind::Client).await?;
     let filter = client_filter(&access, req.uri().query())?;
     if req.method() == Method::HEAD {
-        return Ok(event_stream(Reply::empty()));
+        return match loaded {
+            Some(_) => Ok(event_stream(Reply::empty())),
+            None => Err(ApiError::Gate(GateError::NotReady {
+                environment: access.scope.environment.clone(),
+            })),
+        };
     }
     let last = req
         .headers()
@@ -92,7 +99,8 @@ pub(super) async fn client_delta(
     app: &App,
     req: Request<Incoming>,
 ) -> Result<HttpResponse, ApiError> {
-    let (access, _) = authorize(app, req.headers(), TokenKind::Client).await?;
+    // Token and scope only: the snapshot is read with its revision and history below.
+    let (access, _) = admit(app, req.headers(), TokenKind::Client).await?;
     let filter = client_filter(&access, req.uri().query())?;
     let last = req
         .headers()

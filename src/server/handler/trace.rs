@@ -9,7 +9,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
-use crate::App;
+use crate::server::App;
 
 pub(super) const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 

@@ -12,9 +12,9 @@ use std::time::Duration;
 use serde_json::{json, Value};
 use tokio_util::sync::CancellationToken;
 
+use crate::server::App;
 use crate::token::Token;
 use crate::upstream::{Upstream, UpstreamError};
-use crate::App;
 
 /// How long an upstream that does not take instance data is left alone.
 const NOT_TAKEN_PAUSE: Duration = Duration::from_secs(3600);

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use prometheus::proto::{MetricFamily, MetricType};
 use tokio_util::sync::CancellationToken;
 
-use super::Metrics;
 use crate::config::RemoteWriteConfig;
+use crate::metrics::Metrics;
 
 /// `prometheus.WriteRequest` of the remote-write 1.0 protocol (fields used by senders).
 #[derive(Clone, PartialEq, prost::Message)]
