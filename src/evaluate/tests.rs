@@ -231,7 +231,11 @@ fn feature_sets() -> Vec<(String, Value, Vec<Context>)> {
         let contexts = ["tests", "variantTests"]
             .iter()
             .flat_map(|k| cases[*k].as_array().cloned().unwrap_or_default())
-            .filter_map(|case| serde_json::from_value(case["context"].clone()).ok())
+            .map(|case| {
+                serde_json::from_value(case["context"].clone()).unwrap_or_else(|e| {
+                    panic!("{}: a case's context does not parse: {e}", file.display())
+                })
+            })
             .collect();
         sets.push((file.display().to_string(), state, contexts));
     }

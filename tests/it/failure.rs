@@ -164,8 +164,9 @@ async fn redirects_are_not_followed_and_carry_nothing_to_another_origin() {
     })
     .await;
     // A never-seen token makes flagpost ask /edge/validate, which redirects too.
-    let (status, _, _) = get(&s, "/api/frontend", Some(&secret("frontend-default-dev"))).await;
+    let (status, _, body) = get(&s, "/api/frontend", Some(&secret("frontend-default-dev"))).await;
     assert_eq!(status, 503, "not validated, not refused");
+    assert_eq!(body["error"], "upstream_unavailable", "{body}");
     assert!(
         elsewhere.requests().is_empty(),
         "nothing (no token, no custom header) reached the other origin"

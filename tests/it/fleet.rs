@@ -24,11 +24,7 @@ impl Redis {
 
     /// With extra `redis-server` arguments.
     pub fn start_with(extra: &[&str]) -> Redis {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = child_port();
         let mut r = Redis {
             child: None,
             port,
@@ -215,19 +211,17 @@ async fn one_instance_polls_for_the_fleet_and_a_new_token_is_validated_once() {
         roles == ["follower", "follower", "poller"]
     })
     .await;
-    // Ten refresh intervals (100 ms): every feature fetch comes from one instance.
+    // Ten fetches (refresh interval 100 ms): every one comes from one instance.
     let from = up.requests_to("/api/client/features").len();
-    tokio::time::sleep(Duration::from_millis(1000)).await;
-    let fetched = up.requests_to("/api/client/features").len() - from;
+    eventually("ten more fetches", || async {
+        up.requests_to("/api/client/features").len() - from >= 10
+    })
+    .await;
     assert_eq!(
         pollers_since(&up, from).len(),
         1,
         "{:?}",
         pollers_since(&up, from)
-    );
-    assert!(
-        (5..=15).contains(&fetched),
-        "{fetched} fetches in 10 intervals"
     );
     // The same bodies and ETags everywhere.
     let token = secret("client-all-dev");
@@ -381,11 +375,24 @@ async fn a_new_instance_boots_from_redis_while_upstream_is_down_within_its_own_s
         .await;
     let config = member(&up, &redis, "boot-d", &["client-all-dev"], "", shared);
     let d = Server::start(&config, &[]).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        get(&d, "/ready", None).await.0,
-        503,
-        "an old snapshot is not served"
+    // Once it has read the store's snapshot (and found it too old), it is still not ready.
+    eventually("the store's snapshot read", || async {
+        metric(
+            &d,
+            "flagpost_store_operations_total{operation=\"read\",outcome=\"ok\"}",
+        )
+        .await
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    let (status, _, body) = get(&d, "/ready", None).await;
+    assert_eq!(status, 503, "an old snapshot is not served: {body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no features loaded"),
+        "{body}"
     );
 }
 
@@ -448,9 +455,18 @@ async fn without_redis_every_instance_serves_and_polls_and_the_fleet_converges_w
             .any(|(k, v)| k.ends_with(":env:development") && v.contains("simple.on"))
     })
     .await;
+    // Five fetches from now: all from one instance.
     let from = up.requests_to("/api/client/features").len();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(pollers_since(&up, from).len(), 1);
+    eventually("five more fetches", || async {
+        up.requests_to("/api/client/features").len() - from >= 5
+    })
+    .await;
+    assert_eq!(
+        pollers_since(&up, from).len(),
+        1,
+        "{:?}",
+        pollers_since(&up, from)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -31,36 +31,12 @@ impl Drop for Node {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A free port whose cluster bus port (the port + 10000) is a port too, and free.
-fn cluster_port() -> u16 {
-    loop {
-        let port = free_port();
-        let Some(bus) = port.checked_add(10000) else {
-            continue;
-        };
-        if std::net::TcpListener::bind(("127.0.0.1", bus)).is_ok() {
-            return port;
-        }
-    }
-}
-
 impl Node {
     /// A data node with extra arguments.
     fn start(extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let port = if extra.contains(&"--cluster-enabled") {
-            cluster_port()
-        } else {
-            free_port()
-        };
+        // Its cluster bus port (the port + 10000) is free too.
+        let port = child_port();
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
@@ -109,7 +85,7 @@ impl Node {
     /// over TLS too.
     fn start_tls(certs: &std::path::Path, extra: &[&str]) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = child_port();
         let f = |name: &str| certs.join(name).display().to_string();
         let child = Command::new("redis-server")
             .args([
@@ -177,7 +153,7 @@ impl Node {
     /// A Sentinel watching the primary on `primary` as `fleetmaster`, with `extra` config.
     fn sentinel_with(primary: u16, extra: &str, tls_ca: Option<String>) -> Node {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = child_port();
         let conf = dir.path().join("sentinel.conf");
         let listen = match tls_ca {
             Some(_) => format!("port 0\ntls-port {port}"),
@@ -737,7 +713,7 @@ async fn a_fleet_on_redis_over_tls_with_an_acl_user() {
     let dir = tempfile::tempdir().unwrap();
     tls_files(dir.path());
     let file = |name: &str| dir.path().join(name).display().to_string();
-    let port = free_port();
+    let port = child_port();
     let mut child = Command::new("redis-server")
         .args([
             "--port",

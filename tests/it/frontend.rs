@@ -97,7 +97,7 @@ async fn a_random_rollout_keeps_varying_across_conditional_polls() {
     }
     assert!(
         changed >= 5,
-        "the answer changed {changed} times in 40 conditional polls"
+        "the answer changed {changed} times in 200 conditional polls"
     );
     assert_eq!(seen.len(), 2, "on and off both seen");
     // The random flag is evaluated on every poll; the rest comes from the memo: a poll whose

@@ -318,18 +318,27 @@ async fn connections_past_the_limit_get_503() {
     )
     .await;
     s.wait_ready().await;
-    // Open idle connections until one is refused: the limit is 2, so the third at the latest.
+    // Open keep-alive connections until one is refused: the limit is 2, so the third at the
+    // latest. Each is asked for /health: a 200 says it is served (and stays open), a 503 that
+    // it was refused; either answer is a positive signal, the deadline only a guard.
     let mut held = Vec::new();
     let mut refused = None;
     for _ in 0..4 {
         let mut c = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+        let _ = c
+            .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
         let mut buf = vec![0u8; 512];
-        match tokio::time::timeout(Duration::from_millis(500), c.read(&mut buf)).await {
-            Ok(Ok(n)) if n > 0 => {
-                refused = Some(String::from_utf8_lossy(&buf[..n]).to_string());
-                break;
-            }
-            _ => held.push(c),
+        let n = tokio::time::timeout(Duration::from_secs(10), c.read(&mut buf))
+            .await
+            .expect("an answer: served or refused")
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.starts_with("HTTP/1.1 200") {
+            held.push(c);
+        } else {
+            refused = Some(text);
+            break;
         }
     }
     let text = refused.expect("a connection past the limit was refused");

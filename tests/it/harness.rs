@@ -382,3 +382,22 @@ pub async fn finish_post(mut conn: tokio::net::TcpStream) -> String {
         .unwrap();
     String::from_utf8_lossy(&response).to_string()
 }
+
+/// A port for a child server of a test (redis, prometheus, moto). Ports from `bind(:0)` are
+/// ephemeral ones, which the system may hand to any outgoing connection between the check and
+/// the child's bind, or while a child restarts on its port; these are below Linux's ephemeral
+/// range (32768-60999), each given out once per run, and checked free. A cluster node's bus
+/// port (the port + 10000) is below that range too.
+pub fn child_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let offset = (std::process::id().wrapping_mul(97).wrapping_add(n)) % 12_000;
+        let port = 10_000 + offset as u16;
+        let free = |p: u16| std::net::TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if free(port) && free(port + 10_000) {
+            return port;
+        }
+    }
+}

@@ -32,11 +32,7 @@ impl Moto {
         );
         // A port found free may be taken before moto binds it: another port is tried then.
         for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = child_port();
             let mut child = Command::new(server)
                 .args(["-H", "127.0.0.1", "-p", &port.to_string()])
                 .stdout(Stdio::null())

@@ -43,11 +43,7 @@ impl Prometheus {
         // The port is found free, then given to prometheus: another process may take it in
         // between, so a start that does not come up is tried again on another port.
         for _ in 0..3 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
+            let port = child_port();
             let mut child = Command::new("prometheus")
                 .arg(format!(
                     "--config.file={}",
