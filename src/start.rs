@@ -354,7 +354,7 @@ pub async fn run_with(
     }
     tasks.spawn(app.streams.clone().run(
         app.auth.revisions(),
-        app.store.scope_changes(),
+        app.publisher.scope_changes(),
         cancel.clone(),
     ));
     let fatal = Arc::new(std::sync::Mutex::new(None));

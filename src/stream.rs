@@ -320,7 +320,6 @@ mod tests {
 
     fn rig(max_streams: usize) -> Rig {
         let metrics = Arc::new(Metrics::new(&[]));
-        let store = Arc::new(Store::new([("development".to_string(), Projects::All)]));
         let scope = Scope::new("development", Projects::All);
         let token = Token::parse(TOKEN).unwrap();
         let auth = Arc::new(Authenticator::offline(vec![ConfiguredToken {
@@ -328,7 +327,12 @@ mod tests {
             kind: TokenKind::Client,
             scope,
         }]));
-        let publisher = Arc::new(Publisher::new(store.clone(), metrics.clone(), 10));
+        let publisher = Arc::new(Publisher::new(
+            Store::new([("development".to_string(), Projects::All)]),
+            metrics.clone(),
+            10,
+        ));
+        let store = publisher.store();
         publisher.publish_blocking(
             "development",
             Document::parse(br#"{"features":[{"name":"a","enabled":true}]}"#).unwrap(),
@@ -369,7 +373,7 @@ mod tests {
         let cancel = CancellationToken::new();
         tokio::spawn(r.streams.clone().run(
             r.auth.revisions(),
-            r.store.scope_changes(),
+            r.publisher.scope_changes(),
             cancel.clone(),
         ));
         let mut rx = open(&r);

@@ -209,7 +209,7 @@ impl Fleet {
             .get(environment)
             .cloned();
         if let (Some(poller), Some(own)) = (poller_serves, own) {
-            self.store.serve(environment, &own.intersect(&poller));
+            self.publisher.serve(environment, &own.intersect(&poller));
         }
         let parsed = tokio::task::spawn_blocking(move || {
             let hash = format!(

@@ -1,6 +1,8 @@
 //! The one way a new snapshot is served: [`Publisher::publish`] compiles a document on the
 //! blocking pool, swaps it into the [`Store`], records its metrics, and announces what changed
-//! (a [`ChangeSet`]) on the environment's channel.
+//! (a [`ChangeSet`]) on the environment's channel. The publisher holds the store's only
+//! [`StoreWriter`]: serving scopes change here too ([`Publisher::init_scopes`],
+//! [`Publisher::restrict`], [`Publisher::serve`]), announced on [`Publisher::scope_changes`].
 //!
 //! ```text
 //! offline file watcher ─┐                         ┌─► Store (what requests read)
@@ -23,7 +25,8 @@ use tokio::sync::broadcast;
 use crate::change::{diff, ChangeSet};
 use crate::document::Document;
 use crate::metrics::Metrics;
-use crate::snapshot::{Snapshot, Store};
+use crate::snapshot::{Snapshot, Store, StoreWriter};
+use crate::token::Projects;
 
 /// Change sets kept for a subscriber that has not read them yet; one that falls further behind
 /// gets `RecvError::Lagged` and must start again from the current snapshot.
@@ -72,6 +75,8 @@ pub struct Since {
 /// Owns publishing: see the module documentation.
 #[derive(Debug)]
 pub struct Publisher {
+    /// The only writer of the store: every change to what is served goes through here.
+    writer: StoreWriter,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     /// Changes kept per environment for clients that resume.
@@ -81,13 +86,43 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, history: usize) -> Publisher {
+    /// The publisher of `store`, the only one that may change it ([`Publisher::store`] reads it).
+    pub fn new(store: Store, metrics: Arc<Metrics>, history: usize) -> Publisher {
+        let writer = StoreWriter::new(store);
         Publisher {
-            store,
+            store: writer.store(),
+            writer,
             metrics,
             history,
             channels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The store, to read.
+    pub fn store(&self) -> Arc<Store> {
+        self.store.clone()
+    }
+
+    /// The environments and their serving scopes, once the startup tokens are known.
+    pub fn init_scopes(&self, serving: impl IntoIterator<Item = (String, Projects)>) {
+        self.writer.init(serving);
+    }
+
+    /// Narrows what an environment may serve (a startup token was refused); streams check
+    /// their tokens again ([`Publisher::scope_changes`]).
+    pub fn restrict(&self, environment: &str, projects: &Projects) {
+        self.writer.restrict(environment, projects);
+    }
+
+    /// Sets what an environment may serve to the union of its live startup tokens' scopes
+    /// (one was accepted again, or the fleet's poller serves less); streams check again.
+    pub fn serve(&self, environment: &str, projects: &Projects) {
+        self.writer.serve(environment, projects);
+    }
+
+    /// Changes whenever a serving scope may have changed.
+    pub fn scope_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.writer.scope_changes()
     }
 
     /// The environments flagpost serves.
@@ -260,7 +295,7 @@ impl Publisher {
             _ => last + 1,
         };
         snapshot.set_revision(revision);
-        if !self.store.publish(snapshot) {
+        if !self.writer.publish(snapshot) {
             return (None, previous);
         }
         self.warn_if_emptied(environment, previous.as_deref(), count);

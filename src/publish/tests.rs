@@ -52,13 +52,12 @@ fn diff_names_what_was_added_changed_and_removed() {
 }
 
 fn publisher(history: usize) -> (Arc<Store>, Arc<Publisher>) {
-    let store = Arc::new(Store::new([("development".to_string(), Projects::All)]));
     let publisher = Arc::new(Publisher::new(
-        store.clone(),
+        Store::new([("development".to_string(), Projects::All)]),
         Arc::new(Metrics::new(&[])),
         history,
     ));
-    (store, publisher)
+    (publisher.store(), publisher)
 }
 
 #[tokio::test]
@@ -153,7 +152,7 @@ fn a_held_revision_gets_what_was_missed_and_any_other_a_hydration() {
 
 #[test]
 fn flags_the_engine_cannot_compile_are_counted_by_reason_and_the_revision_is_shown() {
-    let store = Arc::new(Store::new([("development".to_string(), Projects::All)]));
+    let store = Store::new([("development".to_string(), Projects::All)]);
     let metrics = Arc::new(Metrics::new(&[]));
     let publisher = Publisher::new(store, metrics.clone(), 4);
     // A segment that does not exist cannot be compiled: the flag is served off.

@@ -34,7 +34,7 @@ impl Refresh {
             return false;
         }
         self.app.auth.restore(std::mem::take(&mut restored.tokens));
-        self.app.store.init(
+        self.app.publisher.init_scopes(
             usable
                 .iter()
                 .map(|(_, s)| (s.environment.clone(), s.projects.clone())),
@@ -65,7 +65,7 @@ impl Refresh {
             tracing::info!("the shared store has no scope for the startup tokens configured now");
             return false;
         }
-        self.app.store.init(
+        self.app.publisher.init_scopes(
             usable
                 .iter()
                 .map(|(_, s)| (s.environment.clone(), s.projects.clone())),

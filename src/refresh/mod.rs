@@ -161,7 +161,7 @@ impl Refresh {
             .filter(|v| v.kind == UpstreamKind::Client)
             .collect();
         self.app.auth.remember(&client_tokens);
-        self.app.store.init(
+        self.app.publisher.init_scopes(
             usable
                 .iter()
                 .map(|(_, scope)| (scope.environment.clone(), scope.projects.clone())),
@@ -425,7 +425,7 @@ impl Refresh {
             let remaining = Self::live_projects(&sources, &env);
             (token, env, remaining)
         };
-        self.app.store.restrict(&env, &remaining);
+        self.app.publisher.restrict(&env, &remaining);
         self.app
             .metrics
             .refresh_failures
@@ -462,7 +462,7 @@ impl Refresh {
             (token, env, serving)
         };
         // Only what the live startup tokens cover, as validated at start: never wider.
-        self.app.store.serve(&env, &serving);
+        self.app.publisher.serve(&env, &serving);
         tracing::info!(token = %token, environment = %env, serving = %serving, "upstream accepts the startup token again; its scope is served again");
         self.observe();
         self.save_state();

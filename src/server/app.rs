@@ -74,12 +74,12 @@ impl App {
             },
             metrics.clone(),
         ));
-        let store = Arc::new(store);
         let publisher = Arc::new(publish::Publisher::new(
-            store.clone(),
+            store,
             metrics.clone(),
             config.streaming.history,
         ));
+        let store = publisher.store();
         let streams = stream::Streams::new(config.streaming.clone(), metrics.clone());
         let etags = evaluate::Memo::new(
             config.frontend.etag_cache_size,

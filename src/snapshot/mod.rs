@@ -14,7 +14,7 @@ mod store;
 
 use crate::token::Projects;
 use bytes::Bytes;
-pub use store::{EnvSlot, GateError, ServingScope, Store};
+pub use store::{EnvSlot, GateError, ServingScope, Store, StoreWriter};
 
 /// What the memoised Client API bodies and hydrations (one per project filter × name prefix)
 /// of one snapshot may take together: four times the whole document (a body for every

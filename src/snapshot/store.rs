@@ -88,7 +88,7 @@ impl Store {
     /// Sets the environments and their serving scopes (the union of the projects given for
     /// each). Later calls replace the set (an environment still served keeps its snapshot):
     /// only startup code calls this.
-    pub fn init(&self, serving: impl IntoIterator<Item = (String, Projects)>) {
+    fn init(&self, serving: impl IntoIterator<Item = (String, Projects)>) {
         let mut unions: HashMap<String, Projects> = HashMap::new();
         for (env, projects) in serving {
             unions
@@ -130,7 +130,7 @@ impl Store {
     }
 
     /// Swaps in a new snapshot. Returns false for an environment flagpost does not serve.
-    pub fn publish(&self, snapshot: Snapshot) -> bool {
+    fn publish(&self, snapshot: Snapshot) -> bool {
         match self.envs.load().get(snapshot.environment()) {
             Some(slot) => {
                 slot.snapshot.store(Some(Arc::new(snapshot)));
@@ -142,7 +142,7 @@ impl Store {
 
     /// Narrows what an environment may serve to at most `projects` (a startup token was
     /// revoked). Never widens.
-    pub fn restrict(&self, environment: &str, projects: &Projects) {
+    fn restrict(&self, environment: &str, projects: &Projects) {
         if let Some(slot) = self.envs.load().get(environment) {
             slot.serving.narrow(projects);
         }
@@ -158,14 +158,14 @@ impl Store {
     }
 
     /// Changes whenever a serving scope may have changed.
-    pub fn scope_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+    fn scope_changes(&self) -> tokio::sync::watch::Receiver<u64> {
         self.scopes_changed.subscribe()
     }
 
     /// Sets what an environment may serve to `projects`: the union of its live startup tokens'
     /// validated scopes (a refused startup token was accepted again). The caller computes it
     /// from those tokens alone, so it is never wider than they are.
-    pub fn serve(&self, environment: &str, projects: &Projects) {
+    fn serve(&self, environment: &str, projects: &Projects) {
         if let Some(slot) = self.envs.load().get(environment) {
             slot.serving.set(projects);
         }
@@ -222,6 +222,49 @@ impl Store {
     /// The scope rule alone: whether the serving scope covers `scope` (loaded or not).
     pub fn check(&self, scope: &Scope) -> Result<(), GateError> {
         self.admit(scope).map(drop)
+    }
+}
+
+/// The one handle that changes what a [`Store`] serves: its environments, snapshots and
+/// serving scopes. [`StoreWriter::new`] makes the shared store with it, so there is one per
+/// store; the publisher owns it, and every change SDKs and streams can observe goes through
+/// the publisher (`publish::Publisher`), which announces it.
+#[derive(Debug)]
+pub struct StoreWriter(Arc<Store>);
+
+impl StoreWriter {
+    pub fn new(store: Store) -> StoreWriter {
+        StoreWriter(Arc::new(store))
+    }
+
+    /// The store, to read.
+    pub fn store(&self) -> Arc<Store> {
+        self.0.clone()
+    }
+
+    /// See `Store::init`: the environments and their serving scopes, at start.
+    pub fn init(&self, serving: impl IntoIterator<Item = (String, Projects)>) {
+        self.0.init(serving);
+    }
+
+    /// Swaps in a new snapshot. Returns false for an environment flagpost does not serve.
+    pub fn publish(&self, snapshot: Snapshot) -> bool {
+        self.0.publish(snapshot)
+    }
+
+    /// Narrows what an environment may serve (never widens).
+    pub fn restrict(&self, environment: &str, projects: &Projects) {
+        self.0.restrict(environment, projects);
+    }
+
+    /// Sets what an environment may serve to the union of its live startup tokens' scopes.
+    pub fn serve(&self, environment: &str, projects: &Projects) {
+        self.0.serve(environment, projects);
+    }
+
+    /// Changes whenever a serving scope may have changed.
+    pub fn scope_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.scope_changes()
     }
 }
 
