@@ -336,22 +336,7 @@ pub async fn run_with(
         }
     };
     let _ = app.check_readiness();
-    if let Some(rw) = app.config.remote_write.clone() {
-        let labels: Vec<(String, String)> = [
-            ("app_name".to_string(), app.config.app_name.clone()),
-            ("instance_id".to_string(), app.config.instance_id.clone()),
-        ]
-        .into_iter()
-        .chain(rw.hostname.clone().map(|h| ("hostname".to_string(), h)))
-        .collect();
-        let metrics = app.metrics.clone();
-        tasks.spawn(crate::remote_write::run(
-            metrics,
-            rw,
-            labels,
-            cancel.clone(),
-        ));
-    }
+    spawn_remote_write(&app, &tasks, &cancel);
     tasks.spawn(app.streams.clone().run(
         app.auth.revisions(),
         app.publisher.scope_changes(),
@@ -397,4 +382,24 @@ pub async fn run_with(
         Some(e) => Err(e.into()),
         None => Ok(()),
     }
+}
+
+/// Remote write, when configured: every series labelled as Unleash Edge labels them.
+fn spawn_remote_write(app: &App, tasks: &TaskTracker, cancel: &CancellationToken) {
+    let Some(rw) = app.config.remote_write.clone() else {
+        return;
+    };
+    let labels: Vec<(String, String)> = [
+        ("app_name".to_string(), app.config.app_name.clone()),
+        ("instance_id".to_string(), app.config.instance_id.clone()),
+    ]
+    .into_iter()
+    .chain(rw.hostname.clone().map(|h| ("hostname".to_string(), h)))
+    .collect();
+    tasks.spawn(crate::remote_write::run(
+        app.metrics.clone(),
+        rw,
+        labels,
+        cancel.clone(),
+    ));
 }

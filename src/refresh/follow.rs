@@ -65,61 +65,9 @@ impl Refresh {
                     } else {
                         tracing::info!(token = %token, resumed = resume.is_some(), "following the upstream stream");
                     }
-                    let mut roles = self.app.fleet.as_ref().map(|f| f.roles());
-                    loop {
-                        let demoted = async {
-                            match roles.as_mut() {
-                                Some(r) => {
-                                    let _ =
-                                        r.wait_for(|r| *r == crate::fleet::Role::Follower).await;
-                                }
-                                None => std::future::pending().await,
-                            }
-                        };
-                        let next = tokio::select! {
-                            _ = self.cancel.cancelled() => return Followed::Cancelled,
-                            _ = demoted => return Followed::Paused,
-                            next = stream.next() => next,
-                        };
-                        let events = match next {
-                            Ok(Some(events)) => events,
-                            Ok(None) => break "upstream ended the stream".to_string(),
-                            Err(e) => break e.to_string(),
-                        };
-                        self.touch(index);
-                        let mut bad = false;
-                        for event in events {
-                            match event.name.as_str() {
-                                "unleash-connected" | "unleash-updated" => {
-                                    self.app.metrics.upstream_stream_events.inc();
-                                    let applying = crate::otel::internal_span(
-                                        "stream event",
-                                        token.environment().unwrap_or_default(),
-                                    );
-                                    let applied = self
-                                        .apply(index, event.data.as_bytes())
-                                        .instrument(applying)
-                                        .await;
-                                    if let Err(e) = applied {
-                                        // Start again from a hydration, as the SDKs do.
-                                        last_id = None;
-                                        bad = true;
-                                        tracing::warn!(token = %token, error = %e, "an upstream stream event cannot be applied; reconnecting for a full copy");
-                                        break;
-                                    }
-                                    last_id = event.id;
-                                }
-                                "fetch-mode" if event.data.trim() == "polling" => {
-                                    return Followed::Fallback(
-                                        "upstream asked its clients to poll".into(),
-                                    );
-                                }
-                                _ => {}
-                            }
-                        }
-                        if bad {
-                            break "an event could not be applied".to_string();
-                        }
+                    match self.read(index, token, &mut stream, &mut last_id).await {
+                        Ok(problem) => problem,
+                        Err(end) => return end,
                     }
                 }
                 Err(UpstreamError::Status(code @ (401 | 403 | 404 | 429 | 501)))
@@ -151,6 +99,72 @@ impl Refresh {
             tokio::select! {
                 _ = self.cancel.cancelled() => return Followed::Cancelled,
                 _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    /// Reads an open stream and applies its events until it ends or fails (`Ok`: why), or
+    /// until following must stop (`Err`).
+    async fn read(
+        &self,
+        index: usize,
+        token: &Token,
+        stream: &mut crate::upstream::EventStream,
+        last_id: &mut Option<String>,
+    ) -> Result<String, Followed> {
+        let mut roles = self.app.fleet.as_ref().map(|f| f.roles());
+        loop {
+            let demoted = async {
+                match roles.as_mut() {
+                    Some(r) => {
+                        let _ = r.wait_for(|r| *r == crate::fleet::Role::Follower).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            let next = tokio::select! {
+                _ = self.cancel.cancelled() => return Err(Followed::Cancelled),
+                _ = demoted => return Err(Followed::Paused),
+                next = stream.next() => next,
+            };
+            let events = match next {
+                Ok(Some(events)) => events,
+                Ok(None) => return Ok("upstream ended the stream".to_string()),
+                Err(e) => return Ok(e.to_string()),
+            };
+            self.touch(index);
+            let mut bad = false;
+            for event in events {
+                match event.name.as_str() {
+                    "unleash-connected" | "unleash-updated" => {
+                        self.app.metrics.upstream_stream_events.inc();
+                        let applying = crate::otel::internal_span(
+                            "stream event",
+                            token.environment().unwrap_or_default(),
+                        );
+                        let applied = self
+                            .apply(index, event.data.as_bytes())
+                            .instrument(applying)
+                            .await;
+                        if let Err(e) = applied {
+                            // Start again from a hydration, as the SDKs do.
+                            *last_id = None;
+                            bad = true;
+                            tracing::warn!(token = %token, error = %e, "an upstream stream event cannot be applied; reconnecting for a full copy");
+                            break;
+                        }
+                        *last_id = event.id;
+                    }
+                    "fetch-mode" if event.data.trim() == "polling" => {
+                        return Err(Followed::Fallback(
+                            "upstream asked its clients to poll".into(),
+                        ));
+                    }
+                    _ => {}
+                }
+            }
+            if bad {
+                return Ok("an event could not be applied".to_string());
             }
         }
     }

@@ -13,11 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tracing::Instrument as _;
 
 use crate::auth::Authenticator;
 mod backup;
 mod follow;
+mod poll;
 mod sources;
 mod status;
 
@@ -27,7 +27,7 @@ use sources::{merged, needed_sources, Source};
 
 use crate::backoff::backoff;
 use crate::document::Document;
-use crate::fleet::{Fleet, Role};
+use crate::fleet::Fleet;
 use crate::metrics::Metrics;
 use crate::persist::Backup;
 use crate::publish::Publisher;
@@ -214,127 +214,6 @@ impl Refresh {
             self.tasks.spawn(async move { me.poll(i).await });
             // flagpost registers itself once per startup scope it polls.
             (self.app.on_polled)(token);
-        }
-    }
-
-    async fn poll(self: Arc<Self>, index: usize) {
-        let (token, scope) = {
-            let sources = self.lock();
-            match sources.get(index) {
-                Some(s) => (s.token.clone(), s.scope.clone()),
-                None => return,
-            }
-        };
-        let env = scope.environment.clone();
-        let mut etag: Option<String> = None;
-        let mut failures = 0u32;
-        let mut failing: Option<&'static str> = None;
-        // When to try following the upstream stream (again).
-        let mut stream_at = self.streaming.then(tokio::time::Instant::now);
-        let mut fell_back: Option<String> = None;
-        loop {
-            if let Some(fleet) = &self.app.fleet {
-                if !fleet.may_poll() {
-                    // Another instance polls for the fleet; wait until this one must.
-                    let mut roles = fleet.roles();
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return,
-                        _ = roles.wait_for(|r| *r != Role::Follower) => {}
-                    }
-                    // Start from a full answer: the fleet's snapshots may have moved on.
-                    etag = None;
-                    continue;
-                }
-            }
-            if let Some(at) = stream_at.filter(|at| *at <= tokio::time::Instant::now()) {
-                match self.follow(index, &token).await {
-                    follow::Followed::Cancelled | follow::Followed::NotNeeded => return,
-                    follow::Followed::Paused => continue,
-                    follow::Followed::Fallback(reason) => {
-                        if fell_back.as_ref() != Some(&reason) {
-                            tracing::warn!(environment = %env, token = %token, reason = %reason, retry_seconds = follow::STREAM_RETRY.as_secs(), "polling instead of following the upstream stream");
-                        }
-                        fell_back = Some(reason);
-                        stream_at =
-                            Some(at.max(tokio::time::Instant::now()) + follow::STREAM_RETRY);
-                        // The poll starts from a full answer.
-                        etag = None;
-                    }
-                }
-            }
-            let revoked = match self.still_polled(index) {
-                Some(revoked) => revoked,
-                None => return,
-            };
-            // One trace per poll: the fetch, and the publish of what it brought.
-            let cycle = crate::otel::internal_span("poll features", &env);
-            let result = self
-                .upstream
-                .features(&token, etag.as_deref(), &self.app.metrics)
-                .instrument(cycle.clone())
-                .await;
-            match result {
-                Ok(fetch) => {
-                    self.note_fetch(index, etag.as_deref(), &fetch);
-                    if let Some(reason) = failing.take() {
-                        tracing::info!(environment = %env, token = %token, after = reason, "features fetch works again");
-                    }
-                    failures = 0;
-                    if let Fetch::Updated { etag: new, .. } = &fetch {
-                        etag.clone_from(new);
-                    }
-                    if revoked {
-                        self.reinstate(index);
-                    }
-                    let unchanged = matches!(fetch, Fetch::NotModified);
-                    if let Some((env, parts)) = self.fetched(index, fetch) {
-                        // Merged on a blocking thread, not under the lock.
-                        let merged = tokio::task::spawn_blocking(move || sources::merge(parts));
-                        if let Ok(document) = merged.await {
-                            self.publish(&env, document).instrument(cycle).await;
-                        }
-                    } else if let Some(fleet) =
-                        unchanged.then_some(self.app.fleet.as_ref()).flatten()
-                    {
-                        fleet.polled(&env).await;
-                    }
-                }
-                Err(UpstreamError::Refused(status)) => {
-                    failing = Some("refused");
-                    etag = None;
-                    if !revoked {
-                        self.revoke(index, status).await;
-                    }
-                }
-                Err(e) => {
-                    failures += 1;
-                    if let Some(s) = self.lock().get_mut(index) {
-                        s.failures = failures;
-                    }
-                    let reason = e.outcome();
-                    self.app
-                        .metrics
-                        .refresh_failures
-                        .with_label_values(&[&env, reason])
-                        .inc();
-                    if failing != Some(reason) {
-                        tracing::warn!(environment = %env, token = %token, error = %e, "features fetch failed; serving the last good features");
-                        failing = Some(reason);
-                    }
-                }
-            }
-            let delay = if self.is_revoked(index) {
-                // Asked again now and then: a gateway that refused it may have been fixed.
-                self.recheck
-            } else if failures == 0 {
-                self.interval
-            } else {
-                backoff(self.interval.min(Duration::from_secs(5)), failures)
-            };
-            tokio::select! {
-                _ = self.cancel.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
         }
     }
 

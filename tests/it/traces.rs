@@ -6,20 +6,20 @@
 //! Multi-threaded: the fake upstream and the receiver answer while this thread blocks on the
 //! child's log.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::edge::edge_config;
 use crate::harness::*;
-use crate::otlp::{Collector, Got, Mode};
+use crate::otlp::{Collector, Got};
 use crate::upstream::{fixture_tokens, secret, FakeUpstream};
 
-const SERVER: i32 = 2;
+pub(crate) const SERVER: i32 = 2;
 const CLIENT: i32 = 3;
 const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
-const PARENT: &str = "00f067aa0ba902b7";
+pub(crate) const PARENT: &str = "00f067aa0ba902b7";
 
 /// flagpost in edge mode against `up`, exporting to `collector` with `env` (OTEL_* and more).
-fn flagpost(
+pub(crate) fn flagpost(
     up: &FakeUpstream,
     dir: &tempfile::TempDir,
     env: &[(&str, String)],
@@ -46,7 +46,7 @@ fn flagpost(
 }
 
 /// Waits until flagpost at `addr` says it is ready.
-async fn ready(addr: &str) {
+pub(crate) async fn ready(addr: &str) {
     let url = format!("http://{addr}/ready");
     eventually("flagpost is ready", || {
         let url = url.clone();
@@ -61,11 +61,16 @@ async fn ready(addr: &str) {
     .await;
 }
 
-fn traceparent(trace: &str, parent: &str, sampled: bool) -> String {
+pub(crate) fn traceparent(trace: &str, parent: &str, sampled: bool) -> String {
     format!("00-{trace}-{parent}-{}", if sampled { "01" } else { "00" })
 }
 
-async fn frontend(addr: &str, token: &str, query: &str, traceparent: Option<&str>) -> u16 {
+pub(crate) async fn frontend(
+    addr: &str,
+    token: &str,
+    query: &str,
+    traceparent: Option<&str>,
+) -> u16 {
     let mut r = client()
         .get(format!("http://{addr}/api/frontend{query}"))
         .header("authorization", token);
@@ -402,17 +407,8 @@ async fn a_ratio_traces_about_that_share_of_requests() {
     assert_eq!(drawn.attr("flagpost.sampled"), true);
 }
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
-
-async fn many(addr: &str, token: &str, n: usize) {
+/// `n` Frontend API requests in turn, each answered 200.
+pub(crate) async fn many(addr: &str, token: &str, n: usize) {
     let c = client();
     for _ in 0..n {
         let r = c
@@ -422,223 +418,5 @@ async fn many(addr: &str, token: &str, n: usize) {
             .await
             .unwrap();
         assert_eq!(r.status(), 200, "every request is answered");
-    }
-}
-
-async fn metrics_text(addr: &str) -> String {
-    client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
-/// `flagpost_otel_spans_total{outcome}` at `addr`.
-async fn spans_counted(addr: &str, outcome: &str) -> f64 {
-    let series = format!("flagpost_otel_spans_total{{outcome=\"{outcome}\"}} ");
-    metrics_text(addr)
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_collector_that_hangs_or_is_down_costs_dropped_spans_only() {
-    let up = FakeUpstream::start().await;
-    let collector = Collector::start().await;
-    collector.set_mode(Mode::Hang);
-    let dir = tempfile::tempdir().unwrap();
-    let (mut bin, addr) = flagpost(
-        &up,
-        &dir,
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url()),
-            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2000".into()),
-        ],
-    );
-    ready(&addr).await;
-    let token = secret("frontend-all-dev");
-    many(&addr, &token, 200).await;
-    let before = rss_kib(bin.pid());
-    // Slow: one export hangs; the queue fills and the rest is dropped, never held.
-    let started = Instant::now();
-    many(&addr, &token, 3000).await;
-    let slow = started.elapsed();
-    let after = rss_kib(bin.pid());
-    let full = spans_counted(&addr, "dropped_queue_full").await;
-    assert!(
-        full >= 500.0,
-        "3,200 spans, room for 2,048 queued and 512 in flight: {full}"
-    );
-    assert!(
-        after < before + 16 * 1024,
-        "memory flat while spans cannot leave: {before} KiB, then {after} KiB"
-    );
-    bin.wait_for("cannot export spans to the OpenTelemetry collector");
-    bin.wait_for("the span queue is full");
-    // Down: every connection closed while 2,000 requests pass.
-    collector.set_mode(Mode::Drop);
-    let started = Instant::now();
-    many(&addr, &token, 2000).await;
-    let down = started.elapsed();
-    eventually("spans counted as failed", || {
-        let addr = addr.clone();
-        async move { spans_counted(&addr, "dropped_export_failed").await >= 1000.0 }
-    })
-    .await;
-    assert_eq!(spans_counted(&addr, "exported").await, 0.0);
-    // Back: the spans of new requests arrive, and the log says so once.
-    collector.set_mode(Mode::Accept);
-    let trace = "33333333333333333333333333333333";
-    eventually("spans exported again", || {
-        let (addr, token, collector) = (addr.clone(), token.clone(), collector.clone());
-        async move {
-            frontend(&addr, &token, "", Some(&traceparent(trace, PARENT, true))).await;
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            collector.spans().iter().any(|s| s.trace_id == trace)
-        }
-    })
-    .await;
-    bin.wait_for("the OpenTelemetry collector takes spans again");
-    let log = bin.lines_so_far().join("\n");
-    for line in [
-        "cannot export spans to the OpenTelemetry",
-        "the span queue is full",
-    ] {
-        assert_eq!(
-            log.matches(line).count(),
-            1,
-            "{line:?} once per change of state"
-        );
-    }
-    #[allow(clippy::print_stderr)]
-    {
-        eprintln!(
-            "3,000 requests, collector hanging: {slow:?}; 2,000, collector down: {down:?}; \
-             RSS {before} -> {after} KiB; {full} spans dropped at the full queue"
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hanging_collector_does_not_hold_the_exit_past_the_grace() {
-    let up = FakeUpstream::start().await;
-    let collector = Collector::start().await;
-    collector.set_mode(Mode::Hang);
-    let dir = tempfile::tempdir().unwrap();
-    let (mut bin, addr) = flagpost(
-        &up,
-        &dir,
-        &[("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url())],
-    );
-    ready(&addr).await;
-    many(&addr, &secret("frontend-all-dev"), 50).await;
-    let signalled = Instant::now();
-    bin.terminate();
-    assert!(bin.exit_within(Duration::from_secs(15)).success());
-    // Grace 3 s for the drain, 3 s more at most for the final flush.
-    assert!(
-        signalled.elapsed() < Duration::from_secs(8),
-        "{:?}",
-        signalled.elapsed()
-    );
-}
-
-#[test]
-fn otel_settings_are_read_checked_and_shown_redacted() {
-    use crate::edge_compat::check_config;
-    // Unleash Edge's flags, the specification's variables, the `_TRACES_` variants first.
-    let out = check_config(
-        &[
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://collector:4318/"),
-            (
-                "OTEL_EXPORTER_OTLP_HEADERS",
-                "x-honeycomb-team=hc-key-99,x-other=v",
-            ),
-            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "2500"),
-            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
-            ("OTEL_TRACES_SAMPLER_ARG", "0.01"),
-        ],
-        &["--otel-exporter-otlp-protocol", "http"],
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let config: toml::Table = text.parse().unwrap();
-    let otel = config["otel"].as_table().unwrap();
-    assert_eq!(
-        otel["endpoint"].as_str(),
-        Some("http://collector:4318/v1/traces")
-    );
-    assert_eq!(
-        otel["protocol"].as_str(),
-        Some("http/json"),
-        "Edge's http is JSON"
-    );
-    assert_eq!(otel["timeout"].as_str(), Some("2500ms"));
-    assert_eq!(otel["sampler"].as_str(), Some("parentbased_traceidratio"));
-    assert_eq!(otel["sampler_arg"].as_float(), Some(0.01));
-    assert_eq!(
-        otel["headers"]["x-honeycomb-team"].as_str(),
-        Some("<redacted>")
-    );
-    assert!(!text.contains("hc-key-99"), "{text}");
-    // The traces endpoint is used as given; gRPC is the default, as in Unleash Edge.
-    let out = check_config(
-        &[(
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "https://otel.example:4317",
-        )],
-        &[],
-    );
-    let config: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
-    assert_eq!(
-        config["otel"]["endpoint"].as_str(),
-        Some("https://otel.example:4317")
-    );
-    assert_eq!(config["otel"]["protocol"].as_str(), Some("grpc"));
-}
-
-#[test]
-fn otel_is_off_without_an_endpoint_and_bad_settings_are_refused() {
-    use crate::edge_compat::check_config;
-    // Off: no endpoint, or the SDK disabled.
-    for env in [
-        vec![("OTEL_SERVICE_NAME", "x")],
-        vec![
-            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-            ("OTEL_SDK_DISABLED", "true"),
-        ],
-    ] {
-        let out = check_config(&env, &[]);
-        let config: toml::Table = String::from_utf8_lossy(&out.stdout).parse().unwrap();
-        assert!(config.get("otel").is_none(), "{env:?}");
-    }
-    // Refused, exit 64, naming the setting.
-    for (var, value) in [
-        ("OTEL_EXPORTER_OTLP_PROTOCOL", "thrift"),
-        ("OTEL_TRACES_SAMPLER", "sometimes"),
-        ("OTEL_TRACES_SAMPLER_ARG", "2"),
-        ("OTEL_EXPORTER_OTLP_HEADERS", "novalue"),
-        ("OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"),
-    ] {
-        let out = check_config(
-            &[
-                ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://c:4317"),
-                (var, value),
-            ],
-            &[],
-        );
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(64), "{var}: {err}");
-        assert!(err.contains(var), "{var}: {err}");
     }
 }

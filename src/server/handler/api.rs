@@ -134,29 +134,7 @@ pub(super) async fn frontend_api(
 ) -> Result<HttpResponse, ApiError> {
     let (access, snapshot) = admit_loaded(app, req.headers(), TokenKind::Frontend).await?;
     let (parts, body) = req.into_parts();
-    let mut context = if parts.method == Method::POST {
-        let bytes = read_body(app, &parts.headers, body, app.config.server.max_body_size).await?;
-        if bytes.iter().all(u8::is_ascii_whitespace) {
-            evaluate::context_from_query(parts.uri.query().unwrap_or(""))
-        } else {
-            evaluate::context_from_json(&bytes)
-        }
-    } else {
-        evaluate::context_from_query(parts.uri.query().unwrap_or(""))
-    }
-    .map_err(|e| ApiError::BadRequest(format!("Bad context: {e}.")))?;
-    if context.environment.is_none() {
-        context.environment = Some(access.scope.environment.clone());
-    }
-    super::trace::note_context(app, &context);
-    if context.remote_address.is_none() {
-        let ip = client_ip::client_ip(
-            peer.ip(),
-            &parts.headers,
-            &app.config.server.trusted_proxies,
-        );
-        context.remote_address = Some(ip.to_string());
-    }
+    let mut context = frontend_context(app, &parts, body, &access, peer).await?;
     // A repeated conditional poll whose answer cannot have changed: 304 from the remembered
     // stable part and the flags chance decides (usually none), nothing else evaluated. Keyed
     // before the server sets the time (a client's is part of the key).
@@ -167,26 +145,8 @@ pub(super) async fn frontend_api(
     };
     let instant = chrono::Utc::now();
     let Some(listing) = listing else {
-        evaluate::fix_current_time_at(&mut context, instant);
         let name = matched.name.unwrap_or_default();
-        let missing = || {
-            ApiError::NotFound(format!(
-                "Feature flag {name:?} is not enabled or does not exist."
-            ))
-        };
-        let engine = snapshot.frontend().engine();
-        let (index, feature) = engine
-            .index_of(&name)
-            .and_then(|i| Some((i, snapshot.features().get(i)?)))
-            .filter(|(_, f)| access.scope.projects.contains(&f.project))
-            .ok_or_else(missing)?;
-        let result = engine.evaluate_at(index, &context);
-        if !result.feature_enabled {
-            return Err(missing());
-        }
-        let mut out = String::with_capacity(256);
-        evaluate::write_toggle(&mut out, &feature.name, feature.impression_data, &result);
-        return Ok(conditional(&parts.headers, out.into_bytes(), true));
+        return one_flag(&snapshot, &access, &name, context, instant, &parts.headers);
     };
     let view = snapshot.frontend();
     let clock = evaluate::Clock::of(&context);
@@ -319,3 +279,68 @@ pub(super) async fn edge_validate(
 
 /// Most tokens one `/edge/validate` request may ask about.
 pub const MAX_VALIDATE_TOKENS: usize = 1000;
+
+/// The Frontend API context: from the body of a POST (or its query when the body is empty),
+/// the query of a GET; the token's environment and the client's address when it gives none.
+async fn frontend_context(
+    app: &App,
+    parts: &http::request::Parts,
+    body: Incoming,
+    access: &Access,
+    peer: SocketAddr,
+) -> Result<unleash_types::client_features::Context, ApiError> {
+    let mut context = if parts.method == Method::POST {
+        let bytes = read_body(app, &parts.headers, body, app.config.server.max_body_size).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            evaluate::context_from_query(parts.uri.query().unwrap_or(""))
+        } else {
+            evaluate::context_from_json(&bytes)
+        }
+    } else {
+        evaluate::context_from_query(parts.uri.query().unwrap_or(""))
+    }
+    .map_err(|e| ApiError::BadRequest(format!("Bad context: {e}.")))?;
+    if context.environment.is_none() {
+        context.environment = Some(access.scope.environment.clone());
+    }
+    super::trace::note_context(app, &context);
+    if context.remote_address.is_none() {
+        let ip = client_ip::client_ip(
+            peer.ip(),
+            &parts.headers,
+            &app.config.server.trusted_proxies,
+        );
+        context.remote_address = Some(ip.to_string());
+    }
+    Ok(context)
+}
+
+/// `GET /api/frontend/features/{name}`: the one flag, when it is enabled for the context.
+fn one_flag(
+    snapshot: &Snapshot,
+    access: &Access,
+    name: &str,
+    mut context: unleash_types::client_features::Context,
+    instant: chrono::DateTime<chrono::Utc>,
+    headers: &HeaderMap,
+) -> Result<HttpResponse, ApiError> {
+    evaluate::fix_current_time_at(&mut context, instant);
+    let missing = || {
+        ApiError::NotFound(format!(
+            "Feature flag {name:?} is not enabled or does not exist."
+        ))
+    };
+    let engine = snapshot.frontend().engine();
+    let (index, feature) = engine
+        .index_of(name)
+        .and_then(|i| Some((i, snapshot.features().get(i)?)))
+        .filter(|(_, f)| access.scope.projects.contains(&f.project))
+        .ok_or_else(missing)?;
+    let result = engine.evaluate_at(index, &context);
+    if !result.feature_enabled {
+        return Err(missing());
+    }
+    let mut out = String::with_capacity(256);
+    evaluate::write_toggle(&mut out, &feature.name, feature.impression_data, &result);
+    Ok(conditional(headers, out.into_bytes(), true))
+}
