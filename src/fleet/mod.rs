@@ -30,6 +30,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 mod connect;
+mod record;
 mod scripts;
 mod shared;
 mod snapshots;

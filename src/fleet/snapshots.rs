@@ -5,10 +5,9 @@ use std::sync::atomic::Ordering;
 
 use tokio::time::Instant;
 
+use super::record;
 use super::shared::{Confirmed, Written};
 use super::{Confirmation, Fleet, Local, Role};
-use crate::document::Document;
-use crate::token::Projects;
 
 impl Fleet {
     /// As a follower: loads every environment's newer snapshot. As the poller (or solo): makes
@@ -120,7 +119,7 @@ impl Fleet {
         drop(snapshot);
         let Ok((json, hash)) = tokio::task::spawn_blocking(move || {
             let json = document.to_json();
-            let hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(json.as_bytes()));
+            let hash = record::hash_of(&json);
             (json, hash)
         })
         .await
@@ -174,34 +173,33 @@ impl Fleet {
         if same {
             return false;
         }
-        if head.age_ms > i64::try_from(self.max_age.as_millis()).unwrap_or(i64::MAX) {
-            tracing::warn!(
-                environment,
-                age_seconds = head.age_ms / 1000,
-                max_age_seconds = self.max_age.as_secs(),
-                "the shared store's snapshot is older than store.max_age; not used"
-            );
-            return false;
-        }
-        if head.size > self.max_document {
-            tracing::error!(
-                environment,
-                size = head.size,
-                limit = self.max_document,
-                "the shared store's snapshot is larger than upstream_max_body_size; not used"
-            );
-            return false;
+        match record::check_head(&head, self.max_age, self.max_document) {
+            Ok(()) => {}
+            Err(record::Unusable::TooOld) => {
+                tracing::warn!(
+                    environment,
+                    age_seconds = head.age_ms / 1000,
+                    max_age_seconds = self.max_age.as_secs(),
+                    "the shared store's snapshot is older than store.max_age; not used"
+                );
+                return false;
+            }
+            Err(record::Unusable::TooLarge) => {
+                tracing::error!(
+                    environment,
+                    size = head.size,
+                    limit = self.max_document,
+                    "the shared store's snapshot is larger than upstream_max_body_size; not used"
+                );
+                return false;
+            }
         }
         let Ok(Some(record)) = self.shared.read(environment).await else {
             return false;
         };
         // What the poller serves narrows what this follower serves (a startup token upstream
         // refused there is not served here either); never beyond this instance's own tokens.
-        let poller_serves: Option<Projects> = record
-            .scopes
-            .as_deref()
-            .and_then(|s| serde_json::from_str::<Vec<String>>(s).ok())
-            .map(|list| Projects::from_names(list.iter().map(String::as_str)));
+        let poller_serves = record::poller_scope(&record);
         let own = self
             .own
             .lock()
@@ -211,31 +209,20 @@ impl Fleet {
         if let (Some(poller), Some(own)) = (poller_serves, own) {
             self.publisher.serve(environment, &own.intersect(&poller));
         }
-        let parsed = tokio::task::spawn_blocking(move || {
-            let hash = format!(
-                "{:016x}",
-                xxhash_rust::xxh3::xxh3_64(record.document.as_bytes())
-            );
-            (hash == record.hash)
-                .then(|| Document::parse(record.document.as_bytes()))
-                .map(|d| (d, record.version, hash))
-        })
-        .await;
-        let (mut document, version, hash) = match parsed {
-            Ok(Some((Ok(d), version, hash))) => (d, version, hash),
-            Ok(Some((Err(e), _, _))) => {
-                tracing::error!(environment, error = %e, "the shared store's snapshot is not a features document; not used");
-                self.metrics
-                    .store_operations
-                    .with_label_values(&["read", "bad_data"])
-                    .inc();
-                return false;
-            }
-            Ok(None) => {
-                tracing::error!(
-                    environment,
-                    "the shared store's snapshot does not match its hash; not used"
-                );
+        let version = record.version;
+        let parsed = tokio::task::spawn_blocking(move || record::decode(&record)).await;
+        let (mut document, hash) = match parsed {
+            Ok(Ok(decoded)) => decoded,
+            Ok(Err(rejected)) => {
+                match rejected {
+                    record::Rejected::NotADocument(e) => {
+                        tracing::error!(environment, error = %e, "the shared store's snapshot is not a features document; not used")
+                    }
+                    record::Rejected::HashMismatch => tracing::error!(
+                        environment,
+                        "the shared store's snapshot does not match its hash; not used"
+                    ),
+                }
                 self.metrics
                     .store_operations
                     .with_label_values(&["read", "bad_data"])

@@ -277,18 +277,6 @@ impl Refresh {
         }
     }
 
-    /// The live startup tokens' projects in `env`, together.
-    fn live_projects(sources: &[Source], env: &str) -> Projects {
-        let mut projects = Projects::none();
-        for s in sources
-            .iter()
-            .filter(|s| !s.revoked && s.scope.environment == env)
-        {
-            projects.extend(&s.scope.projects);
-        }
-        projects
-    }
-
     /// A startup token was refused: stop serving with it, shrink the serving scope to what the
     /// remaining tokens cover, and let a token it covered take over. Its poll goes on, slowly.
     async fn revoke(self: &Arc<Self>, index: usize, status: u16) {
@@ -301,7 +289,7 @@ impl Refresh {
             source.document = None;
             let token = source.token.clone();
             let env = source.scope.environment.clone();
-            let remaining = Self::live_projects(&sources, &env);
+            let remaining = sources::live_projects(&sources, &env);
             (token, env, remaining)
         };
         self.app.publisher.restrict(&env, &remaining);
@@ -337,7 +325,7 @@ impl Refresh {
             source.revoked = false;
             let token = source.token.clone();
             let env = source.scope.environment.clone();
-            let serving = Self::live_projects(&sources, &env);
+            let serving = sources::live_projects(&sources, &env);
             (token, env, serving)
         };
         // Only what the live startup tokens cover, as validated at start: never wider.

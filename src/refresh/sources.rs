@@ -55,6 +55,18 @@ pub(super) fn needed_sources(sources: &[Source]) -> Vec<usize> {
         .collect()
 }
 
+/// The live startup tokens' projects in `env`, together.
+pub(super) fn live_projects(sources: &[Source], env: &str) -> Projects {
+    let mut projects = Projects::none();
+    for s in sources
+        .iter()
+        .filter(|s| !s.revoked && s.scope.environment == env)
+    {
+        projects.extend(&s.scope.projects);
+    }
+    projects
+}
+
 /// The environment's features from all its polling sources, merged by project; `None` until
 /// every one of them has answered.
 pub(super) fn merged(sources: &[Source], env: &str) -> Option<Document> {
@@ -116,5 +128,77 @@ mod tests {
         let mut revoked = sources;
         revoked[1].revoked = true;
         assert_eq!(needed_sources(&revoked), [0, 2, 3, 4]);
+    }
+
+    fn names(projects: &[&str]) -> Projects {
+        Projects::from_names(projects.iter().copied())
+    }
+
+    fn doc(features: &[(&str, &str)]) -> Arc<Document> {
+        let list: Vec<String> = features
+            .iter()
+            .map(|(name, project)| {
+                format!(
+                    r#"{{"name":"{name}","enabled":true,"project":"{project}","strategies":[]}}"#
+                )
+            })
+            .collect();
+        let text = format!(r#"{{"version":2,"features":[{}]}}"#, list.join(","));
+        Arc::new(Document::parse(text.as_bytes()).unwrap())
+    }
+
+    /// Revoking a startup token narrows the environment to what the live ones cover;
+    /// reinstating it gives back exactly its scope, never more; other environments untouched.
+    #[test]
+    fn revocation_narrows_and_reinstatement_restores_the_live_scope() {
+        let mut sources = vec![
+            source("dev", names(&["a"])),
+            source("dev", names(&["b", "c"])),
+            source("prod", Projects::All),
+        ];
+        assert_eq!(live_projects(&sources, "dev"), names(&["a", "b", "c"]));
+        sources[1].revoked = true;
+        assert_eq!(live_projects(&sources, "dev"), names(&["a"]));
+        assert_eq!(live_projects(&sources, "prod"), Projects::All);
+        sources[0].revoked = true;
+        assert_eq!(
+            live_projects(&sources, "dev"),
+            Projects::none(),
+            "nothing left to serve"
+        );
+        sources[1].revoked = false;
+        assert_eq!(live_projects(&sources, "dev"), names(&["b", "c"]));
+        assert_eq!(live_projects(&sources, "staging"), Projects::none());
+    }
+
+    /// An environment's document is merged from every polling source, each for its own
+    /// projects; nothing until all have answered; a revoked source's part is left out.
+    #[test]
+    fn several_sources_merge_by_project_once_all_have_answered() {
+        let mut sources = vec![
+            source("dev", names(&["a"])),
+            source("dev", names(&["b"])),
+            source("prod", names(&["a"])),
+        ];
+        for s in &mut sources {
+            s.polling = true;
+        }
+        sources[0].document = Some(doc(&[("a.one", "a"), ("b.stray", "b")]));
+        assert!(merged(&sources, "dev").is_none(), "b has not answered");
+        sources[1].document = Some(doc(&[("b.one", "b"), ("a.stray", "a")]));
+        let feature_names = |d: Document| -> Vec<String> {
+            let mut n: Vec<String> = d.features.iter().map(|f| f.name.clone()).collect();
+            n.sort();
+            n
+        };
+        // Each source speaks for its projects only: the strays are not taken from it.
+        assert_eq!(
+            feature_names(merged(&sources, "dev").unwrap()),
+            ["a.one", "b.one"]
+        );
+        sources[1].revoked = true;
+        assert_eq!(feature_names(merged(&sources, "dev").unwrap()), ["a.one"]);
+        assert!(merged(&sources, "prod").is_none(), "prod has not answered");
+        assert!(merged(&sources, "staging").is_none(), "no source polls it");
     }
 }
