@@ -361,3 +361,17 @@ fn store_table(store: &super::StoreConfig) -> toml::Table {
     }
     st
 }
+
+/// A URL for the log and `check-config`: a user or password in it becomes `***` (as given when
+/// it has none).
+pub(super) fn url_without_credentials(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
+            let _ = u.set_username("***");
+            let _ = u.set_password(None);
+            u.to_string()
+        }
+        Ok(_) => text.to_string(),
+        Err(_) => "<not a URL>".into(),
+    }
+}

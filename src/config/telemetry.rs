@@ -27,16 +27,7 @@ pub struct RemoteWriteConfig {
 impl RemoteWriteConfig {
     /// The URL without a user or password in it, for the log and `check-config`.
     pub fn redacted_url(&self) -> String {
-        match url::Url::parse(&self.url) {
-            Ok(mut u) => {
-                if !u.username().is_empty() || u.password().is_some() {
-                    let _ = u.set_username("***");
-                    let _ = u.set_password(None);
-                }
-                u.to_string()
-            }
-            Err(_) => "<not a URL>".into(),
-        }
+        super::redact::url_without_credentials(&self.url)
     }
 
     pub(super) fn table(&self) -> toml::Table {

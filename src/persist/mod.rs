@@ -20,7 +20,7 @@ use crate::document::Document;
 use crate::token::{Projects, Scope, Token, TokenKind};
 
 mod place;
-pub use place::Bucket;
+use crate::config::Bucket;
 use place::Place;
 
 const STATE_FILE: &str = "flagpost-state.json";

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use object_store::ObjectStore;
 
-pub use crate::config::Bucket;
+use crate::config::Bucket;
 
 #[derive(Clone)]
 pub(super) enum Place {

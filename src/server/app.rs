@@ -11,7 +11,7 @@ use crate::refresh::Refresh;
 use crate::snapshot::Store;
 use crate::token::TokenKind;
 use crate::usage::{Usage, UsageConfig};
-use crate::{evaluate, fleet, publish, refresh, server, stream};
+use crate::{evaluate, fleet, publish, refresh, stream};
 
 /// Everything a request handler reads: configuration, the snapshots, the token lookup and the
 /// metrics. Shared behind an `Arc`.
@@ -32,9 +32,9 @@ pub struct App {
     aborted: AtomicBool,
     /// Refusals, logged without flooding the log.
     /// The log lines client requests cause, within `log.request_lines_per_minute`.
-    pub request_log: server::refusal::RequestLog,
+    pub request_log: super::refusal::RequestLog,
     /// Downstream Edge instances that report to `/api/client/metrics/edge`, bounded.
-    pub downstream: server::downstream::Downstream,
+    pub downstream: super::downstream::Downstream,
     /// Requests being answered now (for the in-flight limit).
     pub(crate) in_flight: AtomicUsize,
     refresh: OnceLock<Arc<Refresh>>,
@@ -85,7 +85,7 @@ impl App {
             config.frontend.etag_cache_size,
             config.frontend.etag_cache_ttl,
         );
-        let request_log = server::refusal::RequestLog::new(
+        let request_log = super::refusal::RequestLog::new(
             config.log_request_lines_per_minute,
             config.log_summary_interval,
             Some(metrics.log_lines_folded.clone()),

@@ -22,7 +22,7 @@ const MAX_TOKENS_REMEMBERED: u64 = 10_000;
 /// Most distinct folded tokens counted exactly in one window (beyond: "at least").
 const MAX_FOLDED_TOKENS: usize = 100_000;
 
-pub use crate::config::DEFAULT_LOG_LINES_PER_MINUTE as DEFAULT_LINES_PER_MINUTE;
+use crate::config::DEFAULT_LOG_LINES_PER_MINUTE;
 
 /// What kind of line a request would cause, for [`RequestLog::line`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,7 +86,7 @@ pub struct Summary {
 
 impl Default for RequestLog {
     fn default() -> Self {
-        RequestLog::new(DEFAULT_LINES_PER_MINUTE, DEFAULT_SUMMARY_EVERY, None)
+        RequestLog::new(DEFAULT_LOG_LINES_PER_MINUTE, DEFAULT_SUMMARY_EVERY, None)
     }
 }
 

@@ -1,6 +1,6 @@
 //! The upstream Unleash server (or another flagpost, or an Unleash Edge): typed calls with
-//! timeouts, the identifying headers of PROTOCOL.md §3 on every request, TLS roots. The only
-//! module that touches reqwest.
+//! timeouts, the identifying headers of PROTOCOL.md §3 on every request, TLS roots. (Remote
+//! write and the OTLP/HTTP exporter have reqwest clients of their own, for other servers.)
 
 use std::time::{Duration, Instant};
 
@@ -8,6 +8,7 @@ use bytes::Bytes;
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue, ETAG, IF_NONE_MATCH};
 use reqwest::StatusCode;
 use serde::{Deserialize, Serialize};
+use tracing::Instrument as _;
 
 use crate::config::EdgeConfig;
 use crate::document::Document;
@@ -359,7 +360,7 @@ impl Upstream {
             }
         };
         let span = trace::begin(call, &mut request);
-        let result = trace::within(&span, async {
+        let result = async {
             let response = self
                 .http
                 .execute(request)
@@ -381,7 +382,8 @@ impl Upstream {
             let headers = response.headers().clone();
             let bytes = read_bounded(response, self.max_body).await?;
             Ok((status, headers, bytes))
-        })
+        }
+        .instrument(span.clone())
         .await;
         trace::end(&span, result.as_ref().map(|(s, _, _)| *s));
         metrics.upstream_latency(call, started.elapsed().as_secs_f64());

@@ -2,6 +2,7 @@
 //! reading its events, each bounded by `upstream_max_body_size`.
 
 use std::time::{Duration, Instant};
+use tracing::Instrument as _;
 
 use reqwest::header::HeaderValue;
 use reqwest::StatusCode;
@@ -61,7 +62,9 @@ impl Upstream {
         let started = Instant::now();
         let mut request = request.build().map_err(|e| unreachable(&e))?;
         let span = super::trace::begin("streaming", &mut request);
-        let response = super::trace::within(&span, http.execute(request))
+        let response = http
+            .execute(request)
+            .instrument(span.clone())
             .await
             .map_err(|e| {
                 let e = unreachable(&e);

@@ -4,7 +4,6 @@
 
 use reqwest::header::IF_NONE_MATCH;
 use reqwest::{Request, StatusCode};
-use tracing::Instrument as _;
 
 use super::UpstreamError;
 
@@ -64,9 +63,4 @@ pub(super) fn end(span: &tracing::Span, result: Result<StatusCode, &UpstreamErro
             span.record("error.type", e.outcome());
         }
     }
-}
-
-/// `fut` inside `span`.
-pub(super) async fn within<F: std::future::Future>(span: &tracing::Span, fut: F) -> F::Output {
-    fut.instrument(span.clone()).await
 }

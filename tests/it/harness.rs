@@ -228,8 +228,18 @@ pub async fn metrics_text(server: &Server, path: &str) -> Option<String> {
 
 /// The value of one Prometheus sample line (`name{labels} value`), if present.
 pub async fn metric(server: &Server, series: &str) -> Option<f64> {
-    metrics_text(server, "/metrics")
-        .await?
+    value_of(&metrics_text(server, "/metrics").await?, series)
+}
+
+/// One series' value from the `/metrics` of a flagpost at `addr` (a child process).
+pub async fn metric_at(addr: &str, series: &str) -> Option<f64> {
+    let url = format!("http://{addr}/metrics");
+    let text = client().get(url).send().await.ok()?.text().await.ok()?;
+    value_of(&text, series)
+}
+
+fn value_of(metrics: &str, series: &str) -> Option<f64> {
+    metrics
         .lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }

@@ -18,26 +18,10 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
-async fn metrics_text(addr: &str) -> String {
-    client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
-}
-
 /// `flagpost_otel_spans_total{outcome}` at `addr`.
 async fn spans_counted(addr: &str, outcome: &str) -> f64 {
-    let series = format!("flagpost_otel_spans_total{{outcome=\"{outcome}\"}} ");
-    metrics_text(addr)
-        .await
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str()))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(-1.0)
+    let series = format!("flagpost_otel_spans_total{{outcome=\"{outcome}\"}}");
+    metric_at(addr, &series).await.unwrap_or(-1.0)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::cli::OtelArgs;
 use super::file::RawOtel;
 use super::layer::Layers;
+use super::redact::url_without_credentials;
 use super::unit::format_duration;
 use super::{invalid, ConfigError};
 use crate::token::Secret;
@@ -408,14 +409,17 @@ fn sampler(name: Option<String>, arg: Option<String>) -> Result<SamplerChoice, C
 impl OtelConfig {
     /// The endpoint for the log and `check-config`: without a user or password.
     pub fn redacted_endpoint(&self) -> String {
-        redact_url(&self.endpoint)
+        url_without_credentials(&self.endpoint)
     }
 
     pub(super) fn table(&self) -> toml::Table {
         use toml::Value;
         let s = |v: &str| Value::String(v.to_string());
         let mut t = toml::Table::new();
-        t.insert("endpoint".into(), s(&redact_url(&self.endpoint)));
+        t.insert(
+            "endpoint".into(),
+            s(&url_without_credentials(&self.endpoint)),
+        );
         t.insert("protocol".into(), s(self.protocol.name()));
         if !self.headers.is_empty() {
             let headers = self
@@ -456,19 +460,6 @@ impl OtelConfig {
         t.insert("record_query".into(), Value::Boolean(self.record_query));
         t.insert("record_context".into(), Value::Boolean(self.record_context));
         t
-    }
-}
-
-/// The endpoint without a user or password in it (as given when it has none).
-fn redact_url(text: &str) -> String {
-    match url::Url::parse(text) {
-        Ok(mut u) if !u.username().is_empty() || u.password().is_some() => {
-            let _ = u.set_username("***");
-            let _ = u.set_password(None);
-            u.to_string()
-        }
-        Ok(_) => text.to_string(),
-        Err(_) => "<not a URL>".into(),
     }
 }
 
