@@ -140,25 +140,7 @@ pub(crate) fn start_edge(
         ),
     );
     let app = Arc::new(App::with(config, Store::pending(), auth, metrics));
-    let fleet = match &edge.store {
-        Some(_) => {
-            let fleet = Fleet::new(
-                edge,
-                &app.config.instance_id,
-                (
-                    app.publisher.clone(),
-                    app.store.clone(),
-                    app.metrics.clone(),
-                ),
-            )?;
-            validator.share_with(fleet.clone());
-            tasks.spawn(fleet.clone().run_lease(cancel.clone()));
-            tasks.spawn(fleet.clone().run_follow(app.auth.clone(), cancel.clone()));
-            app.attach_fleet(fleet.clone());
-            Some(fleet)
-        }
-        None => None,
-    };
+    let fleet = start_fleet(edge, &app, &mut validator, (tasks, cancel))?;
     tasks.spawn(validator.run(cancel.clone()));
     tasks.spawn(auth::revalidate(
         app.auth.clone(),
@@ -172,21 +154,8 @@ pub(crate) fn start_edge(
     ));
     let refresh = edge_refresh(&app, &upstream, edge, (tasks, cancel), fleet, backup);
     app.attach_refresh(refresh.clone());
-    let forwarder_stop = usage::forward::Stop {
-        stop: cancel.child_token(),
-        abandon: CancellationToken::new(),
-    };
-    let forwarding = Arc::new(usage::forward::Forwarder {
-        usage: app.usage.clone(),
-        metrics: app.metrics.clone(),
-        upstream: upstream.clone(),
-        refresh: refresh.clone(),
-    });
-    let forwarder = tasks.spawn(
-        forwarding
-            .clone()
-            .run(app.config.usage.interval, forwarder_stop.clone()),
-    );
+    let (forwarding, forwarder_stop, forwarder) =
+        start_forwarding(&app, &upstream, &refresh, tasks, cancel);
     if let Some(token) = edge.tokens.first() {
         tasks.spawn(crate::instance::run(
             app.clone(),
@@ -215,6 +184,64 @@ pub(crate) fn start_edge(
         forwarder,
     };
     Ok((app, parts))
+}
+
+/// The fleet on the shared store, if one is configured: its lease and follow loops on
+/// `tasks`, the validator sharing its verdicts through it.
+fn start_fleet(
+    edge: &EdgeConfig,
+    app: &Arc<App>,
+    validator: &mut Validator,
+    (tasks, cancel): (&TaskTracker, &CancellationToken),
+) -> Result<Option<Arc<Fleet>>, RunError> {
+    if edge.store.is_none() {
+        return Ok(None);
+    }
+    let fleet = Fleet::new(
+        edge,
+        &app.config.instance_id,
+        (
+            app.publisher.clone(),
+            app.store.clone(),
+            app.metrics.clone(),
+        ),
+    )?;
+    validator.share_with(fleet.clone());
+    tasks.spawn(fleet.clone().run_lease(cancel.clone()));
+    tasks.spawn(fleet.clone().run_follow(app.auth.clone(), cancel.clone()));
+    app.attach_fleet(fleet.clone());
+    Ok(Some(fleet))
+}
+
+/// The periodic usage forwarder on `tasks`, with its own stop (the final flush at shutdown
+/// comes after it stops).
+fn start_forwarding(
+    app: &Arc<App>,
+    upstream: &Arc<Upstream>,
+    refresh: &Arc<Refresh>,
+    tasks: &TaskTracker,
+    cancel: &CancellationToken,
+) -> (
+    Arc<usage::forward::Forwarder>,
+    usage::forward::Stop,
+    tokio::task::JoinHandle<()>,
+) {
+    let forwarder_stop = usage::forward::Stop {
+        stop: cancel.child_token(),
+        abandon: CancellationToken::new(),
+    };
+    let forwarding = Arc::new(usage::forward::Forwarder {
+        usage: app.usage.clone(),
+        metrics: app.metrics.clone(),
+        upstream: upstream.clone(),
+        refresh: refresh.clone(),
+    });
+    let forwarder = tasks.spawn(
+        forwarding
+            .clone()
+            .run(app.config.usage.interval, forwarder_stop.clone()),
+    );
+    (forwarding, forwarder_stop, forwarder)
 }
 
 /// The backup folder or bucket, if any. Objects read back are bounded by what upstream may

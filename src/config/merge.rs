@@ -45,18 +45,47 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
     let backstage = backstage(cli, l, &raw)?;
     let remote_write = super::telemetry::remote_write(&cli.remote_write, l, &raw.remote_write)?;
     let otel = super::otel::otel(&cli.otel, l, &raw.otel)?;
+    let mode = mode(cli, l, raw.offline, raw.edge, raw.store)?;
+
+    Ok(Config {
+        server,
+        cors,
+        frontend,
+        log_format,
+        log_request_lines_per_minute,
+        log_summary_interval,
+        app_name,
+        instance_id,
+        usage,
+        streaming,
+        backstage,
+        remote_write,
+        otel,
+        mode,
+        notes: Vec::new(),
+    })
+}
+
+/// The mode section: offline or edge (with its store).
+fn mode(
+    cli: &Cli,
+    l: &Layers<'_>,
+    raw_offline: Option<super::file::RawOffline>,
+    raw_edge: Option<super::file::RawEdge>,
+    raw_store: Option<super::file::RawStore>,
+) -> Result<Mode, ConfigError> {
     let mode = match &cli.command {
         Some(Command::Offline(args)) => {
-            if raw.store.as_ref().is_some_and(|s| s.redis_url.is_some()) {
+            if raw_store.as_ref().is_some_and(|s| s.redis_url.is_some()) {
                 return Err(invalid(
                     "store.redis_url",
                     "a shared store is for edge mode only (offline instances have nothing to share)",
                 ));
             }
-            Mode::Offline(offline(args, &l.sub(), raw.offline)?)
+            Mode::Offline(offline(args, &l.sub(), raw_offline)?)
         }
         Some(Command::Edge(args)) => {
-            let mut edge = Box::new(edge(args, &l.sub(), raw.edge, raw.store)?);
+            let mut edge = Box::new(edge(args, &l.sub(), raw_edge, raw_store)?);
             if let Some(given) = cli
                 .token_header
                 .clone()
@@ -77,24 +106,7 @@ pub(super) fn merge(cli: &Cli, layers: &Layers<'_>, raw: RawFile) -> Result<Conf
             return Err(invalid("mode", "no mode given (offline or edge)"));
         }
     };
-
-    Ok(Config {
-        server,
-        cors,
-        frontend,
-        log_format,
-        log_request_lines_per_minute,
-        log_summary_interval,
-        app_name,
-        instance_id,
-        usage,
-        streaming,
-        backstage,
-        remote_write,
-        otel,
-        mode,
-        notes: Vec::new(),
-    })
+    Ok(mode)
 }
 
 /// `[cors]` and `[frontend]`.

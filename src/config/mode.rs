@@ -95,20 +95,11 @@ pub(super) fn edge(
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
     let custom_client_headers = custom_headers(args, l, &raw)?;
     let client_identity = client_identity(args, l, &raw, &mut notes)?;
-    let backup_folder = l.path("backup_folder", &args.backup_folder, &raw.backup_folder);
-    let s3_bucket = s3_bucket(args, l, &raw)?;
-    if backup_folder.is_some() && s3_bucket.is_some() {
-        return Err(invalid(
-            "edge.s3_bucket_name (--s3-bucket-name / S3_BUCKET_NAME)",
-            "the backup goes to a folder or a bucket, not both: edge.backup_folder is given too",
-        ));
-    }
-    let mut client_keys = edge_client_keys(args, l, raw.client_keys)?;
-    client_keys.extend(pretrusted(&l.list(
-        "pretrusted_tokens",
-        &args.pretrusted_tokens,
-        raw.pretrusted_tokens.as_ref(),
-    ))?);
+    let (backup_folder, s3_bucket) = backup(args, l, &raw)?;
+    let (invalid_token_ttl, token_cache_size) = token_cache(args, l, &raw)?;
+    let (validate_caller_budget, validate_total_budget) = validate_budgets(args, l, &raw)?;
+    let client_keys = edge_client_keys(args, l, &raw)?;
+    let (upstream_request_timeout, upstream_connect_timeout) = upstream_timeouts(args, l, &raw)?;
     Ok(EdgeConfig {
         upstream_url,
         tokens,
@@ -124,19 +115,8 @@ pub(super) fn edge(
             args.token_revalidation_interval_seconds,
             raw.token_revalidation_interval.as_ref(),
         )?,
-        invalid_token_ttl: l.duration(
-            "invalid_token_ttl",
-            "edge.invalid_token_ttl",
-            args.invalid_token_ttl,
-            raw.invalid_token_ttl.as_ref(),
-            Duration::ZERO,
-        )?,
-        token_cache_size: l.count(
-            "token_cache_size",
-            "edge.token_cache_size",
-            args.token_cache_size,
-            raw.token_cache_size,
-        )?,
+        invalid_token_ttl,
+        token_cache_size,
         custom_client_headers,
         upstream_certificate_file: l.path(
             "upstream_certificate_file",
@@ -148,36 +128,16 @@ pub(super) fn edge(
             args.skip_ssl_verification,
             raw.skip_ssl_verification,
         ),
-        upstream_request_timeout: period(
-            "upstream_request_timeout",
-            "edge.upstream_request_timeout",
-            args.upstream_request_timeout,
-            raw.upstream_request_timeout.as_ref(),
-        )?,
-        upstream_connect_timeout: period(
-            "upstream_socket_timeout",
-            "edge.upstream_connect_timeout",
-            args.upstream_socket_timeout,
-            raw.upstream_connect_timeout.as_ref(),
-        )?,
+        upstream_request_timeout,
+        upstream_connect_timeout,
         upstream_max_body_size: l.size(
             "upstream_max_body_size",
             "edge.upstream_max_body_size",
             args.upstream_max_body_size,
             raw.upstream_max_body_size.as_ref(),
         )?,
-        validate_caller_budget: l.count(
-            "validate_caller_budget",
-            "edge.validate_caller_budget",
-            args.validate_caller_budget,
-            raw.validate_caller_budget,
-        )?,
-        validate_total_budget: l.count(
-            "validate_total_budget",
-            "edge.validate_total_budget",
-            args.validate_total_budget,
-            raw.validate_total_budget,
-        )?,
+        validate_caller_budget,
+        validate_total_budget,
         client_identity,
         backup_folder,
         s3_bucket,
@@ -419,15 +379,106 @@ fn pretrusted(list: &[String]) -> Result<Vec<crate::config::ConfiguredToken>, Co
         .collect()
 }
 
-/// Edge mode's locally configured client keys.
+/// Edge mode's locally configured client keys, then its pretrusted tokens.
 fn edge_client_keys(
     args: &cli::EdgeArgs,
     l: &Layers<'_>,
-    raw: Option<Vec<file::RawClientKey>>,
+    raw: &file::RawEdge,
 ) -> Result<Vec<crate::config::ConfiguredToken>, ConfigError> {
-    l.client_keys(&args.client_keys, raw)?
+    let mut keys = l
+        .client_keys(&args.client_keys, raw.client_keys.clone())?
         .iter()
         .enumerate()
         .map(|(i, entry)| client_key(&format!("edge.client_keys[{i}]"), entry))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    keys.extend(pretrusted(&l.list(
+        "pretrusted_tokens",
+        &args.pretrusted_tokens,
+        raw.pretrusted_tokens.as_ref(),
+    ))?);
+    Ok(keys)
+}
+
+/// The deadline of one upstream request, and of connecting to the upstream.
+fn upstream_timeouts(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<(Duration, Duration), ConfigError> {
+    let request = l.duration(
+        "upstream_request_timeout",
+        "edge.upstream_request_timeout",
+        args.upstream_request_timeout,
+        raw.upstream_request_timeout.as_ref(),
+        MIN_PERIOD,
+    )?;
+    let connect = l.duration(
+        "upstream_socket_timeout",
+        "edge.upstream_connect_timeout",
+        args.upstream_socket_timeout,
+        raw.upstream_connect_timeout.as_ref(),
+        MIN_PERIOD,
+    )?;
+    Ok((request, connect))
+}
+
+/// Where the backup goes: a folder or an S3 bucket, not both.
+fn backup(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<(Option<std::path::PathBuf>, Option<super::Bucket>), ConfigError> {
+    let folder = l.path("backup_folder", &args.backup_folder, &raw.backup_folder);
+    let bucket = s3_bucket(args, l, raw)?;
+    if folder.is_some() && bucket.is_some() {
+        return Err(invalid(
+            "edge.s3_bucket_name (--s3-bucket-name / S3_BUCKET_NAME)",
+            "the backup goes to a folder or a bucket, not both: edge.backup_folder is given too",
+        ));
+    }
+    Ok((folder, bucket))
+}
+
+/// How long a refused token is remembered, and how many tokens are remembered.
+fn token_cache(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<(Duration, u64), ConfigError> {
+    let ttl = l.duration(
+        "invalid_token_ttl",
+        "edge.invalid_token_ttl",
+        args.invalid_token_ttl,
+        raw.invalid_token_ttl.as_ref(),
+        Duration::ZERO,
+    )?;
+    let size = l.count(
+        "token_cache_size",
+        "edge.token_cache_size",
+        args.token_cache_size,
+        raw.token_cache_size,
+    )?;
+    Ok((ttl, size))
+}
+
+/// Unknown tokens per minute one `/edge/validate` caller, and all callers together, may have
+/// checked upstream.
+fn validate_budgets(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawEdge,
+) -> Result<(u64, u64), ConfigError> {
+    let caller = l.count(
+        "validate_caller_budget",
+        "edge.validate_caller_budget",
+        args.validate_caller_budget,
+        raw.validate_caller_budget,
+    )?;
+    let total = l.count(
+        "validate_total_budget",
+        "edge.validate_total_budget",
+        args.validate_total_budget,
+        raw.validate_total_budget,
+    )?;
+    Ok((caller, total))
 }

@@ -11,107 +11,27 @@ impl Config {
     pub(super) fn redacted(&self) -> toml::Table {
         use toml::{Table, Value};
         let mut root = Table::new();
-        let s = |v: &str| Value::String(v.to_string());
-        root.insert("mode".into(), s(self.mode.name()));
-        root.insert("app_name".into(), s(&self.app_name));
-        root.insert("instance_id".into(), s(&self.instance_id));
-        root.insert("server".into(), Value::Table(self.server_table()));
-        root.insert("tls".into(), Value::Table(self.tls_table()));
-        let mut cors = Table::new();
-        let origins = match &self.cors.allowed_origins {
-            AllowedOrigins::Any => vec![s("*")],
-            AllowedOrigins::List(list) => list.iter().map(|o| s(o)).collect(),
-        };
-        cors.insert("allowed_origins".into(), Value::Array(origins));
-        cors.insert("max_age".into(), s(&format_duration(self.cors.max_age)));
-        for (key, value) in [
-            ("allowed_headers", &self.cors.allowed_headers),
-            ("exposed_headers", &self.cors.exposed_headers),
-            ("methods", &self.cors.methods),
+        root.insert("mode".into(), string(self.mode.name()));
+        root.insert("app_name".into(), string(&self.app_name));
+        root.insert("instance_id".into(), string(&self.instance_id));
+        for (key, table) in [
+            ("server", self.server_table()),
+            ("tls", self.tls_table()),
+            ("cors", self.cors_table()),
+            ("frontend", self.frontend_table()),
+            ("usage", self.usage_table()),
+            ("streaming", self.streaming_table()),
+            ("backstage", self.backstage_table()),
         ] {
-            if let Some(v) = value.as_ref().and_then(|v| v.to_str().ok()) {
-                cors.insert(key.into(), s(v));
-            }
+            root.insert(key.into(), Value::Table(table));
         }
-        root.insert("cors".into(), Value::Table(cors));
-        let mut frontend = Table::new();
-        frontend.insert(
-            "all_endpoint".into(),
-            Value::Boolean(self.frontend.all_endpoint),
-        );
-        frontend.insert(
-            "etag_cache_size".into(),
-            Value::Integer(i64::try_from(self.frontend.etag_cache_size).unwrap_or(i64::MAX)),
-        );
-        frontend.insert(
-            "etag_cache_ttl".into(),
-            s(&format_duration(self.frontend.etag_cache_ttl)),
-        );
-        root.insert("frontend".into(), Value::Table(frontend));
-        let mut usage = Table::new();
-        usage.insert("interval".into(), s(&format_duration(self.usage.interval)));
-        usage.insert(
-            "max_entries".into(),
-            Value::Integer(i64::try_from(self.usage.max_entries).unwrap_or(i64::MAX)),
-        );
-        usage.insert("max_bytes".into(), s(&format_size(self.usage.max_bytes)));
-        usage.insert(
-            "per_flag_metrics".into(),
-            Value::Boolean(self.usage.per_flag_metrics),
-        );
-        root.insert("usage".into(), Value::Table(usage));
-        let mut streaming = Table::new();
-        let st = &self.streaming;
-        streaming.insert(
-            "max_streams".into(),
-            Value::Integer(i64::try_from(st.max_streams).unwrap_or(i64::MAX)),
-        );
-        streaming.insert(
-            "heartbeat_interval".into(),
-            s(&format_duration(st.heartbeat_interval)),
-        );
-        streaming.insert(
-            "history".into(),
-            Value::Integer(i64::try_from(st.history).unwrap_or(i64::MAX)),
-        );
-        streaming.insert("advertise".into(), Value::Boolean(st.advertise));
-        root.insert("streaming".into(), Value::Table(streaming));
-        let mut backstage = Table::new();
-        let b = &self.backstage;
-        if b.token.is_some() {
-            backstage.insert("token".into(), s("<redacted>"));
-        }
-        for (key, on) in [
-            ("metrics", b.metrics),
-            ("tokens", b.tokens),
-            ("features", b.features),
-            ("metrics_batch", b.metrics_batch),
-            ("instance_data", b.instance_data),
-        ] {
-            backstage.insert(key.into(), Value::Boolean(on));
-        }
-        root.insert("backstage".into(), Value::Table(backstage));
         if let Some(rw) = &self.remote_write {
             root.insert("remote_write".into(), Value::Table(rw.table()));
         }
         if let Some(otel) = &self.otel {
             root.insert("otel".into(), Value::Table(otel.table()));
         }
-        let mut log = Table::new();
-        let format = match self.log_format {
-            LogFormat::Plain => "plain",
-            LogFormat::Json => "json",
-        };
-        log.insert("format".into(), s(format));
-        log.insert(
-            "request_lines_per_minute".into(),
-            Value::Integer(i64::try_from(self.log_request_lines_per_minute).unwrap_or(i64::MAX)),
-        );
-        log.insert(
-            "summary_interval".into(),
-            s(&format_duration(self.log_summary_interval)),
-        );
-        root.insert("log".into(), Value::Table(log));
+        root.insert("log".into(), Value::Table(self.log_table()));
         match &self.mode {
             Mode::Offline(offline) => {
                 root.insert("offline".into(), Value::Table(offline_table(offline)));
@@ -124,6 +44,100 @@ impl Config {
             }
         }
         root
+    }
+
+    /// `[cors]`.
+    fn cors_table(&self) -> toml::Table {
+        let mut cors = toml::Table::new();
+        let origins = match &self.cors.allowed_origins {
+            AllowedOrigins::Any => vec![string("*")],
+            AllowedOrigins::List(list) => list.iter().map(|o| string(o)).collect(),
+        };
+        cors.insert("allowed_origins".into(), toml::Value::Array(origins));
+        cors.insert("max_age".into(), duration(self.cors.max_age));
+        for (key, value) in [
+            ("allowed_headers", &self.cors.allowed_headers),
+            ("exposed_headers", &self.cors.exposed_headers),
+            ("methods", &self.cors.methods),
+        ] {
+            if let Some(v) = value.as_ref().and_then(|v| v.to_str().ok()) {
+                cors.insert(key.into(), string(v));
+            }
+        }
+        cors
+    }
+
+    /// `[frontend]`.
+    fn frontend_table(&self) -> toml::Table {
+        let f = &self.frontend;
+        let mut frontend = toml::Table::new();
+        frontend.insert("all_endpoint".into(), toml::Value::Boolean(f.all_endpoint));
+        frontend.insert("etag_cache_size".into(), integer(f.etag_cache_size));
+        frontend.insert("etag_cache_ttl".into(), duration(f.etag_cache_ttl));
+        frontend
+    }
+
+    /// `[usage]`.
+    fn usage_table(&self) -> toml::Table {
+        let u = &self.usage;
+        let mut usage = toml::Table::new();
+        usage.insert("interval".into(), duration(u.interval));
+        usage.insert("max_entries".into(), integer(u.max_entries));
+        usage.insert("max_bytes".into(), string(&format_size(u.max_bytes)));
+        usage.insert(
+            "per_flag_metrics".into(),
+            toml::Value::Boolean(u.per_flag_metrics),
+        );
+        usage
+    }
+
+    /// `[streaming]`.
+    fn streaming_table(&self) -> toml::Table {
+        let st = &self.streaming;
+        let mut streaming = toml::Table::new();
+        streaming.insert("max_streams".into(), integer(st.max_streams));
+        streaming.insert("heartbeat_interval".into(), duration(st.heartbeat_interval));
+        streaming.insert("history".into(), integer(st.history));
+        streaming.insert("advertise".into(), toml::Value::Boolean(st.advertise));
+        streaming
+    }
+
+    /// `[backstage]`, its token redacted.
+    fn backstage_table(&self) -> toml::Table {
+        let b = &self.backstage;
+        let mut backstage = toml::Table::new();
+        if b.token.is_some() {
+            backstage.insert("token".into(), string("<redacted>"));
+        }
+        for (key, on) in [
+            ("metrics", b.metrics),
+            ("tokens", b.tokens),
+            ("features", b.features),
+            ("metrics_batch", b.metrics_batch),
+            ("instance_data", b.instance_data),
+        ] {
+            backstage.insert(key.into(), toml::Value::Boolean(on));
+        }
+        backstage
+    }
+
+    /// `[log]`.
+    fn log_table(&self) -> toml::Table {
+        let mut log = toml::Table::new();
+        let format = match self.log_format {
+            LogFormat::Plain => "plain",
+            LogFormat::Json => "json",
+        };
+        log.insert("format".into(), string(format));
+        log.insert(
+            "request_lines_per_minute".into(),
+            integer(self.log_request_lines_per_minute),
+        );
+        log.insert(
+            "summary_interval".into(),
+            duration(self.log_summary_interval),
+        );
+        log
     }
 
     /// `[server]`, redacted form.
@@ -236,17 +250,21 @@ fn offline_table(offline: &super::OfflineConfig) -> toml::Table {
 
 /// `[edge]`, redacted form: tokens redacted, custom header values never shown.
 fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
-    use toml::{Table, Value};
-    let s = |v: &str| Value::String(v.to_string());
-    let mut t = Table::new();
-    t.insert("upstream_url".into(), s(&edge.upstream_url));
+    use toml::Value;
+    let mut t = toml::Table::new();
+    t.insert("upstream_url".into(), string(&edge.upstream_url));
     t.insert(
         "upstream_auth_header".into(),
-        s(edge.upstream_auth_header.as_str()),
+        string(edge.upstream_auth_header.as_str()),
     );
     t.insert(
         "tokens".into(),
-        Value::Array(edge.tokens.iter().map(|tk| s(&tk.redacted())).collect()),
+        Value::Array(
+            edge.tokens
+                .iter()
+                .map(|tk| string(&tk.redacted()))
+                .collect(),
+        ),
     );
     for (key, d) in [
         ("refresh_interval", edge.refresh_interval),
@@ -258,69 +276,86 @@ fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
         ("upstream_request_timeout", edge.upstream_request_timeout),
         ("upstream_connect_timeout", edge.upstream_connect_timeout),
     ] {
-        t.insert(key.into(), s(&format_duration(d)));
+        t.insert(key.into(), duration(d));
     }
     for (key, n) in [
         ("token_cache_size", edge.token_cache_size),
         ("validate_caller_budget", edge.validate_caller_budget),
         ("validate_total_budget", edge.validate_total_budget),
     ] {
-        t.insert(
-            key.into(),
-            Value::Integer(i64::try_from(n).unwrap_or(i64::MAX)),
-        );
+        t.insert(key.into(), integer(n));
     }
     t.insert(
         "upstream_max_body_size".into(),
-        s(&format_size(edge.upstream_max_body_size)),
+        string(&format_size(edge.upstream_max_body_size)),
     );
     t.insert(
         "custom_client_headers".into(),
         Value::Array(
             edge.custom_client_headers
                 .iter()
-                .map(|(name, _)| s(&format!("{name}: <redacted>")))
+                .map(|(name, _)| string(&format!("{name}: <redacted>")))
                 .collect(),
         ),
     );
     if let Some(f) = &edge.upstream_certificate_file {
         t.insert(
             "upstream_certificate_file".into(),
-            s(&f.display().to_string()),
+            string(&f.display().to_string()),
         );
     }
     if let Some(id) = &edge.client_identity {
-        t.insert("client_identity".into(), s(&id.describe()));
+        t.insert("client_identity".into(), string(&id.describe()));
     }
     t.insert(
         "skip_ssl_verification".into(),
         Value::Boolean(edge.skip_ssl_verification),
     );
     t.insert("streaming".into(), Value::Boolean(edge.streaming));
+    backup_entries(edge, &mut t);
+    t.insert("client_keys".into(), client_keys_value(&edge.client_keys));
+    t
+}
+
+/// Where `[edge]`'s backup goes.
+fn backup_entries(edge: &super::EdgeConfig, t: &mut toml::Table) {
     if let Some(dir) = &edge.backup_folder {
-        t.insert("backup_folder".into(), s(&dir.display().to_string()));
+        t.insert("backup_folder".into(), string(&dir.display().to_string()));
     }
     if let Some(b) = &edge.s3_bucket {
-        t.insert("s3_bucket_name".into(), s(&b.name));
+        t.insert("s3_bucket_name".into(), string(&b.name));
         t.insert(
             "s3_force_path_style".into(),
-            Value::Boolean(b.force_path_style),
+            toml::Value::Boolean(b.force_path_style),
         );
     }
+}
 
-    let keys = edge
-        .client_keys
+/// Client keys, each key redacted.
+fn client_keys_value(keys: &[super::ConfiguredToken]) -> toml::Value {
+    let entries = keys
         .iter()
         .map(|c| {
-            let mut entry = Table::new();
-            entry.insert("key".into(), s(&c.token.redacted()));
-            entry.insert("environment".into(), s(&c.scope.environment));
+            let mut entry = toml::Table::new();
+            entry.insert("key".into(), string(&c.token.redacted()));
+            entry.insert("environment".into(), string(&c.scope.environment));
             entry.insert("projects".into(), projects_value(&c.scope.projects));
-            Value::Table(entry)
+            toml::Value::Table(entry)
         })
         .collect();
-    t.insert("client_keys".into(), Value::Array(keys));
-    t
+    toml::Value::Array(entries)
+}
+
+fn string(v: &str) -> toml::Value {
+    toml::Value::String(v.to_string())
+}
+
+fn integer<N: TryInto<i64>>(n: N) -> toml::Value {
+    toml::Value::Integer(n.try_into().unwrap_or(i64::MAX))
+}
+
+fn duration(d: Duration) -> toml::Value {
+    string(&format_duration(d))
 }
 
 fn projects_value(p: &Projects) -> toml::Value {

@@ -20,24 +20,7 @@ pub(super) fn server(
     let rs = &raw.server;
     let period =
         |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
-    let header_read_timeout = period(
-        "header_read_timeout",
-        "server.header_read_timeout",
-        cli.header_read_timeout,
-        rs.header_read_timeout.as_ref(),
-    )?;
-    let idle_timeout = period(
-        "idle_timeout",
-        "server.idle_timeout",
-        cli.idle_timeout,
-        rs.idle_timeout.as_ref(),
-    )?;
-    let body_read_timeout = period(
-        "body_read_timeout",
-        "server.body_read_timeout",
-        cli.body_read_timeout,
-        rs.body_read_timeout.as_ref(),
-    )?;
+    let (header_read_timeout, body_read_timeout, idle_timeout) = read_timeouts(cli, l, raw)?;
     let request_timeout = match cli.edge_request_timeout {
         // Unleash Edge's name, when given and flagpost's is not.
         Some(t) if !l.explicit("request_timeout") && t >= MIN_PERIOD => t,
@@ -48,20 +31,7 @@ pub(super) fn server(
             rs.request_timeout.as_ref(),
         )?,
     };
-    let shutdown_grace = l.duration(
-        "shutdown_grace",
-        "server.shutdown_grace",
-        cli.shutdown_grace,
-        rs.shutdown_grace.as_ref(),
-        Duration::ZERO,
-    )?;
-    let shutdown_delay = l.duration(
-        "shutdown_delay",
-        "server.shutdown_delay",
-        cli.shutdown_delay,
-        rs.shutdown_delay.as_ref(),
-        Duration::ZERO,
-    )?;
+    let (shutdown_delay, shutdown_grace) = shutdown(cli, l, raw)?;
     let max_body_size = l.size(
         "max_body_size",
         "server.max_body_size",
@@ -86,14 +56,7 @@ pub(super) fn server(
         cli.max_in_flight,
         rs.max_in_flight,
     )?;
-    let mut trusted_proxies = trusted_proxies(cli, l, raw)?;
-    if l.pick("trust_proxy", cli.trust_proxy, rs.trust_proxy) && trusted_proxies.is_empty() {
-        // Unleash Edge's --trust-proxy without a list: every peer's forwarding headers.
-        trusted_proxies = ["0.0.0.0/0", "::/0"]
-            .iter()
-            .filter_map(|n| n.parse().ok())
-            .collect();
-    }
+    let trusted_proxies = trusted_proxies(cli, l, raw)?;
     let base_path = base_path(&l.pick("base_path", cli.base_path.clone(), rs.base_path.clone()))?;
     let token_header = header_name(
         "server.token_header (--token-header / TOKEN_HEADER, --edge-auth-header / EDGE_AUTH_HEADER)",
@@ -102,14 +65,7 @@ pub(super) fn server(
             .or(cli.edge_auth_header.clone())
             .or(rs.token_header.clone()),
     )?;
-    let allow_list = networks(
-        "server.allow_list (--allow-list / ALLOW_LIST)",
-        l.list("allow_list", &cli.allow_list, rs.allow_list.as_ref()),
-    )?;
-    let deny_list = networks(
-        "server.deny_list (--deny-list / DENY_LIST)",
-        l.list("deny_list", &cli.deny_list, rs.deny_list.as_ref()),
-    )?;
+    let (allow_list, deny_list) = peer_lists(cli, l, raw)?;
     let tls = tls(cli, l, raw, interface)?;
     let plain_http = plain_http(cli, l, raw, tls.as_ref(), port)?;
     Ok(ServerConfig {
@@ -131,6 +87,75 @@ pub(super) fn server(
         shutdown_grace,
         tls,
     })
+}
+
+/// How long a request's head, then its body, may take to arrive, and how long an idle
+/// connection is kept.
+fn read_timeouts(
+    cli: &Cli,
+    l: &Layers<'_>,
+    raw: &RawFile,
+) -> Result<(Duration, Duration, Duration), ConfigError> {
+    let rs = &raw.server;
+    let period =
+        |id: &str, key: &str, cli: Duration, file| l.duration(id, key, cli, file, MIN_PERIOD);
+    let header = period(
+        "header_read_timeout",
+        "server.header_read_timeout",
+        cli.header_read_timeout,
+        rs.header_read_timeout.as_ref(),
+    )?;
+    let idle = period(
+        "idle_timeout",
+        "server.idle_timeout",
+        cli.idle_timeout,
+        rs.idle_timeout.as_ref(),
+    )?;
+    let body = period(
+        "body_read_timeout",
+        "server.body_read_timeout",
+        cli.body_read_timeout,
+        rs.body_read_timeout.as_ref(),
+    )?;
+    Ok((header, body, idle))
+}
+
+/// On SIGTERM: how long flagpost keeps serving with `/ready` at 503, then how long it lets
+/// requests in flight finish.
+fn shutdown(cli: &Cli, l: &Layers<'_>, raw: &RawFile) -> Result<(Duration, Duration), ConfigError> {
+    let delay = l.duration(
+        "shutdown_delay",
+        "server.shutdown_delay",
+        cli.shutdown_delay,
+        raw.server.shutdown_delay.as_ref(),
+        Duration::ZERO,
+    )?;
+    let grace = l.duration(
+        "shutdown_grace",
+        "server.shutdown_grace",
+        cli.shutdown_grace,
+        raw.server.shutdown_grace.as_ref(),
+        Duration::ZERO,
+    )?;
+    Ok((delay, grace))
+}
+
+/// Unleash Edge's allow and deny lists of peer networks.
+fn peer_lists(
+    cli: &Cli,
+    l: &Layers<'_>,
+    raw: &RawFile,
+) -> Result<(Vec<ipnet::IpNet>, Vec<ipnet::IpNet>), ConfigError> {
+    let rs = &raw.server;
+    let allow = networks(
+        "server.allow_list (--allow-list / ALLOW_LIST)",
+        l.list("allow_list", &cli.allow_list, rs.allow_list.as_ref()),
+    )?;
+    let deny = networks(
+        "server.deny_list (--deny-list / DENY_LIST)",
+        l.list("deny_list", &cli.deny_list, rs.deny_list.as_ref()),
+    )?;
+    Ok((allow, deny))
 }
 
 /// A CORS list (header names or methods) as one header value; `None` for an empty list.
@@ -264,14 +289,22 @@ fn trusted_proxies(
     l: &Layers<'_>,
     raw: &RawFile,
 ) -> Result<Vec<ipnet::IpNet>, ConfigError> {
-    networks(
+    let listed = networks(
         "server.trusted_proxies (--proxy-trusted-servers / PROXY_TRUSTED_SERVERS)",
         l.list(
             "proxy_trusted_servers",
             &cli.proxy_trusted_servers,
             raw.server.trusted_proxies.as_ref(),
         ),
-    )
+    )?;
+    if listed.is_empty() && l.pick("trust_proxy", cli.trust_proxy, raw.server.trust_proxy) {
+        // Unleash Edge's --trust-proxy without a list: every peer's forwarding headers.
+        return Ok(["0.0.0.0/0", "::/0"]
+            .iter()
+            .filter_map(|n| n.parse().ok())
+            .collect());
+    }
+    Ok(listed)
 }
 
 /// HTTPS, when enabled: its port on `interface`, the certificate and the key.

@@ -103,15 +103,53 @@ pub(super) fn store(
     upstream_url: &str,
     tokens: &[Token],
 ) -> Result<(Option<StoreConfig>, Vec<String>), ConfigError> {
-    let given = l.pick("redis_url", args.redis_url.clone(), raw.redis_url.map(Some));
-    let mode_key = "store.mode (--redis-mode / REDIS_MODE)";
-    let mode = l.pick("redis_mode", args.redis_mode.clone(), raw.mode);
-    let master = l.pick(
-        "redis_sentinel_master",
-        args.redis_sentinel_master.clone(),
-        raw.sentinel_master.map(Some),
+    let (urls, mode, notes) = addresses(args, l, &raw)?;
+    if urls.is_empty() {
+        return Ok((None, notes));
+    }
+    for url in &urls {
+        check_url(url, &mode)?;
+    }
+    let ca_certificate_file = l.path(
+        "redis_ca_certificate_file",
+        &args.redis_ca_certificate_file,
+        &raw.ca_certificate_file,
     );
-    let (urls, mode, notes) = match mode.trim() {
+    let namespace = namespace(args, l, &raw, upstream_url, tokens)?;
+    let (lease, timeout) = lease_and_timeout(args, l, &raw)?;
+    Ok((
+        Some(StoreConfig {
+            redis_urls: urls.into_iter().map(RedisUrl::new).collect(),
+            mode,
+            namespace,
+            max_age: l.duration(
+                "store_max_age",
+                "store.max_age",
+                args.store_max_age,
+                raw.max_age.as_ref(),
+                Duration::from_secs(1),
+            )?,
+            lease,
+            timeout,
+            ca_certificate_file,
+        }),
+        notes,
+    ))
+}
+
+/// The Redis mode and its addresses (none: no store), with notes on settings not used.
+fn addresses(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawStore,
+) -> Result<(Vec<String>, RedisMode, Vec<String>), ConfigError> {
+    let given = l.pick(
+        "redis_url",
+        args.redis_url.clone(),
+        raw.redis_url.clone().map(Some),
+    );
+    let mode = l.pick("redis_mode", args.redis_mode.clone(), raw.mode.clone());
+    match mode.trim() {
         "single" => {
             if split_urls(given.clone()).len() > 1 {
                 return Err(invalid(
@@ -121,80 +159,85 @@ pub(super) fn store(
                 ));
             }
             let (url, notes) = redis_address(args, given)?;
-            (
-                url.into_iter().collect::<Vec<_>>(),
-                RedisMode::Single,
-                notes,
-            )
+            Ok((url.into_iter().collect(), RedisMode::Single, notes))
         }
-        "cluster" => (seed_list(args, given)?, RedisMode::Cluster, Vec::new()),
-        "sentinel" => {
-            let Some(master) = master
-                .map(|m| m.trim().to_string())
-                .filter(|m| !m.is_empty())
-            else {
-                return Err(invalid(
-                    "store.sentinel_master (--redis-sentinel-master / REDIS_SENTINEL_MASTER)",
-                    "Sentinel mode needs the name the Sentinels monitor the primary under",
-                ));
-            };
-            let data = DataNodes {
-                username: args.redis_username.clone().or(raw.data_username.clone()),
-                password: args
-                    .redis_password
-                    .clone()
-                    .or(raw.data_password.clone())
-                    .map(crate::token::Secret::new),
-                tls: args.redis_secure || raw.data_tls.unwrap_or(false),
-            };
-            let urls = split_urls(given);
-            (urls, RedisMode::Sentinel { master, data }, Vec::new())
-        }
-        other => {
-            return Err(invalid(
-                mode_key,
-                format!(
-                    "{other:?} is not a Redis mode: use \"single\", \"sentinel\" or \"cluster\""
-                ),
-            ))
-        }
-    };
-    if urls.is_empty() {
-        return Ok((None, notes));
+        "cluster" => Ok((seed_list(args, given)?, RedisMode::Cluster, Vec::new())),
+        "sentinel" => Ok((split_urls(given), sentinel(args, l, raw)?, Vec::new())),
+        other => Err(invalid(
+            "store.mode (--redis-mode / REDIS_MODE)",
+            format!("{other:?} is not a Redis mode: use \"single\", \"sentinel\" or \"cluster\""),
+        )),
     }
-    for url in &urls {
-        check_url(url, &mode)?;
-    }
-    let urls: Vec<RedisUrl> = urls.into_iter().map(RedisUrl::new).collect();
-    let ca_certificate_file = l.path(
-        "redis_ca_certificate_file",
-        &args.redis_ca_certificate_file,
-        &raw.ca_certificate_file,
+}
+
+/// Sentinel mode: the monitored primary's name and how to reach the data nodes.
+fn sentinel(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawStore,
+) -> Result<RedisMode, ConfigError> {
+    let master = l.pick(
+        "redis_sentinel_master",
+        args.redis_sentinel_master.clone(),
+        raw.sentinel_master.clone().map(Some),
     );
-    let namespace = match l.pick(
+    let Some(master) = master
+        .map(|m| m.trim().to_string())
+        .filter(|m| !m.is_empty())
+    else {
+        return Err(invalid(
+            "store.sentinel_master (--redis-sentinel-master / REDIS_SENTINEL_MASTER)",
+            "Sentinel mode needs the name the Sentinels monitor the primary under",
+        ));
+    };
+    let data = DataNodes {
+        username: args.redis_username.clone().or(raw.data_username.clone()),
+        password: args
+            .redis_password
+            .clone()
+            .or(raw.data_password.clone())
+            .map(crate::token::Secret::new),
+        tls: args.redis_secure || raw.data_tls.unwrap_or(false),
+    };
+    Ok(RedisMode::Sentinel { master, data })
+}
+
+/// The key prefix: as given, or one made from the upstream and the startup tokens.
+fn namespace(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawStore,
+    upstream_url: &str,
+    tokens: &[Token],
+) -> Result<String, ConfigError> {
+    let given = l.pick(
         "store_namespace",
         args.store_namespace.clone(),
-        raw.namespace.map(Some),
-    ) {
-        Some(ns) => {
-            let ok = (1..=64).contains(&ns.len())
-                && ns
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-            if !ok {
-                return Err(invalid(
-                    "store.namespace (--store-namespace / STORE_NAMESPACE)",
-                    "1 to 64 of A-Z a-z 0-9 - _ .",
-                ));
-            }
-            ns
-        }
-        None => default_namespace(upstream_url, tokens),
+        raw.namespace.clone().map(Some),
+    );
+    let Some(ns) = given else {
+        return Ok(default_namespace(upstream_url, tokens));
     };
-    let duration = |id: &str, key: &str, cli: Duration, file: Option<&file::RawDuration>, min| {
-        l.duration(id, key, cli, file, min)
-    };
-    let lease = duration(
+    let ok = (1..=64).contains(&ns.len())
+        && ns
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    if !ok {
+        return Err(invalid(
+            "store.namespace (--store-namespace / STORE_NAMESPACE)",
+            "1 to 64 of A-Z a-z 0-9 - _ .",
+        ));
+    }
+    Ok(ns)
+}
+
+/// The poller's lease and the deadline of one Redis call, at most a third of the lease.
+fn lease_and_timeout(
+    args: &cli::EdgeArgs,
+    l: &Layers<'_>,
+    raw: &file::RawStore,
+) -> Result<(Duration, Duration), ConfigError> {
+    let lease = l.duration(
         "store_lease",
         "store.lease",
         args.store_lease,
@@ -209,7 +252,7 @@ pub(super) fn store(
         Some(ms) if !l.explicit("store_timeout") && raw.timeout.is_none() => {
             Duration::from_millis(ms).max(MIN_PERIOD)
         }
-        _ => duration(
+        _ => l.duration(
             "store_timeout",
             "store.timeout",
             args.store_timeout,
@@ -223,24 +266,7 @@ pub(super) fn store(
             "must be at most a third of store.lease, so the lease is renewed in time",
         ));
     }
-    Ok((
-        Some(StoreConfig {
-            redis_urls: urls,
-            mode,
-            namespace,
-            max_age: duration(
-                "store_max_age",
-                "store.max_age",
-                args.store_max_age,
-                raw.max_age.as_ref(),
-                Duration::from_secs(1),
-            )?,
-            lease,
-            timeout,
-            ca_certificate_file,
-        }),
-        notes,
-    ))
+    Ok((lease, timeout))
 }
 
 /// Whether an environment variable holds Kubernetes' value rather than the operator's: with a
@@ -260,16 +286,7 @@ fn redis_address(
     let mut notes = Vec::new();
     let key =
         "REDIS_HOST / REDIS_PORT / REDIS_USERNAME / REDIS_PASSWORD / REDIS_SECURE / REDIS_SCHEME";
-    let port = match args.redis_port.as_deref().map(str::trim) {
-        None | Some("") => None,
-        Some(p) if kubernetes_service_link("REDIS_PORT", p) => None,
-        Some(p) => Some(p.parse::<u16>().map_err(|_| {
-            invalid(
-                "REDIS_PORT (--redis-port)",
-                format!("{p:?} is not a port number"),
-            )
-        })?),
-    };
+    let port = redis_port(args)?;
     let parts_given = port.is_some()
         || args.redis_username.is_some()
         || args.redis_password.is_some()
@@ -294,24 +311,7 @@ fn redis_address(
                 )
             })?
         }
-        (None, Some(host)) if !host.is_empty() => {
-            let scheme = match args.redis_scheme.as_deref().map(str::trim) {
-                None | Some("redis") | Some("tcp") => "redis",
-                Some("rediss") | Some("tls") => "rediss",
-                Some(other) => {
-                    return Err(invalid(
-                        "REDIS_SCHEME (--redis-scheme)",
-                        format!("{other:?}: flagpost connects to Redis over TCP, as redis (tcp) or rediss (tls)"),
-                    ))
-                }
-            };
-            url::Url::parse(&format!("{scheme}://{host}")).map_err(|_| {
-                invalid(
-                    "REDIS_HOST (--redis-host)",
-                    format!("{host:?} is not a host name"),
-                )
-            })?
-        }
+        (None, Some(host)) if !host.is_empty() => host_url(args, host)?,
         _ => {
             if parts_given {
                 notes.push(format!(
@@ -336,6 +336,42 @@ fn redis_address(
         url.set_scheme("rediss").map_err(|()| bad("TLS scheme"))?;
     }
     Ok((Some(url.to_string()), notes))
+}
+
+/// Unleash Edge's REDIS_PORT, unless it is Kubernetes' service link.
+fn redis_port(args: &cli::EdgeArgs) -> Result<Option<u16>, ConfigError> {
+    match args.redis_port.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(p) if kubernetes_service_link("REDIS_PORT", p) => Ok(None),
+        Some(p) => p.parse::<u16>().map(Some).map_err(|_| {
+            invalid(
+                "REDIS_PORT (--redis-port)",
+                format!("{p:?} is not a port number"),
+            )
+        }),
+    }
+}
+
+/// Unleash Edge's REDIS_HOST with its REDIS_SCHEME, as a URL.
+fn host_url(args: &cli::EdgeArgs, host: &str) -> Result<url::Url, ConfigError> {
+    let scheme = match args.redis_scheme.as_deref().map(str::trim) {
+        None | Some("redis") | Some("tcp") => "redis",
+        Some("rediss") | Some("tls") => "rediss",
+        Some(other) => {
+            return Err(invalid(
+                "REDIS_SCHEME (--redis-scheme)",
+                format!(
+                    "{other:?}: flagpost connects to Redis over TCP, as redis (tcp) or rediss (tls)"
+                ),
+            ))
+        }
+    };
+    url::Url::parse(&format!("{scheme}://{host}")).map_err(|_| {
+        invalid(
+            "REDIS_HOST (--redis-host)",
+            format!("{host:?} is not a host name"),
+        )
+    })
 }
 
 /// A comma list of URLs, trimmed, empty items dropped.

@@ -150,12 +150,18 @@ impl Engine {
                 }
             }
         }
-        let mut by_name: Vec<u32> = (0..u32::try_from(toggles.len()).unwrap_or(u32::MAX)).collect();
-        by_name.sort_unstable_by(|a, b| name_at(&toggles, *a).cmp(name_at(&toggles, *b)));
         let warnings = warnings
             .into_iter()
             .map(|w| format!("{}: {}", w.toggle_name, w.message))
             .collect();
+        (Engine::indexed(toggles), warnings)
+    }
+
+    /// An engine over `toggles` (in document order), with its index by name and each
+    /// toggle's parents resolved to indexes (`u32::MAX` for a parent not there).
+    fn indexed(toggles: Vec<CompiledToggle>) -> Engine {
+        let mut by_name: Vec<u32> = (0..u32::try_from(toggles.len()).unwrap_or(u32::MAX)).collect();
+        by_name.sort_unstable_by(|a, b| name_at(&toggles, *a).cmp(name_at(&toggles, *b)));
         let mut engine = Engine {
             toggles,
             by_name,
@@ -176,7 +182,7 @@ impl Engine {
                     .collect()
             })
             .collect();
-        (engine, warnings)
+        engine
     }
 
     /// The index (in document order) of the flag named `name`.

@@ -75,6 +75,74 @@ pub(super) enum Connector {
     },
 }
 
+/// The private CA for Redis's TLS, if one is given.
+struct Ca(Option<Vec<u8>>);
+
+impl Ca {
+    fn certs(&self) -> Option<redis::TlsCertificates> {
+        self.0.as_ref().map(|root| redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(root.clone()),
+        })
+    }
+
+    fn open(&self, url: &crate::config::RedisUrl) -> Result<redis::Client, String> {
+        let opened = match self.certs() {
+            Some(certs) => redis::Client::build_with_tls(url.expose(), certs),
+            None => redis::Client::open(url.expose()),
+        };
+        opened.map_err(|e| format!("{}: {e}", url.redacted()))
+    }
+}
+
+/// A Sentinel client: the Sentinels' addresses, TLS, user and password from their URLs; the
+/// data nodes' from `data`; a private CA for both.
+fn sentinel_client(
+    config: &StoreConfig,
+    master: &str,
+    data: &crate::config::DataNodes,
+    ca: &Ca,
+) -> Result<redis::sentinel::SentinelClient, String> {
+    let mut sentinels = Vec::new();
+    let (mut user, mut password, mut tls) = (None, None, false);
+    for url in &config.redis_urls {
+        let info = redis::IntoConnectionInfo::into_connection_info(url.expose())
+            .map_err(|e| format!("{}: {e}", url.redacted()))?;
+        tls |= matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        let settings = info.redis_settings();
+        user = user.or(settings.username().map(str::to_string));
+        password = password.or(settings.password().map(str::to_string));
+        sentinels.push(info.addr().clone());
+    }
+    let server = redis::sentinel::SentinelServerType::Master;
+    let mut b = redis::sentinel::SentinelClientBuilder::new(sentinels, master, server)
+        .map_err(|e| e.to_string())?;
+    if let Some(user) = user {
+        b = b.set_client_to_sentinel_username(user);
+    }
+    if let Some(password) = password {
+        b = b.set_client_to_sentinel_password(password);
+    }
+    if tls {
+        b = b.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
+    }
+    if let Some(user) = &data.username {
+        b = b.set_client_to_redis_username(user);
+    }
+    if let Some(password) = &data.password {
+        b = b.set_client_to_redis_password(password.expose());
+    }
+    if data.tls {
+        b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+    }
+    if let (Some(to_sentinels), Some(to_redis)) = (ca.certs(), ca.certs()) {
+        b = b
+            .set_client_to_sentinel_certificates(to_sentinels)
+            .set_client_to_redis_certificates(to_redis);
+    }
+    b.build().map_err(|e| e.to_string())
+}
+
 impl Connector {
     /// Sets up the clients; nothing connects until first used, so an instance starts while
     /// Redis is away.
@@ -86,21 +154,11 @@ impl Connector {
             ),
             None => None,
         };
-        let certs = || redis::TlsCertificates {
-            client_tls: None,
-            root_cert: ca.clone(),
-        };
-        let open = |url: &crate::config::RedisUrl| {
-            let opened = match &ca {
-                Some(_) => redis::Client::build_with_tls(url.expose(), certs()),
-                None => redis::Client::open(url.expose()),
-            };
-            opened.map_err(|e| format!("{}: {e}", url.redacted()))
-        };
+        let ca = Ca(ca);
         match &config.mode {
             RedisMode::Single => {
                 let url = config.redis_urls.first().ok_or("no Redis URL")?;
-                let client = open(url)?;
+                let client = ca.open(url)?;
                 let manager = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(config.timeout))
                     .set_response_timeout(Some(config.timeout))
@@ -110,81 +168,45 @@ impl Connector {
                     .map_err(|e| e.to_string())?;
                 Ok(Connector::Single { conn, client })
             }
-            RedisMode::Cluster => {
-                let seeds = config
-                    .redis_urls
-                    .iter()
-                    .map(open)
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut builder = redis::cluster::ClusterClientBuilder::new(
-                    config.redis_urls.iter().map(|u| u.expose().to_string()),
-                );
-                if ca.is_some() {
-                    builder = builder.certs(certs());
-                }
-                let client = builder
-                    .connection_timeout(config.timeout)
-                    .response_timeout(config.timeout)
-                    // A master's failover makes its slots answer CLUSTERDOWN for about a second and
-                    // unreachable for about two: retries cover that within the lease.
-                    .retries(6)
-                    .min_retry_wait(50)
-                    .max_retry_wait(1000)
-                    .build()
-                    .map_err(|e| e.to_string())?;
-                Ok(Connector::Cluster {
-                    client,
-                    seeds,
-                    current: tokio::sync::Mutex::new(None),
-                })
-            }
+            RedisMode::Cluster => Connector::cluster(config, &ca),
             RedisMode::Sentinel { master, data } => {
-                // The Sentinels' addresses, TLS, user and password from their URLs; the data
-                // nodes' from `data`; a private CA for both.
-                let mut sentinels = Vec::new();
-                let (mut user, mut password, mut tls) = (None, None, false);
-                for url in &config.redis_urls {
-                    let info = redis::IntoConnectionInfo::into_connection_info(url.expose())
-                        .map_err(|e| format!("{}: {e}", url.redacted()))?;
-                    tls |= matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
-                    let settings = info.redis_settings();
-                    user = user.or(settings.username().map(str::to_string));
-                    password = password.or(settings.password().map(str::to_string));
-                    sentinels.push(info.addr().clone());
-                }
-                let server = redis::sentinel::SentinelServerType::Master;
-                let mut b = redis::sentinel::SentinelClientBuilder::new(sentinels, master, server)
-                    .map_err(|e| e.to_string())?;
-                if let Some(user) = user {
-                    b = b.set_client_to_sentinel_username(user);
-                }
-                if let Some(password) = password {
-                    b = b.set_client_to_sentinel_password(password);
-                }
-                if tls {
-                    b = b.set_client_to_sentinel_tls_mode(redis::TlsMode::Secure);
-                }
-                if let Some(user) = &data.username {
-                    b = b.set_client_to_redis_username(user);
-                }
-                if let Some(password) = &data.password {
-                    b = b.set_client_to_redis_password(password.expose());
-                }
-                if data.tls {
-                    b = b.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
-                }
-                if ca.is_some() {
-                    b = b
-                        .set_client_to_sentinel_certificates(certs())
-                        .set_client_to_redis_certificates(certs());
-                }
-                let sentinel = b.build().map_err(|e| e.to_string())?;
+                let sentinel = sentinel_client(config, master, data, &ca)?;
                 Ok(Connector::Sentinel {
                     sentinel: tokio::sync::Mutex::new(sentinel),
                     current: tokio::sync::Mutex::new(None),
                 })
             }
         }
+    }
+
+    /// A Cluster client over the seed nodes, and one client per seed for subscriptions.
+    fn cluster(config: &StoreConfig, ca: &Ca) -> Result<Connector, String> {
+        let seeds = config
+            .redis_urls
+            .iter()
+            .map(|url| ca.open(url))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut builder = redis::cluster::ClusterClientBuilder::new(
+            config.redis_urls.iter().map(|u| u.expose().to_string()),
+        );
+        if let Some(certs) = ca.certs() {
+            builder = builder.certs(certs);
+        }
+        let client = builder
+            .connection_timeout(config.timeout)
+            .response_timeout(config.timeout)
+            // A master's failover makes its slots answer CLUSTERDOWN for about a second and
+            // unreachable for about two: retries cover that within the lease.
+            .retries(6)
+            .min_retry_wait(50)
+            .max_retry_wait(1000)
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Connector::Cluster {
+            client,
+            seeds,
+            current: tokio::sync::Mutex::new(None),
+        })
     }
 
     /// A connection for one call (made now if there is none).

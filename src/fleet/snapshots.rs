@@ -93,23 +93,7 @@ impl Fleet {
             .map(|l| l.hash.clone());
         if let Some(hash) = &known {
             // Unchanged here: a cheap check (or confirmation) unless Redis lost it.
-            let held = if confirm {
-                self.shared
-                    .confirm(environment, hash, &self.me)
-                    .await
-                    .map(|(done, now)| {
-                        if done {
-                            self.set_confirmed(environment, now, 0);
-                        }
-                        done
-                    })
-            } else {
-                self.shared
-                    .head(environment)
-                    .await
-                    .map(|h| h.is_some_and(|h| &h.hash == hash))
-            };
-            match held {
+            match self.held(environment, hash, confirm).await {
                 Ok(true) | Err(_) => return,
                 // Changed in Redis, or the lease is not ours: the write below decides.
                 Ok(false) => {}
@@ -135,25 +119,52 @@ impl Fleet {
             .shared
             .write_snapshot(environment, (&hash, &json), (&scopes, confirmed), &self.me)
             .await;
-        if let Ok((written, now)) = written {
-            match written {
-                Written::Stored(version) => {
-                    tracing::debug!(environment, version, "snapshot written to the shared store");
-                }
-                Written::Fenced => {
-                    self.fenced(environment);
-                    return;
-                }
-                Written::Same => {}
+        let Ok((written, now)) = written else {
+            return;
+        };
+        match written {
+            Written::Stored(version) => {
+                tracing::debug!(environment, version, "snapshot written to the shared store");
             }
-            if confirm {
-                self.set_confirmed(environment, now, 0);
+            Written::Fenced => {
+                self.fenced(environment);
+                return;
             }
-            self.local
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .insert(environment.to_string(), Local { revision, hash });
+            Written::Same => {}
         }
+        if confirm {
+            self.set_confirmed(environment, now, 0);
+        }
+        self.set_local(environment, Local { revision, hash });
+    }
+
+    /// Whether Redis still holds the snapshot with `hash` (with `confirm`: and its confirmation
+    /// time moved to now, which needs the lease).
+    async fn held(
+        &self,
+        environment: &str,
+        hash: &str,
+        confirm: bool,
+    ) -> Result<bool, super::shared::StoreError> {
+        if !confirm {
+            return self
+                .shared
+                .head(environment)
+                .await
+                .map(|h| h.is_some_and(|h| h.hash == hash));
+        }
+        let (done, now) = self.shared.confirm(environment, hash, &self.me).await?;
+        if done {
+            self.set_confirmed(environment, now, 0);
+        }
+        Ok(done)
+    }
+
+    fn set_local(&self, environment: &str, local: Local) {
+        self.local
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(environment.to_string(), local);
     }
 
     /// Loads the environment's snapshot from Redis if it differs from this instance's; true if
@@ -173,26 +184,8 @@ impl Fleet {
         if same {
             return false;
         }
-        match record::check_head(&head, self.max_age, self.max_document) {
-            Ok(()) => {}
-            Err(record::Unusable::TooOld) => {
-                tracing::warn!(
-                    environment,
-                    age_seconds = head.age_ms / 1000,
-                    max_age_seconds = self.max_age.as_secs(),
-                    "the shared store's snapshot is older than store.max_age; not used"
-                );
-                return false;
-            }
-            Err(record::Unusable::TooLarge) => {
-                tracing::error!(
-                    environment,
-                    size = head.size,
-                    limit = self.max_document,
-                    "the shared store's snapshot is larger than upstream_max_body_size; not used"
-                );
-                return false;
-            }
+        if !self.usable(environment, &head) {
+            return false;
         }
         let Ok(Some(record)) = self.shared.read(environment).await else {
             return false;
@@ -210,40 +203,74 @@ impl Fleet {
             self.publisher.serve(environment, &own.intersect(&poller));
         }
         let version = record.version;
-        let parsed = tokio::task::spawn_blocking(move || record::decode(&record)).await;
-        let (mut document, hash) = match parsed {
-            Ok(Ok(decoded)) => decoded,
-            Ok(Err(rejected)) => {
-                match rejected {
-                    record::Rejected::NotADocument(e) => {
-                        tracing::error!(environment, error = %e, "the shared store's snapshot is not a features document; not used")
-                    }
-                    record::Rejected::HashMismatch => tracing::error!(
-                        environment,
-                        "the shared store's snapshot does not match its hash; not used"
-                    ),
-                }
-                self.metrics
-                    .store_operations
-                    .with_label_values(&["read", "bad_data"])
-                    .inc();
-                return false;
-            }
-            Err(_) => return false,
+        let Some((mut document, hash)) = self.decode(environment, record).await else {
+            return false;
         };
         // The fleet's version is the event id, so streams agree across instances.
         document.revision = Some(version);
         self.publisher.publish(environment, document).await;
         let revision = self.publisher.revision(environment);
-        self.local
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(environment.to_string(), Local { revision, hash });
+        self.set_local(environment, Local { revision, hash });
         tracing::debug!(
             environment,
             version,
             "snapshot loaded from the shared store"
         );
         true
+    }
+
+    /// Whether the head of the stored snapshot allows reading it: not older than
+    /// `store.max_age`, not larger than a document may be (each refusal logged).
+    fn usable(&self, environment: &str, head: &super::shared::Head) -> bool {
+        match record::check_head(head, self.max_age, self.max_document) {
+            Ok(()) => true,
+            Err(record::Unusable::TooOld) => {
+                tracing::warn!(
+                    environment,
+                    age_seconds = head.age_ms / 1000,
+                    max_age_seconds = self.max_age.as_secs(),
+                    "the shared store's snapshot is older than store.max_age; not used"
+                );
+                false
+            }
+            Err(record::Unusable::TooLarge) => {
+                tracing::error!(
+                    environment,
+                    size = head.size,
+                    limit = self.max_document,
+                    "the shared store's snapshot is larger than upstream_max_body_size; not used"
+                );
+                false
+            }
+        }
+    }
+
+    /// The stored snapshot as a document with its hash, off the runtime's threads; a record
+    /// that is not a document or does not match its hash is logged, counted and not used.
+    async fn decode(
+        &self,
+        environment: &str,
+        record: super::shared::Record,
+    ) -> Option<(crate::document::Document, String)> {
+        let parsed = tokio::task::spawn_blocking(move || record::decode(&record)).await;
+        let rejected = match parsed {
+            Ok(Ok(decoded)) => return Some(decoded),
+            Ok(Err(rejected)) => rejected,
+            Err(_) => return None,
+        };
+        match rejected {
+            record::Rejected::NotADocument(e) => {
+                tracing::error!(environment, error = %e, "the shared store's snapshot is not a features document; not used")
+            }
+            record::Rejected::HashMismatch => tracing::error!(
+                environment,
+                "the shared store's snapshot does not match its hash; not used"
+            ),
+        }
+        self.metrics
+            .store_operations
+            .with_label_values(&["read", "bad_data"])
+            .inc();
+        None
     }
 }

@@ -27,6 +27,7 @@ const MAX_FAILURES: usize = 5;
 const FAILURE_WINDOW: Duration = Duration::from_secs(60);
 
 /// How following a stream ended.
+#[derive(Debug)]
 pub(super) enum Followed {
     /// flagpost is stopping.
     Cancelled,
@@ -38,11 +39,78 @@ pub(super) enum Followed {
     Paused,
 }
 
+/// What following one token's stream remembers across connections: where to resume, and the
+/// recent failures that decide the wait before reconnecting or the fallback to polling.
+#[derive(Debug, Default)]
+struct Resume {
+    /// The id of the last event applied; `None` after one that could not be, so the next
+    /// connection starts from a full copy.
+    last_id: Option<String>,
+    /// When connections failed, within the last [`FAILURE_WINDOW`].
+    failures: VecDeque<Instant>,
+    /// The last failure, while reconnecting after it.
+    failing: Option<String>,
+}
+
+impl Resume {
+    /// The event id to resume after: the last applied one, if the token has a document to
+    /// apply what follows to.
+    fn after(&self, has_document: bool) -> Option<&str> {
+        self.last_id.as_deref().filter(|_| has_document)
+    }
+
+    fn applied(&mut self, id: Option<String>) {
+        self.last_id = id;
+    }
+
+    /// An event could not be applied: start again from a full copy, as the SDKs do.
+    fn unapplied(&mut self) {
+        self.last_id = None;
+    }
+
+    /// A connection opened: the failure it recovers from, if any.
+    fn opened(&mut self) -> Option<String> {
+        self.failing.take()
+    }
+
+    /// A connection failed or ended at `now`: how long to wait before the next, or the
+    /// reason to poll instead after [`MAX_FAILURES`] within [`FAILURE_WINDOW`]. The first
+    /// failure of a run is returned to be logged.
+    fn failed(&mut self, now: Instant, problem: String) -> Result<Failed, Followed> {
+        self.failures.push_back(now);
+        while self
+            .failures
+            .front()
+            .is_some_and(|t| now - *t > FAILURE_WINDOW)
+        {
+            self.failures.pop_front();
+        }
+        if self.failures.len() >= MAX_FAILURES {
+            return Err(Followed::Fallback(format!(
+                "{MAX_FAILURES} stream failures within a minute, the last: {problem}"
+            )));
+        }
+        let delay = backoff(
+            Duration::from_secs(1),
+            u32::try_from(self.failures.len()).unwrap_or(1),
+        );
+        let first = self.failing.is_none();
+        self.failing = Some(problem);
+        Ok(Failed { delay, first })
+    }
+}
+
+/// What to do after a failed connection.
+#[derive(Debug)]
+struct Failed {
+    delay: Duration,
+    /// The first failure since the stream last worked (logged; the others are not).
+    first: bool,
+}
+
 impl Refresh {
     pub(super) async fn follow(self: &Arc<Self>, index: usize, token: &Token) -> Followed {
-        let mut failures: VecDeque<Instant> = VecDeque::new();
-        let mut last_id: Option<String> = None;
-        let mut failing: Option<String> = None;
+        let mut resume = Resume::default();
         loop {
             if self.app.fleet.as_ref().is_some_and(|f| !f.may_poll()) {
                 return Followed::Paused;
@@ -53,19 +121,19 @@ impl Refresh {
                 Some(false) => {}
             }
             let has_document = self.lock().get(index).is_some_and(|s| s.document.is_some());
-            let resume = last_id.as_deref().filter(|_| has_document);
+            let after = resume.after(has_document).map(str::to_string);
             let opened = tokio::select! {
                 _ = self.cancel.cancelled() => return Followed::Cancelled,
-                opened = self.upstream.stream(token, resume, &self.app.metrics) => opened,
+                opened = self.upstream.stream(token, after.as_deref(), &self.app.metrics) => opened,
             };
             let problem = match opened {
                 Ok(mut stream) => {
-                    if let Some(before) = failing.take() {
+                    if let Some(before) = resume.opened() {
                         tracing::info!(token = %token, after = %before, "following the upstream stream again");
                     } else {
-                        tracing::info!(token = %token, resumed = resume.is_some(), "following the upstream stream");
+                        tracing::info!(token = %token, resumed = after.is_some(), "following the upstream stream");
                     }
-                    match self.read(index, token, &mut stream, &mut last_id).await {
+                    match self.read(index, token, &mut stream, &mut resume).await {
                         Ok(problem) => problem,
                         Err(end) => return end,
                     }
@@ -78,27 +146,17 @@ impl Refresh {
                 }
                 Err(e) => e.to_string(),
             };
-            let now = Instant::now();
-            failures.push_back(now);
-            while failures.front().is_some_and(|t| now - *t > FAILURE_WINDOW) {
-                failures.pop_front();
+            let shown = problem.clone();
+            let failed = match resume.failed(Instant::now(), problem) {
+                Ok(failed) => failed,
+                Err(fallback) => return fallback,
+            };
+            if failed.first {
+                tracing::warn!(token = %token, problem = %shown, "the upstream stream failed; reconnecting");
             }
-            if failures.len() >= MAX_FAILURES {
-                return Followed::Fallback(format!(
-                    "{MAX_FAILURES} stream failures within a minute, the last: {problem}"
-                ));
-            }
-            if failing.is_none() {
-                tracing::warn!(token = %token, problem = %problem, "the upstream stream failed; reconnecting");
-            }
-            failing = Some(problem);
-            let delay = backoff(
-                Duration::from_secs(1),
-                u32::try_from(failures.len()).unwrap_or(1),
-            );
             tokio::select! {
                 _ = self.cancel.cancelled() => return Followed::Cancelled,
-                _ = tokio::time::sleep(delay) => {}
+                _ = tokio::time::sleep(failed.delay) => {}
             }
         }
     }
@@ -110,7 +168,7 @@ impl Refresh {
         index: usize,
         token: &Token,
         stream: &mut crate::upstream::EventStream,
-        last_id: &mut Option<String>,
+        resume: &mut Resume,
     ) -> Result<String, Followed> {
         let mut roles = self.app.fleet.as_ref().map(|f| f.roles());
         loop {
@@ -147,13 +205,12 @@ impl Refresh {
                             .instrument(applying)
                             .await;
                         if let Err(e) = applied {
-                            // Start again from a hydration, as the SDKs do.
-                            *last_id = None;
+                            resume.unapplied();
                             bad = true;
                             tracing::warn!(token = %token, error = %e, "an upstream stream event cannot be applied; reconnecting for a full copy");
                             break;
                         }
-                        *last_id = event.id;
+                        resume.applied(event.id);
                     }
                     "fetch-mode" if event.data.trim() == "polling" => {
                         return Err(Followed::Fallback(
@@ -211,5 +268,57 @@ impl Refresh {
             self.publish(&env, document).await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each connection resumes after the last event applied, once there is a document to
+    /// apply to; after an event that could not be applied, the next starts from a full copy.
+    #[test]
+    fn a_follow_resumes_after_the_last_applied_event() {
+        let mut resume = Resume::default();
+        assert_eq!(resume.after(false), None, "the first connection hydrates");
+        resume.applied(Some("41".into()));
+        resume.applied(Some("42".into()));
+        assert_eq!(resume.after(true), Some("42"));
+        assert_eq!(resume.after(false), None, "nothing to apply a delta to");
+        resume.applied(None);
+        assert_eq!(resume.after(true), None, "an event without an id");
+        resume.applied(Some("43".into()));
+        resume.unapplied();
+        assert_eq!(resume.after(true), None, "a bad event means a full copy");
+    }
+
+    /// Failures back off, the first of a run is the one logged, a working connection ends
+    /// the run, and five within a minute mean polling; older ones are forgotten.
+    #[test]
+    fn failures_back_off_and_five_within_a_minute_mean_polling() {
+        let mut resume = Resume::default();
+        let start = Instant::now();
+        let first = resume.failed(start, "reset".into()).unwrap();
+        assert!(first.first);
+        let second = resume.failed(start, "reset".into()).unwrap();
+        assert!(!second.first);
+        assert!(first.delay <= Duration::from_secs(1) && second.delay >= Duration::from_secs(1));
+        assert_eq!(resume.opened().as_deref(), Some("reset"));
+        assert_eq!(resume.opened(), None);
+        assert!(resume.failed(start, "eof".into()).unwrap().first);
+        // Two more make five within the minute.
+        resume
+            .failed(start + Duration::from_secs(10), "eof".into())
+            .unwrap();
+        match resume.failed(start + Duration::from_secs(20), "eof".into()) {
+            Err(Followed::Fallback(why)) => assert!(why.contains("5 stream failures"), "{why}"),
+            other => panic!("expected a fallback, got {other:?}"),
+        }
+        // The same five spread over more than a minute do not.
+        let mut resume = Resume::default();
+        for i in 0..8u64 {
+            let at = start + Duration::from_secs(20 * i);
+            assert!(resume.failed(at, "eof".into()).is_ok(), "failure {i}");
+        }
     }
 }

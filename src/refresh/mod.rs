@@ -23,7 +23,7 @@ mod status;
 
 pub use status::StartupStatus;
 
-use sources::{merged, needed_sources, Source};
+use sources::{merged, needed_sources, usable_startup_tokens, Source};
 
 use crate::backoff::backoff;
 use crate::document::Document;
@@ -101,54 +101,15 @@ impl Refresh {
     /// sets the serving scopes and starts the polls. Fails when no startup token is a usable
     /// client token.
     pub async fn start(self: Arc<Self>, tokens: Vec<Token>) -> Result<(), StartupError> {
-        let raw: Vec<&str> = tokens.iter().map(Token::expose).collect();
-        let mut attempt = 0u32;
-        let validated = loop {
-            match self.upstream.validate(&raw, &self.app.metrics).await {
-                Ok(v) => break v,
-                Err(e) => {
-                    attempt += 1;
-                    let delay = backoff(Duration::from_secs(1), attempt);
-                    if attempt == 1 {
-                        tracing::error!(
-                            upstream = self.upstream.base_url(),
-                            error = %e,
-                            "cannot validate the startup tokens; retrying with backoff"
-                        );
-                        if matches!(e, UpstreamError::Status(404)) {
-                            tracing::error!("upstream answered 404 for /edge/validate: the upstream URL must be the Unleash server's root (without /api)");
-                        }
-                        if !self.boot_from_store(&tokens).await
-                            && !self.boot_from_backup(&tokens).await
-                        {
-                            tracing::warn!("not ready until upstream answers");
-                        }
-                    }
-                    tokio::select! {
-                        _ = self.cancel.cancelled() => return Ok(()),
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                }
-            }
+        let Some((validated, attempt)) = self.validate_startup(&tokens).await else {
+            return Ok(());
         };
         if attempt > 0 {
             tracing::info!("upstream answered; startup tokens validated");
             // Fresh verdicts from now on; the backup's were only for while upstream was away.
             self.app.auth.restore(HashMap::new());
         }
-        let mut usable: Vec<(Token, Scope)> = Vec::new();
-        for token in tokens {
-            let Some(v) = validated.iter().find(|v| token.ct_eq(&v.token)) else {
-                tracing::error!(token = %token, "startup token is not valid upstream (unknown, expired or deleted); it is ignored");
-                continue;
-            };
-            if v.kind != UpstreamKind::Client {
-                tracing::error!(token = %token, kind = ?v.kind, "startup token is not a client token; flagpost fetches features with client (backend) tokens only, so it is ignored");
-                continue;
-            }
-            let projects = Projects::from_names(v.projects.iter().map(String::as_str));
-            usable.push((token, Scope::new(v.environment.clone(), projects)));
-        }
+        let usable = usable_startup_tokens(tokens, &validated);
         if usable.is_empty() {
             return Err(StartupError(
                 "none of the startup tokens is a valid client token upstream; give flagpost at \
@@ -186,6 +147,39 @@ impl Refresh {
         self.save_state();
         self.start_needed_polls();
         Ok(())
+    }
+
+    /// Validates the startup tokens upstream, retrying with backoff (and booting from the
+    /// store or the backup meanwhile) until upstream answers; the verdicts and how many
+    /// attempts failed. `None` when flagpost stops first.
+    async fn validate_startup(&self, tokens: &[Token]) -> Option<(Vec<ValidatedToken>, u32)> {
+        let raw: Vec<&str> = tokens.iter().map(Token::expose).collect();
+        let mut attempt = 0u32;
+        loop {
+            let e = match self.upstream.validate(&raw, &self.app.metrics).await {
+                Ok(v) => return Some((v, attempt)),
+                Err(e) => e,
+            };
+            attempt += 1;
+            let delay = backoff(Duration::from_secs(1), attempt);
+            if attempt == 1 {
+                tracing::error!(
+                    upstream = self.upstream.base_url(),
+                    error = %e,
+                    "cannot validate the startup tokens; retrying with backoff"
+                );
+                if matches!(e, UpstreamError::Status(404)) {
+                    tracing::error!("upstream answered 404 for /edge/validate: the upstream URL must be the Unleash server's root (without /api)");
+                }
+                if !self.boot_from_store(tokens).await && !self.boot_from_backup(tokens).await {
+                    tracing::warn!("not ready until upstream answers");
+                }
+            }
+            tokio::select! {
+                _ = self.cancel.cancelled() => return None,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Source>> {

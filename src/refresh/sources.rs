@@ -6,6 +6,7 @@ use std::time::SystemTime;
 
 use crate::document::Document;
 use crate::token::{Projects, Scope, Token};
+use crate::upstream::{UpstreamKind, ValidatedToken};
 
 /// A startup token and what it fetches.
 #[derive(Debug)]
@@ -99,6 +100,28 @@ pub(super) fn merge(parts: Parts) -> Document {
         document.merge(d, projects);
     }
     document
+}
+
+/// The startup tokens upstream knows as client tokens, each with the scope upstream gives it;
+/// the others are logged and left out.
+pub(super) fn usable_startup_tokens(
+    tokens: Vec<Token>,
+    validated: &[ValidatedToken],
+) -> Vec<(Token, Scope)> {
+    let mut usable = Vec::new();
+    for token in tokens {
+        let Some(v) = validated.iter().find(|v| token.ct_eq(&v.token)) else {
+            tracing::error!(token = %token, "startup token is not valid upstream (unknown, expired or deleted); it is ignored");
+            continue;
+        };
+        if v.kind != UpstreamKind::Client {
+            tracing::error!(token = %token, kind = ?v.kind, "startup token is not a client token; flagpost fetches features with client (backend) tokens only, so it is ignored");
+            continue;
+        }
+        let projects = Projects::from_names(v.projects.iter().map(String::as_str));
+        usable.push((token, Scope::new(v.environment.clone(), projects)));
+    }
+    usable
 }
 
 #[cfg(test)]
@@ -200,5 +223,67 @@ mod tests {
         assert_eq!(feature_names(merged(&sources, "dev").unwrap()), ["a.one"]);
         assert!(merged(&sources, "prod").is_none(), "prod has not answered");
         assert!(merged(&sources, "staging").is_none(), "no source polls it");
+    }
+
+    fn verdict(token: &str, kind: UpstreamKind, env: &str, projects: &[&str]) -> ValidatedToken {
+        ValidatedToken {
+            token: token.to_string(),
+            kind,
+            projects: projects.iter().map(|p| p.to_string()).collect(),
+            environment: env.to_string(),
+        }
+    }
+
+    /// A startup token is used only as the client token upstream says it is, with the scope
+    /// upstream gives it (not the one its text states); unknown and frontend ones are left out.
+    #[test]
+    fn startup_tokens_take_upstreams_word() {
+        let tokens: Vec<Token> = [
+            "*:development.client-a",
+            "*:development.frontend-b",
+            "*:development.unknown-c",
+            "[]:production.client-d",
+        ]
+        .iter()
+        .map(|t| Token::parse(t).unwrap())
+        .collect();
+        let validated = [
+            verdict(
+                "*:development.client-a",
+                UpstreamKind::Client,
+                "development",
+                &["p1"],
+            ),
+            verdict(
+                "*:development.frontend-b",
+                UpstreamKind::Frontend,
+                "development",
+                &["*"],
+            ),
+            verdict(
+                "[]:production.client-d",
+                UpstreamKind::Client,
+                "production",
+                &["p2", "p3"],
+            ),
+        ];
+        let usable = usable_startup_tokens(tokens, &validated);
+        let shown: Vec<(String, Scope)> = usable
+            .into_iter()
+            .map(|(t, s)| (t.expose().to_string(), s))
+            .collect();
+        assert_eq!(
+            shown,
+            vec![
+                (
+                    "*:development.client-a".to_string(),
+                    Scope::new("development", Projects::from_names(["p1"]))
+                ),
+                (
+                    "[]:production.client-d".to_string(),
+                    Scope::new("production", Projects::from_names(["p2", "p3"]))
+                ),
+            ]
+        );
     }
 }

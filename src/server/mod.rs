@@ -66,10 +66,6 @@ pub async fn serve(
     tls: Option<Arc<TlsReloader>>,
     shutdown: impl Future<Output = ()>,
 ) -> tokio::time::Instant {
-    let builder = Arc::new(Builder::new());
-    let connections = TaskTracker::new();
-    let stop_connections = CancellationToken::new();
-    let open = Arc::new(AtomicUsize::new(0));
     let Listeners { http, https } = listeners;
     // Unleash Edge's --redirect-http-to-https: the HTTPS port plain requests are sent to.
     let redirect_to = app
@@ -82,6 +78,13 @@ pub async fn serve(
         .and_then(|l| l.local_addr().ok())
         .map(|a| a.port());
     let https = https.zip(tls);
+    let connections = Connections {
+        tasks: TaskTracker::new(),
+        stop: CancellationToken::new(),
+        open: Arc::new(AtomicUsize::new(0)),
+        builder: Arc::new(Builder::new()),
+        redirect_to,
+    };
     tokio::pin!(shutdown);
     let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
@@ -109,23 +112,55 @@ pub async fn serve(
                 continue;
             }
         };
+        connections.take(&app, stream, peer, tls);
+    }
+    drop(http);
+    drop(https);
+    tracing::info!("listeners closed; finishing the requests in flight");
+    app.streams.stop();
+    connections.stop.cancel();
+    finish(&connections.tasks, app.config.server.shutdown_grace).await
+}
+
+/// The open connections: their tasks, how many there are (against `max_connections`), and
+/// the signal that tells them to finish their requests and close.
+struct Connections {
+    tasks: TaskTracker,
+    stop: CancellationToken,
+    open: Arc<AtomicUsize>,
+    builder: Arc<Builder>,
+    /// The HTTPS port plain requests are redirected to, if any.
+    redirect_to: Option<u16>,
+}
+
+impl Connections {
+    /// Serves an accepted connection on its own task, or refuses it when `max_connections`
+    /// are open (a plain one with a 503, a TLS one by closing it).
+    fn take(
+        &self,
+        app: &Arc<App>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<Arc<TlsReloader>>,
+    ) {
         let _ = stream.set_nodelay(true);
-        if open.load(Ordering::Acquire) >= app.config.server.max_connections {
+        if self.open.load(Ordering::Acquire) >= app.config.server.max_connections {
             app.metrics.shed.with_label_values(&["connections"]).inc();
             if tls.is_none() {
-                connections.spawn(refuse(stream));
+                self.tasks.spawn(refuse(stream));
             }
-            continue;
+            return;
         }
-        open.fetch_add(1, Ordering::AcqRel);
+        self.open.fetch_add(1, Ordering::AcqRel);
         app.metrics.connections_open.inc();
         let app = app.clone();
-        let builder = builder.clone();
-        let stop = stop_connections.clone();
-        let open = open.clone();
+        let builder = self.builder.clone();
+        let stop = self.stop.clone();
+        let open = self.open.clone();
+        let redirect_to = self.redirect_to;
         // Every log line about this connection or its requests carries the peer.
         let span = tracing::info_span!("conn", %peer, tls = tls.is_some());
-        connections.spawn(tracing::Instrument::instrument(
+        self.tasks.spawn(tracing::Instrument::instrument(
             async move {
                 match tls {
                     None => serve_plain(&app, &builder, stream, peer, redirect_to, stop).await,
@@ -141,12 +176,6 @@ pub async fn serve(
             span,
         ));
     }
-    drop(http);
-    drop(https);
-    tracing::info!("listeners closed; finishing the requests in flight");
-    app.streams.stop();
-    stop_connections.cancel();
-    finish(&connections, app.config.server.shutdown_grace).await
 }
 
 /// Waits up to `grace` for the connections still open; returns the end of the grace period.

@@ -292,17 +292,22 @@ fn remote_write_from_flags_and_file_redacted() {
     assert_eq!(c.remote_write.unwrap().interval, Duration::from_secs(30));
 }
 
-/// Sentinel and Cluster: the comma list of Sentinels or seed nodes; the data nodes' user,
-/// password and TLS for Sentinel from Edge's parts (never shown); keys in one hash tag.
-#[test]
-fn sentinel_and_cluster_from_flags() {
-    let edge = "mode = \"edge\"\n[edge]\nupstream_url = \"http://unleash:4242\"\ntokens = [\"*:development.abc12345678\"]\n";
-    let f = write(edge);
-    let path = f.path().to_str().unwrap();
-    let store = |c: &Config| match &c.mode {
+const EDGE_FILE: &str = "mode = \"edge\"\n[edge]\nupstream_url = \"http://unleash:4242\"\ntokens = [\"*:development.abc12345678\"]\n";
+
+fn store_of(c: &Config) -> crate::config::StoreConfig {
+    match &c.mode {
         Mode::Edge(e) => e.store.clone().unwrap(),
         Mode::Offline(_) => panic!("offline"),
-    };
+    }
+}
+
+/// Sentinel: the comma list of Sentinels; the data nodes' user, password and TLS from Edge's
+/// parts (never shown).
+#[test]
+fn sentinel_from_flags() {
+    let f = write(EDGE_FILE);
+    let path = f.path().to_str().unwrap();
+    let store = store_of;
     let c = serve(&[
         "--config",
         path,
@@ -350,6 +355,14 @@ fn sentinel_and_cluster_from_flags() {
         e.contains("store.redis_url") && e.contains("no database"),
         "{e}"
     );
+}
+
+/// Cluster: the comma list of seed nodes, each with Edge's parts; single mode takes one URL.
+#[test]
+fn cluster_from_flags() {
+    let f = write(EDGE_FILE);
+    let path = f.path().to_str().unwrap();
+    let store = store_of;
     let c = serve(&[
         "--config",
         path,

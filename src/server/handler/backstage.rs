@@ -68,6 +68,36 @@ pub(super) async fn explain(app: &App, req: Request<Incoming>) -> Result<HttpRes
         )
         .map(|s| s.token.redacted())
         .collect();
+    let api = match access.kind {
+        TokenKind::Client => "/api/client/features",
+        TokenKind::Frontend => "/api/frontend",
+    };
+    let mut body = json!({
+        "token": access.token.redacted(),
+        "valid": true,
+        "kind": access.kind.as_str(),
+        "scope": scope_json(&access.scope),
+        "source": source,
+        "serving": {
+            "environment": access.scope.environment,
+            "projects": app.store.serving(&access.scope.environment).as_ref().map(|p| p.names()),
+            "startup_tokens": in_env.iter().map(|s| json!({
+                "token": s.token.redacted(),
+                "projects": s.scope.projects.names(),
+            })).collect::<Vec<_>>(),
+        },
+        "covered_by": covered_by,
+        "api": api,
+    });
+    if let (Value::Object(body), Value::Object(verdict)) = (&mut body, gate_verdict(app, &access)) {
+        body.extend(verdict);
+    }
+    Ok(json_ok(&body))
+}
+
+/// Whether the gate admits the token's scope (or what it misses), how many flags it would be
+/// served, and the answer it would get.
+fn gate_verdict(app: &App, access: &crate::auth::Access) -> Value {
     let gate = app.store.admit(&access.scope);
     let (covered, missing) = match &gate {
         Ok(_) | Err(GateError::NotReady { .. }) => (true, Value::Null),
@@ -94,31 +124,12 @@ pub(super) async fn explain(app: &App, req: Request<Incoming>) -> Result<HttpRes
         })),
         Err(e) => answer_json(&ApiError::Gate(e)),
     };
-    let api = match access.kind {
-        TokenKind::Client => "/api/client/features",
-        TokenKind::Frontend => "/api/frontend",
-    };
-    Ok(json_ok(&json!({
-        "token": access.token.redacted(),
-        "valid": true,
-        "kind": access.kind.as_str(),
-        "scope": scope_json(&access.scope),
-        "source": source,
-        "serving": {
-            "environment": access.scope.environment,
-            "projects": app.store.serving(&access.scope.environment).as_ref().map(|p| p.names()),
-            "startup_tokens": in_env.iter().map(|s| json!({
-                "token": s.token.redacted(),
-                "projects": s.scope.projects.names(),
-            })).collect::<Vec<_>>(),
-        },
+    json!({
         "covered": covered,
-        "covered_by": covered_by,
         "missing": missing,
         "features_served": served,
-        "api": api,
         "answer": answer,
-    })))
+    })
 }
 
 fn answer_json(e: &ApiError) -> Value {
