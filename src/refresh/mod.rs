@@ -32,7 +32,7 @@ use crate::metrics::Metrics;
 use crate::persist::Backup;
 use crate::publish::Publisher;
 use crate::snapshot::Store;
-use crate::token::{Projects, Scope, Token};
+use crate::token::Token;
 use crate::upstream::{Fetch, Upstream, UpstreamError, UpstreamKind, ValidatedToken};
 
 /// What the refresher works on: where snapshots are published and served, the token caches

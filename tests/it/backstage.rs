@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use serde_json::Value;
 
 use crate::edge::edge_config;
-use crate::fleet::Redis;
 use crate::harness::*;
 use crate::offline::{
     self, CLIENT_ALL_PROD, CLIENT_CHECKOUT_DEV, CLIENT_DEFAULT_DEV, FEATURES, FRONTEND_DEFAULT_DEV,
     FRONTEND_MISSING_PROJECT, FRONTEND_UNION_DEV,
 };
+use crate::redis::Redis;
 use crate::upstream::{fixture_tokens, secret, FakeUpstream};
 
 const BACKSTAGE: &str = "backstage-secret-0123456789";

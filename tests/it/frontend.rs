@@ -1,11 +1,12 @@
-//! Remembered Frontend API ETags: repeated conditional polls are answered 304 without
-//! evaluating (only the flags chance decides are), never past a date a constraint names, never
-//! after the snapshot changed.
+//! The Frontend API's answers over time: the context from the query and the body, date
+//! constraints evaluated at the time of each request, and remembered ETags (repeated
+//! conditional polls are answered 304 without evaluating, only the flags chance decides are,
+//! never past a date a constraint names, never after the snapshot changed).
 
 use std::time::{Duration, Instant};
 
 use crate::harness::*;
-use crate::offline::{self, FRONTEND_DEFAULT_DEV};
+use crate::offline::{self, *};
 
 fn features(extra: &str) -> String {
     format!(
@@ -243,4 +244,81 @@ async fn what_the_clock_decides_is_never_remembered() {
         assert_eq!(poll(&s, q, Some(&etag)).await.0, 304);
     }
     assert!(count(&s, "remembered").await >= 5.0);
+}
+
+#[tokio::test]
+async fn frontend_context_from_query_and_body() {
+    let s = start().await;
+    let names = |b: &serde_json::Value| toggle_names(b);
+    let (_, _, q) = get(&s, "/api/frontend?userId=alice", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert!(names(&q).contains(&"d.users".to_string()));
+    let (_, _, q) = get(&s, "/api/frontend?userId=bob", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert!(!names(&q).contains(&"d.users".to_string()));
+    for body in [r#"{"userId":"alice"}"#, r#"{"context":{"userId":"alice"}}"#] {
+        let (status, _, b) = post(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV), body).await;
+        assert_eq!(status, 200);
+        assert!(names(&b).contains(&"d.users".to_string()), "{body}");
+    }
+    let (status, _, b) = post(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV), "").await;
+    assert_eq!((status, names(&b).len()), (200, 2));
+    let (_, _, b) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(
+        b["toggles"][1],
+        serde_json::json!({"name":"d.variant","enabled":true,"impressionData":true,
+            "variant":{"name":"blue","enabled":true,"feature_enabled":true,"featureEnabled":true,
+                       "payload":{"type":"string","value":"b"}}})
+    );
+    let (status, _, one) = get(
+        &s,
+        "/api/frontend/features/d.on",
+        Some(FRONTEND_DEFAULT_DEV),
+    )
+    .await;
+    assert_eq!(
+        (status, one["name"].as_str(), one["enabled"].as_bool()),
+        (200, Some("d.on"), Some(true))
+    );
+    assert_eq!(
+        get(
+            &s,
+            "/api/frontend/features/d.off",
+            Some(FRONTEND_DEFAULT_DEV)
+        )
+        .await
+        .0,
+        404
+    );
+    s.stop().await.unwrap();
+}
+
+/// A date as Unleash writes it: milliseconds and `Z`.
+fn unleash_date(date: chrono::DateTime<chrono::Utc>) -> String {
+    date.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+#[tokio::test]
+async fn date_constraints_are_evaluated_at_the_time_of_the_request() {
+    let day = chrono::Duration::days(1);
+    let now = chrono::Utc::now();
+    let flag = |name: &str, date: chrono::DateTime<chrono::Utc>| {
+        serde_json::json!({"name": name, "type": "release", "enabled": true, "project": "default",
+            "strategies": [{"name": "default", "parameters": {}, "constraints": [
+                {"contextName": "currentTime", "operator": "DATE_AFTER",
+                 "value": unleash_date(date), "values": []}]}]})
+    };
+    let features = serde_json::json!({"version": 2, "features": [
+        flag("after-yesterday", now - day), flag("after-tomorrow", now + day)]});
+    let s = Server::start(&config(""), &[("features.json", &features.to_string())]).await;
+    s.wait_ready().await;
+    let (status, _, body) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(toggle_names(&body), ["after-yesterday"]);
+    // A currentTime given by the caller is used as it is.
+    let url = format!(
+        "/api/frontend?currentTime={}",
+        unleash_date(now + day + day)
+    );
+    let (_, _, body) = get(&s, &url, Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(toggle_names(&body), ["after-yesterday", "after-tomorrow"]);
+    s.stop().await.unwrap();
 }

@@ -187,3 +187,69 @@ fn floods_of_distinct_bad_tokens_and_bodies_stay_within_the_log_budget() {
     let secret_seen = during.iter().any(|v| v.to_string().contains("-secret"));
     assert!(!secret_seen, "a secret reached the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_log_line_of_a_request_carries_its_connection_and_request_id() {
+    use crate::offline::{config, FEATURES};
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("features.json"), FEATURES).unwrap();
+    let path = dir.path().join("config.toml");
+    std::fs::write(
+        &path,
+        config("interface = \"127.0.0.1\"\nport = 0\nshutdown_delay = \"0s\""),
+    )
+    .unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_flagpost"));
+    command.arg("--config").arg(&path).env("RUST_LOG", "debug");
+    let mut flagpost = Binary::spawn(command);
+    let addr = flagpost.listening();
+    let url = format!("http://{addr}/api/frontend");
+    // A sane id from the caller is kept and echoed.
+    let r = client()
+        .get(&url)
+        .header("x-request-id", "lb-7f3a.42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    assert_eq!(r.headers()["x-request-id"], "lb-7f3a.42");
+    let line = flagpost.wait_for("request refused");
+    assert_eq!(line["span"]["request_id"], "lb-7f3a.42", "{line}");
+    assert_eq!(line["span"]["route"], "/api/frontend", "{line}");
+    assert_eq!(line["span"]["method"], "GET", "{line}");
+    let spans = line["spans"].as_array().unwrap();
+    assert_eq!(spans[0]["name"], "conn", "{line}");
+    assert!(
+        spans[0]["peer"].as_str().unwrap().starts_with("127.0.0.1:"),
+        "{line}"
+    );
+    assert_eq!(spans[0]["tls"], false, "{line}");
+    // A hostile id is replaced by a fresh one, different for each request.
+    let mut ids = answered_ids(&url, "bad id \"<script>").await;
+    ids.extend(answered_ids(&url, &"a".repeat(200)).await);
+    assert_ne!(ids[0], ids[1]);
+    for id in &ids {
+        assert_eq!(id.len(), 16, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+    }
+    flagpost.terminate();
+    flagpost.exit_within(Duration::from_secs(10));
+}
+
+/// The `X-Request-Id` answered to two requests sent with `given`.
+async fn answered_ids(url: &str, given: &str) -> Vec<String> {
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let r = client()
+            .get(url)
+            .header(
+                "x-request-id",
+                http::HeaderValue::from_bytes(given.as_bytes()).unwrap(),
+            )
+            .send()
+            .await
+            .unwrap();
+        ids.push(r.headers()["x-request-id"].to_str().unwrap().to_string());
+    }
+    ids
+}

@@ -1,8 +1,5 @@
-//! Offline mode end to end: the error table, the scope rule, ETags, CORS, reload, shutdown.
-
-use std::time::Duration;
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+//! Offline mode end to end: the error table, readiness, the scope rule, the Client API,
+//! ETags, reload, the operations endpoints.
 
 use crate::harness::*;
 
@@ -58,13 +55,13 @@ projects = ["*"]
     )
 }
 
-async fn start() -> Server {
+pub async fn start() -> Server {
     let s = Server::start(&config(""), &[("features.json", FEATURES)]).await;
     s.wait_ready().await;
     s
 }
 
-fn assert_error(
+pub fn assert_error(
     result: &(u16, reqwest::header::HeaderMap, serde_json::Value),
     status: u16,
     code: &str,
@@ -413,120 +410,6 @@ async fn etags_and_304() {
 }
 
 #[tokio::test]
-async fn frontend_context_from_query_and_body() {
-    let s = start().await;
-    let names = |b: &serde_json::Value| toggle_names(b);
-    let (_, _, q) = get(&s, "/api/frontend?userId=alice", Some(FRONTEND_DEFAULT_DEV)).await;
-    assert!(names(&q).contains(&"d.users".to_string()));
-    let (_, _, q) = get(&s, "/api/frontend?userId=bob", Some(FRONTEND_DEFAULT_DEV)).await;
-    assert!(!names(&q).contains(&"d.users".to_string()));
-    for body in [r#"{"userId":"alice"}"#, r#"{"context":{"userId":"alice"}}"#] {
-        let (status, _, b) = post(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV), body).await;
-        assert_eq!(status, 200);
-        assert!(names(&b).contains(&"d.users".to_string()), "{body}");
-    }
-    let (status, _, b) = post(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV), "").await;
-    assert_eq!((status, names(&b).len()), (200, 2));
-    let (_, _, b) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
-    assert_eq!(
-        b["toggles"][1],
-        serde_json::json!({"name":"d.variant","enabled":true,"impressionData":true,
-            "variant":{"name":"blue","enabled":true,"feature_enabled":true,"featureEnabled":true,
-                       "payload":{"type":"string","value":"b"}}})
-    );
-    let (status, _, one) = get(
-        &s,
-        "/api/frontend/features/d.on",
-        Some(FRONTEND_DEFAULT_DEV),
-    )
-    .await;
-    assert_eq!(
-        (status, one["name"].as_str(), one["enabled"].as_bool()),
-        (200, Some("d.on"), Some(true))
-    );
-    assert_eq!(
-        get(
-            &s,
-            "/api/frontend/features/d.off",
-            Some(FRONTEND_DEFAULT_DEV)
-        )
-        .await
-        .0,
-        404
-    );
-    s.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn cors_preflight_and_headers() {
-    let s = start().await;
-    let r = client()
-        .request(reqwest::Method::OPTIONS, s.url("/api/frontend"))
-        .header("Origin", "http://example.test")
-        .header("Access-Control-Request-Method", "GET")
-        .header(
-            "Access-Control-Request-Headers",
-            "authorization,content-type",
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204, "preflight needs no token");
-    let h = r.headers();
-    assert_eq!(h["access-control-allow-origin"], "*");
-    assert_eq!(
-        h["access-control-allow-headers"],
-        "authorization,content-type"
-    );
-    assert!(h["access-control-allow-methods"]
-        .to_str()
-        .unwrap()
-        .contains("POST"));
-    let r = client()
-        .get(s.url("/api/frontend"))
-        .header("Origin", "http://example.test")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 401);
-    assert_eq!(
-        r.headers()["access-control-allow-origin"],
-        "*",
-        "errors are readable by the page"
-    );
-    let (_, h, _) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
-    assert_eq!(h["access-control-expose-headers"], "ETag");
-    assert_eq!(h["vary"], "Origin");
-    s.stop().await.unwrap();
-
-    let listed = config("").replace(
-        "mode = \"offline\"",
-        "mode = \"offline\"\n[cors]\nallowed_origins = [\"https://app.example.com\"]",
-    );
-    let s = Server::start(&listed, &[("features.json", FEATURES)]).await;
-    s.wait_ready().await;
-    for (origin, allowed) in [
-        ("https://app.example.com", true),
-        ("https://evil.example.com", false),
-    ] {
-        let r = client()
-            .get(s.url("/api/frontend"))
-            .header("Origin", origin)
-            .header("Authorization", FRONTEND_DEFAULT_DEV)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
-        let got = r
-            .headers()
-            .get("access-control-allow-origin")
-            .map(|v| v.to_str().unwrap().to_string());
-        assert_eq!(got, allowed.then(|| origin.to_string()), "{origin}");
-    }
-    s.stop().await.unwrap();
-}
-
-#[tokio::test]
 async fn the_features_file_is_reloaded_and_a_broken_one_keeps_the_last_good() {
     let s = start().await;
     let failures = "flagpost_snapshot_load_failures_total{source=\"file\"}";
@@ -603,109 +486,5 @@ async fn operations_endpoints() {
         !text.contains("frontend-default-dev-0004"),
         "no secret in metrics"
     );
-    s.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn http2_cleartext() {
-    let s = start().await;
-    let h2 = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
-    let r = h2
-        .get(s.url("/api/frontend"))
-        .header("Authorization", FRONTEND_DEFAULT_DEV)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.version(), reqwest::Version::HTTP_2);
-    assert_eq!(r.status(), 200);
-    s.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn head_answers_like_get_without_a_body() {
-    let s = start().await;
-    let r = client()
-        .head(s.url("/api/client/features"))
-        .header("Authorization", CLIENT_DEFAULT_DEV)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(r.headers().contains_key("etag"));
-    assert!(r.bytes().await.unwrap().is_empty());
-    s.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn a_connection_that_never_finishes_its_headers_is_closed() {
-    let s = Server::start(
-        &config("header_read_timeout = \"300ms\""),
-        &[("features.json", FEATURES)],
-    )
-    .await;
-    s.wait_ready().await;
-    let mut conn = tokio::net::TcpStream::connect(s.addr).await.unwrap();
-    conn.write_all(b"GET /api/frontend HTTP/1.1\r\nHost: x\r\n")
-        .await
-        .unwrap();
-    let mut buf = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), conn.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the server kept a half-sent request open");
-    s.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn graceful_shutdown_finishes_the_request_in_flight() {
-    let mut s = start().await;
-    let conn = half_sent_post(s.addr, FRONTEND_DEFAULT_DEV).await;
-    // The request is in the handler, waiting for the rest of its body.
-    eventually("the request is in flight", || async {
-        metric(&s, "flagpost_http_requests_in_flight").await == Some(2.0) // this scrape counts too
-    })
-    .await;
-    s.signal_shutdown();
-    eventually("draining", || async {
-        // New connections are refused once the listener is closed.
-        tokio::net::TcpStream::connect(s.addr).await.is_err()
-    })
-    .await;
-    let text = finish_post(conn).await;
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.contains("d.users"), "{text}");
-    s.stop().await.unwrap();
-}
-
-/// A date as Unleash writes it: milliseconds and `Z`.
-fn unleash_date(date: chrono::DateTime<chrono::Utc>) -> String {
-    date.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
-}
-
-#[tokio::test]
-async fn date_constraints_are_evaluated_at_the_time_of_the_request() {
-    let day = chrono::Duration::days(1);
-    let now = chrono::Utc::now();
-    let flag = |name: &str, date: chrono::DateTime<chrono::Utc>| {
-        serde_json::json!({"name": name, "type": "release", "enabled": true, "project": "default",
-            "strategies": [{"name": "default", "parameters": {}, "constraints": [
-                {"contextName": "currentTime", "operator": "DATE_AFTER",
-                 "value": unleash_date(date), "values": []}]}]})
-    };
-    let features = serde_json::json!({"version": 2, "features": [
-        flag("after-yesterday", now - day), flag("after-tomorrow", now + day)]});
-    let s = Server::start(&config(""), &[("features.json", &features.to_string())]).await;
-    s.wait_ready().await;
-    let (status, _, body) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
-    assert_eq!(status, 200, "{body}");
-    assert_eq!(toggle_names(&body), ["after-yesterday"]);
-    // A currentTime given by the caller is used as it is.
-    let url = format!(
-        "/api/frontend?currentTime={}",
-        unleash_date(now + day + day)
-    );
-    let (_, _, body) = get(&s, &url, Some(FRONTEND_DEFAULT_DEV)).await;
-    assert_eq!(toggle_names(&body), ["after-yesterday", "after-tomorrow"]);
     s.stop().await.unwrap();
 }

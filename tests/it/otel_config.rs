@@ -3,7 +3,7 @@
 
 #[test]
 fn otel_settings_are_read_checked_and_shown_redacted() {
-    use crate::edge_compat::check_config;
+    use crate::edge_settings::check_config;
     // Unleash Edge's flags, the specification's variables, the `_TRACES_` variants first.
     let out = check_config(
         &[
@@ -61,7 +61,7 @@ fn otel_settings_are_read_checked_and_shown_redacted() {
 
 #[test]
 fn otel_is_off_without_an_endpoint_and_bad_settings_are_refused() {
-    use crate::edge_compat::check_config;
+    use crate::edge_settings::check_config;
     // Off: no endpoint, or the SDK disabled.
     for env in [
         vec![("OTEL_SERVICE_NAME", "x")],

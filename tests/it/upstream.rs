@@ -9,13 +9,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
+use http::{HeaderMap, Response, StatusCode};
+use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
+
+mod answer;
+use answer::answer;
 
 /// A token the fake knows.
 #[derive(Debug, Clone)]
@@ -366,181 +368,4 @@ pub fn json_response(status: u16, body: Value) -> Response<Full<Bytes>> {
         "application/json; charset=utf-8".parse().unwrap(),
     );
     r
-}
-
-fn message(status: u16, text: &str) -> Response<Full<Bytes>> {
-    json_response(status, json!({ "message": text }))
-}
-
-const NO_TOKEN: &str = "This endpoint requires an API token. Please add an authorization header to your request with a valid token";
-const WRONG_TYPE: &str = "invalid token: expected a different token type for this endpoint";
-
-async fn answer(state: Arc<Mutex<State>>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.to_string())
-        .unwrap_or_default();
-    let (behaviour, only_features, script) = {
-        let mut s = state.lock().unwrap();
-        s.requests.push(Recorded {
-            method: parts.method.to_string(),
-            path: path.clone(),
-            headers: parts.headers.clone(),
-            body: body.clone(),
-        });
-        (s.behaviour.clone(), s.only_features, s.script.clone())
-    };
-    match script.and_then(|script| (script.0)(&parts, &body)) {
-        Some(Scripted::Respond(r)) => return r,
-        Some(Scripted::Hang) => std::future::pending::<()>().await,
-        None => {}
-    }
-    let is_features = parts.uri.path() == "/api/client/features";
-    let misbehave = is_features || !only_features;
-    if misbehave {
-        match behaviour {
-            Behaviour::Slow(d) => tokio::time::sleep(d).await,
-            Behaviour::Status(code) => return message(code, "scripted failure"),
-            Behaviour::Garbage if is_features => {
-                let mut r = Response::new(Full::new(Bytes::from_static(
-                    b"{\"version\":2,\"features\":[{\"name\":",
-                )));
-                r.headers_mut().insert(
-                    "content-type",
-                    "application/json; charset=utf-8".parse().unwrap(),
-                );
-                return r;
-            }
-            _ => {}
-        }
-    }
-    let auth = parts
-        .headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).to_string());
-    let s = state.lock().unwrap();
-    let token = auth
-        .as_ref()
-        .and_then(|a| s.tokens.iter().find(|t| &t.secret == a))
-        .cloned();
-    match (parts.method.as_str(), parts.uri.path()) {
-        ("POST", "/edge/validate") => {
-            if matches!(&token, Some(t) if t.kind == "client" || t.kind == "frontend") {
-                return message(403, WRONG_TYPE);
-            }
-            let ok_type = parts
-                .headers
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("application/json"));
-            if !ok_type {
-                return message(415, "We do not accept the content-type you provided");
-            }
-            let Ok(asked) = serde_json::from_slice::<Value>(&body) else {
-                return message(400, "Request validation failed");
-            };
-            let Some(list) = asked["tokens"].as_array() else {
-                return message(
-                    400,
-                    "Request validation failed: your request body or params contain invalid data.",
-                );
-            };
-            let known: Vec<Value> = list
-                .iter()
-                .filter_map(|t| t.as_str())
-                .filter_map(|t| s.tokens.iter().find(|k| k.secret == t))
-                .map(|k| {
-                    json!({"token": k.secret, "type": k.kind, "projects": k.projects, "environment": k.environment})
-                })
-                .collect();
-            json_response(200, json!({ "tokens": known }))
-        }
-        ("GET", "/api/client/features") => {
-            let Some(t) = token else {
-                return message(401, NO_TOKEN);
-            };
-            if t.kind != "client" {
-                return message(403, WRONG_TYPE);
-            }
-            let all = t.projects.iter().any(|p| p == "*");
-            let features: Vec<Value> = s
-                .features
-                .get(&t.environment)
-                .cloned()
-                .unwrap_or_default()
-                .into_iter()
-                .filter(|f| all || t.projects.iter().any(|p| f["project"] == p.as_str()))
-                .collect();
-            let query_hash = format!(
-                "{:08x}",
-                fxhash(&format!("{}:{:?}", t.environment, t.projects))
-            );
-            let etag = format!("\"{query_hash}:{}:v1\"", s.revision);
-            let inm = parts
-                .headers
-                .get("if-none-match")
-                .and_then(|v| v.to_str().ok());
-            if inm == Some(etag.as_str()) {
-                // Like the real server: a 304 with no headers at all.
-                let mut r = Response::new(Full::new(Bytes::new()));
-                *r.status_mut() = StatusCode::NOT_MODIFIED;
-                return r;
-            }
-            let body = json!({
-                "version": 2,
-                "features": features,
-                "segments": s.segments.get(&t.environment).cloned().unwrap_or_default(),
-                "query": {"environment": t.environment, "inlineSegmentConstraints": false},
-                "meta": {"revisionId": s.revision, "etag": etag, "queryHash": query_hash},
-            });
-            let mut r = json_response(200, body);
-            r.headers_mut().insert("etag", etag.parse().unwrap());
-            r.headers_mut()
-                .insert("vary", "Accept-Encoding".parse().unwrap());
-            r
-        }
-        ("POST", "/api/client/register")
-        | ("POST", "/api/client/metrics")
-        | ("POST", "/api/client/metrics/bulk") => {
-            let Some(t) = token else {
-                return message(401, NO_TOKEN);
-            };
-            if t.kind != "client" {
-                return message(403, WRONG_TYPE);
-            }
-            drop(s);
-            let status = {
-                let mut s = state.lock().unwrap();
-                if parts.uri.path() == "/api/client/metrics/bulk" && !s.metrics_status.is_empty() {
-                    s.metrics_status.remove(0)
-                } else {
-                    202
-                }
-            };
-            let mut r = Response::new(Full::new(Bytes::new()));
-            *r.status_mut() = StatusCode::from_u16(status).unwrap();
-            r
-        }
-        _ => message(
-            404,
-            &format!(
-                "The path you were looking for ({}) is not available.",
-                parts.uri.path()
-            ),
-        ),
-    }
-}
-
-fn fxhash(s: &str) -> u32 {
-    s.bytes().fold(0x811c9dc5u32, |h, b| {
-        (h ^ u32::from(b)).wrapping_mul(0x01000193)
-    })
 }

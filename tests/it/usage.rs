@@ -7,9 +7,9 @@ use crate::edge::edge_config;
 use crate::harness::*;
 use crate::upstream::{secret, FakeUpstream};
 
-const FAST: &str = "[usage]\ninterval = \"200ms\"\n";
+pub const FAST: &str = "[usage]\ninterval = \"200ms\"\n";
 
-fn with_usage(config: String, usage: &str) -> String {
+pub fn with_usage(config: String, usage: &str) -> String {
     // `[usage]` is a top-level table: put it before `[edge]`.
     config.replacen(
         "[edge]",
@@ -18,14 +18,14 @@ fn with_usage(config: String, usage: &str) -> String {
     )
 }
 
-async fn start(up: &FakeUpstream, tokens: &[&str], usage: &str) -> Server {
+pub async fn start(up: &FakeUpstream, tokens: &[&str], usage: &str) -> Server {
     let tokens: Vec<String> = tokens.iter().map(|n| secret(n)).collect();
     let s = Server::start(&with_usage(edge_config(&up.url(), &tokens, ""), usage), &[]).await;
     s.wait_ready().await;
     s
 }
 
-fn metrics_body(app: &str, start: &str, toggles: Value) -> String {
+pub fn metrics_body(app: &str, start: &str, toggles: Value) -> String {
     json!({
         "appName": app,
         "instanceId": format!("{app}-1"),
@@ -36,7 +36,7 @@ fn metrics_body(app: &str, start: &str, toggles: Value) -> String {
 }
 
 /// Every row of every bulk body the fake accepted (all but the first `skip` bodies).
-fn forwarded_rows(up: &FakeUpstream, skip: usize) -> Vec<(Option<String>, Value)> {
+pub fn forwarded_rows(up: &FakeUpstream, skip: usize) -> Vec<(Option<String>, Value)> {
     up.requests_to("/api/client/metrics/bulk")
         .iter()
         .skip(skip)
@@ -52,7 +52,7 @@ fn forwarded_rows(up: &FakeUpstream, skip: usize) -> Vec<(Option<String>, Value)
         .collect()
 }
 
-fn total(rows: &[(Option<String>, Value)]) -> u64 {
+pub fn total(rows: &[(Option<String>, Value)]) -> u64 {
     rows.iter()
         .map(|(_, m)| m["yes"].as_u64().unwrap() + m["no"].as_u64().unwrap())
         .sum()
@@ -385,186 +385,4 @@ async fn many_concurrent_posts_arrive_complete() {
         "forwarded while posts went on ({bodies} bodies)"
     );
     eprintln!("usage load: {} evaluations sent in 1000 posts, {} forwarded in {} rows over {bodies} bulk bodies", sent, total(&rows), rows.len());
-}
-
-#[tokio::test]
-async fn usage_endpoints_check_tokens_and_bodies() {
-    let up = FakeUpstream::start().await;
-    let s = start(&up, &["client-all-dev"], FAST).await;
-    let good = metrics_body(
-        "app",
-        "2026-11-28T04:00:00Z",
-        json!({"simple.on": {"yes": 1, "no": 0}}),
-    );
-    let client = secret("client-all-dev");
-    let frontend = secret("frontend-all-dev");
-    assert_eq!(
-        post(
-            &s,
-            "/api/frontend/client/metrics",
-            Some(&client),
-            good.clone()
-        )
-        .await
-        .2["error"],
-        "token_wrong_type"
-    );
-    assert_eq!(
-        post(&s, "/api/client/metrics", Some(&frontend), good.clone())
-            .await
-            .2["error"],
-        "token_wrong_type"
-    );
-    assert_eq!(
-        post(&s, "/api/client/register", Some(&frontend), "{}")
-            .await
-            .2["error"],
-        "token_wrong_type"
-    );
-    assert_eq!(
-        post(&s, "/api/client/metrics", None, good.clone()).await.0,
-        401
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/api/client/metrics",
-            Some(&secret("client-all-prod")),
-            good.clone()
-        )
-        .await
-        .2["error"],
-        "scope_not_covered"
-    );
-    let (status, _, body) =
-        post(&s, "/api/client/metrics", Some(&client), r#"{"bucket":{}}"#).await;
-    assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));
-    assert!(
-        body["message"]
-            .as_str()
-            .unwrap()
-            .contains("`appName` is required"),
-        "{body}"
-    );
-    let (status, _, body) = post(
-        &s,
-        "/api/client/metrics/bulk",
-        Some(&client),
-        r#"{"applications":[]}"#,
-    )
-    .await;
-    assert_eq!(status, 400);
-    assert!(
-        body["message"].as_str().unwrap().contains("`metrics`"),
-        "{body}"
-    );
-    let (status, _, _) = post(&s, "/api/client/metrics", Some(&client), "{not json").await;
-    assert_eq!(status, 400);
-    // Bulk rows for another environment are dropped, like the server does, and counted.
-    let bulk = json!({"applications": [], "metrics": [
-        {"featureName": "simple.on", "appName": "a", "environment": "development", "timestamp": "2026-11-28T04:00:00Z", "yes": 1, "no": 0, "variants": {}},
-        {"featureName": "simple.on", "appName": "a", "environment": "production", "timestamp": "2026-11-28T04:00:00Z", "yes": 1, "no": 0, "variants": {}},
-    ]});
-    assert_eq!(
-        post(
-            &s,
-            "/api/client/metrics/bulk",
-            Some(&client),
-            bulk.to_string()
-        )
-        .await
-        .0,
-        202
-    );
-    assert_eq!(
-        metric(
-            &s,
-            "flagpost_usage_rows_dropped_total{reason=\"environment_mismatch\"}"
-        )
-        .await,
-        Some(1.0)
-    );
-    let r = client_preflight(&s, "/api/frontend/client/metrics").await;
-    assert_eq!(r, 204);
-    s.stop().await.unwrap();
-}
-
-async fn client_preflight(s: &Server, path: &str) -> u16 {
-    client()
-        .request(reqwest::Method::OPTIONS, s.url(path))
-        .header("Origin", "http://example.test")
-        .header("Access-Control-Request-Method", "POST")
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-#[tokio::test]
-async fn usage_for_an_environment_without_a_token_is_dropped_and_counted() {
-    let up = FakeUpstream::start().await;
-    let s = start(&up, &["client-all-dev"], FAST).await;
-    let client = secret("client-all-dev");
-    up.revoke(&client);
-    // The post is accepted with the (still cached) token before the revocation is noticed,
-    // or refused after it; either way nothing is lost silently.
-    let body = metrics_body(
-        "app",
-        "2026-11-28T04:00:00Z",
-        json!({"simple.on": {"yes": 2, "no": 0}}),
-    );
-    let status = post(&s, "/api/client/metrics", Some(&client), body).await.0;
-    if status == 202 {
-        eventually("dropped for want of a token", || async {
-            metric(&s, "flagpost_usage_rows_dropped_total{reason=\"no_token\"}").await == Some(1.0)
-        })
-        .await;
-    } else {
-        assert_eq!(status, 403);
-    }
-    s.stop().await.unwrap();
-}
-
-#[tokio::test]
-async fn offline_mode_counts_and_discards() {
-    let s = Server::start(
-        &crate::offline::config(""),
-        &[("features.json", crate::offline::FEATURES)],
-    )
-    .await;
-    s.wait_ready().await;
-    let body = metrics_body(
-        "app",
-        "2026-11-28T04:00:00Z",
-        json!({"d.on": {"yes": 2, "no": 1}}),
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/api/client/metrics",
-            Some(crate::offline::CLIENT_DEFAULT_DEV),
-            body.clone()
-        )
-        .await
-        .0,
-        202
-    );
-    assert_eq!(
-        post(
-            &s,
-            "/api/frontend/client/metrics",
-            Some(crate::offline::FRONTEND_DEFAULT_DEV),
-            body
-        )
-        .await
-        .0,
-        202
-    );
-    assert_eq!(
-        metric(&s, "flagpost_usage_rows_dropped_total{reason=\"offline\"}").await,
-        Some(2.0)
-    );
-    assert_eq!(metric(&s, "flagpost_usage_buffer_entries").await, Some(0.0));
-    s.stop().await.unwrap();
 }
