@@ -222,7 +222,12 @@ async fn backstage_endpoints_need_the_backstage_token_and_keep_edge_shapes() {
     let (status, features) = backstage(&s, "features", Some(BACKSTAGE)).await;
     assert_eq!(status, 200);
     assert_eq!(feature_names(&features["development"]).len(), 6);
+}
 
+/// Edge's metricsbatch and token refresh shapes, from an edge-mode instance (offline mode
+/// discards usage), with no secret in them.
+#[tokio::test]
+async fn backstage_metricsbatch_and_token_refreshes_in_edge_mode() {
     let usage = r#"{"appName":"web","instanceId":"i-1","bucket":{"start":"2026-12-04T10:00:00Z","stop":"2026-12-04T10:01:00Z","toggles":{"d.on":{"yes":3,"no":1,"variants":{}}}}}"#;
     // Usage is buffered in edge mode (offline mode discards it).
     let up = FakeUpstream::start().await;
@@ -263,7 +268,12 @@ async fn backstage_endpoints_need_the_backstage_token_and_keep_edge_shapes() {
         .collect();
     let all: Vec<&str> = all.iter().map(String::as_str).collect();
     assert_no_secret(&tokens.to_string(), &all);
+}
 
+/// Edge's instancedata: this instance, and the downstream Edges that report theirs with a
+/// client token (kept, bounded, shown as connected).
+#[tokio::test]
+async fn backstage_instance_data_shows_downstream_edges() {
     let open = start(&format!("[backstage]\ntoken = \"{BACKSTAGE}\"")).await;
     let (status, data) = backstage(&open, "instancedata", Some(BACKSTAGE)).await;
     assert_eq!(status, 200);
@@ -314,8 +324,12 @@ async fn backstage_endpoints_need_the_backstage_token_and_keep_edge_shapes() {
     assert_eq!(connected[0]["identifier"], "edge-downstream-1");
     assert_eq!(connected[0]["app_name"], "shop-edge");
     assert_eq!(connected[0]["environment"], "development");
+}
 
-    // Edge's --disable-metrics-endpoint, as a file key.
+/// Edge's --disable-metrics-endpoint, as a file key: both metrics routes are gone, probes
+/// stay.
+#[tokio::test]
+async fn the_metrics_endpoint_can_be_turned_off() {
     let no_metrics = start("[backstage]\nmetrics = false").await;
     assert_eq!(get(&no_metrics, "/metrics", None).await.0, 404);
     assert_eq!(

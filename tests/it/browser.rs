@@ -30,50 +30,9 @@ fn names(v: &Value) -> Vec<String> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_real_browser_page_uses_flagpost() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    assert!(
-        std::path::Path::new(&chromium).exists()
-            && dir.join("node_modules/playwright-core").exists(),
-        "Chromium ({chromium}) and playwright-core are needed: .ci/run installs them"
-    );
-    let s = Server::start(&offline::config(""), &[("features.json", FEATURES)]).await;
-    s.wait_ready().await;
-    let restricted = Server::start(
-        &offline::config("").replacen(
-            "[server]",
-            "[cors]\nallowed_origins = [\"https://app.example.com\"]\n[server]",
-            1,
-        ),
-        &[("features.json", FEATURES)],
-    )
-    .await;
-    restricted.wait_ready().await;
-    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-page.png");
-    let _ = std::fs::remove_file(&screenshot);
-    let mut child = tokio::process::Command::new("node")
-        .arg(dir.join("browser.mjs"))
-        .current_dir(&dir)
-        .env("FLAGPOST_URL", s.url(""))
-        .env("RESTRICTED_URL", restricted.url(""))
-        .env("FRONTEND_TOKEN", FRONTEND_DEFAULT_DEV)
-        .env("SCREENSHOT", &screenshot)
-        .env("CHROMIUM", &chromium)
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut stdin = child.stdin.take().unwrap();
-    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-
-    // The page shows what flagpost evaluates for alice (enabled flags only).
-    let ready = next(&mut lines).await;
-    eprintln!("browser: {ready}");
-    assert_eq!(ready["phase"], "ready");
-    let shown = names(&ready);
+/// The page shows what flagpost evaluates for alice (enabled flags only).
+fn assert_shows_alices_flags(ready: &serde_json::Value) {
+    let shown = names(ready);
     assert!(
         shown.contains(&"d.on: on (disabled)".to_string()),
         "{shown:?}"
@@ -87,6 +46,94 @@ async fn a_real_browser_page_uses_flagpost() {
         "{shown:?}"
     );
     assert!(!shown.iter().any(|f| f.starts_with("d.off")), "{shown:?}");
+}
+
+/// Against a flagpost that allows another origin only: blocked by the browser, reported by
+/// the SDK, and flagpost's answer carries no allow-origin header.
+async fn assert_blocked(blocked: &serde_json::Value, restricted: &Server, origin: &str) {
+    assert_eq!(blocked["phase"], "blocked");
+    assert!(
+        blocked["error"].as_str().unwrap().starts_with("error"),
+        "{blocked}"
+    );
+    assert_eq!(blocked["status"], "starting", "never ready");
+    assert_eq!(blocked["flags"], serde_json::json!([]));
+    assert_eq!(blocked["cors"], true, "the browser said why: {blocked}");
+    for method in [reqwest::Method::OPTIONS, reqwest::Method::GET] {
+        let r = client()
+            .request(method.clone(), restricted.url("/api/frontend"))
+            .header("Origin", origin)
+            .header("Access-Control-Request-Method", "GET")
+            .header("Authorization", FRONTEND_DEFAULT_DEV)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            r.headers().get("access-control-allow-origin").is_none(),
+            "{method}"
+        );
+    }
+}
+
+/// The page (`tests/sdk/browser.mjs` in Chromium) against `s` and `restricted`.
+fn open_page(
+    dir: &std::path::Path,
+    (s, restricted): (&Server, &Server),
+    screenshot: &std::path::Path,
+    chromium: &str,
+) -> tokio::process::Child {
+    tokio::process::Command::new("node")
+        .arg(dir.join("browser.mjs"))
+        .current_dir(dir)
+        .env("FLAGPOST_URL", s.url(""))
+        .env("RESTRICTED_URL", restricted.url(""))
+        .env("FRONTEND_TOKEN", FRONTEND_DEFAULT_DEV)
+        .env("SCREENSHOT", screenshot)
+        .env("CHROMIUM", chromium)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap()
+}
+
+/// A flagpost whose CORS allows another origin only.
+async fn start_restricted() -> Server {
+    let restricted = Server::start(
+        &offline::config("").replacen(
+            "[server]",
+            "[cors]\nallowed_origins = [\"https://app.example.com\"]\n[server]",
+            1,
+        ),
+        &[("features.json", FEATURES)],
+    )
+    .await;
+    restricted.wait_ready().await;
+    restricted
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_browser_page_uses_flagpost() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        std::path::Path::new(&chromium).exists()
+            && dir.join("node_modules/playwright-core").exists(),
+        "Chromium ({chromium}) and playwright-core are needed: .ci/run installs them"
+    );
+    let s = Server::start(&offline::config(""), &[("features.json", FEATURES)]).await;
+    s.wait_ready().await;
+    let restricted = start_restricted().await;
+    let screenshot = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("browser-page.png");
+    let _ = std::fs::remove_file(&screenshot);
+    let mut child = open_page(&dir, (&s, &restricted), &screenshot, &chromium);
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+
+    let ready = next(&mut lines).await;
+    eprintln!("browser: {ready}");
+    assert_eq!(ready["phase"], "ready");
+    assert_shows_alices_flags(&ready);
     let origin = ready["origin"].as_str().unwrap().to_string();
 
     // The features file changes: the SDK's update event fires and the page shows it.
@@ -117,32 +164,9 @@ async fn a_real_browser_page_uses_flagpost() {
     })
     .await;
 
-    // Against a flagpost that allows another origin only: blocked by the browser, reported by
-    // the SDK, and flagpost's answer carries no allow-origin header.
     let blocked = next(&mut lines).await;
     eprintln!("browser: {blocked}");
-    assert_eq!(blocked["phase"], "blocked");
-    assert!(
-        blocked["error"].as_str().unwrap().starts_with("error"),
-        "{blocked}"
-    );
-    assert_eq!(blocked["status"], "starting", "never ready");
-    assert_eq!(blocked["flags"], serde_json::json!([]));
-    assert_eq!(blocked["cors"], true, "the browser said why: {blocked}");
-    for method in [reqwest::Method::OPTIONS, reqwest::Method::GET] {
-        let r = client()
-            .request(method.clone(), restricted.url("/api/frontend"))
-            .header("Origin", &origin)
-            .header("Access-Control-Request-Method", "GET")
-            .header("Authorization", FRONTEND_DEFAULT_DEV)
-            .send()
-            .await
-            .unwrap();
-        assert!(
-            r.headers().get("access-control-allow-origin").is_none(),
-            "{method}"
-        );
-    }
+    assert_blocked(&blocked, &restricted, &origin).await;
 
     let done = next(&mut lines).await;
     assert_eq!(done["phase"], "done");

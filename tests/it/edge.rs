@@ -119,9 +119,9 @@ async fn the_exact_requests_flagpost_makes() {
     s.stop().await.unwrap();
 }
 
-#[tokio::test]
-async fn the_scope_rule_with_tokens_validated_upstream() {
-    let up = FakeUpstream::start().await;
+/// Tokens beyond the fixtures' for the scope rule: a client token for one project, frontend
+/// tokens covered only by two startup tokens together, not covered, in another environment.
+fn add_scope_tokens(up: &FakeUpstream) {
     let client = |secret: &str, env: &str, projects: &[&str]| FakeToken {
         secret: secret.into(),
         kind: "client".into(),
@@ -152,6 +152,75 @@ async fn the_scope_rule_with_tokens_validated_upstream() {
         "staging",
         &["default"],
     ));
+}
+
+/// Tokens the startup tokens do not cover are 403 scope_not_covered, client tokens as much as
+/// frontend ones; tokens of the wrong type are token_wrong_type, unknown ones token_invalid.
+async fn assert_refused_beyond_the_startup_scopes(s: &Server) {
+    // Not covered.
+    for (token, needle) in [
+        ("[]:development.missing-front-0003".to_string(), "search"),
+        (secret("frontend-all-dev"), "all projects"),
+        (secret("frontend-all-prod"), "all projects"),
+        (
+            "default:staging.staging-front-0004".to_string(),
+            "\"staging\"",
+        ),
+    ] {
+        let (status, _, body) = get(s, "/api/frontend", Some(&token)).await;
+        assert_eq!(
+            (status, body["error"].as_str()),
+            (403, Some("scope_not_covered")),
+            "{token}"
+        );
+        assert!(body["message"].as_str().unwrap().contains(needle), "{body}");
+    }
+    // Client tokens other than the startup ones: same rule.
+    assert_eq!(
+        get(s, "/api/client/features", Some(&secret("backend-all-dev")))
+            .await
+            .0,
+        403
+    );
+    let (status, _, body) = get(
+        s,
+        "/api/client/features",
+        Some(&secret("init-backend-default-dev")),
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(feature_names(&body).len(), 9);
+    // Wrong types, unknown tokens.
+    assert_eq!(
+        get(s, "/api/frontend", Some(&secret("client-default-dev")))
+            .await
+            .2["error"],
+        "token_wrong_type"
+    );
+    assert_eq!(
+        get(s, "/api/client/features", Some(&secret("init-admin")))
+            .await
+            .2["error"],
+        "token_wrong_type"
+    );
+    assert_eq!(
+        get(s, "/api/client/features", Some(&secret("pat-admin")))
+            .await
+            .2["error"],
+        "token_wrong_type"
+    );
+    assert_eq!(
+        get(s, "/api/frontend", Some("*:development.not-a-real-token"))
+            .await
+            .2["error"],
+        "token_invalid"
+    );
+}
+
+#[tokio::test]
+async fn the_scope_rule_with_tokens_validated_upstream() {
+    let up = FakeUpstream::start().await;
+    add_scope_tokens(&up);
     let tokens = vec![
         secret("client-default-dev"),
         "checkout:development.extra-client-0001".into(),
@@ -188,64 +257,7 @@ async fn the_scope_rule_with_tokens_validated_upstream() {
     assert_eq!(status, 200);
     assert!(frontend_names(&body).contains(&"checkout.new-flow".to_string()));
     assert!(!frontend_names(&body).contains(&"search.v2".to_string()));
-    // Not covered.
-    for (token, needle) in [
-        ("[]:development.missing-front-0003".to_string(), "search"),
-        (secret("frontend-all-dev"), "all projects"),
-        (secret("frontend-all-prod"), "all projects"),
-        (
-            "default:staging.staging-front-0004".to_string(),
-            "\"staging\"",
-        ),
-    ] {
-        let (status, _, body) = get(&s, "/api/frontend", Some(&token)).await;
-        assert_eq!(
-            (status, body["error"].as_str()),
-            (403, Some("scope_not_covered")),
-            "{token}"
-        );
-        assert!(body["message"].as_str().unwrap().contains(needle), "{body}");
-    }
-    // Client tokens other than the startup ones: same rule.
-    assert_eq!(
-        get(&s, "/api/client/features", Some(&secret("backend-all-dev")))
-            .await
-            .0,
-        403
-    );
-    let (status, _, body) = get(
-        &s,
-        "/api/client/features",
-        Some(&secret("init-backend-default-dev")),
-    )
-    .await;
-    assert_eq!(status, 200);
-    assert_eq!(feature_names(&body).len(), 9);
-    // Wrong types, unknown tokens.
-    assert_eq!(
-        get(&s, "/api/frontend", Some(&secret("client-default-dev")))
-            .await
-            .2["error"],
-        "token_wrong_type"
-    );
-    assert_eq!(
-        get(&s, "/api/client/features", Some(&secret("init-admin")))
-            .await
-            .2["error"],
-        "token_wrong_type"
-    );
-    assert_eq!(
-        get(&s, "/api/client/features", Some(&secret("pat-admin")))
-            .await
-            .2["error"],
-        "token_wrong_type"
-    );
-    assert_eq!(
-        get(&s, "/api/frontend", Some("*:development.not-a-real-token"))
-            .await
-            .2["error"],
-        "token_invalid"
-    );
+    assert_refused_beyond_the_startup_scopes(&s).await;
     s.stop().await.unwrap();
 }
 

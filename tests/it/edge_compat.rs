@@ -281,6 +281,18 @@ async fn client_features_answer_post_as_get() {
     assert_eq!(put.status().as_u16(), 405);
 }
 
+/// An edge config with a fixed instance id and usage forwarded every 200 ms.
+fn instance_config(up: &FakeUpstream, token: &str) -> String {
+    format!(
+        "{}\n[usage]\ninterval = \"200ms\"\n",
+        edge_config(&up.url(), &[token.to_string()], "")
+    )
+    .replace(
+        "mode = \"edge\"",
+        "mode = \"edge\"\ninstance_id = \"flagpost-up-1\"",
+    )
+}
+
 /// flagpost reports its own instance data upstream as Unleash Edge does (Edge's camelCase
 /// shape, the first startup token), with the downstream instances that reported to it as
 /// `connectedEdges`; an upstream that does not take it (404, as the open-source server answers)
@@ -297,15 +309,7 @@ async fn instance_data_goes_upstream_with_the_downstream_instances() {
         })
     });
     let token = secret("client-all-dev");
-    let toml = format!(
-        "{}\n[usage]\ninterval = \"200ms\"\n",
-        edge_config(&up.url(), std::slice::from_ref(&token), "")
-    )
-    .replace(
-        "mode = \"edge\"",
-        "mode = \"edge\"\ninstance_id = \"flagpost-up-1\"",
-    );
-    let s = Server::start(&toml, &[]).await;
+    let s = Server::start(&instance_config(&up, &token), &[]).await;
     s.wait_ready().await;
     let downstream = serde_json::json!({"identifier": "edge-below-1", "appName": "shop-edge",
         "edgeVersion": "20.1.0", "connectedEdges": [], "connectedStreamingClients": 2});
@@ -340,11 +344,15 @@ async fn instance_data_goes_upstream_with_the_downstream_instances() {
         assert!(!body[field].is_null(), "{field} missing: {body}");
     }
     s.stop().await.unwrap();
+}
 
-    // The open-source server answers 404: asked once, then left alone for the hour, while
-    // usage rounds (every 200 ms) go on.
-    up.unscript();
-    let s = Server::start(&toml, &[]).await;
+/// The open-source server answers 404 for instance data: asked once, then left alone for the
+/// hour, while usage rounds (every 200 ms) go on.
+#[tokio::test]
+async fn an_upstream_without_instance_data_is_not_asked_again_within_the_hour() {
+    let up = FakeUpstream::start().await;
+    let token = secret("client-all-dev");
+    let s = Server::start(&instance_config(&up, &token), &[]).await;
     s.wait_ready().await;
     eventually("the first report refused", || async {
         metric(

@@ -73,6 +73,11 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The other mode's variables get a warning; Edge's names for flagpost's settings are read.
+#[test]
+fn the_other_modes_settings_are_warned_about_and_edges_names_read() {
     // The other mode's variables: a warning.
     let out = check_config(
         &[
@@ -105,6 +110,11 @@ fn edge_settings_flagpost_does_not_use_are_warned_about_or_refused() {
     ] {
         assert!(text.contains(line), "{line}: {text}");
     }
+}
+
+/// `--help` lists Edge's flags, `--markdown-help` gives every command's help as Markdown.
+#[test]
+fn the_help_lists_edges_flags() {
     let help = flagpost().arg("--help").output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     for flag in [

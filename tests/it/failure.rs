@@ -368,6 +368,14 @@ async fn a_metrics_body_over_the_flag_limit_is_refused_with_the_reason() {
     s.stop().await.unwrap();
 }
 
+/// A validate body of `n` never-seen tokens numbered from `from`.
+fn flood(n: usize, from: usize) -> String {
+    let tokens: Vec<String> = (from..from + n)
+        .map(|i| format!("default:development.flood{i:06}"))
+        .collect();
+    json!({ "tokens": tokens }).to_string()
+}
+
 #[tokio::test]
 async fn a_validate_flood_neither_reaches_upstream_unbounded_nor_delays_sdk_tokens() {
     let up = FakeUpstream::start().await;
@@ -383,12 +391,6 @@ async fn a_validate_flood_neither_reaches_upstream_unbounded_nor_delays_sdk_toke
     )
     .await;
     s.wait_ready().await;
-    let flood = |n: usize, from: usize| {
-        let tokens: Vec<String> = (from..from + n)
-            .map(|i| format!("default:development.flood{i:06}"))
-            .collect();
-        json!({ "tokens": tokens }).to_string()
-    };
     // Within the budget: asked upstream (and left waiting there).
     let url = s.url("/edge/validate");
     let first = tokio::spawn({

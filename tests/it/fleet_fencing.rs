@@ -4,6 +4,8 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use flagpost::fleet::{Confirmed, Shared, Written};
+
 use crate::edge::edge_config;
 use crate::fleet::*;
 use crate::fleet_ha::*;
@@ -11,13 +13,8 @@ use crate::harness::*;
 use crate::redis::*;
 use crate::upstream::{secret, FakeUpstream};
 
-/// The write script is fenced by the lease: only the instance whose id the lease holds writes
-/// (whatever the others believe), versions are assigned by Redis (one up, at least Redis's
-/// clock in seconds), and confirmation times are Redis's.
-#[tokio::test]
-async fn the_write_script_is_fenced_by_the_lease_and_versioned_by_redis() {
-    use flagpost::fleet::{Confirmed, Shared, Written};
-    let redis = Redis::start();
+/// The fleet's shared store on `redis`, as the fleet makes it.
+fn shared_on(redis: &Redis) -> Shared {
     let config = flagpost::config::StoreConfig {
         redis_urls: vec![flagpost::config::RedisUrl::new(redis.url())],
         mode: flagpost::config::RedisMode::Single,
@@ -28,7 +25,29 @@ async fn the_write_script_is_fenced_by_the_lease_and_versioned_by_redis() {
         timeout: Duration::from_secs(1),
     };
     let metrics = std::sync::Arc::new(flagpost::metrics::Metrics::new(&[]));
-    let shared = Shared::new(&config, metrics).unwrap();
+    Shared::new(&config, metrics).unwrap()
+}
+
+async fn assert_only_the_holder_renews_and_releases(shared: &Shared) {
+    assert!(!shared
+        .renew_lease("other", Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert!(shared
+        .renew_lease("holder", Duration::from_secs(5))
+        .await
+        .unwrap());
+    assert!(!shared.release_lease("other").await.unwrap());
+    assert!(shared.release_lease("holder").await.unwrap());
+}
+
+/// The write script is fenced by the lease: only the instance whose id the lease holds writes
+/// (whatever the others believe), versions are assigned by Redis (one up, at least Redis's
+/// clock in seconds), and confirmation times are Redis's.
+#[tokio::test]
+async fn the_write_script_is_fenced_by_the_lease_and_versioned_by_redis() {
+    let redis = Redis::start();
+    let shared = shared_on(&redis);
     let write = |hash: &'static str, me: &'static str, confirmed: Confirmed| {
         let shared = &shared;
         async move {
@@ -91,16 +110,7 @@ async fn the_write_script_is_fenced_by_the_lease_and_versioned_by_redis() {
     );
     assert!(shared.confirm("dev", "b", "holder").await.unwrap().0);
     assert!(shared.head("dev").await.unwrap().unwrap().age_ms < 2000);
-    assert!(!shared
-        .renew_lease("other", Duration::from_secs(5))
-        .await
-        .unwrap());
-    assert!(shared
-        .renew_lease("holder", Duration::from_secs(5))
-        .await
-        .unwrap());
-    assert!(!shared.release_lease("other").await.unwrap());
-    assert!(shared.release_lease("holder").await.unwrap());
+    assert_only_the_holder_renews_and_releases(&shared).await;
     assert_eq!(
         write("c", "holder", Confirmed::Now).await,
         Written::Fenced,
@@ -133,28 +143,11 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
         )
     };
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("paused.toml");
-    let listen = "[server]\ninterface = \"127.0.0.1\"\nport = 0\nshutdown_delay = \"0s\"\n";
-    std::fs::write(&path, format!("{}\n{listen}", config("paused-a"))).unwrap();
-    let mut command = crate::cli::flagpost();
-    command.arg("--config").arg(&path);
-    let mut paused = Binary::spawn(command);
-    let base = format!("http://{}", paused.listening());
-    let role_of_paused = || async {
-        let text = client()
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        ["poller", "follower", "solo"]
-            .into_iter()
-            .find(|r| text.contains(&format!("flagpost_fleet_role{{role=\"{r}\"}} 1")))
-    };
+    let mut paused = spawn_binary(dir.path(), &config("paused-a"));
+    let addr = paused.listening();
+    let base = format!("http://{addr}");
     eventually("the binary polls", || async {
-        role_of_paused().await == Some("poller")
+        role_at(&base).await == Some("poller")
     })
     .await;
     let b = Server::start(&config("fence-b"), &[]).await;
@@ -162,11 +155,7 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
     b.wait_ready().await;
     c.wait_ready().await;
     let token = secret("client-all-dev");
-    let writer = || {
-        redis
-            .query(&["HGET", "flagpost:{fence}:env:development", "writer"])
-            .unwrap_or_default()
-    };
+    let writer = || writer_of(&redis);
     assert!(writer().starts_with("paused-a"), "{}", writer());
 
     let signal = |sig: &str| {
@@ -189,16 +178,45 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
     let new_writer = writer();
 
     signal("-CONT");
-    // Until the woken instance knows it follows (and serves the change), nothing goes back.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    until_the_woken_one_follows(&base, [&b, &c], &token, || {
         assert_eq!(
             writer(),
             new_writer,
             "the paused poller's snapshot was written back"
-        );
-        for s in [&b, &c] {
-            let (_, _, body) = client_body(s, &token).await;
+        )
+    })
+    .await;
+    let fenced = metric_at(
+        &addr,
+        "flagpost_store_operations_total{operation=\"write\",outcome=\"fenced\"}",
+    )
+    .await;
+    #[allow(clippy::print_stderr)] // whether the woken poller tried to write before it knew
+    {
+        eprintln!("fencing: the woken poller's refused writes: {fenced:?}");
+    }
+    assert_eq!(writer(), new_writer);
+    // Woken, it published what it polled before it knew it had lost the lease: refused.
+    assert!(
+        fenced.unwrap_or(0.0) >= 1.0,
+        "the woken poller never tried to write: {fenced:?}"
+    );
+}
+
+/// Waits until the woken instance at `base` follows and serves the change, checking at each
+/// turn that `others` never serve the older snapshot and that `check` holds.
+async fn until_the_woken_one_follows(
+    base: &str,
+    others: [&Server; 2],
+    token: &str,
+    check: impl Fn(),
+) {
+    // Until the woken instance knows it follows (and serves the change), nothing goes back.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        check();
+        for s in others {
+            let (_, _, body) = client_body(s, token).await;
             assert_eq!(
                 enabled(&body, "simple.on"),
                 Some(false),
@@ -207,7 +225,7 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
         }
         let served = client()
             .get(format!("{base}/api/client/features"))
-            .header("Authorization", &token)
+            .header("Authorization", token)
             .send()
             .await
             .unwrap()
@@ -215,9 +233,7 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
             .await
             .unwrap();
         let served: serde_json::Value = serde_json::from_slice(&served).unwrap_or_default();
-        if role_of_paused().await == Some("follower")
-            && enabled(&served, "simple.on") == Some(false)
-        {
+        if role_at(base).await == Some("follower") && enabled(&served, "simple.on") == Some(false) {
             break;
         }
         assert!(
@@ -226,32 +242,36 @@ async fn a_poller_paused_past_its_lease_cannot_put_its_older_snapshot_back() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Which instance wrote the development snapshot in the `fence` namespace.
+fn writer_of(redis: &Node) -> String {
+    redis
+        .query(&["HGET", "flagpost:{fence}:env:development", "writer"])
+        .unwrap_or_default()
+}
+
+/// The binary with `config`, listening on a port of its own.
+fn spawn_binary(dir: &std::path::Path, config: &str) -> Binary {
+    let path = dir.join("paused.toml");
+    let listen = "[server]\ninterface = \"127.0.0.1\"\nport = 0\nshutdown_delay = \"0s\"\n";
+    std::fs::write(&path, format!("{config}\n{listen}")).unwrap();
+    let mut command = crate::cli::flagpost();
+    command.arg("--config").arg(&path);
+    Binary::spawn(command)
+}
+
+/// The fleet role the instance at `base` reports in its metrics.
+async fn role_at(base: &str) -> Option<&'static str> {
     let text = client()
         .get(format!("{base}/metrics"))
         .send()
         .await
-        .unwrap()
+        .ok()?
         .text()
         .await
-        .unwrap();
-    let fenced = text
-        .lines()
-        .find(|l| {
-            l.starts_with("flagpost_store_operations_total{operation=\"write\",outcome=\"fenced\"}")
-        })
-        .map(|l| l.to_string());
-    #[allow(clippy::print_stderr)] // whether the woken poller tried to write before it knew
-    {
-        eprintln!("fencing: the woken poller's refused writes: {fenced:?}");
-    }
-    assert_eq!(writer(), new_writer);
-    // Woken, it published what it polled before it knew it had lost the lease: refused.
-    let count: f64 = fenced
-        .as_deref()
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0);
-    assert!(
-        count >= 1.0,
-        "the woken poller never tried to write: {fenced:?}"
-    );
+        .ok()?;
+    ["poller", "follower", "solo"]
+        .into_iter()
+        .find(|r| text.contains(&format!("flagpost_fleet_role{{role=\"{r}\"}} 1")))
 }

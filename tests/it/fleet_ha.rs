@@ -57,6 +57,10 @@ impl Traffic {
         t
     }
 
+    fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
+    }
+
     fn finish(&self) -> (u64, u64) {
         self.stop.store(true, Ordering::Relaxed);
         (
@@ -121,70 +125,36 @@ pub async fn through_failover(
     let token = secret("client-all-dev");
     let refs: Vec<&Server> = servers.iter().collect();
     let traffic = Traffic::start(&refs, &token);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    eventually("requests flowing", || async { traffic.sent() >= 10 }).await;
     let killed = Instant::now();
     kill();
-    // The failure is seen (a lease call fails somewhere), then one poller again with every
+    // The failure is seen (a store call fails somewhere), then one poller again with every
     // other instance following, Redis answering lease calls again.
-    let lease = |outcome: &'static str| {
-        let series =
-            format!("flagpost_store_operations_total{{operation=\"lease\",outcome=\"{outcome}\"}}");
-        async move {
-            let mut sum = 0.0;
-            for s in servers {
-                sum += metric(s, &series).await.unwrap_or(0.0);
-            }
-            sum
-        }
-    };
-    // Store calls of any kind that failed (connecting, the lease, reads...), on every instance.
-    let failures = || async {
-        let mut sum = 0.0;
-        for s in servers {
-            let text = metrics_text(s, "/metrics").await.unwrap_or_default();
-            sum += text
-                .lines()
-                .filter(|l| l.starts_with("flagpost_store_operations_total{"))
-                .filter(|l| l.contains("outcome=\"error\"") || l.contains("outcome=\"timeout\""))
-                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-                .sum::<f64>();
-        }
-        sum
-    };
-    let failed_before = failures().await;
+    let failed_before = store_failures(servers).await;
     eventually("a store call failing", || async {
-        failures().await > failed_before
+        store_failures(servers).await > failed_before
     })
     .await;
+    let ok_after_failure = lease_calls(servers, "ok").await;
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut repolled = None;
-    let ok_after_failure = lease("ok").await;
     while Instant::now() < deadline {
-        let mut roles = Vec::new();
-        for s in servers {
-            roles.push(role(s).await);
-        }
+        let roles = roles_of(servers).await;
         let one_poller = roles.iter().filter(|r| **r == "poller").count() == 1
             && roles.iter().filter(|r| **r == "follower").count() == servers.len() - 1;
-        if one_poller && lease("ok").await >= ok_after_failure + 6.0 {
+        if one_poller && lease_calls(servers, "ok").await >= ok_after_failure + 6.0 {
             repolled = Some(killed.elapsed());
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mut roles = Vec::new();
-    for s in servers {
-        roles.push(role(s).await);
-    }
-    let repolled =
-        repolled.unwrap_or_else(|| panic!("one poller again after the failover: roles {roles:?}"));
+    let Some(repolled) = repolled else {
+        let roles = roles_of(servers).await;
+        panic!("one poller again after the failover: roles {roles:?}");
+    };
     up.set_enabled("development", "simple.on", false);
     let deadline = Instant::now() + Duration::from_secs(30);
-    let all: Vec<&Server> = servers.iter().collect();
-    loop {
-        if serving_the_change(&all, &token).await == all.len() {
-            break;
-        }
+    while serving_the_change(&refs, &token).await < refs.len() {
         assert!(
             Instant::now() < deadline,
             "the change did not reach every instance"
@@ -206,6 +176,40 @@ pub async fn through_failover(
     );
     assert!(sent > 100, "{sent}");
     repolled
+}
+
+async fn roles_of(servers: &[Server]) -> Vec<&'static str> {
+    let mut roles = Vec::new();
+    for s in servers {
+        roles.push(role(s).await);
+    }
+    roles
+}
+
+/// Lease calls with `outcome`, summed over every instance.
+async fn lease_calls(servers: &[Server], outcome: &str) -> f64 {
+    let series =
+        format!("flagpost_store_operations_total{{operation=\"lease\",outcome=\"{outcome}\"}}");
+    let mut sum = 0.0;
+    for s in servers {
+        sum += metric(s, &series).await.unwrap_or(0.0);
+    }
+    sum
+}
+
+/// Store calls of any kind that failed (connecting, the lease, reads...), on every instance.
+async fn store_failures(servers: &[Server]) -> f64 {
+    let mut sum = 0.0;
+    for s in servers {
+        let text = metrics_text(s, "/metrics").await.unwrap_or_default();
+        sum += text
+            .lines()
+            .filter(|l| l.starts_with("flagpost_store_operations_total{"))
+            .filter(|l| l.contains("outcome=\"error\"") || l.contains("outcome=\"timeout\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>();
+    }
+    sum
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -9,6 +9,40 @@ use crate::harness::*;
 use crate::redis::*;
 use crate::upstream::{fixture_tokens, secret, Behaviour, FakeUpstream};
 
+/// A snapshot older than store.max_age is not used: an instance booting while upstream is
+/// down reads it, and stays not ready.
+async fn assert_an_old_snapshot_is_not_used(up: &FakeUpstream, redis: &Redis, shared: &str) {
+    redis
+        .command(&[
+            "HSET",
+            "flagpost:{boot-test}:env:development",
+            "confirmed_at",
+            "1000",
+        ])
+        .await;
+    let config = member(up, redis, "boot-d", &["client-all-dev"], "", shared);
+    let d = Server::start(&config, &[]).await;
+    // Once it has read the store's snapshot (and found it too old), it is still not ready.
+    eventually("the store's snapshot read", || async {
+        metric(
+            &d,
+            "flagpost_store_operations_total{operation=\"read\",outcome=\"ok\"}",
+        )
+        .await
+        .is_some_and(|n| n >= 1.0)
+    })
+    .await;
+    let (status, _, body) = get(&d, "/ready", None).await;
+    assert_eq!(status, 503, "an old snapshot is not served: {body}");
+    assert!(
+        body["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no features loaded"),
+        "{body}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_new_instance_boots_from_redis_while_upstream_is_down_within_its_own_scope() {
     let up = FakeUpstream::start().await;
@@ -66,36 +100,7 @@ async fn a_new_instance_boots_from_redis_while_upstream_is_down_within_its_own_s
     assert_eq!((status, etag), (200, etag_all));
     assert_eq!(body, body_all);
 
-    // A snapshot older than store.max_age is not used.
-    redis
-        .command(&[
-            "HSET",
-            "flagpost:{boot-test}:env:development",
-            "confirmed_at",
-            "1000",
-        ])
-        .await;
-    let config = member(&up, &redis, "boot-d", &["client-all-dev"], "", shared);
-    let d = Server::start(&config, &[]).await;
-    // Once it has read the store's snapshot (and found it too old), it is still not ready.
-    eventually("the store's snapshot read", || async {
-        metric(
-            &d,
-            "flagpost_store_operations_total{operation=\"read\",outcome=\"ok\"}",
-        )
-        .await
-        .is_some_and(|n| n >= 1.0)
-    })
-    .await;
-    let (status, _, body) = get(&d, "/ready", None).await;
-    assert_eq!(status, 503, "an old snapshot is not served: {body}");
-    assert!(
-        body["reason"]
-            .as_str()
-            .unwrap()
-            .contains("no features loaded"),
-        "{body}"
-    );
+    assert_an_old_snapshot_is_not_used(&up, &redis, shared).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

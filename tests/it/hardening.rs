@@ -385,6 +385,36 @@ async fn health_and_ready_subcommands() {
     s.stop().await.unwrap();
 }
 
+/// What flagpost at `base` answers each of `secrets` on the SDK routes (a bad usage body
+/// included).
+async fn answers_to(base: &str, secrets: &[String]) -> Vec<String> {
+    let mut bodies = Vec::new();
+    for token in secrets {
+        for path in [
+            "/api/frontend",
+            "/api/client/features",
+            "/api/frontend/all?userId=1",
+        ] {
+            let r = client()
+                .get(format!("{base}{path}"))
+                .header("Authorization", token)
+                .send()
+                .await
+                .unwrap();
+            bodies.push(r.text().await.unwrap());
+        }
+        let r = client()
+            .post(format!("{base}/api/client/metrics"))
+            .header("Authorization", token)
+            .body("{")
+            .send()
+            .await
+            .unwrap();
+        bodies.push(r.text().await.unwrap());
+    }
+    bodies
+}
+
 #[tokio::test]
 async fn no_secret_reaches_logs_metrics_or_error_bodies() {
     let up = FakeUpstream::start().await;
@@ -432,30 +462,7 @@ async fn no_secret_reaches_logs_metrics_or_error_bodies() {
         "custom-header-secret-77".to_string(),
     ])
     .collect();
-    let mut bodies = Vec::new();
-    for token in &secrets {
-        for path in [
-            "/api/frontend",
-            "/api/client/features",
-            "/api/frontend/all?userId=1",
-        ] {
-            let r = client()
-                .get(format!("{base}{path}"))
-                .header("Authorization", token)
-                .send()
-                .await
-                .unwrap();
-            bodies.push(r.text().await.unwrap());
-        }
-        let r = client()
-            .post(format!("{base}/api/client/metrics"))
-            .header("Authorization", token)
-            .body("{")
-            .send()
-            .await
-            .unwrap();
-        bodies.push(r.text().await.unwrap());
-    }
+    let bodies = answers_to(&base, &secrets).await;
     let metrics = client()
         .get(format!("{base}/metrics"))
         .send()

@@ -2,6 +2,7 @@
 //! info and above (shared out over `log.summary_interval`), whatever it sends; the rest is
 //! counted in the summary, and the metrics keep exact counts.
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
@@ -17,7 +18,7 @@ const SUMMARY: &str = "requests refused since the last summary";
 async fn flood(
     count: usize,
     make: impl Fn(usize) -> reqwest::RequestBuilder,
-) -> std::collections::BTreeMap<u16, usize> {
+) -> BTreeMap<u16, usize> {
     let statuses: Vec<u16> = futures_util::stream::iter(0..count)
         .map(|i| {
             let req = make(i);
@@ -55,6 +56,75 @@ fn message(v: &Value) -> &str {
         .unwrap_or("")
 }
 
+/// 10,000 requests with distinct bad tokens and 10,000 with distinct bad bodies; the
+/// statuses answered, counted.
+async fn send_floods(url: &str) -> (BTreeMap<u16, usize>, BTreeMap<u16, usize>) {
+    let c = client();
+    let tokens = flood(10_000, |i| {
+        c.get(url).header(
+            "Authorization",
+            format!("default:development.attacker-{i:06}-secret"),
+        )
+    })
+    .await;
+    let bodies = flood(10_000, |i| {
+        c.post(url)
+            .header("Authorization", FRONTEND_DEFAULT_DEV)
+            .header("Content-Type", "application/json")
+            .body(format!(
+                "{{\"context\": {{\"userId\": {i}, \"properties\": [\"bad-{i}\""
+            ))
+    })
+    .await;
+    (tokens, bodies)
+}
+
+/// One more refusal after the interval writes the summary; polls until it is there.
+fn wait_for_summary(rt: &tokio::runtime::Runtime, binary: &mut Binary, url: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "no summary line");
+        rt.block_on(async {
+            let _ = client()
+                .get(url)
+                .header("Authorization", "default:development.one-more")
+                .send()
+                .await;
+        });
+        let lines = parse(binary.lines_so_far());
+        if let Some(s) = lines.iter().rev().find(|v| {
+            message(v).starts_with(SUMMARY) && field(v, "folded_refusals").as_u64().unwrap_or(0) > 0
+        }) {
+            return s.clone();
+        }
+        // A request a tenth of a second until the summary comes (polled, with the deadline).
+        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
+    }
+}
+
+/// The metrics keep exact counts.
+async fn assert_exact_counts(addr: &str) {
+    let metrics = client()
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    assert!(value("flagpost_token_decisions_total{result=\"invalid\"}") >= 10_000.0);
+    assert!(
+        value("flagpost_log_lines_folded_total") >= 9_900.0,
+        "{metrics}"
+    );
+}
+
 #[test]
 fn floods_of_distinct_bad_tokens_and_bodies_stay_within_the_log_budget() {
     let dir = tempfile::tempdir().unwrap();
@@ -71,48 +141,10 @@ fn floods_of_distinct_bad_tokens_and_bodies_stay_within_the_log_budget() {
     let started = Instant::now();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let url = format!("http://{addr}/api/frontend");
-    let (tokens, bodies) = rt.block_on(async {
-        let c = client();
-        let tokens = flood(10_000, |i| {
-            c.get(&url).header(
-                "Authorization",
-                format!("default:development.attacker-{i:06}-secret"),
-            )
-        })
-        .await;
-        let bodies = flood(10_000, |i| {
-            c.post(&url)
-                .header("Authorization", FRONTEND_DEFAULT_DEV)
-                .header("Content-Type", "application/json")
-                .body(format!(
-                    "{{\"context\": {{\"userId\": {i}, \"properties\": [\"bad-{i}\""
-                ))
-        })
-        .await;
-        (tokens, bodies)
-    });
+    let (tokens, bodies) = rt.block_on(send_floods(&url));
     assert_eq!(tokens.get(&401), Some(&10_000), "{tokens:?}");
     assert_eq!(bodies.get(&400), Some(&10_000), "{bodies:?}");
-    // One more refusal after the interval writes the summary; poll until it is there.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let summary = loop {
-        assert!(Instant::now() < deadline, "no summary line");
-        rt.block_on(async {
-            let _ = client()
-                .get(&url)
-                .header("Authorization", "default:development.one-more")
-                .send()
-                .await;
-        });
-        let lines = parse(binary.lines_so_far());
-        if let Some(s) = lines.iter().rev().find(|v| {
-            message(v).starts_with(SUMMARY) && field(v, "folded_refusals").as_u64().unwrap_or(0) > 0
-        }) {
-            break s.clone();
-        }
-        // A request a tenth of a second until the summary comes (polled, with the deadline).
-        rt.block_on(async { tokio::time::sleep(Duration::from_millis(100)).await });
-    };
+    let summary = wait_for_summary(&rt, &mut binary, &url);
     let elapsed = started.elapsed();
     let lines = parse(binary.lines_so_far());
     let during = &lines[started_lines..];
@@ -162,28 +194,7 @@ fn floods_of_distinct_bad_tokens_and_bodies_stay_within_the_log_budget() {
         field(&summary, "folded_tokens").as_u64().unwrap() > 0,
         "{summary}"
     );
-    // The metrics keep exact counts.
-    let metrics = rt.block_on(async {
-        client()
-            .get(format!("http://{addr}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
-    let value = |series: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    assert!(value("flagpost_token_decisions_total{result=\"invalid\"}") >= 10_000.0);
-    assert!(
-        value("flagpost_log_lines_folded_total") >= 9_900.0,
-        "{metrics}"
-    );
+    rt.block_on(assert_exact_counts(&addr));
     let secret_seen = during.iter().any(|v| v.to_string().contains("-secret"));
     assert!(!secret_seen, "a secret reached the log");
 }

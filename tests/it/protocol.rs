@@ -1,6 +1,6 @@
 //! HTTP as SDKs and browsers speak it to flagpost: CORS preflights and headers, HTTP/2
-//! without TLS, HEAD, a client that never finishes its headers, and a graceful shutdown that
-//! finishes the request in flight.
+//! without TLS, HEAD, a client that never finishes its headers, a graceful shutdown that
+//! finishes the request in flight, ETags and 304.
 
 use std::time::Duration;
 
@@ -147,5 +147,54 @@ async fn graceful_shutdown_finishes_the_request_in_flight() {
     let text = finish_post(conn).await;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     assert!(text.contains("d.users"), "{text}");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn etags_and_304() {
+    let s = start().await;
+    for (path, token) in [
+        ("/api/client/features", CLIENT_DEFAULT_DEV),
+        ("/api/frontend?userId=alice", FRONTEND_DEFAULT_DEV),
+    ] {
+        let first = client()
+            .get(s.url(path))
+            .header("Authorization", token)
+            .send()
+            .await
+            .unwrap();
+        let etag = first.headers()["etag"].to_str().unwrap().to_string();
+        let body = first.bytes().await.unwrap();
+        for inm in [
+            etag.clone(),
+            format!("W/{etag}"),
+            format!("\"nope\", {etag}"),
+            "*".into(),
+        ] {
+            let r = client()
+                .get(s.url(path))
+                .header("Authorization", token)
+                .header("If-None-Match", &inm)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 304, "{path} with If-None-Match: {inm}");
+            assert_eq!(r.headers()["etag"].to_str().unwrap(), etag);
+        }
+        let r = client()
+            .get(s.url(path))
+            .header("Authorization", token)
+            .header("If-None-Match", "\"other\"")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.bytes().await.unwrap(), body, "same data, same bytes");
+    }
+    let (_, h, _) = get(&s, "/api/frontend", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_eq!(h["cache-control"], "no-cache");
+    let (_, a, _) = get(&s, "/api/frontend?userId=alice", Some(FRONTEND_DEFAULT_DEV)).await;
+    let (_, b, _) = get(&s, "/api/frontend?userId=bob", Some(FRONTEND_DEFAULT_DEV)).await;
+    assert_ne!(a["etag"], b["etag"], "different results, different ETags");
     s.stop().await.unwrap();
 }

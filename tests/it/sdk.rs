@@ -13,27 +13,11 @@ use crate::edge::edge_config;
 use crate::harness::*;
 use crate::upstream::{secret, FakeUpstream};
 
-#[tokio::test]
-async fn real_sdks_against_flagpost() {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
-    assert!(
-        dir.join("node_modules/unleash-client").exists()
-            && dir.join("node_modules/unleash-proxy-client").exists(),
-        "the SDK packages are not installed: run `npm ci --prefix tests/sdk` (.ci/run does)"
-    );
-    let up = FakeUpstream::start().await;
-    let tokens = vec![secret("client-all-dev")];
-    let config = edge_config(&up.url(), &tokens, "").replacen(
-        "[edge]",
-        "[usage]\ninterval = \"200ms\"\n[edge]",
-        1,
-    );
-    let s = Server::start(&config, &[]).await;
-    s.wait_ready().await;
-
+/// `tests/sdk/check.mjs` against `s`: what each SDK saw, as the script's last line.
+async fn run_check(dir: &std::path::Path, s: &Server) -> Value {
     let run = tokio::process::Command::new("node")
         .arg(dir.join("check.mjs"))
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("FLAGPOST_URL", s.url(""))
         .env("FRONTEND_TOKEN", secret("frontend-all-dev"))
         .env("UNCOVERED_FRONTEND_TOKEN", secret("frontend-all-prod"))
@@ -53,11 +37,14 @@ async fn real_sdks_against_flagpost() {
     );
     let result: Value = serde_json::from_str(stdout.lines().last().unwrap_or(""))
         .unwrap_or_else(|e| panic!("{e}: {stdout}"));
-    eprintln!("SDK results: {result}");
+    result
+}
 
+/// Both SDKs see for alice what flagpost itself answers for the same context.
+async fn assert_sdks_agree_with_flagpost(s: &Server, result: &Value) {
     // What flagpost itself answers for the same context.
     let (_, _, direct) = get(
-        &s,
+        s,
         "/api/frontend/all?userId=alice&properties%5Bcountry%5D=NO&properties%5BappVersion%5D=1.3.0",
         Some(&secret("frontend-all-dev")),
     )
@@ -97,29 +84,10 @@ async fn real_sdks_against_flagpost() {
             );
         }
     }
-    assert_eq!(result["frontend"]["flags"]["simple.on"]["enabled"], true);
-    assert_eq!(
-        result["frontend"]["flags"]["users.allowlist"]["enabled"],
-        true
-    );
-    assert_eq!(result["frontend"]["flags"]["simple.off"]["enabled"], false);
-    assert_eq!(result["server"]["features"], 13);
-    // A token flagpost does not cover: an error, not data.
-    assert_eq!(result["frontendUncovered"]["ready"], false);
-    assert_eq!(result["frontendUncovered"]["error"], 403);
-    assert_eq!(result["frontendUncovered"]["toggles"], 0);
-    assert_eq!(result["serverUncovered"]["ready"], false);
-    assert!(
-        result["serverUncovered"]["error"]
-            .as_str()
-            .unwrap()
-            .contains("403"),
-        "{result}"
-    );
-    assert_eq!(result["serverUncovered"]["features"], 0);
+}
 
-    // The counts the SDKs reported reach the fake upstream.
-    s.stop().await.unwrap();
+/// The counts and registrations the SDKs reported reach the fake upstream.
+fn assert_sdk_usage_upstream(up: &FakeUpstream, result: &Value) {
     let rows: Vec<Value> = up
         .requests_to("/api/client/metrics/bulk")
         .iter()
@@ -151,6 +119,54 @@ async fn real_sdks_against_flagpost() {
         apps.iter().any(|a| a["appName"] == "sdk-server-test"),
         "{apps:?}"
     );
+}
+
+#[tokio::test]
+async fn real_sdks_against_flagpost() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/sdk");
+    assert!(
+        dir.join("node_modules/unleash-client").exists()
+            && dir.join("node_modules/unleash-proxy-client").exists(),
+        "the SDK packages are not installed: run `npm ci --prefix tests/sdk` (.ci/run does)"
+    );
+    let up = FakeUpstream::start().await;
+    let tokens = vec![secret("client-all-dev")];
+    let config = edge_config(&up.url(), &tokens, "").replacen(
+        "[edge]",
+        "[usage]\ninterval = \"200ms\"\n[edge]",
+        1,
+    );
+    let s = Server::start(&config, &[]).await;
+    s.wait_ready().await;
+
+    let result = run_check(&dir, &s).await;
+    eprintln!("SDK results: {result}");
+
+    assert_sdks_agree_with_flagpost(&s, &result).await;
+    assert_eq!(result["frontend"]["flags"]["simple.on"]["enabled"], true);
+    assert_eq!(
+        result["frontend"]["flags"]["users.allowlist"]["enabled"],
+        true
+    );
+    assert_eq!(result["frontend"]["flags"]["simple.off"]["enabled"], false);
+    assert_eq!(result["server"]["features"], 13);
+    // A token flagpost does not cover: an error, not data.
+    assert_eq!(result["frontendUncovered"]["ready"], false);
+    assert_eq!(result["frontendUncovered"]["error"], 403);
+    assert_eq!(result["frontendUncovered"]["toggles"], 0);
+    assert_eq!(result["serverUncovered"]["ready"], false);
+    assert!(
+        result["serverUncovered"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("403"),
+        "{result}"
+    );
+    assert_eq!(result["serverUncovered"]["features"], 0);
+
+    // The counts the SDKs reported reach the fake upstream.
+    s.stop().await.unwrap();
+    assert_sdk_usage_upstream(&up, &result);
 }
 
 /// A real server SDK: Node's `unleash-client` (`tests/sdk/stream.mjs`) or Python's

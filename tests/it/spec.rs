@@ -61,20 +61,62 @@ struct Tally {
     failures: Vec<String>,
 }
 
+impl Tally {
+    fn new() -> Tally {
+        Tally {
+            passed: 0,
+            failures: vec![],
+        }
+    }
+
+    /// Checks one answer to `case` (for flag `name`) and counts it.
+    async fn record(&mut self, case: &Value, name: &str, label: &str, response: reqwest::Response) {
+        let status = response.status();
+        let bytes = response.bytes().await.unwrap_or_default();
+        let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        let toggle = body["toggles"]
+            .as_array()
+            .and_then(|ts| ts.iter().find(|t| t["name"] == name))
+            .cloned();
+        match check(case, status.as_u16(), toggle.as_ref()) {
+            Ok(()) => self.passed += 1,
+            Err(why) => self.failures.push(format!("{label}: {why}")),
+        }
+    }
+}
+
+/// One case's context through GET (as the query) and through POST (as JSON).
+async fn ask(
+    http: &reqwest::Client,
+    server: &Server,
+    context: &Value,
+) -> (reqwest::Response, reqwest::Response) {
+    let get_url = server.url(&format!("/api/frontend/all?{}", query_of(context)));
+    let get = http
+        .get(get_url)
+        .header("Authorization", FRONTEND)
+        .send()
+        .await
+        .unwrap();
+    let post = http
+        .post(server.url("/api/frontend/all"))
+        .header("Authorization", FRONTEND)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({ "context": context }).to_string())
+        .send()
+        .await
+        .unwrap();
+    (get, post)
+}
+
 #[tokio::test]
 async fn client_specification_through_http() {
     let http = reqwest::Client::builder()
         .local_address(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)))
         .build()
         .unwrap();
-    let mut get_tally = Tally {
-        passed: 0,
-        failures: vec![],
-    };
-    let mut post_tally = Tally {
-        passed: 0,
-        failures: vec![],
-    };
+    let mut get_tally = Tally::new();
+    let mut post_tally = Tally::new();
     let files = spec_files();
     let mut expected_cases = 0;
     let mut files_run = 0;
@@ -105,35 +147,9 @@ async fn client_specification_through_http() {
         for case in cases.iter().chain(variant_cases.iter()) {
             let name = case["toggleName"].as_str().unwrap();
             let label = format!("{file}: {}", case["description"].as_str().unwrap_or(name));
-            let get_url = server.url(&format!("/api/frontend/all?{}", query_of(&case["context"])));
-            let get = http
-                .get(get_url)
-                .header("Authorization", FRONTEND)
-                .send()
-                .await
-                .unwrap();
-            let post = http
-                .post(server.url("/api/frontend/all"))
-                .header("Authorization", FRONTEND)
-                .header("content-type", "application/json")
-                .body(serde_json::json!({"context": case["context"]}).to_string())
-                .send()
-                .await
-                .unwrap();
-            for (response, tally) in [(get, &mut get_tally), (post, &mut post_tally)] {
-                let status = response.status();
-                let bytes = response.bytes().await.unwrap_or_default();
-                let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-                let toggle = body["toggles"]
-                    .as_array()
-                    .and_then(|ts| ts.iter().find(|t| t["name"] == name))
-                    .cloned();
-                let verdict = check(case, status.as_u16(), toggle.as_ref());
-                match verdict {
-                    Ok(()) => tally.passed += 1,
-                    Err(why) => tally.failures.push(format!("{label}: {why}")),
-                }
-            }
+            let (get, post) = ask(&http, &server, &case["context"]).await;
+            get_tally.record(case, name, &label, get).await;
+            post_tally.record(case, name, &label, post).await;
         }
         server.stop().await.unwrap();
     }

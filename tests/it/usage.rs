@@ -58,12 +58,8 @@ pub fn total(rows: &[(Option<String>, Value)]) -> u64 {
         .sum()
 }
 
-#[tokio::test]
-async fn usage_is_summed_and_forwarded_with_the_right_token() {
-    let up = FakeUpstream::start().await;
-    let s = start(&up, &["client-all-dev", "client-all-prod"], FAST).await;
-    let dev = secret("client-all-dev");
-    let at = "2026-11-28T04:19:03.998Z";
+/// Server SDK usage over an hour boundary and a registration, with a development token.
+async fn post_server_usage(s: &Server, dev: &str, at: &str) {
     for body in [
         metrics_body(
             "app-1",
@@ -81,23 +77,24 @@ async fn usage_is_summed_and_forwarded_with_the_right_token() {
             json!({"simple.on": {"yes": 1, "no": 0}}),
         ),
     ] {
-        assert_eq!(
-            post(&s, "/api/client/metrics", Some(&dev), body).await.0,
-            202
-        );
+        assert_eq!(post(s, "/api/client/metrics", Some(dev), body).await.0, 202);
     }
     let register = json!({"appName": "app-1", "instanceId": "app-1-1", "sdkVersion": "unleash-client-node:6.12.1",
         "strategies": ["default"], "started": at, "interval": 15000, "connectVia": [{"appName": "edge-a", "instanceId": "e-1"}]});
     assert_eq!(
-        post(&s, "/api/client/register", Some(&dev), register.to_string())
+        post(s, "/api/client/register", Some(dev), register.to_string())
             .await
             .0,
         202
     );
+}
+
+/// A browser's registration and usage, and usage with a production token.
+async fn post_frontend_and_prod_usage(s: &Server, at: &str) {
     let frontend = json!({"appName": "web", "instanceId": "browser-1", "sdkVersion": "unleash-client-js:3.8.2", "environment": "development", "interval": 30000, "started": at, "strategies": []});
     assert_eq!(
         post(
-            &s,
+            s,
             "/api/frontend/client/register",
             Some(&secret("frontend-all-dev")),
             frontend.to_string()
@@ -113,7 +110,7 @@ async fn usage_is_summed_and_forwarded_with_the_right_token() {
     );
     assert_eq!(
         post(
-            &s,
+            s,
             "/api/proxy/client/metrics",
             Some(&secret("frontend-all-dev")),
             fe_metrics
@@ -129,7 +126,7 @@ async fn usage_is_summed_and_forwarded_with_the_right_token() {
     );
     assert_eq!(
         post(
-            &s,
+            s,
             "/api/client/metrics",
             Some(&secret("client-all-prod")),
             prod
@@ -138,12 +135,12 @@ async fn usage_is_summed_and_forwarded_with_the_right_token() {
         .0,
         202
     );
+}
 
-    eventually("everything forwarded", || async {
-        total(&forwarded_rows(&up, 0)) == 10 + 7 + 6 + 1 + 1 + 4 + 9
-    })
-    .await;
-    let rows = forwarded_rows(&up, 0);
+/// The rows forwarded: summed per app, flag, environment and hour, each environment with its
+/// own token.
+fn assert_forwarded_rows(up: &FakeUpstream, dev: &str) {
+    let rows = forwarded_rows(up, 0);
     let find = |app: &str, flag: &str, ts: &str| {
         rows.iter()
             .find(|(_, m)| m["appName"] == app && m["featureName"] == flag && m["timestamp"] == ts)
@@ -151,7 +148,7 @@ async fn usage_is_summed_and_forwarded_with_the_right_token() {
             .unwrap_or_else(|| panic!("no row {app} {flag} {ts} in {rows:?}"))
     };
     let (auth, on) = find("app-1", "simple.on", "2026-11-28T04:00:00.000Z");
-    assert_eq!(auth.as_deref(), Some(dev.as_str()));
+    assert_eq!(auth.as_deref(), Some(dev));
     assert_eq!(
         (
             on["yes"].as_u64(),
@@ -179,7 +176,11 @@ async fn usage_is_summed_and_forwarded_with_the_right_token() {
         "each environment with its own token"
     );
     assert_eq!(checkout["environment"], "production");
+}
 
+/// The applications forwarded (flagpost added to `connectVia`), and flagpost's own
+/// registration once per startup scope.
+fn assert_applications(up: &FakeUpstream) {
     let apps: Vec<Value> = up
         .requests_to("/api/client/metrics/bulk")
         .iter()
@@ -211,6 +212,22 @@ async fn usage_is_summed_and_forwarded_with_the_right_token() {
         .as_str()
         .unwrap()
         .starts_with("flagpost:")));
+}
+
+#[tokio::test]
+async fn usage_is_summed_and_forwarded_with_the_right_token() {
+    let up = FakeUpstream::start().await;
+    let s = start(&up, &["client-all-dev", "client-all-prod"], FAST).await;
+    let dev = secret("client-all-dev");
+    let at = "2026-11-28T04:19:03.998Z";
+    post_server_usage(&s, &dev, at).await;
+    post_frontend_and_prod_usage(&s, at).await;
+    eventually("everything forwarded", || async {
+        total(&forwarded_rows(&up, 0)) == 10 + 7 + 6 + 1 + 1 + 4 + 9
+    })
+    .await;
+    assert_forwarded_rows(&up, &dev);
+    assert_applications(&up);
     let received = metric(&s, "flagpost_usage_evaluations_total{stage=\"received\"}").await;
     let forwarded = metric(&s, "flagpost_usage_evaluations_total{stage=\"forwarded\"}").await;
     assert_eq!((received, forwarded), (Some(38.0), Some(38.0)));

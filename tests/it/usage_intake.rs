@@ -2,13 +2,15 @@
 //! usage for an environment flagpost has no token for dropped and counted, and offline mode
 //! counting and discarding.
 
+use serde_json::json;
+
 use crate::harness::*;
 use crate::upstream::{secret, FakeUpstream};
 use crate::usage::*;
-use serde_json::json;
 
+/// Usage endpoints take the token their SDK kind uses, within the startup scopes.
 #[tokio::test]
-async fn usage_endpoints_check_tokens_and_bodies() {
+async fn usage_endpoints_check_tokens() {
     let up = FakeUpstream::start().await;
     let s = start(&up, &["client-all-dev"], FAST).await;
     let good = metrics_body(
@@ -56,6 +58,16 @@ async fn usage_endpoints_check_tokens_and_bodies() {
         .2["error"],
         "scope_not_covered"
     );
+    s.stop().await.unwrap();
+}
+
+/// Usage bodies are checked: what is missing is named; bulk rows for another environment are
+/// dropped and counted; the browser's preflight is answered.
+#[tokio::test]
+async fn usage_bodies_are_checked() {
+    let up = FakeUpstream::start().await;
+    let s = start(&up, &["client-all-dev"], FAST).await;
+    let client = secret("client-all-dev");
     let (status, _, body) =
         post(&s, "/api/client/metrics", Some(&client), r#"{"bucket":{}}"#).await;
     assert_eq!((status, body["error"].as_str()), (400, Some("bad_request")));

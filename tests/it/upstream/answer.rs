@@ -86,17 +86,7 @@ pub(super) async fn answer(
             if t.kind != "client" {
                 return message(403, WRONG_TYPE);
             }
-            let status = {
-                let mut s = state.lock().unwrap();
-                if parts.uri.path() == "/api/client/metrics/bulk" && !s.metrics_status.is_empty() {
-                    s.metrics_status.remove(0)
-                } else {
-                    202
-                }
-            };
-            let mut r = Response::new(Full::new(Bytes::new()));
-            *r.status_mut() = StatusCode::from_u16(status).unwrap();
-            r
+            intake(&mut state.lock().unwrap(), parts.uri.path())
         }
         _ => message(
             404,
@@ -205,6 +195,19 @@ fn features(s: &State, t: &FakeToken, parts: &Parts) -> Response<Full<Bytes>> {
     r.headers_mut().insert("etag", etag.parse().unwrap());
     r.headers_mut()
         .insert("vary", "Accept-Encoding".parse().unwrap());
+    r
+}
+
+/// Registrations and usage from a client token: 202, or for bulk usage the next scripted
+/// status.
+fn intake(s: &mut State, path: &str) -> Response<Full<Bytes>> {
+    let status = if path == "/api/client/metrics/bulk" && !s.metrics_status.is_empty() {
+        s.metrics_status.remove(0)
+    } else {
+        202
+    };
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap();
     r
 }
 
