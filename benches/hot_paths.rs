@@ -28,8 +28,8 @@ use std::process::Command;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use flagpost::document::Document;
 use flagpost::evaluate::{
-    chance_part, context_from_json, context_from_query, etag_of_parts, fix_current_time,
-    frontend_answer, frontend_response, Clock, Listing, Memo,
+    chance_part, context_from_json, context_from_query, etag_of_parts, fix_current_time_at,
+    frontend_answer, Clock, Listing, Memo,
 };
 use flagpost::snapshot::Snapshot;
 use flagpost::token::{Projects, Scope, Token};
@@ -85,27 +85,29 @@ fn frontend(c: &mut Criterion) {
     c.bench_function("frontend/200 flags, POST body", |b| {
         b.iter(|| {
             let mut ctx = context_from_json(black_box(POST)).unwrap_or_default();
-            fix_current_time(&mut ctx);
-            frontend_response(
+            fix_current_time_at(&mut ctx, chrono::Utc::now());
+            frontend_answer(
                 (s.frontend(), s.document()),
                 &Projects::All,
                 &ctx,
                 Clock::Server,
                 Listing::Enabled,
             )
+            .body
         })
     });
     // Without the clock formatted once: the engine formats it per date constraint.
     c.bench_function("frontend/200 flags, GET query, clock per constraint", |b| {
         b.iter(|| {
             let ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
-            frontend_response(
+            frontend_answer(
                 (s.frontend(), s.document()),
                 &Projects::All,
                 &ctx,
                 Clock::Server,
                 Listing::Enabled,
             )
+            .body
         })
     });
 }
@@ -144,14 +146,15 @@ fn build(c: &mut Criterion) {
 /// flags of `projects` evaluated, bytes out.
 fn respond(s: &Snapshot, projects: &Projects) -> Vec<u8> {
     let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
-    fix_current_time(&mut ctx);
-    frontend_response(
+    fix_current_time_at(&mut ctx, chrono::Utc::now());
+    frontend_answer(
         (s.frontend(), s.document()),
         projects,
         &ctx,
         Clock::Server,
         Listing::Enabled,
     )
+    .body
 }
 
 fn scaling(c: &mut Criterion) {
@@ -185,7 +188,7 @@ fn scaling(c: &mut Criterion) {
     let mut g = c.benchmark_group("scaling/200 flags evaluated out of");
     g.sample_size(10);
     let mut ctx = context_from_query(QUERY).unwrap_or_default();
-    fix_current_time(&mut ctx);
+    fix_current_time_at(&mut ctx, chrono::Utc::now());
     for (count, s) in &sets {
         let last = (count - 200)..*count;
         g.bench_with_input(BenchmarkId::from_parameter(count), s, |b, s| {
@@ -220,7 +223,7 @@ fn remembered(c: &mut Criterion) {
     let projects = Projects::All;
     let memo = Memo::new(100_000, std::time::Duration::from_secs(3600));
     let mut ctx = context_from_query(QUERY).unwrap_or_default();
-    fix_current_time(&mut ctx);
+    fix_current_time_at(&mut ctx, chrono::Utc::now());
     let answer = frontend_answer(
         (s.frontend(), s.document()),
         &projects,
@@ -243,7 +246,7 @@ fn remembered(c: &mut Criterion) {
         b.iter(|| {
             let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
             let stable = memo.get(key(&ctx), 0).unwrap_or_default();
-            fix_current_time(&mut ctx);
+            fix_current_time_at(&mut ctx, chrono::Utc::now());
             let chance = chance_part(
                 (s.frontend(), s.document()),
                 &projects,
@@ -257,7 +260,7 @@ fn remembered(c: &mut Criterion) {
     c.bench_function("frontend/200 flags, evaluated answer and ETag", |b| {
         b.iter(|| {
             let mut ctx = context_from_query(black_box(QUERY)).unwrap_or_default();
-            fix_current_time(&mut ctx);
+            fix_current_time_at(&mut ctx, chrono::Utc::now());
             frontend_answer(
                 (s.frontend(), s.document()),
                 &projects,

@@ -12,7 +12,8 @@ distinct invalid tokens (edge mode, chained to an offline flagpost as its upstre
 Everything runs on loopback, each wrk run is bounded in time. Options: --duration SECONDS
 (default 15), --runs N (default 3, medians are reported), --quick (3 s x 1 run, for a try),
 --before BIN (an older flagpost binary: the four endpoints are measured with it too, in the
-same run, runs alternating between the two binaries, and compared).
+same run, runs alternating between the two binaries, and compared), --compare-only ENDPOINT
+(with --before: only that comparison, printed; repeatable).
 """
 
 import argparse
@@ -237,6 +238,9 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--before", help="an older flagpost binary, measured for comparison")
+    ap.add_argument("--compare-only", action="append", metavar="ENDPOINT",
+                    help="with --before: only compare this endpoint (repeatable, e.g. "
+                         "\"invalid token\"), print the result, write nothing")
     a = ap.parse_args()
     if a.quick:
         a.duration, a.runs = 3, 1
@@ -275,6 +279,13 @@ def main():
         ("GET /api/client/features", "/api/client/features", CLIENT, None),
         ("invalid token", get_path, INVALID, None),
     ]
+    if a.compare_only:
+        stop(p)
+        chosen = [e for e in endpoints if e[0] in a.compare_only]
+        assert a.before and chosen, "--compare-only needs --before and a known endpoint"
+        for name, r in before_and_after(a, cfg, chosen).items():
+            log(f"{name}: before {r['before']['all']}, now {r['now']['all']}")
+        return
     results = {}
     for name, path, token, script in endpoints:
         log(f"flagpost: {name}")

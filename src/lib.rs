@@ -48,7 +48,9 @@
 //! - [`upstream`]: the HTTP client of the upstream (the Unleash server, another flagpost, or
 //!   Edge), with a client span per call (`upstream/trace.rs`).
 //! - [`refresh`]: edge mode's startup validation and polls; `refresh/sources.rs`: which
-//!   startup tokens are polled and how their answers merge; `refresh/backup.rs`: the backup.
+//!   startup tokens upstream accepts, which are polled, what a revocation leaves served and how
+//!   their answers merge; `refresh/follow.rs`: following the upstream stream (where to resume,
+//!   when to poll instead); `refresh/backup.rs`: the backup.
 //! - [`persist`]: the backup's objects, in a folder or an S3 bucket (`persist/place.rs`).
 //! - [`change`]: what one publish changed ([`change::ChangeSet`], `diff`), below both the
 //!   publisher that announces it and `delta` that renders it.

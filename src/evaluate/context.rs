@@ -117,14 +117,10 @@ pub fn context_from_json(body: &[u8]) -> Result<Context, ContextError> {
     Ok(context)
 }
 
-/// Sets `currentTime` to now (RFC 3339, milliseconds) unless the caller gave one. Without it
-/// the engine reads and formats the clock for every date constraint it evaluates; read once
-/// per request, every flag of one answer is evaluated at the same instant, and faster.
-pub fn fix_current_time(context: &mut Context) {
-    fix_current_time_at(context, chrono::Utc::now());
-}
-
-/// [`fix_current_time`] with the instant the request was read at.
+/// Sets `currentTime` to `now`, the instant the request was read at (RFC 3339, milliseconds),
+/// unless the caller gave one. Without it the engine reads and formats the clock for every
+/// date constraint it evaluates; read once per request, every flag of one answer is evaluated
+/// at the same instant, and faster.
 pub fn fix_current_time_at(context: &mut Context, now: chrono::DateTime<chrono::Utc>) {
     if context.current_time.is_none() {
         let now = now.format("%Y-%m-%dT%H:%M:%S%.3fZ");
@@ -343,7 +339,7 @@ mod tests {
     fn the_clock_is_read_once_and_a_given_time_is_kept() {
         let mut context = Context::default();
         let before = chrono::Utc::now();
-        fix_current_time(&mut context);
+        fix_current_time_at(&mut context, chrono::Utc::now());
         let set = context.current_time.clone().unwrap();
         let parsed = chrono::DateTime::parse_from_rfc3339(&set).unwrap();
         let drift = parsed.with_timezone(&chrono::Utc) - before;
@@ -352,7 +348,7 @@ mod tests {
             current_time: Some("2030-01-01T00:00:00Z".into()),
             ..Context::default()
         };
-        fix_current_time(&mut given);
+        fix_current_time_at(&mut given, chrono::Utc::now());
         assert_eq!(given.current_time.as_deref(), Some("2030-01-01T00:00:00Z"));
     }
 

@@ -1,6 +1,7 @@
 //! Frontend evaluation: the SDK context read from a query string or a JSON body (PROTOCOL.md §4),
-//! Unleash's own engine (`unleash-yggdrasil`, wrapped here so nothing else sees it), and the
-//! Frontend API response written straight to bytes.
+//! the flags as `unleash-yggdrasil` compiles them, walked by flagpost's own evaluation
+//! (`engine.rs`; elsewhere only the engine's spec version and strategy names are read), and
+//! the Frontend API response written straight to bytes.
 
 mod context;
 mod engine;
@@ -13,14 +14,12 @@ use crate::json;
 use crate::token::Projects;
 use context::empty_context;
 pub use context::{
-    context_from_json, context_from_query, fix_current_time, fix_current_time_at, query_pairs,
-    ContextError, MAX_CONTEXT_FIELDS,
+    context_from_json, context_from_query, fix_current_time_at, query_pairs, ContextError,
+    MAX_CONTEXT_FIELDS,
 };
 pub use engine::{Engine, Evaluation};
 pub use memo::{Key as MemoKey, Memo};
-pub use response::{
-    chance_part, etag_of_parts, frontend_answer, frontend_response, write_toggle, Answer,
-};
+pub use response::{chance_part, etag_of_parts, frontend_answer, write_toggle, Answer};
 pub use volatility::{Chance, Classifier, Clock, Volatility};
 
 /// A document compiled for the Frontend API: the engine, every flag prepared (in document

@@ -71,7 +71,7 @@ proptest! {
             let clock = Clock::of(&ctx);
             let mut fixed = ctx.clone();
             fix_current_time_at(&mut fixed, instant(t0() + offset));
-            let body = frontend_response((&view, &document), &Projects::All, &fixed, clock, Listing::All);
+            let body = frontend_answer((&view, &document), &Projects::All, &fixed, clock, Listing::All).body;
             let served: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{e}"));
             let served = served["toggles"].as_array().cloned().unwrap_or_default();
             prop_assert_eq!(served.len(), document.features.len());

@@ -8,18 +8,6 @@ use crate::document::Document;
 use crate::json;
 use crate::token::Projects;
 
-/// Writes `{"toggles":[...]}` for the flags of `projects`, each evaluated at most once (not at
-/// all when its result cannot depend on the context).
-pub fn frontend_response(
-    parts: (&FrontendView, &Document),
-    projects: &Projects,
-    context: &Context,
-    clock: Clock,
-    listing: Listing,
-) -> Vec<u8> {
-    frontend_answer(parts, projects, context, clock, listing).body
-}
-
 /// A Frontend API answer, with the two hashes its ETag is made of: of the toggles chance does
 /// not decide (`stable`), and of those it does (`chance`; see [`chance_part`]).
 #[derive(Debug)]
@@ -44,8 +32,9 @@ pub fn etag_of_parts(stable: u64, chance: u64) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&bytes)
 }
 
-/// The answer for the flags of `projects` (see [`frontend_response`]). `clock` says where the
-/// context's `currentTime` came from: with the server's, what reads it varies like chance.
+/// Writes `{"toggles":[...]}` for the flags of `projects`, each evaluated at most once (not at
+/// all when its result cannot depend on the context). `clock` says where the context's
+/// `currentTime` came from: with the server's, what reads it varies like chance.
 pub fn frontend_answer(
     (view, document): (&FrontendView, &Document),
     projects: &Projects,

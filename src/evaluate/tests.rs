@@ -15,13 +15,16 @@ fn toggle_shape_matches_the_protocol() {
     let (view, warnings) = FrontendView::compile(&doc);
     assert!(warnings.is_empty());
     let ctx = empty_context();
-    let all: Value = serde_json::from_slice(&frontend_response(
-        (&view, &doc),
-        &Projects::All,
-        &ctx,
-        Clock::Server,
-        Listing::All,
-    ))
+    let all: Value = serde_json::from_slice(
+        &frontend_answer(
+            (&view, &doc),
+            &Projects::All,
+            &ctx,
+            Clock::Server,
+            Listing::All,
+        )
+        .body,
+    )
     .unwrap();
     assert_eq!(
         all,
@@ -33,22 +36,28 @@ fn toggle_shape_matches_the_protocol() {
              "variant":{"name":"disabled","enabled":false,"feature_enabled":false,"featureEnabled":false}}
         ]})
     );
-    let enabled: Value = serde_json::from_slice(&frontend_response(
-        (&view, &doc),
-        &Projects::All,
-        &ctx,
-        Clock::Server,
-        Listing::Enabled,
-    ))
+    let enabled: Value = serde_json::from_slice(
+        &frontend_answer(
+            (&view, &doc),
+            &Projects::All,
+            &ctx,
+            Clock::Server,
+            Listing::Enabled,
+        )
+        .body,
+    )
     .unwrap();
     assert_eq!(enabled["toggles"].as_array().unwrap().len(), 1);
-    let none: Value = serde_json::from_slice(&frontend_response(
-        (&view, &doc),
-        &Projects::from_names(["other"]),
-        &ctx,
-        Clock::Server,
-        Listing::All,
-    ))
+    let none: Value = serde_json::from_slice(
+        &frontend_answer(
+            (&view, &doc),
+            &Projects::from_names(["other"]),
+            &ctx,
+            Clock::Server,
+            Listing::All,
+        )
+        .body,
+    )
     .unwrap();
     assert_eq!(none, serde_json::json!({"toggles":[]}));
 }

@@ -1,5 +1,6 @@
-//! The startup tokens as sources of features: which of them must be polled (one per distinct
-//! scope), and an environment's document merged from their answers.
+//! The startup tokens as sources of features: which of them upstream accepts as client tokens
+//! (and with what scope), which must be polled (one per distinct scope), what a revocation
+//! leaves served, and an environment's document merged from their answers.
 
 use std::sync::Arc;
 use std::time::SystemTime;

@@ -158,24 +158,11 @@ async fn a_fleet_on_sentinels_over_tls_with_a_private_ca() {
         certs.path(),
         &["--replicaof", "127.0.0.1", &primary.port.to_string()],
     );
-    eventually("the replica in sync over TLS", || async {
-        replica
-            .query(&["INFO", "replication"])
-            .is_some_and(|i| i.contains("master_link_status:up"))
-    })
-    .await;
+    replica.until_replicating().await;
     let sentinels: Vec<Node> = (0..3)
         .map(|_| Node::sentinel_tls(primary.port, certs.path()))
         .collect();
-    eventually("the Sentinels know the replica and each other", || async {
-        sentinels.iter().all(|s| {
-            s.query(&["SENTINEL", "MASTER", "fleetmaster"])
-                .is_some_and(|m| {
-                    m.contains("num-slaves\n1") && m.contains("num-other-sentinels\n2")
-                })
-        })
-    })
-    .await;
+    until_the_sentinels_know_each_other(&sentinels).await;
     let urls: Vec<String> = sentinels
         .iter()
         .map(|s| format!("rediss://127.0.0.1:{}", s.port))

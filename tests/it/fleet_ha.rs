@@ -222,24 +222,11 @@ async fn a_fleet_on_sentinel_follows_the_primary_through_a_failover() {
         &["--replicaof", "127.0.0.1", &primary.port.to_string()],
         data_pw,
     );
-    eventually("the replica in sync", || async {
-        replica
-            .query(&["INFO", "replication"])
-            .is_some_and(|i| i.contains("master_link_status:up"))
-    })
-    .await;
+    replica.until_replicating().await;
     let sentinels: Vec<Node> = (0..3)
         .map(|_| Node::sentinel_auth(primary.port, "sentinel-own-pw-6", data_pw))
         .collect();
-    eventually("the Sentinels know the replica and each other", || async {
-        sentinels.iter().all(|s| {
-            s.query(&["SENTINEL", "MASTER", "fleetmaster"])
-                .is_some_and(|m| {
-                    m.contains("num-slaves\n1") && m.contains("num-other-sentinels\n2")
-                })
-        })
-    })
-    .await;
+    until_the_sentinels_know_each_other(&sentinels).await;
     let urls: Vec<String> = sentinels
         .iter()
         .map(|s| format!("redis://:sentinel-own-pw-6@127.0.0.1:{}", s.port))

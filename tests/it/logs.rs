@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use serde_json::Value;
 
 use crate::cli::{flagpost, write_config};
-use crate::harness::{client, Binary};
+use crate::harness::{client, metric_at, Binary};
 use crate::offline::FRONTEND_DEFAULT_DEV;
 
 const SUMMARY: &str = "requests refused since the last summary";
@@ -104,25 +104,10 @@ fn wait_for_summary(rt: &tokio::runtime::Runtime, binary: &mut Binary, url: &str
 
 /// The metrics keep exact counts.
 async fn assert_exact_counts(addr: &str) {
-    let metrics = client()
-        .get(format!("http://{addr}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let value = |series: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    };
-    assert!(value("flagpost_token_decisions_total{result=\"invalid\"}") >= 10_000.0);
-    assert!(
-        value("flagpost_log_lines_folded_total") >= 9_900.0,
-        "{metrics}"
-    );
+    let invalid = metric_at(addr, "flagpost_token_decisions_total{result=\"invalid\"}").await;
+    assert!(invalid.unwrap_or(0.0) >= 10_000.0, "{invalid:?}");
+    let folded = metric_at(addr, "flagpost_log_lines_folded_total").await;
+    assert!(folded.unwrap_or(0.0) >= 9_900.0, "{folded:?}");
 }
 
 #[test]

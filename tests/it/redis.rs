@@ -338,6 +338,15 @@ impl Node {
         let text = String::from_utf8_lossy(&out.stdout).to_string();
         (out.status.success() && !text.contains("Could not connect")).then_some(text)
     }
+
+    /// Waits until this replica's link to its primary is up.
+    pub async fn until_replicating(&self) {
+        eventually("the replica in sync", || async {
+            self.query(&["INFO", "replication"])
+                .is_some_and(|i| i.contains("master_link_status:up"))
+        })
+        .await;
+    }
 }
 
 /// A CA, and a server certificate for 127.0.0.1 it issued, as files (PEM).
@@ -346,4 +355,17 @@ pub fn tls_files(dir: &std::path::Path) {
     std::fs::write(dir.join("ca.pem"), pki.ca).unwrap();
     std::fs::write(dir.join("redis.pem"), pki.server.0).unwrap();
     std::fs::write(dir.join("redis.key"), pki.server.1).unwrap();
+}
+
+/// Waits until each of three Sentinels knows `fleetmaster`'s replica and the other two.
+pub async fn until_the_sentinels_know_each_other(sentinels: &[Node]) {
+    eventually("the Sentinels know the replica and each other", || async {
+        sentinels.iter().all(|s| {
+            s.query(&["SENTINEL", "MASTER", "fleetmaster"])
+                .is_some_and(|m| {
+                    m.contains("num-slaves\n1") && m.contains("num-other-sentinels\n2")
+                })
+        })
+    })
+    .await;
 }
