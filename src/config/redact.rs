@@ -3,13 +3,14 @@
 
 use std::time::Duration;
 
+use toml::{Table, Value};
+
 use super::unit::{format_duration, format_size};
 use super::{AllowedOrigins, Config, LogFormat, Mode};
 use crate::token::{Projects, Shape, TokenKind};
 
 impl Config {
-    pub(super) fn redacted(&self) -> toml::Table {
-        use toml::{Table, Value};
+    pub(super) fn redacted(&self) -> Table {
         let mut root = Table::new();
         root.insert("mode".into(), string(self.mode.name()));
         root.insert("app_name".into(), string(&self.app_name));
@@ -47,13 +48,13 @@ impl Config {
     }
 
     /// `[cors]`.
-    fn cors_table(&self) -> toml::Table {
-        let mut cors = toml::Table::new();
+    fn cors_table(&self) -> Table {
+        let mut cors = Table::new();
         let origins = match &self.cors.allowed_origins {
             AllowedOrigins::Any => vec![string("*")],
             AllowedOrigins::List(list) => list.iter().map(|o| string(o)).collect(),
         };
-        cors.insert("allowed_origins".into(), toml::Value::Array(origins));
+        cors.insert("allowed_origins".into(), Value::Array(origins));
         cors.insert("max_age".into(), duration(self.cors.max_age));
         for (key, value) in [
             ("allowed_headers", &self.cors.allowed_headers),
@@ -68,44 +69,44 @@ impl Config {
     }
 
     /// `[frontend]`.
-    fn frontend_table(&self) -> toml::Table {
+    fn frontend_table(&self) -> Table {
         let f = &self.frontend;
-        let mut frontend = toml::Table::new();
-        frontend.insert("all_endpoint".into(), toml::Value::Boolean(f.all_endpoint));
+        let mut frontend = Table::new();
+        frontend.insert("all_endpoint".into(), Value::Boolean(f.all_endpoint));
         frontend.insert("etag_cache_size".into(), integer(f.etag_cache_size));
         frontend.insert("etag_cache_ttl".into(), duration(f.etag_cache_ttl));
         frontend
     }
 
     /// `[usage]`.
-    fn usage_table(&self) -> toml::Table {
+    fn usage_table(&self) -> Table {
         let u = &self.usage;
-        let mut usage = toml::Table::new();
+        let mut usage = Table::new();
         usage.insert("interval".into(), duration(u.interval));
         usage.insert("max_entries".into(), integer(u.max_entries));
         usage.insert("max_bytes".into(), string(&format_size(u.max_bytes)));
         usage.insert(
             "per_flag_metrics".into(),
-            toml::Value::Boolean(u.per_flag_metrics),
+            Value::Boolean(u.per_flag_metrics),
         );
         usage
     }
 
     /// `[streaming]`.
-    fn streaming_table(&self) -> toml::Table {
+    fn streaming_table(&self) -> Table {
         let st = &self.streaming;
-        let mut streaming = toml::Table::new();
+        let mut streaming = Table::new();
         streaming.insert("max_streams".into(), integer(st.max_streams));
         streaming.insert("heartbeat_interval".into(), duration(st.heartbeat_interval));
         streaming.insert("history".into(), integer(st.history));
-        streaming.insert("advertise".into(), toml::Value::Boolean(st.advertise));
+        streaming.insert("advertise".into(), Value::Boolean(st.advertise));
         streaming
     }
 
     /// `[backstage]`, its token redacted.
-    fn backstage_table(&self) -> toml::Table {
+    fn backstage_table(&self) -> Table {
         let b = &self.backstage;
-        let mut backstage = toml::Table::new();
+        let mut backstage = Table::new();
         if b.token.is_some() {
             backstage.insert("token".into(), string("<redacted>"));
         }
@@ -116,14 +117,14 @@ impl Config {
             ("metrics_batch", b.metrics_batch),
             ("instance_data", b.instance_data),
         ] {
-            backstage.insert(key.into(), toml::Value::Boolean(on));
+            backstage.insert(key.into(), Value::Boolean(on));
         }
         backstage
     }
 
     /// `[log]`.
-    fn log_table(&self) -> toml::Table {
-        let mut log = toml::Table::new();
+    fn log_table(&self) -> Table {
+        let mut log = Table::new();
         let format = match self.log_format {
             LogFormat::Plain => "plain",
             LogFormat::Json => "json",
@@ -141,9 +142,7 @@ impl Config {
     }
 
     /// `[server]`, redacted form.
-    fn server_table(&self) -> toml::Table {
-        use toml::{Table, Value};
-        let s = |v: &str| Value::String(v.to_string());
+    fn server_table(&self) -> Table {
         let mut server = Table::new();
         let ip = self
             .server
@@ -151,7 +150,7 @@ impl Config {
             .or(self.server.tls.as_ref().map(|t| t.listen))
             .map(|a| a.ip().to_string())
             .unwrap_or_default();
-        server.insert("interface".into(), s(&ip));
+        server.insert("interface".into(), string(&ip));
         if let Some(listen) = self.server.listen {
             server.insert("port".into(), Value::Integer(i64::from(listen.port())));
         }
@@ -164,46 +163,49 @@ impl Config {
             ("shutdown_delay", sv.shutdown_delay),
             ("shutdown_grace", sv.shutdown_grace),
         ] {
-            server.insert(key.into(), s(&format_duration(d)));
+            server.insert(key.into(), duration(d));
         }
-        server.insert("max_body_size".into(), s(&format_size(sv.max_body_size)));
+        server.insert(
+            "max_body_size".into(),
+            string(&format_size(sv.max_body_size)),
+        );
         server.insert(
             "max_metrics_body_size".into(),
-            s(&format_size(sv.max_metrics_body_size)),
+            string(&format_size(sv.max_metrics_body_size)),
         );
-        let int = |n: usize| Value::Integer(i64::try_from(n).unwrap_or(i64::MAX));
-        server.insert("max_connections".into(), int(sv.max_connections));
-        server.insert("max_in_flight".into(), int(sv.max_in_flight));
+        server.insert("max_connections".into(), integer(sv.max_connections));
+        server.insert("max_in_flight".into(), integer(sv.max_in_flight));
         server.insert(
             "trusted_proxies".into(),
             Value::Array(
                 sv.trusted_proxies
                     .iter()
-                    .map(|p| s(&p.to_string()))
+                    .map(|p| string(&p.to_string()))
                     .collect(),
             ),
         );
-        server.insert("base_path".into(), s(&sv.base_path));
-        server.insert("token_header".into(), s(sv.token_header.as_str()));
+        server.insert("base_path".into(), string(&sv.base_path));
+        server.insert("token_header".into(), string(sv.token_header.as_str()));
         for (key, list) in [("allow_list", &sv.allow_list), ("deny_list", &sv.deny_list)] {
             server.insert(
                 key.into(),
-                Value::Array(list.iter().map(|p| s(&p.to_string())).collect()),
+                Value::Array(list.iter().map(|p| string(&p.to_string())).collect()),
             );
         }
         server
     }
 
     /// `[tls]`, redacted form.
-    fn tls_table(&self) -> toml::Table {
-        use toml::{Table, Value};
-        let s = |v: &str| Value::String(v.to_string());
+    fn tls_table(&self) -> Table {
         let sv = &self.server;
         let mut tls = Table::new();
         tls.insert("enabled".into(), Value::Boolean(sv.tls.is_some()));
         if let Some(t) = &sv.tls {
-            tls.insert("cert_file".into(), s(&t.cert_file.display().to_string()));
-            tls.insert("key_file".into(), s(&t.key_file.display().to_string()));
+            tls.insert(
+                "cert_file".into(),
+                string(&t.cert_file.display().to_string()),
+            );
+            tls.insert("key_file".into(), string(&t.key_file.display().to_string()));
             tls.insert("port".into(), Value::Integer(i64::from(t.listen.port())));
             tls.insert("plain_http".into(), Value::Boolean(sv.listen.is_some()));
         }
@@ -212,16 +214,14 @@ impl Config {
 }
 
 /// `[offline]`, redacted form: tokens and keys shown redacted.
-fn offline_table(offline: &super::OfflineConfig) -> toml::Table {
-    use toml::{Table, Value};
-    let s = |v: &str| Value::String(v.to_string());
+fn offline_table(offline: &super::OfflineConfig) -> Table {
     let mut t = Table::new();
     t.insert(
         "features_file".into(),
-        s(&offline.features_file.display().to_string()),
+        string(&offline.features_file.display().to_string()),
     );
     let reload = offline.reload_interval.unwrap_or(Duration::ZERO);
-    t.insert("reload_interval".into(), s(&format_duration(reload)));
+    t.insert("reload_interval".into(), duration(reload));
     let projects = projects_value;
     let mut client = Vec::new();
     let mut frontend = Vec::new();
@@ -229,13 +229,13 @@ fn offline_table(offline: &super::OfflineConfig) -> toml::Table {
     for c in &offline.tokens {
         let mut entry = Table::new();
         if *c.token.shape() == Shape::Opaque {
-            entry.insert("key".into(), s(&c.token.redacted()));
-            entry.insert("environment".into(), s(&c.scope.environment));
+            entry.insert("key".into(), string(&c.token.redacted()));
+            entry.insert("environment".into(), string(&c.scope.environment));
             entry.insert("projects".into(), projects(&c.scope.projects));
             keys.push(Value::Table(entry));
             continue;
         }
-        entry.insert("token".into(), s(&c.token.redacted()));
+        entry.insert("token".into(), string(&c.token.redacted()));
         entry.insert("projects".into(), projects(&c.scope.projects));
         match c.kind {
             TokenKind::Client => client.push(Value::Table(entry)),
@@ -249,9 +249,8 @@ fn offline_table(offline: &super::OfflineConfig) -> toml::Table {
 }
 
 /// `[edge]`, redacted form: tokens redacted, custom header values never shown.
-fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
-    use toml::Value;
-    let mut t = toml::Table::new();
+fn edge_table(edge: &super::EdgeConfig) -> Table {
+    let mut t = Table::new();
     t.insert("upstream_url".into(), string(&edge.upstream_url));
     t.insert(
         "upstream_auth_header".into(),
@@ -318,7 +317,7 @@ fn edge_table(edge: &super::EdgeConfig) -> toml::Table {
 }
 
 /// Where `[edge]`'s backup goes.
-fn backup_entries(edge: &super::EdgeConfig, t: &mut toml::Table) {
+fn backup_entries(edge: &super::EdgeConfig, t: &mut Table) {
     if let Some(dir) = &edge.backup_folder {
         t.insert("backup_folder".into(), string(&dir.display().to_string()));
     }
@@ -326,73 +325,74 @@ fn backup_entries(edge: &super::EdgeConfig, t: &mut toml::Table) {
         t.insert("s3_bucket_name".into(), string(&b.name));
         t.insert(
             "s3_force_path_style".into(),
-            toml::Value::Boolean(b.force_path_style),
+            Value::Boolean(b.force_path_style),
         );
     }
 }
 
 /// Client keys, each key redacted.
-fn client_keys_value(keys: &[super::ConfiguredToken]) -> toml::Value {
+fn client_keys_value(keys: &[super::ConfiguredToken]) -> Value {
     let entries = keys
         .iter()
         .map(|c| {
-            let mut entry = toml::Table::new();
+            let mut entry = Table::new();
             entry.insert("key".into(), string(&c.token.redacted()));
             entry.insert("environment".into(), string(&c.scope.environment));
             entry.insert("projects".into(), projects_value(&c.scope.projects));
-            toml::Value::Table(entry)
+            Value::Table(entry)
         })
         .collect();
-    toml::Value::Array(entries)
+    Value::Array(entries)
 }
 
-fn string(v: &str) -> toml::Value {
-    toml::Value::String(v.to_string())
+pub(super) fn string(v: &str) -> Value {
+    Value::String(v.to_string())
 }
 
-fn integer<N: TryInto<i64>>(n: N) -> toml::Value {
-    toml::Value::Integer(n.try_into().unwrap_or(i64::MAX))
+fn integer<N: TryInto<i64>>(n: N) -> Value {
+    Value::Integer(n.try_into().unwrap_or(i64::MAX))
 }
 
-fn duration(d: Duration) -> toml::Value {
+pub(super) fn duration(d: Duration) -> Value {
     string(&format_duration(d))
 }
 
-fn projects_value(p: &Projects) -> toml::Value {
-    toml::Value::Array(match p {
-        Projects::All => vec![toml::Value::String("*".into())],
-        Projects::Some(set) => set.iter().map(|n| toml::Value::String(n.clone())).collect(),
+fn projects_value(p: &Projects) -> Value {
+    Value::Array(match p {
+        Projects::All => vec![Value::String("*".into())],
+        Projects::Some(set) => set.iter().map(|n| Value::String(n.clone())).collect(),
     })
 }
 
 /// `[store]`, redacted form.
-fn store_table(store: &super::StoreConfig) -> toml::Table {
-    use toml::Value;
-    let s = |v: &str| Value::String(v.to_string());
-    let mut st = toml::Table::new();
+fn store_table(store: &super::StoreConfig) -> Table {
+    let mut st = Table::new();
     let urls: Vec<String> = store.redis_urls.iter().map(|u| u.redacted()).collect();
-    st.insert("redis_url".into(), s(&urls.join(",")));
-    st.insert("mode".into(), s(store.mode.name()));
+    st.insert("redis_url".into(), string(&urls.join(",")));
+    st.insert("mode".into(), string(store.mode.name()));
     if let Some(ca) = &store.ca_certificate_file {
-        st.insert("ca_certificate_file".into(), s(&ca.display().to_string()));
+        st.insert(
+            "ca_certificate_file".into(),
+            string(&ca.display().to_string()),
+        );
     }
     if let super::RedisMode::Sentinel { master, data } = &store.mode {
-        st.insert("sentinel_master".into(), s(master));
+        st.insert("sentinel_master".into(), string(master));
         if let Some(user) = &data.username {
-            st.insert("data_username".into(), s(user));
+            st.insert("data_username".into(), string(user));
         }
         if data.password.is_some() {
-            st.insert("data_password".into(), s("<redacted>"));
+            st.insert("data_password".into(), string("<redacted>"));
         }
         st.insert("data_tls".into(), Value::Boolean(data.tls));
     }
-    st.insert("namespace".into(), s(&store.namespace));
+    st.insert("namespace".into(), string(&store.namespace));
     for (key, d) in [
         ("max_age", store.max_age),
         ("lease", store.lease),
         ("timeout", store.timeout),
     ] {
-        st.insert(key.into(), s(&format_duration(d)));
+        st.insert(key.into(), duration(d));
     }
     st
 }

@@ -2,8 +2,8 @@
 //! span in a bounded queue without waiting; one task takes batches from it and exports them,
 //! each export bounded by the export timeout. A full queue or a failed export drops spans and
 //! counts them ([`STATS`]); the log says so once when dropping starts and once when it ends.
-//! The SDK's own batch processor drops silently and keeps no count anyone can read, which is
-//! why flagpost has this one.
+//! The SDK's own batch processor logs its first drop through OpenTelemetry's internal log and
+//! keeps its count private until shutdown, so `/metrics` could not show it: hence this one.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -183,7 +183,7 @@ impl Health {
                 tracing::warn!(
                     %error,
                     "cannot export spans to the OpenTelemetry collector: dropping them until it \
-                     answers (flagpost_otel_spans_dropped_total)"
+                     answers (flagpost_otel_spans_total{{outcome=\"dropped_export_failed\"}})"
                 );
             }
             (Ok(()), true) => {
@@ -200,7 +200,8 @@ impl Health {
         if growing && !self.queue_full {
             tracing::warn!(
                 capacity = QUEUE_CAPACITY,
-                "the span queue is full: spans are dropped (flagpost_otel_spans_dropped_total); \
+                "the span queue is full: spans are dropped \
+                 (flagpost_otel_spans_total{{outcome=\"dropped_queue_full\"}}); \
                  sample fewer (OTEL_TRACES_SAMPLER_ARG) or give the collector more room"
             );
         } else if !growing && self.queue_full {

@@ -1,7 +1,6 @@
 //! Reaching the fleet's Redis as teams run it: Unleash Edge's address parts with an ACL
 //! user, TLS with an ACL user, Sentinels over TLS with a private CA.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::edge::edge_config;
@@ -69,31 +68,13 @@ async fn a_fleet_on_redis_over_tls_with_an_acl_user() {
     let dir = tempfile::tempdir().unwrap();
     tls_files(dir.path());
     let file = |name: &str| dir.path().join(name).display().to_string();
-    let port = child_port();
-    let mut child = Command::new("redis-server")
-        .args([
-            "--port",
-            "0",
-            "--tls-port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-        ])
-        .args([
-            "--tls-cert-file",
-            &file("redis.pem"),
-            "--tls-key-file",
-            &file("redis.key"),
-        ])
-        .args([
-            "--tls-ca-cert-file",
-            &file("ca.pem"),
-            "--tls-auth-clients",
-            "no",
-        ])
-        .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
-        .args(["--user", "default", "off"])
-        .args([
+    // Only TLS, the default user off, one ACL user for the fleet.
+    let redis = Node::start_tls(
+        dir.path(),
+        &[
+            "--user",
+            "default",
+            "off",
             "--user",
             "fleet",
             "on",
@@ -101,27 +82,9 @@ async fn a_fleet_on_redis_over_tls_with_an_acl_user() {
             "~flagpost:*",
             "&*",
             "+@all",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed");
-    let up_tls = || {
-        Command::new("redis-cli")
-            .args(["--tls", "--cacert", &file("ca.pem"), "-h", "127.0.0.1"])
-            .args([
-                "-p",
-                &port.to_string(),
-                "--user",
-                "fleet",
-                "--pass",
-                "tls-fleet-pw-3",
-            ])
-            .args(["--no-auth-warning", "PING"])
-            .output()
-            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"))
-    };
-    eventually("redis-server over TLS", || async { up_tls() }).await;
+        ],
+    );
+    let port = redis.port;
     let store = format!(
         "redis_url = \"rediss://fleet:tls-fleet-pw-3@127.0.0.1:{port}\"\nca_certificate_file = \"{}\"\nnamespace = \"tls\"",
         file("ca.pem")
@@ -140,8 +103,6 @@ async fn a_fleet_on_redis_over_tls_with_an_acl_user() {
         role(&s).await == "solo"
     })
     .await;
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Everything behind Sentinels over TLS only, with a private CA: the data nodes (replicating

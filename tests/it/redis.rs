@@ -150,11 +150,17 @@ impl Drop for Node {
 impl Node {
     /// A data node with extra arguments.
     pub fn start(extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
         // Its cluster bus port (the port + 10000) is free too.
         let port = child_port();
+        Node::spawn(port, &["--port", &port.to_string()], extra, None)
+    }
+
+    /// `redis-server` on `port` (`listen` says how), no persistence, in its own folder; up.
+    fn spawn(port: u16, listen: &[&str], extra: &[&str], tls_ca: Option<String>) -> Node {
+        let dir = tempfile::tempdir().unwrap();
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(listen)
+            .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no", "--loglevel", "warning"])
             .arg("--dir")
             .arg(dir.path())
@@ -167,7 +173,7 @@ impl Node {
             child: Some(child),
             port,
             auth: None,
-            tls_ca: None,
+            tls_ca,
             _dir: dir,
         };
         node.wait_up();
@@ -200,55 +206,27 @@ impl Node {
     /// A data node speaking only TLS (certificates from `tls_files` in `certs`), replicating
     /// over TLS too.
     pub fn start_tls(certs: &std::path::Path, extra: &[&str]) -> Node {
-        let dir = tempfile::tempdir().unwrap();
         let port = child_port();
         let f = |name: &str| certs.join(name).display().to_string();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                "0",
-                "--tls-port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-            ])
-            .args([
-                "--tls-cert-file",
-                &f("redis.pem"),
-                "--tls-key-file",
-                &f("redis.key"),
-            ])
-            .args([
-                "--tls-ca-cert-file",
-                &f("ca.pem"),
-                "--tls-auth-clients",
-                "no",
-            ])
-            .args([
-                "--tls-replication",
-                "yes",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--loglevel", "warning"])
-            .arg("--dir")
-            .arg(dir.path())
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let node = Node {
-            child: Some(child),
-            port,
-            auth: None,
-            tls_ca: Some(f("ca.pem")),
-            _dir: dir,
-        };
-        node.wait_up();
-        node
+        let tls_port = port.to_string();
+        let (cert, key, ca) = (f("redis.pem"), f("redis.key"), f("ca.pem"));
+        let listen = [
+            "--port",
+            "0",
+            "--tls-port",
+            &tls_port,
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca,
+            "--tls-auth-clients",
+            "no",
+            "--tls-replication",
+            "yes",
+        ];
+        Node::spawn(port, &listen, extra, Some(ca.clone()))
     }
 
     /// A Sentinel speaking only TLS, reaching the data nodes over TLS.

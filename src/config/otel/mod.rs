@@ -8,8 +8,7 @@ use std::time::Duration;
 use super::cli::OtelArgs;
 use super::file::RawOtel;
 use super::layer::Layers;
-use super::redact::url_without_credentials;
-use super::unit::format_duration;
+use super::redact::{duration, string, url_without_credentials};
 use super::{invalid, ConfigError};
 use crate::token::Secret;
 
@@ -260,7 +259,6 @@ fn gzip(a: &OtelArgs, l: &Layers<'_>, raw: &RawOtel) -> Result<bool, ConfigError
 }
 
 /// `service.name` and the other resource attributes.
-#[allow(clippy::type_complexity)]
 fn resource(
     a: &OtelArgs,
     l: &Layers<'_>,
@@ -350,21 +348,17 @@ fn parse_pairs(text: &str, key: &str) -> Result<Vec<(String, Secret)>, ConfigErr
     Ok(out)
 }
 
+/// `%XX` escapes decoded (as OTEL_EXPORTER_OTLP_HEADERS and OTEL_RESOURCE_ATTRIBUTES have
+/// them); `None` for a `%` that does not start an escape, or bytes that are not UTF-8.
 fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
+    let escapes = text.match_indices('%').all(|(i, _)| {
+        text.get(i + 1..i + 3)
+            .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    let decoded = percent_encoding::percent_decode_str(text)
+        .decode_utf8()
+        .ok()?;
+    escapes.then(|| decoded.into_owned())
 }
 
 fn sampler(name: Option<String>, arg: Option<String>) -> Result<SamplerChoice, ConfigError> {
@@ -414,32 +408,31 @@ impl OtelConfig {
 
     pub(super) fn table(&self) -> toml::Table {
         use toml::Value;
-        let s = |v: &str| Value::String(v.to_string());
         let mut t = toml::Table::new();
         t.insert(
             "endpoint".into(),
-            s(&url_without_credentials(&self.endpoint)),
+            string(&url_without_credentials(&self.endpoint)),
         );
-        t.insert("protocol".into(), s(self.protocol.name()));
+        t.insert("protocol".into(), string(self.protocol.name()));
         if !self.headers.is_empty() {
             let headers = self
                 .headers
                 .iter()
-                .map(|(k, _)| (k.clone(), s("<redacted>")))
+                .map(|(k, _)| (k.clone(), string("<redacted>")))
                 .collect();
             t.insert("headers".into(), Value::Table(headers));
         }
-        t.insert("timeout".into(), s(&format_duration(self.timeout)));
+        t.insert("timeout".into(), duration(self.timeout));
         t.insert(
             "compression".into(),
-            s(if self.gzip { "gzip" } else { "none" }),
+            string(if self.gzip { "gzip" } else { "none" }),
         );
-        t.insert("service_name".into(), s(&self.service_name));
+        t.insert("service_name".into(), string(&self.service_name));
         if !self.resource_attributes.is_empty() {
             let attrs = self
                 .resource_attributes
                 .iter()
-                .map(|(k, v)| (k.clone(), s(v)))
+                .map(|(k, v)| (k.clone(), string(v)))
                 .collect();
             t.insert("resource_attributes".into(), Value::Table(attrs));
         }
@@ -453,7 +446,7 @@ impl OtelConfig {
                 ("parentbased_traceidratio", Some(r))
             }
         };
-        t.insert("sampler".into(), s(name));
+        t.insert("sampler".into(), string(name));
         if let Some(r) = arg {
             t.insert("sampler_arg".into(), Value::Float(r));
         }
